@@ -1,0 +1,37 @@
+using System.CommandLine;
+using Sparsity.Pipeline.Commands;
+using Sparsity.Training;
+
+namespace Sparsity.Pipeline;
+
+/// <summary>Entry point of relu-sparsity. Commands are thin wrappers over library calls.</summary>
+public static class Program
+{
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error, interactive: !Console.IsOutputRedirected);
+
+    /// <summary>Parses and runs a command line; user errors become one line on <paramref name="error"/> and exit code 2.</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error, bool interactive = false)
+    {
+        var root = new RootCommand("relu-sparsity: train ReLU transformers and measure how their MLP hidden units are used.")
+        {
+            CorpusCommand.Create(output),
+            TokenizerCommand.Create(output),
+            TrainCommand.Create(output, interactive),
+        };
+        var parsed = root.Parse(args);
+        try
+        {
+            return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        }
+        catch (UserInputException e)
+        {
+            error.WriteLine("error: " + e.Message);
+            return 2;
+        }
+        catch (OperationCanceledException)
+        {
+            error.WriteLine("error: cancelled; no output was written.");
+            return 130;
+        }
+    }
+}

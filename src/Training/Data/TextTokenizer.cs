@@ -1,0 +1,111 @@
+using System.Text;
+using Microsoft.ML.Tokenizers;
+
+namespace Sparsity.Training.Data;
+
+/// <summary>
+/// One tokenizer named by a spec string, the same syntax everywhere a tokenizer is named:
+/// <c>tiktoken:cl100k_base</c>, <c>tiktoken:o200k_base</c>, <c>bpe:&lt;vocab.json&gt;,&lt;merges.txt&gt;</c>
+/// (GPT-2 byte-level format, GPT-2 pre-tokenizer), <c>sentencepiece:&lt;file.model&gt;</c>, <c>wordpiece:&lt;vocab.txt&gt;</c>,
+/// <c>bytes</c> (UTF-8 bytes as ids 0–255) and <c>ids</c> (text already holds whitespace-separated ids).
+/// </summary>
+public sealed class TextTokenizer
+{
+    readonly Tokenizer? _library;
+    readonly bool _bytes;
+
+    TextTokenizer(string spec, Tokenizer? library, bool bytes, int? vocabSize, IReadOnlyList<string> files)
+    {
+        Spec = spec;
+        _library = library;
+        _bytes = bytes;
+        VocabSize = vocabSize;
+        Files = files;
+    }
+
+    /// <summary>The spec this tokenizer was made from.</summary>
+    public string Spec { get; }
+    /// <summary>Ids are below this; null for <c>ids</c>, whose range only the model knows.</summary>
+    public int? VocabSize { get; }
+    /// <summary>Files the spec names (copied into checkpoints).</summary>
+    public IReadOnlyList<string> Files { get; }
+    /// <summary>Id of &lt;|endoftext|&gt; when the vocabulary has one (documents are separated by it in training streams).</summary>
+    public int? EndOfTextId { get; private init; }
+
+    /// <summary>Token ids of <paramref name="text"/>.</summary>
+    public IReadOnlyList<int> Encode(string text)
+    {
+        if (_library != null) return _library.EncodeToIds(text, considerPreTokenization: true, considerNormalization: true);
+        if (_bytes) return Encoding.UTF8.GetBytes(text).Select(b => (int)b).ToArray();
+        var ids = new List<int>();
+        foreach (string part in text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+            ids.Add(int.TryParse(part, out int id) && id >= 0 ? id
+                : throw new UserInputException($"'{Shorten(part)}' is not a token id: with --tokenizer ids each line holds whitespace-separated non-negative integers."));
+        return ids;
+    }
+
+    /// <summary>Text of <paramref name="ids"/> (for <c>ids</c>, the ids joined by spaces).</summary>
+    public string Decode(IEnumerable<int> ids)
+    {
+        if (_library != null) return _library.Decode(ids);
+        if (_bytes) return Encoding.UTF8.GetString(ids.Select(i => (byte)i).ToArray());
+        return string.Join(' ', ids);
+    }
+
+    /// <summary>Parses a spec; file paths are resolved against <paramref name="baseDirectory"/> when relative.</summary>
+    /// <exception cref="UserInputException">Unknown spec, or a file it names is missing or unreadable.</exception>
+    public static TextTokenizer FromSpec(string spec, string? baseDirectory = null)
+    {
+        string kind = spec.Split(':', 2)[0];
+        string argument = spec.Contains(':') ? spec.Split(':', 2)[1] : "";
+        string Resolve(string file)
+        {
+            string path = baseDirectory == null || Path.IsPathRooted(file) ? file : Path.Combine(baseDirectory, file);
+            return File.Exists(path) ? path : throw new UserInputException($"Tokenizer file {path} (from --tokenizer {spec}) does not exist.");
+        }
+        try
+        {
+            switch (kind)
+            {
+                case "bytes" when argument == "":
+                    return new TextTokenizer(spec, null, bytes: true, 256, []);
+                case "ids" when argument == "":
+                    return new TextTokenizer(spec, null, bytes: false, null, []);
+                case "tiktoken" when argument is "cl100k_base" or "o200k_base":
+                    // The library exposes no full vocabulary count for tiktoken; these are the encodings' sizes with special tokens.
+                    int tiktokenSize = argument == "cl100k_base" ? 100_277 : 200_019;
+                    return new TextTokenizer(spec, TiktokenTokenizer.CreateForEncoding(argument), false, tiktokenSize, []);
+                case "bpe" when argument.Split(',').Length == 2:
+                    string vocab = Resolve(argument.Split(',')[0]), merges = Resolve(argument.Split(',')[1]);
+                    var endOfText = new Dictionary<string, int>();
+                    var bpeOptions = new BpeOptions(vocab, merges) { ByteLevel = true };
+                    if (bpeOptions.Vocabulary!.FirstOrDefault(kv => kv.Key == BytePairEncodingLearner.EndOfText) is { Key: not null } eot) endOfText[eot.Key] = eot.Value;
+                    bpeOptions.SpecialTokens = endOfText;
+                    bpeOptions.PreTokenizer = new RegexPreTokenizer(BytePairEncodingLearner.Gpt2PreTokenizer(), endOfText);
+                    var bpe = BpeTokenizer.Create(bpeOptions);
+                    return new TextTokenizer(spec, bpe, false, bpe.Vocabulary.Values.Max() + 1, [vocab, merges])
+                    { EndOfTextId = endOfText.Count > 0 ? endOfText.Values.Single() : null };
+                case "sentencepiece" when argument != "":
+                    string model = Resolve(argument);
+                    using (var s = File.OpenRead(model))
+                    {
+                        var sp = SentencePieceTokenizer.Create(s, addBeginningOfSentence: false, addEndOfSentence: false);
+                        return new TextTokenizer(spec, sp, false, MaxId(sp.Vocabulary.Values, sp.SpecialTokens?.Values) + 1, [model]);
+                    }
+                case "wordpiece" when argument != "":
+                    string vocabTxt = Resolve(argument);
+                    var wp = WordPieceTokenizer.Create(vocabTxt);
+                    return new TextTokenizer(spec, wp, false, File.ReadLines(vocabTxt).Count(), [vocabTxt]);
+            }
+        }
+        catch (Exception e) when (e is not UserInputException)
+        {
+            throw new UserInputException($"Could not load tokenizer {spec}: {e.Message}");
+        }
+        throw new UserInputException($"Unknown tokenizer spec '{spec}': use tiktoken:cl100k_base, tiktoken:o200k_base, bpe:<vocab.json>,<merges.txt>, sentencepiece:<file.model>, wordpiece:<vocab.txt>, bytes or ids.");
+    }
+
+    static int MaxId(IEnumerable<int> ids, IEnumerable<int>? special) => Math.Max(ids.Max(), special?.DefaultIfEmpty(0).Max() ?? 0);
+
+    static string Shorten(string s) => s.Length <= 20 ? s : s[..20] + "…";
+}

@@ -1,0 +1,56 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Sparsity.Training.Model;
+
+/// <summary>
+/// MLP block f(x) = down(mask ⊙ TopK(ReLU(up(x)))). <see cref="Hidden"/> is the activation map
+/// the project measures: the input of the down-projection. Weight keys: up.weight, up.bias,
+/// down.weight, down.bias, unit_mask (1 = unit kept, 0 = masked for the rest of training).
+/// </summary>
+public sealed class Mlp : nn.Module<Tensor, Tensor>
+{
+    private readonly Linear up;
+    private readonly Linear down;
+    private readonly int topK;
+
+    public Mlp(int dModel, int dFf, int topK) : base(nameof(Mlp))
+    {
+        up = nn.Linear(dModel, dFf);
+        down = nn.Linear(dFf, dModel);
+        this.topK = topK > 0 && topK < dFf ? topK : 0;
+        RegisterComponents();
+        register_buffer("unit_mask", ones(dFf));
+    }
+
+    /// <summary>The up-projection (d_model → d_ff).</summary>
+    public Linear Up => up;
+    /// <summary>The down-projection (d_ff → d_model).</summary>
+    public Linear Down => down;
+    /// <summary>Per-unit keep flags [d_ff]: 1 = active allowed, 0 = masked.</summary>
+    public Tensor UnitMask => get_buffer("unit_mask")!;
+
+    /// <summary>Post-activation hidden layer (B, T, d_ff), after mask and Top-k.</summary>
+    public Tensor Hidden(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = nn.functional.relu(up.forward(x)) * UnitMask; // (B, T, d_ff)
+        if (topK > 0)
+        {
+            // Exactly k kept per token: scatter ones at the k largest (ties broken by index order).
+            var (_, indices) = h.topk(topK, dim: -1);
+            h = h * zeros_like(h).scatter_(-1, indices, 1f);
+        }
+        return h.MoveToOuterDisposeScope();
+    }
+
+    public override Tensor forward(Tensor x) => down.forward(Hidden(x));
+
+    /// <summary>Sets which units may fire: true = kept.</summary>
+    public void SetUnitMask(bool[] keep)
+    {
+        using var _ = no_grad();
+        UnitMask.copy_(tensor(keep.Select(k => k ? 1f : 0f).ToArray()));
+    }
+}

@@ -1,0 +1,94 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Sparsity.Training;
+
+/// <summary>
+/// Reads and writes the safetensors format (8-byte little-endian header length, a JSON header of
+/// name → dtype, shape, data_offsets, then raw little-endian data), so weights move to and from
+/// PyTorch. Writes F32; reads F32, F16 and BF16 (converted to F32).
+/// </summary>
+public static class Safetensors
+{
+    /// <summary>Writes tensors (moved to CPU, as float32) with optional string metadata.</summary>
+    public static void Save(string path, IEnumerable<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var header = new JsonObject();
+        if (metadata != null) header["__metadata__"] = new JsonObject(metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
+        var blobs = new List<byte[]>();
+        long offset = 0;
+        foreach (var (name, tensor) in tensors)
+        {
+            using var cpu = tensor.detach().cpu().to_type(ScalarType.Float32).contiguous();
+            var bytes = new byte[cpu.numel() * sizeof(float)];
+            Buffer.BlockCopy(cpu.data<float>().ToArray(), 0, bytes, 0, bytes.Length);
+            header[name] = new JsonObject
+            {
+                ["dtype"] = "F32",
+                ["shape"] = new JsonArray(cpu.shape.Select(d => (JsonNode?)JsonValue.Create(d)).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + bytes.Length),
+            };
+            blobs.Add(bytes);
+            offset += bytes.Length;
+        }
+        byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int padded = (json.Length + 7) / 8 * 8; // data starts 8-byte aligned
+        AtomicFile.Write(path, temp =>
+        {
+            using var stream = new BufferedStream(File.Create(temp), 1 << 20);
+            stream.Write(BitConverter.GetBytes((ulong)padded));
+            stream.Write(json);
+            for (int i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
+            foreach (var blob in blobs) stream.Write(blob);
+        });
+    }
+
+    /// <summary>Reads every tensor as float32 on the CPU, keyed by name.</summary>
+    /// <exception cref="UserInputException">The file is not safetensors or holds an unsupported dtype.</exception>
+    public static Dictionary<string, Tensor> Load(string path)
+    {
+        if (!File.Exists(path)) throw new UserInputException($"Weights file {path} does not exist.");
+        using var stream = File.OpenRead(path);
+        var lengthBytes = new byte[8];
+        if (stream.Read(lengthBytes) != 8) throw new UserInputException($"{path} is not a safetensors file (too short).");
+        ulong headerLength = BitConverter.ToUInt64(lengthBytes);
+        if (headerLength == 0 || headerLength > (ulong)Math.Min(stream.Length - 8, 100_000_000))
+            throw new UserInputException($"{path} is not a safetensors file (bad header length).");
+        var headerBytes = new byte[headerLength];
+        stream.ReadExactly(headerBytes);
+        JsonObject header;
+        try { header = JsonNode.Parse(headerBytes)!.AsObject(); }
+        catch (JsonException) { throw new UserInputException($"{path} is not a safetensors file (header is not JSON)."); }
+
+        long dataStart = 8 + (long)headerLength;
+        var result = new Dictionary<string, Tensor>();
+        foreach (var (name, node) in header)
+        {
+            if (name == "__metadata__") continue;
+            string dtype = node!["dtype"]!.GetValue<string>();
+            long[] shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
+            long begin = node["data_offsets"]![0]!.GetValue<long>(), end = node["data_offsets"]![1]!.GetValue<long>();
+            var raw = new byte[end - begin];
+            stream.Position = dataStart + begin;
+            stream.ReadExactly(raw);
+            result[name] = dtype switch
+            {
+                "F32" => tensor(MemoryMarshalFloat(raw), shape),
+                "F16" => tensor(raw.Chunk(2).Select(b => (float)BitConverter.ToHalf(b)).ToArray(), shape),
+                "BF16" => tensor(raw.Chunk(2).Select(b => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(b) << 16)).ToArray(), shape),
+                _ => throw new UserInputException($"{path}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are supported."),
+            };
+        }
+        return result;
+    }
+
+    static float[] MemoryMarshalFloat(byte[] raw)
+    {
+        var values = new float[raw.Length / sizeof(float)];
+        Buffer.BlockCopy(raw, 0, values, 0, raw.Length);
+        return values;
+    }
+}
