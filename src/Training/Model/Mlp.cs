@@ -39,8 +39,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         if (topK > 0)
         {
             // Exactly k kept per token: scatter ones at the k largest (ties broken by index order).
-            var (_, indices) = h.topk(topK, dim: -1);
-            h = h * zeros_like(h).scatter_(-1, indices, 1f);
+            var (values, indices) = h.topk(topK, dim: -1);
+            h = h * zeros_like(h).scatter_(-1, indices, ones_like(values));
         }
         return h.MoveToOuterDisposeScope();
     }

