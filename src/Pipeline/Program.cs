@@ -7,7 +7,11 @@ namespace Sparsity.Pipeline;
 /// <summary>Entry point of relu-sparsity. Commands are thin wrappers over library calls.</summary>
 public static class Program
 {
-    public static int Main(string[] args) => Run(args, Console.Out, Console.Error, interactive: !Console.IsOutputRedirected);
+    public static int Main(string[] args)
+    {
+        NativeAllocator.KeepFreedMemory();
+        return Run(args, Console.Out, Console.Error, interactive: !Console.IsOutputRedirected);
+    }
 
     /// <summary>Parses and runs a command line; user errors become one line on <paramref name="error"/> and exit code 2.</summary>
     public static int Run(string[] args, TextWriter output, TextWriter error, bool interactive = false)
