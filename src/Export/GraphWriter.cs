@@ -1,0 +1,78 @@
+using Onnx;
+
+namespace Sparsity.Export;
+
+/// <summary>
+/// Appends nodes and initializers to an ONNX graph under unique names, so subgraphs (attention,
+/// Top-k, statistics) can be written as a few lines each. Used on fresh graphs and on loaded ones.
+/// </summary>
+public sealed class GraphWriter(GraphProto graph)
+{
+    readonly HashSet<string> _names = graph.Node.SelectMany(n => n.Output.Append(n.Name))
+        .Concat(graph.Initializer.Select(i => i.Name)).Concat(graph.Input.Select(i => i.Name)).ToHashSet();
+
+    /// <summary>The graph written to.</summary>
+    public GraphProto Graph => graph;
+
+    /// <summary>A name not used yet in the graph, based on <paramref name="hint"/>.</summary>
+    public string Fresh(string hint)
+    {
+        string name = hint;
+        for (int i = 1; !_names.Add(name); i++) name = $"{hint}_{i}";
+        return name;
+    }
+
+    /// <summary>Adds a single-output node; returns its output name.</summary>
+    public string Op(string op, string hint, string[] inputs, params AttributeProto[] attributes) => Ops(op, hint, inputs, 1, attributes)[0];
+
+    /// <summary>Adds a node with <paramref name="outputs"/> outputs; returns their names.</summary>
+    public string[] Ops(string op, string hint, string[] inputs, int outputs, params AttributeProto[] attributes)
+    {
+        var names = Enumerable.Range(0, outputs).Select(i => Fresh(outputs == 1 ? hint : $"{hint}.{i}")).ToArray();
+        graph.Node.Add(OnnxGraph.Node(op, Fresh(hint + "/" + op), inputs, names, attributes));
+        return names;
+    }
+
+    /// <summary>Adds a node whose single output has exactly the given name (graph outputs with stable names).</summary>
+    public string Named(string op, string output, string[] inputs, params AttributeProto[] attributes)
+    {
+        _names.Add(output);
+        graph.Node.Add(OnnxGraph.Node(op, Fresh(output + "/" + op), inputs, [output], attributes));
+        return output;
+    }
+
+    /// <summary>Adds a float32 initializer.</summary>
+    public string Floats(string hint, long[] dims, ReadOnlySpan<float> values)
+    {
+        string name = Fresh(hint);
+        graph.Initializer.Add(OnnxGraph.FloatTensor(name, dims, values));
+        return name;
+    }
+
+    /// <summary>Adds an int64 initializer.</summary>
+    public string Longs(string hint, long[] dims, params long[] values)
+    {
+        string name = Fresh(hint);
+        graph.Initializer.Add(OnnxGraph.Int64Tensor(name, dims, values));
+        return name;
+    }
+
+    /// <summary>Adds a float32 scalar initializer.</summary>
+    public string Scalar(string hint, float value) => Floats(hint, [], [value]);
+
+    /// <summary>
+    /// Top-k thresholding of the last axis, as <c>Mlp.Hidden</c> trains it: the k largest entries
+    /// of each row keep their value, all others become 0 (ScatterElements of ones at TopK's indices).
+    /// </summary>
+    public string TopKMask(string input, long k, string hint)
+    {
+        string indices = Ops("TopK", hint + "/topk", [input, Longs(hint + "/k", [1], k)], 2,
+            OnnxGraph.Int("axis", -1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 0))[1];
+        string zeros = Op("ConstantOfShape", hint + "/zeros", [Op("Shape", hint + "/shape", [input])],
+            OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [0f])));
+        string ones = Op("ConstantOfShape", hint + "/ones", [Op("Shape", hint + "/kshape", [indices])],
+            OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
+        string keep = Op("ScatterElements", hint + "/keep", [zeros, indices, ones], OnnxGraph.Int("axis", -1));
+        return Op("Mul", hint + "/topk_out", [input, keep]);
+    }
+}

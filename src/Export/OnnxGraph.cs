@@ -1,0 +1,108 @@
+using Google.Protobuf;
+using Onnx;
+
+namespace Sparsity.Export;
+
+/// <summary>
+/// Small helpers for writing ONNX graphs with the protoc-generated types: nodes, initializers,
+/// typed inputs/outputs, and the model wrapper with producer, version and opset.
+/// </summary>
+public static class OnnxGraph
+{
+    /// <summary>Default ONNX opset of graphs this project writes (LayerNormalization needs 17).</summary>
+    public const long Opset = 17;
+
+    /// <summary>A node with optional attributes.</summary>
+    public static NodeProto Node(string op, string name, IEnumerable<string> inputs, IEnumerable<string> outputs, params AttributeProto[] attributes)
+    {
+        var node = new NodeProto { OpType = op, Name = name };
+        node.Input.AddRange(inputs);
+        node.Output.AddRange(outputs);
+        node.Attribute.AddRange(attributes);
+        return node;
+    }
+
+    /// <summary>An integer attribute.</summary>
+    public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+    /// <summary>A float attribute.</summary>
+    public static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+    /// <summary>An integer-list attribute.</summary>
+    public static AttributeProto Ints(string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        return a;
+    }
+    /// <summary>A tensor attribute (Constant, ConstantOfShape).</summary>
+    public static AttributeProto TensorAttribute(string name, TensorProto value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = value };
+
+    /// <summary>A float32 tensor stored as raw little-endian data.</summary>
+    public static TensorProto FloatTensor(string name, long[] dims, ReadOnlySpan<float> values)
+    {
+        var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float };
+        t.Dims.AddRange(dims);
+        t.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+        return t;
+    }
+
+    /// <summary>An int64 tensor.</summary>
+    public static TensorProto Int64Tensor(string name, long[] dims, params long[] values)
+    {
+        var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Int64 };
+        t.Dims.AddRange(dims);
+        t.Int64Data.AddRange(values);
+        return t;
+    }
+
+    /// <summary>A graph input or output of an element type with named (dynamic) or fixed dimensions.</summary>
+    public static ValueInfoProto Value(string name, TensorProto.Types.DataType type, params object[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (object d in dims)
+            shape.Dim.Add(d is string param ? new TensorShapeProto.Types.Dimension { DimParam = param } : new TensorShapeProto.Types.Dimension { DimValue = Convert.ToInt64(d) });
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
+        };
+    }
+
+    /// <summary>Wraps a graph into a model with IR version 8, the opset, producer name and version.</summary>
+    public static ModelProto Model(GraphProto graph, string producerVersion, long opset = Opset, string docString = "")
+    {
+        var model = new ModelProto
+        {
+            IrVersion = 8,
+            ProducerName = "relu-sparsity",
+            ProducerVersion = producerVersion,
+            Graph = graph,
+            DocString = docString,
+        };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
+        return model;
+    }
+
+    /// <summary>Reads a model file; a file that is not ONNX is a user error naming it.</summary>
+    public static ModelProto Load(string path)
+    {
+        if (!File.Exists(path)) throw new Training.UserInputException($"Model {path} does not exist.");
+        try
+        {
+            using var stream = File.OpenRead(path);
+            var model = ModelProto.Parser.ParseFrom(stream);
+            if (model.Graph != null && model.Graph.Node.Count > 0) return model;
+        }
+        catch (InvalidProtocolBufferException)
+        {
+        }
+        throw new Training.UserInputException($"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph).");
+    }
+
+    /// <summary>Writes a model atomically (temporary name, then rename).</summary>
+    public static void Save(ModelProto model, string path) =>
+        Training.AtomicFile.Write(path, temp =>
+        {
+            using var stream = File.Create(temp);
+            model.WriteTo(stream);
+        });
+}
