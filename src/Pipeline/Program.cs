@@ -21,6 +21,10 @@ public static class Program
             CorpusCommand.Create(output),
             TokenizerCommand.Create(output),
             TrainCommand.Create(output, interactive),
+            ExportCommands.Export(output),
+            ExportCommands.Instrument(output),
+            ExportCommands.Prune(output),
+            ExportCommands.TopK(output),
         };
         var parsed = root.Parse(args);
         try

@@ -1,0 +1,155 @@
+using System.Text.Json;
+using Google.Protobuf;
+using Onnx;
+using Sparsity.Analysis;
+using Sparsity.Training;
+using DataType = Onnx.TensorProto.Types.DataType;
+
+namespace Sparsity.Export;
+
+/// <summary>The sidecar written beside an instrumented or exported model (model.mlp.json).</summary>
+/// <param name="Model">File name of the model it describes.</param>
+/// <param name="Producer">Tool that wrote it.</param>
+/// <param name="Layers">MLP sites in layer order.</param>
+public sealed record MlpSidecar(string Model, string Producer, IReadOnlyList<MlpSite> Layers)
+{
+    /// <summary>Sidecar path of a model path: model.onnx → model.mlp.json.</summary>
+    public static string PathFor(string modelPath) => Path.ChangeExtension(modelPath, ".mlp.json");
+
+    /// <summary>Writes the sidecar atomically beside <paramref name="modelPath"/>.</summary>
+    public static void Write(string modelPath, IReadOnlyList<MlpSite> sites) =>
+        AtomicFile.WriteAllText(PathFor(modelPath), JsonSerializer.Serialize(new MlpSidecar(Path.GetFileName(modelPath), Checkpoint.Producer, sites), ProjectJson.Options));
+}
+
+/// <summary>Graph surgery on MLP sites: expose activations, slice pruned units, insert Top-k.</summary>
+public static class Surgery
+{
+    /// <summary>Adds each site's measured tensor as a graph output (float, shape left to the runtime), in layer order.</summary>
+    public static ModelProto Instrument(ModelProto model, IReadOnlyList<MlpSite> sites)
+    {
+        var result = model.Clone();
+        var outputs = result.Graph.Output.Select(o => o.Name).ToHashSet();
+        foreach (var site in sites.Where(s => !outputs.Contains(s.Output)))
+            result.Graph.Output.Add(new ValueInfoProto { Name = site.Output, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)DataType.Float } } });
+        return result;
+    }
+
+    /// <summary>What pruning removed.</summary>
+    public sealed record PruneReport(long ParametersBefore, long ParametersAfter, long BytesBefore, long BytesAfter, int[] UnitsBefore, int[] UnitsAfter);
+
+    /// <summary>
+    /// Removes the units the mask drops: columns of the up-projection weight (rows for Gemm transB=1)
+    /// and its bias, rows of the down-projection weight (columns for transB=1), per-unit masks on the
+    /// path, and clamps Top-k's k to the units left. Returns the pruned model and sites.
+    /// </summary>
+    public static (ModelProto Model, IReadOnlyList<MlpSite> Sites, PruneReport Report) Prune(ModelProto model, IReadOnlyList<MlpSite> sites, UnitMask mask)
+    {
+        try { mask.Validate(sites.Select(s => s.DFf).ToList()); }
+        catch (ArgumentException e) { throw new UserInputException(e.Message); }
+        if (mask.Layers.All(l => l.Kept.Length == l.DFf))
+            throw new UserInputException("The mask keeps every unit: pruning would write an unchanged model.");
+
+        var result = model.Clone();
+        var initializers = result.Graph.Initializer.ToDictionary(i => i.Name);
+        var uses = result.Graph.Node.SelectMany(n => n.Input).GroupBy(i => i).ToDictionary(g => g.Key, g => g.Count());
+        var pruned = sites.ToList();
+        foreach (var layer in mask.Layers.Where(l => l.Kept.Length < l.DFf))
+        {
+            var site = sites[layer.Layer];
+            int[] kept = layer.Kept.Order().ToArray();
+            TensorProto Owned(string name) => uses.GetValueOrDefault(name) <= 1 ? initializers[name]
+                : throw new UserInputException($"Initializer {name} of layer {site.Layer} is shared with other nodes; it cannot be pruned in place.");
+
+            SliceAxis(Owned(site.Up.Weight), site.Up.TransB == 1 ? 0 : 1, kept);
+            if (site.Up.Bias != null) SliceAxis(Owned(site.Up.Bias), 0, kept);
+            SliceAxis(Owned(site.Down.Weight), site.Down.TransB == 1 ? 1 : 0, kept);
+            foreach (var node in MlpSites.PathNodes(result, site))
+            {
+                foreach (string input in node.Input.Where(initializers.ContainsKey))
+                {
+                    var t = initializers[input];
+                    if (node.OpType == "Mul" && t.Dims.Count == 1 && t.Dims[0] == site.DFf) SliceAxis(Owned(input), 0, kept);
+                    if (node.OpType == "TopK" && input == node.Input[1]) ClampK(t, kept.Length);
+                }
+            }
+            pruned[layer.Layer] = site with { DFf = kept.Length };
+        }
+        var report = new PruneReport(Parameters(model), Parameters(result), model.CalculateSize(), result.CalculateSize(),
+            sites.Select(s => s.DFf).ToArray(), pruned.Select(s => s.DFf).ToArray());
+        return (result, pruned, report);
+    }
+
+    /// <summary>
+    /// Inserts Top-k thresholding at each site's measured tensor (before the down-projection), keeping
+    /// the tensor's name so exposed outputs report the thresholded activations.
+    /// </summary>
+    public static ModelProto InsertTopK(ModelProto model, IReadOnlyList<MlpSite> sites, IReadOnlyList<int> k)
+    {
+        if (k.Count != 1 && k.Count != sites.Count)
+            throw new UserInputException($"Give one k or one per layer ({sites.Count}); got {k.Count}.");
+        var result = model.Clone();
+        var g = new GraphWriter(result.Graph);
+        foreach (var site in sites)
+        {
+            int layerK = k.Count == 1 ? k[0] : k[site.Layer];
+            if (layerK < 1 || layerK > site.DFf) throw new UserInputException($"k = {layerK} is outside 1..{site.DFf} (d_ff of layer {site.Layer}).");
+            var producer = result.Graph.Node.First(n => n.Output.Contains(site.Output));
+            string raw = g.Fresh(site.Output + ".before_topk");
+            producer.Output[producer.Output.IndexOf(site.Output)] = raw;
+            int before = result.Graph.Node.Count;
+            string thresholded = g.TopKMask(raw, layerK, $"h.{site.Layer}.topk");
+            g.Named("Identity", site.Output, [thresholded]);
+            // Keep the node list topologically sorted: the new nodes go right after the producer.
+            var added = result.Graph.Node.Skip(before).ToList();
+            for (int i = 0; i < added.Count; i++) result.Graph.Node.RemoveAt(result.Graph.Node.Count - 1);
+            int at = result.Graph.Node.IndexOf(producer) + 1;
+            for (int i = 0; i < added.Count; i++) result.Graph.Node.Insert(at + i, added[i]);
+        }
+        return result;
+    }
+
+    /// <summary>Parameters held in initializers.</summary>
+    public static long Parameters(ModelProto model) => model.Graph.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, d) => a * d));
+
+    static void SliceAxis(TensorProto t, int axis, int[] kept)
+    {
+        if (t.DataType != (int)DataType.Float) throw new UserInputException($"Initializer {t.Name} is not float32; only float32 weights can be pruned.");
+        float[] values = ReadFloats(t);
+        long[] dims = t.Dims.ToArray();
+        long rows = axis == 0 ? dims[0] : values.Length / dims[^1], cols = dims.Length == 1 ? 1 : dims[^1];
+        float[] sliced;
+        if (axis == 0)
+        {
+            sliced = new float[kept.Length * cols];
+            for (int r = 0; r < kept.Length; r++) Array.Copy(values, kept[r] * cols, sliced, r * cols, cols);
+            dims[0] = kept.Length;
+        }
+        else
+        {
+            sliced = new float[rows * kept.Length];
+            for (long r = 0; r < rows; r++)
+                for (int c = 0; c < kept.Length; c++) sliced[r * kept.Length + c] = values[r * cols + kept[c]];
+            dims[^1] = kept.Length;
+        }
+        t.Dims.Clear();
+        t.Dims.AddRange(dims);
+        t.FloatData.Clear();
+        t.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(sliced.AsSpan()));
+    }
+
+    static void ClampK(TensorProto t, int units)
+    {
+        long k = t.Int64Data.Count > 0 ? t.Int64Data[0] : BitConverter.ToInt64(t.RawData.Span);
+        if (k <= units) return;
+        t.Int64Data.Clear();
+        t.ClearRawData(); // proto2: an empty raw_data still counts as present
+        t.Int64Data.Add(units);
+    }
+
+    /// <summary>Float32 values of an initializer stored as raw_data or float_data.</summary>
+    public static float[] ReadFloats(TensorProto t)
+    {
+        if (t.FloatData.Count > 0) return t.FloatData.ToArray();
+        return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
+    }
+}
