@@ -95,13 +95,23 @@ Task("Train")
     Cli($"train --preset {preset} --corpus \"{train}\" --heldout \"{held}\" --tokenizer \"{spec}\" --out \"{checkpoint}\"");
 });
 
-Task("TrainExportAnalyze")
-    .Description("The main job: train, then (once built) export and analyze the held-out text.")
-    .IsDependentOn("Train")
+Task("Export")
+    .Description("Export the checkpoint to ONNX: model.onnx (logits + mlp_hidden.{i}) and model.stats.onnx (counts reduced in the runtime).")
+    .IsDependentOn("Build")
     .Does(() =>
 {
-    Information($"Checkpoint and training sparsity log: {checkpoint}");
-    Information("Not built yet: ONNX export (issue 3) and the analysis pipeline and report (issue 4); this target stops after training.");
+    Cli($"export --checkpoint \"{checkpoint}\" --out \"{checkpoint}/model.onnx\"");
+    Cli($"export --checkpoint \"{checkpoint}\" --out \"{checkpoint}/model.stats.onnx\" --variant stats");
+});
+
+Task("TrainExportAnalyze")
+    .Description("The main job: train, export, then (once built) analyze the held-out text.")
+    .IsDependentOn("Train")
+    .IsDependentOn("Export")
+    .Does(() =>
+{
+    Information($"Checkpoint, training sparsity log and ONNX exports: {checkpoint}");
+    Information("Not built yet: the analysis pipeline and report (issue 4); this target stops after export.");
 });
 
 //////////////////////////////////////////////////////////////////////

@@ -30,6 +30,13 @@ public static class ExportCommands
             string path = parse.GetValue(outPath)!;
             var proto = ModelExporter.Export(model, parse.GetValue(variant), parse.GetValue(threshold));
             var sites = MlpSites.Find(proto);
+            if (parse.GetValue(variant) == ExportVariant.Dense)
+            {
+                float diff = ExportParity.MaxLogitDifference(model, proto);
+                output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {diff:E2} on random ids [2, {Math.Min(32, info.Model.SeqLen)}].");
+                if (!(diff <= ExportParity.Tolerance))
+                    throw new InvalidOperationException($"The exported graph disagrees with TorchSharp by {diff:E2} (> {ExportParity.Tolerance:E0}); nothing was written. Please report this.");
+            }
             OnnxGraph.Save(proto, path);
             MlpSidecar.Write(path, sites);
             output.WriteLine($"Exported {info.Model.Layers} layers (d_ff {info.Model.DFf}, {parse.GetValue(variant).ToString().ToLowerInvariant()} variant) to {path} " +
