@@ -35,6 +35,9 @@ public static class ModelExporter
     /// <summary>Per-unit active-token counts over the batch (stats variant).</summary>
     public static string UnitTokensOutput(int layer) => $"unit_tokens.{layer}";
 
+    /// <summary>Metadata key holding the activity threshold the stats variant was built with.</summary>
+    public const string ThresholdMetadata = "relu_sparsity.threshold";
+
     /// <summary>Builds the graph for <paramref name="model"/>.</summary>
     public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f)
     {
@@ -105,8 +108,10 @@ public static class ModelExporter
             g.Graph.Output.Add(OnnxGraph.Value("logits", DataType.Float, "batch", "seq", c.VocabSize));
         }
         g.Graph.Output.AddRange(outputs);
-        return OnnxGraph.Model(g.Graph, Training.Checkpoint.Producer,
+        var proto = OnnxGraph.Model(g.Graph, Training.Checkpoint.Producer,
             docString: $"ReLU transformer {c.Layers}x{c.DFf} exported by relu-sparsity ({variant.ToString().ToLowerInvariant()} variant, threshold {threshold}).");
+        proto.MetadataProps.Add(new StringStringEntryProto { Key = ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
+        return proto;
     }
 
     // Counts leave the runtime, activations do not: (B, T, d_ff) → (B, T), (B, d_ff), (d_ff).

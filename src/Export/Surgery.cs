@@ -24,13 +24,15 @@ public sealed record MlpSidecar(string Model, string Producer, IReadOnlyList<Mlp
 /// <summary>Graph surgery on MLP sites: expose activations, slice pruned units, insert Top-k.</summary>
 public static class Surgery
 {
-    /// <summary>Adds each site's measured tensor as a graph output (float, shape left to the runtime), in layer order.</summary>
+    /// <summary>Adds each site's measured tensor as a float graph output in layer order, shaped [batch, seq, d_ff] or [tokens, d_ff] by its layout.</summary>
     public static ModelProto Instrument(ModelProto model, IReadOnlyList<MlpSite> sites)
     {
         var result = model.Clone();
         var outputs = result.Graph.Output.Select(o => o.Name).ToHashSet();
         foreach (var site in sites.Where(s => !outputs.Contains(s.Output)))
-            result.Graph.Output.Add(new ValueInfoProto { Name = site.Output, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)DataType.Float } } });
+            result.Graph.Output.Add(site.Layout == "tokens_dff"
+                ? OnnxGraph.Value(site.Output, DataType.Float, "tokens", site.DFf)
+                : OnnxGraph.Value(site.Output, DataType.Float, "batch", "seq", site.DFf));
         return result;
     }
 

@@ -25,6 +25,8 @@ public static class Program
             ExportCommands.Instrument(output),
             ExportCommands.Prune(output),
             ExportCommands.TopK(output),
+            AnalyzeCommands.Analyze(output, interactive),
+            AnalyzeCommands.Merge(output),
         };
         var parsed = root.Parse(args);
         try

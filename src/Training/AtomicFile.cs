@@ -20,6 +20,28 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Fills a folder under the temporary name <c>path.partial</c>, then replaces <paramref name="path"/> with it,
+    /// so an interrupted run never leaves a folder that looks complete.
+    /// </summary>
+    public static void WriteDirectory(string path, Action<string> write)
+    {
+        string partial = Path.GetFullPath(path).TrimEnd('/', '\\') + ".partial";
+        if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
+        Directory.CreateDirectory(partial);
+        try
+        {
+            write(partial);
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            Directory.Move(partial, path);
+        }
+        catch
+        {
+            if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
+            throw;
+        }
+    }
+
     /// <summary>Writes text atomically.</summary>
     public static void WriteAllText(string path, string text) => Write(path, t => File.WriteAllText(t, text));
 

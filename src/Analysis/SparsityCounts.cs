@@ -1,0 +1,145 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Sparsity.Analysis;
+
+/// <summary>What was analysed, recorded in counts.json and stats.json.</summary>
+/// <param name="Model">Model file name.</param>
+/// <param name="Corpus">Corpus path as given.</param>
+/// <param name="Tokenizer">Tokenizer spec.</param>
+/// <param name="SeqLen">Window length T.</param>
+/// <param name="BatchSize">Windows per batch B (per-batch use depends on it).</param>
+/// <param name="Threshold">A unit is active when its activation exceeds this.</param>
+/// <param name="MaxTokens">Token cap, or null for the whole corpus.</param>
+/// <param name="Shards">Shards included, as "i/n" (one for a single run, several after merge).</param>
+/// <param name="Producer">Tool and version.</param>
+public sealed record AnalysisHeader(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, float Threshold,
+    long? MaxTokens, IReadOnlyList<string> Shards, string Producer);
+
+/// <summary>Exact integer counts of one layer (the state of a <see cref="LayerUnitUse"/>).</summary>
+public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensPerUnit, long[] UnitsPerTokenHistogram,
+    long[] UnitsPerSequenceHistogram, long[] UnitsPerBatchHistogram)
+{
+    /// <summary>Captures an accumulator.</summary>
+    public static LayerCounts From(string name, int index, LayerUnitUse use) => new(name, index, use.DFf, use.TokensPerUnit.ToArray(),
+        use.UnitsPerTokenHistogram.ToArray(), use.UnitsPerSequenceHistogram.ToArray(), use.UnitsPerBatchHistogram.ToArray());
+
+    /// <summary>Restores the accumulator.</summary>
+    public LayerUnitUse ToUse() => LayerUnitUse.FromCounts(TokensPerUnit, UnitsPerTokenHistogram, UnitsPerSequenceHistogram, UnitsPerBatchHistogram);
+}
+
+/// <summary>
+/// counts.json: the exact partial counts of one analysis run or shard. <see cref="Merge"/> adds them,
+/// so shards run anywhere combine into exactly the statistics of one run over the whole corpus.
+/// </summary>
+public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCounts> Layers)
+{
+    /// <summary>File name inside an analysis folder.</summary>
+    public const string FileName = "counts.json";
+
+    /// <summary>Reads counts.json from an analysis folder.</summary>
+    public static SparsityCounts Load(string dir)
+    {
+        string path = Path.Combine(dir, FileName);
+        if (!File.Exists(path)) throw new ArgumentException($"{dir} is not an analysis folder: {FileName} is missing (run `analyze`).");
+        try { return JsonSerializer.Deserialize<SparsityCounts>(File.ReadAllText(path), ProjectJson.Options)!; }
+        catch (JsonException e) { throw new ArgumentException($"{path} is not a valid counts file: {e.Message}"); }
+    }
+
+    /// <summary>Adds runs of the same model and settings; refuses mismatches and repeated shards.</summary>
+    public static SparsityCounts Merge(IReadOnlyList<SparsityCounts> parts)
+    {
+        if (parts.Count == 0) throw new ArgumentException("Nothing to merge.");
+        var first = parts[0].Header;
+        foreach (var p in parts.Skip(1))
+        {
+            var h = p.Header;
+            if (h.Model != first.Model || h.SeqLen != first.SeqLen || h.BatchSize != first.BatchSize || h.Threshold != first.Threshold || h.Tokenizer != first.Tokenizer)
+                throw new ArgumentException($"Cannot merge runs with different settings: {Describe(first)} vs {Describe(h)}.");
+            if (p.Layers.Count != parts[0].Layers.Count || p.Layers.Zip(parts[0].Layers).Any(l => l.First.DFf != l.Second.DFf))
+                throw new ArgumentException("Cannot merge runs whose layers differ.");
+        }
+        var shards = parts.SelectMany(p => p.Header.Shards).ToList();
+        var repeated = shards.GroupBy(s => s).FirstOrDefault(g => g.Count() > 1);
+        if (repeated != null) throw new ArgumentException($"Shard {repeated.Key} appears twice: merging it twice would count its tokens twice.");
+
+        var layers = parts[0].Layers.Select((l, i) =>
+        {
+            var use = l.ToUse();
+            foreach (var p in parts.Skip(1)) use.Merge(p.Layers[i].ToUse());
+            return LayerCounts.From(l.Name, l.Index, use);
+        }).ToList();
+        return new SparsityCounts(first with { Shards = shards.Order(StringComparer.Ordinal).ToList() }, layers);
+    }
+
+    static string Describe(AnalysisHeader h) => $"model {h.Model}, seq_len {h.SeqLen}, batch_size {h.BatchSize}, threshold {h.Threshold}, tokenizer {h.Tokenizer}";
+
+    /// <summary>
+    /// Writes counts.json, stats.json and one layer_{i}.csv per layer into <paramref name="dir"/>;
+    /// stats.json last, each under a temporary name first.
+    /// </summary>
+    public void Write(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        WriteAtomically(Path.Combine(dir, FileName), JsonSerializer.Serialize(this, ProjectJson.Options));
+        foreach (var layer in Layers)
+        {
+            var csv = new StringBuilder("unit,active_tokens,frequency\n");
+            double[] frequency = layer.ToUse().UnitActivationFrequency();
+            for (int u = 0; u < layer.DFf; u++)
+                csv.Append(CultureInfo.InvariantCulture, $"{u},{layer.TokensPerUnit[u]},{frequency[u]:R}\n");
+            WriteAtomically(Path.Combine(dir, $"layer_{layer.Index}.csv"), csv.ToString());
+        }
+        WriteAtomically(Path.Combine(dir, SparsityStats.FileName), JsonSerializer.Serialize(SparsityStats.From(this), ProjectJson.Options));
+    }
+
+    static void WriteAtomically(string path, string text)
+    {
+        string temp = path + ".tmp-" + Environment.ProcessId;
+        File.WriteAllText(temp, text);
+        File.Move(temp, path, overwrite: true);
+    }
+}
+
+/// <summary>One bin of the unit-frequency histogram: units whose activation frequency f is in (From, To] (f = 0 for the first bin).</summary>
+public sealed record FrequencyBin(double From, double To, int Units);
+
+/// <summary>The per-layer statistics of stats.json.</summary>
+public sealed record LayerStats(string Name, int Index, int DFf, double NonzeroFraction,
+    double PerTokenUnitsMean, double PerSequenceUnitsMean, double PerBatchUnitsMean,
+    UseSummary PerTokenUnits, UseSummary PerSequenceUnits, UseSummary PerBatchUnits,
+    int UnitsEverActive, int DeadUnits, double DownProjectionFlopReduction,
+    IReadOnlyList<FrequencyBin> UnitFrequencyHistogram, long[] UnitActivationCounts, double[] UnitActivationFrequency);
+
+/// <summary>stats.json: what people and plots read. Derived from <see cref="SparsityCounts"/>, never merged itself.</summary>
+public sealed record SparsityStats(string Model, string Corpus, string Tokenizer, long Tokens, long Sequences, long Batches,
+    int SeqLen, int BatchSize, float Threshold, long? MaxTokens, IReadOnlyList<string> Shards, string Producer, IReadOnlyList<LayerStats> Layers)
+{
+    /// <summary>File name inside an analysis folder.</summary>
+    public const string FileName = "stats.json";
+
+    // Decades: dead, then (0, 1e-4], …, (0.1, 0.5], (0.5, 1]: the long tail of Li et al. Fig. 3 stays readable.
+    static readonly double[] Edges = [0, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 1];
+
+    /// <summary>Computes the statistics of merged or single-run counts.</summary>
+    public static SparsityStats From(SparsityCounts counts)
+    {
+        var layers = counts.Layers.Select(l =>
+        {
+            var use = l.ToUse();
+            double[] frequency = use.UnitActivationFrequency();
+            var bins = new List<FrequencyBin> { new(0, 0, frequency.Count(f => f == 0)) };
+            for (int b = 1; b < Edges.Length; b++)
+                bins.Add(new FrequencyBin(Edges[b - 1], Edges[b], frequency.Count(f => f > Edges[b - 1] && f <= Edges[b])));
+            return new LayerStats(l.Name, l.Index, l.DFf, use.NonzeroFraction,
+                use.PerTokenUnitUse.Mean, use.PerSequenceUnitUse.Mean, use.PerBatchUnitUse.Mean,
+                use.PerTokenUnitUse, use.PerSequenceUnitUse, use.PerBatchUnitUse,
+                use.UnitsEverActive, use.DeadUnits, use.DownProjectionFlopReduction, bins, l.TokensPerUnit, frequency);
+        }).ToList();
+        var any = counts.Layers.Count > 0 ? counts.Layers[0].ToUse() : null;
+        var h = counts.Header;
+        return new SparsityStats(h.Model, h.Corpus, h.Tokenizer, any?.Tokens ?? 0, any?.Sequences ?? 0, any?.Batches ?? 0,
+            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers);
+    }
+}

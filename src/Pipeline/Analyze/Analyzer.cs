@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.Transforms.Onnx;
+using Onnx;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+
+namespace Sparsity.Pipeline.Analyze;
+
+/// <summary>What <c>analyze</c> was asked.</summary>
+public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
+    int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations);
+
+/// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
+public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining);
+
+/// <summary>
+/// Streams a corpus through an ONNX model with ML.NET and accumulates per-layer unit use: documents →
+/// tokenization transform → windows → B windows per row → ApplyOnnxModel → <see cref="LayerUnitUse"/>.
+/// Memory is bounded by one batch and the per-layer counts, whatever the corpus size.
+/// </summary>
+public static class Analyzer
+{
+    /// <summary>Runs the analysis and writes counts.json, stats.json and the layer CSVs into OutDir (atomically, via OutDir.partial).</summary>
+    public static SparsityStats Run(AnalysisRequest r, IProgress<AnalysisProgress>? progress = null, CancellationToken cancel = default)
+    {
+        if (r.SeqLen < 1 || r.BatchSize < 1) throw new UserInputException("--seq-len and --batch-size must be at least 1.");
+        if (r.ShardCount < 1 || r.ShardIndex < 0 || r.ShardIndex >= r.ShardCount) throw new UserInputException($"--shard {r.ShardIndex}/{r.ShardCount}: use i/n with 0 ≤ i < n.");
+        if (r.MaxTokens is <= 0) throw new UserInputException("--max-tokens must be positive.");
+        int? gpu = ParseDevice(r.Device);
+        var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
+        var proto = OnnxGraph.Load(r.Model);
+        var plan = AnalysisPlan.For(proto, r.Activations);
+        if (plan.ExportedThreshold is float baked && baked != r.Threshold)
+            throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
+        long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
+        if (tokenizer.VocabSize is int tv && plan.VocabSize is long mv && tv > mv)
+            throw new UserInputException($"The tokenizer has {tv} ids but the model's vocabulary has {mv}: use the model's tokenizer.");
+        if (plan.MaxSeqLen is long maxT && r.SeqLen > maxT)
+            throw new UserInputException($"--seq-len {r.SeqLen} exceeds what the model can take ({maxT} positions).");
+        long totalDocuments = TextDocuments.Read(r.Corpus).LongCount(); // cheap pre-pass: the estimate of time left
+        if (totalDocuments == 0) throw new UserInputException($"The corpus {r.Corpus} holds no documents.");
+
+        SparsityStats? stats = null;
+        AtomicFile.WriteDirectory(r.OutDir, dir =>
+        {
+            string modelFile = plan.NeedsInstrumenting ? Path.Combine(dir, "instrumented.onnx") : r.Model;
+            if (plan.NeedsInstrumenting) OnnxGraph.Save(Surgery.Instrument(proto, plan.Sites), modelFile);
+            var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
+            var counters = new StreamCounters();
+            try
+            {
+                Stream(r, plan, modelFile, gpu, vocab, tokenizer, uses, counters, totalDocuments, progress, cancel);
+            }
+            catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
+            {
+                throw user; // ML.NET wraps what the source stream throws on its worker thread
+            }
+            catch (Exception e) when (e is OnnxRuntimeException || e.GetBaseException() is OnnxRuntimeException)
+            {
+                throw new UserInputException($"ONNX Runtime could not run {Path.GetFileName(r.Model)} on batches of {r.BatchSize} × {r.SeqLen}: {e.GetBaseException().Message.Split('\n')[0]}");
+            }
+            if (counters.Tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
+            if (plan.NeedsInstrumenting) File.Delete(modelFile);
+
+            var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
+                [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer);
+            var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i])).ToList());
+            counts.Write(dir);
+            stats = SparsityStats.From(counts);
+        });
+        return stats!;
+    }
+
+    static void Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, int? gpu, long vocab, TextTokenizer tokenizer,
+        LayerUnitUse[] uses, StreamCounters counters, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
+    {
+        int B = r.BatchSize, T = r.SeqLen;
+        var ml = new MLContext(seed: 0);
+        var documents = ml.Data.LoadFromEnumerable(TextDocuments.Read(r.Corpus).Select(text => new DocumentRow { Text = text }));
+        var tokenized = ml.Transforms.CustomMapping<DocumentRow, TokenRow>(
+            (doc, tokens) => tokens.Ids = tokenizer.Encode(doc.Text).Select(id => (long)id).ToArray(), contractName: "Tokenize").Fit(documents).Transform(documents);
+        var schema = SchemaDefinition.Create(typeof(BatchRow));
+        schema["input_ids"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, B * T);
+        schema["attention_mask"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, B * T);
+        var batches = ml.Data.LoadFromEnumerable(CorpusBatches.Pack(ml.Data.CreateEnumerable<TokenRow>(tokenized, reuseRowObject: false).Select(t => t.Ids),
+            T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab, counters), schema);
+
+        var inputs = plan.UsesAttentionMask ? new[] { "input_ids", "attention_mask" } : ["input_ids"];
+        var shapes = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(B, T, l.DFf))))
+            .Concat(inputs.Select(i => (Name: i, Shape: new[] { B, T }))).ToDictionary(p => p.Name, p => p.Item2);
+        var onnx = ml.Transforms.ApplyOnnxModel(new OnnxOptions
+        {
+            ModelFile = modelFile,
+            InputColumns = inputs,
+            OutputColumns = plan.Layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToArray(),
+            ShapeDictionary = shapes,
+            GpuDeviceId = gpu,
+            FallbackToCpu = false,
+            IntraOpNumThreads = r.Threads > 0 ? r.Threads : Environment.ProcessorCount,
+            InterOpNumThreads = 1,
+        });
+        using var transformer = onnx.Fit(batches);
+        var scored = transformer.Transform(batches);
+        var needed = scored.Schema.Where(c => c.Name == "attention_mask" || shapes.ContainsKey(c.Name) && !inputs.Contains(c.Name));
+        using var cursor = scored.GetRowCursor(needed);
+
+        var maskGetter = cursor.GetGetter<VBuffer<long>>(scored.Schema["attention_mask"]);
+        var layerReaders = plan.Layers.Select(l => l.Reader(cursor, scored.Schema)).ToArray();
+        VBuffer<long> maskBuffer = default;
+        var realToken = new bool[B * T];
+        var clock = Stopwatch.StartNew();
+        var lastReport = TimeSpan.Zero;
+        while (cursor.MoveNext())
+        {
+            cancel.ThrowIfCancellationRequested();
+            maskGetter(ref maskBuffer);
+            var mask = maskBuffer.GetValues();
+            for (int i = 0; i < realToken.Length; i++) realToken[i] = mask[i] == 1;
+            for (int l = 0; l < uses.Length; l++) layerReaders[l](uses[l], realToken, r.Threshold, B, T);
+            if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
+            {
+                lastReport = clock.Elapsed;
+                progress.Report(Progress(counters, totalDocuments, clock.Elapsed));
+            }
+        }
+        progress?.Report(Progress(counters, totalDocuments, clock.Elapsed));
+    }
+
+    static AnalysisProgress Progress(StreamCounters c, long totalDocuments, TimeSpan elapsed)
+    {
+        double fraction = (double)c.Documents / totalDocuments;
+        TimeSpan? left = fraction > 0 ? TimeSpan.FromSeconds(elapsed.TotalSeconds * (1 - fraction) / fraction) : null;
+        return new AnalysisProgress(c.Tokens, c.Batches, c.Documents, totalDocuments, c.Tokens / Math.Max(1e-9, elapsed.TotalSeconds), elapsed, left);
+    }
+
+    /// <summary>cpu → null; cuda:N → N, when this build's ONNX Runtime has the CUDA provider.</summary>
+    public static int? ParseDevice(string device)
+    {
+        if (device == "cpu") return null;
+        if (!device.StartsWith("cuda:") || !int.TryParse(device[5..], out int id) || id < 0)
+            throw new UserInputException($"--device {device}: use cpu or cuda:N (N = GPU index).");
+        if (!OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider"))
+            throw new UserInputException($"--device {device}: this build uses the CPU ONNX Runtime package, which has no CUDA execution provider. " +
+                                         "On a machine with CUDA 12 and cuDNN 9, build with `dotnet build -c Release -p:OnnxRuntimeGpu=true` (references Microsoft.ML.OnnxRuntime.Gpu).");
+        return id;
+    }
+}

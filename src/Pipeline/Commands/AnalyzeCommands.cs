@@ -1,0 +1,85 @@
+using System.CommandLine;
+using Sparsity.Analysis;
+using Sparsity.Pipeline.Analyze;
+using Sparsity.Training;
+
+namespace Sparsity.Pipeline.Commands;
+
+/// <summary><c>analyze</c> and <c>merge</c>.</summary>
+public static class AnalyzeCommands
+{
+    public static Command Analyze(TextWriter output, bool interactive)
+    {
+        var model = new Option<string>("--model") { Description = "ONNX model: this project's export (dense or stats variant) or any graph with ReLU MLPs.", Required = true };
+        var corpus = new Option<string>("--corpus") { Description = ".txt (one document per line), .jsonl (field text), .tsv (last column), a folder of them, or .gz.", Required = true };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec (bpe:vocab.json,merges.txt, tiktoken:cl100k_base, bytes, ids, …).", Required = true };
+        var seqLen = new Option<int>("--seq-len") { Description = "Window length T: documents are cut into non-overlapping windows of T tokens.", Required = true };
+        var batch = new Option<int>("--batch-size") { Description = "Windows per batch B (one ONNX Runtime call; per-batch use depends on it).", DefaultValueFactory = _ => 16 };
+        var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens." };
+        var shard = new Option<string>("--shard") { Description = "Process batch g only when g mod n = i (i/n); merge shards with `merge`.", DefaultValueFactory = _ => "0/1" };
+        var threshold = new Option<float>("--threshold") { Description = "A unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
+        var device = new Option<string>("--device") { Description = "cpu or cuda:N (needs a build with -p:OnnxRuntimeGpu=true).", DefaultValueFactory = _ => "cpu" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores).", DefaultValueFactory = _ => 0 };
+        var activation = new Option<string[]>("--activation") { Description = "Activation op types of MLP hidden layers (default Relu).", DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true };
+        var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
+        var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
+        {
+            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, threshold, device, threads, activation, outDir,
+        };
+        command.SetAction((parse, cancel) =>
+        {
+            string[] parts = parse.GetValue(shard)!.Split('/');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out int i) || !int.TryParse(parts[1], out int n))
+                throw new UserInputException($"--shard {parse.GetValue(shard)}: use i/n, for example 0/4.");
+            var request = new AnalysisRequest(parse.GetValue(model)!, parse.GetValue(corpus)!, parse.GetValue(tokenizer)!, parse.GetValue(seqLen),
+                parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), parse.GetValue(device)!, parse.GetValue(threads),
+                parse.GetValue(outDir)!, parse.GetValue(activation)!);
+            var stats = Analyzer.Run(request, new AnalysisProgressPrinter(output, interactive), cancel);
+            PrintSummary(output, stats, parse.GetValue(outDir)!);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    public static Command Merge(TextWriter output)
+    {
+        var inputs = new Option<string[]>("--inputs") { Description = "Analysis folders (shards) to combine.", Required = true, AllowMultipleArgumentsPerToken = true };
+        var outDir = new Option<string>("--out") { Description = "Folder for the merged stats.json, counts.json and CSVs.", Required = true };
+        var command = new Command("merge", "Add the exact counts of analysis shards: the result equals one run over all their batches.") { inputs, outDir };
+        command.SetAction(parse =>
+        {
+            SparsityCounts merged;
+            try { merged = SparsityCounts.Merge(parse.GetValue(inputs)!.Select(SparsityCounts.Load).ToList()); }
+            catch (ArgumentException e) { throw new UserInputException(e.Message); }
+            string dir = parse.GetValue(outDir)!;
+            AtomicFile.WriteDirectory(dir, merged.Write);
+            PrintSummary(output, SparsityStats.From(merged), dir);
+            return 0;
+        });
+        return command;
+    }
+
+    static void PrintSummary(TextWriter output, SparsityStats s, string dir)
+    {
+        output.WriteLine($"{s.Tokens:N0} tokens, {s.Sequences:N0} sequences, {s.Batches:N0} batches of {s.BatchSize} × {s.SeqLen} (shards {string.Join(",", s.Shards)}):");
+        output.WriteLine("layer   d_ff  nonzero  units/token  units/sequence  units/batch  ever active  dead");
+        foreach (var l in s.Layers)
+            output.WriteLine($"{l.Index,5}  {l.DFf,5}  {l.NonzeroFraction,7:0.0000}  {l.PerTokenUnitsMean,11:0.0}  {l.PerSequenceUnitsMean,14:0.0}  {l.PerBatchUnitsMean,11:0.0}  {l.UnitsEverActive,11}  {l.DeadUnits,4}");
+        output.WriteLine($"Wrote {Path.Combine(dir, SparsityStats.FileName)}");
+    }
+}
+
+/// <summary>Tokens done, tokens/s and time left: one overwritten line on a terminal, a line every 10 % otherwise.</summary>
+public sealed class AnalysisProgressPrinter(TextWriter output, bool interactive) : IProgress<AnalysisProgress>
+{
+    int _lastDecile = -1;
+
+    public void Report(AnalysisProgress p)
+    {
+        string left = p.Remaining is TimeSpan r ? $"{r:mm\\:ss}" : "?";
+        string line = $"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s  documents {p.Documents}/{p.TotalDocuments}  elapsed {p.Elapsed:mm\\:ss}  left {left}";
+        if (interactive) { output.Write("\r" + line); if (p.Documents == p.TotalDocuments) output.WriteLine(); return; }
+        int decile = (int)(10 * p.Documents / Math.Max(1, p.TotalDocuments));
+        if (decile != _lastDecile) { _lastDecile = decile; output.WriteLine(line); }
+    }
+}

@@ -1,0 +1,180 @@
+using System.Text.Json;
+using NUnit.Framework;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline;
+using Sparsity.Pipeline.Analyze;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+using Sparsity.Training.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Sparsity.Tests;
+
+[TestFixture]
+public class AnalyzeTests
+{
+    static readonly ModelConfig Byte = new(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 256);
+    const int T = 12, B = 3;
+
+    static (string Dense, string Stats, ReluTransformer Model) Export()
+    {
+        torch.random.manual_seed(41);
+        var model = new ReluTransformer(Byte);
+        model.eval();
+        string dir = TestCorpus.TempDir();
+        OnnxGraph.Save(ModelExporter.Export(model, ExportVariant.Dense), Path.Combine(dir, "dense.onnx"));
+        OnnxGraph.Save(ModelExporter.Export(model, ExportVariant.Stats), Path.Combine(dir, "stats.onnx"));
+        return (Path.Combine(dir, "dense.onnx"), Path.Combine(dir, "stats.onnx"), model);
+    }
+
+    static string Corpus()
+    {
+        // Documents of varied length: several windows, partial last windows, and a partial last batch.
+        string path = Path.Combine(TestCorpus.TempDir(), "corpus.txt");
+        File.WriteAllLines(path, TestCorpus.Documents(7, seed: 5).Select((d, i) => d[..(5 + i * 13 % d.Length)]));
+        return path;
+    }
+
+    static AnalysisRequest Request(string model, string corpus, string outDir, string tokenizer = "bytes", int shard = 0, int shards = 1, int seqLen = T, int batch = B) =>
+        new(model, corpus, tokenizer, seqLen, batch, null, shard, shards, 0f, "cpu", 2, outDir, ["Relu"]);
+
+    [Test]
+    public void StatisticsEqualAnIndependentTorchSharpComputation()
+    {
+        var (dense, _, model) = Export();
+        string corpus = Corpus();
+        var stats = Analyzer.Run(Request(dense, corpus, Path.Combine(TestCorpus.TempDir(), "out")));
+
+        // Independent: same windows and batches, TorchSharp forward, host counting.
+        var bytes = TextTokenizer.FromSpec("bytes");
+        var windows = File.ReadLines(corpus).SelectMany(d =>
+        {
+            var ids = bytes.Encode(d);
+            return Enumerable.Range(0, (ids.Count + T - 1) / T).Select(w => ids.Skip(w * T).Take(T).ToArray());
+        }).ToList();
+        var expected = Enumerable.Range(0, Byte.Layers).Select(_ => new LayerUnitUse(Byte.DFf)).ToArray();
+        foreach (var batch in windows.Chunk(B))
+        {
+            var ids = new long[B * T];
+            var real = new bool[B * T];
+            for (int w = 0; w < batch.Length; w++)
+                for (int t = 0; t < batch[w].Length; t++) { ids[w * T + t] = batch[w][t]; real[w * T + t] = true; }
+            using var scope = NewDisposeScope();
+            var hidden = model.Forward(tensor(ids, new long[] { B, T })).Hidden;
+            for (int l = 0; l < Byte.Layers; l++) expected[l].AddDense(hidden[l].data<float>().ToArray(), B, T, real);
+        }
+
+        Assert.That(stats.Tokens, Is.EqualTo(File.ReadLines(corpus).Sum(d => (long)d.Length)), "every real token, no padding");
+        Assert.That(stats.Sequences, Is.EqualTo(windows.Count));
+        Assert.That(stats.Batches, Is.EqualTo((windows.Count + B - 1) / B));
+        for (int l = 0; l < Byte.Layers; l++)
+        {
+            Assert.That(stats.Layers[l].UnitActivationCounts, Is.EqualTo(expected[l].TokensPerUnit.ToArray()), $"layer {l}");
+            Assert.That(stats.Layers[l].NonzeroFraction, Is.EqualTo(expected[l].NonzeroFraction).Within(1e-12));
+            Assert.That(stats.Layers[l].PerSequenceUnitsMean, Is.EqualTo(expected[l].PerSequenceUnitUse.Mean).Within(1e-12));
+            Assert.That(stats.Layers[l].PerBatchUnitsMean, Is.EqualTo(expected[l].PerBatchUnitUse.Mean).Within(1e-12));
+        }
+    }
+
+    [Test]
+    public void MergedShardsEqualTheWholeRunAndTheStatsVariantEqualsDense()
+    {
+        var (dense, statsModel, _) = Export();
+        string corpus = Corpus();
+        string whole = Path.Combine(TestCorpus.TempDir(), "whole");
+        Analyzer.Run(Request(dense, corpus, whole));
+        var shards = Enumerable.Range(0, 3).Select(i =>
+        {
+            string dir = Path.Combine(TestCorpus.TempDir(), $"shard{i}");
+            Analyzer.Run(Request(dense, corpus, dir, shard: i, shards: 3));
+            return SparsityCounts.Load(dir);
+        }).ToList();
+        var merged = SparsityCounts.Merge([shards[2], shards[0], shards[1]]);
+        var reference = SparsityCounts.Load(whole);
+        string Layers(SparsityCounts c) => JsonSerializer.Serialize(c.Layers, ProjectJson.Options);
+        Assert.That(Layers(merged), Is.EqualTo(Layers(reference)));
+        Assert.That(merged.Header.Shards, Is.EqualTo(new[] { "0/3", "1/3", "2/3" }));
+        Assert.That(shards.Select(s => s.Layers[0].ToUse().Batches), Is.All.GreaterThan(0));
+
+        string statsDir = Path.Combine(TestCorpus.TempDir(), "stats");
+        Analyzer.Run(Request(statsModel, corpus, statsDir));
+        Assert.That(Layers(SparsityCounts.Load(statsDir)), Is.EqualTo(Layers(reference)), "counts reduced in the runtime equal dense counting");
+    }
+
+    [TestCase("opt_gemm")]
+    [TestCase("gpt_matmul")]
+    public void TorchOnnxFixturesGiveTheirHookStatistics(string name)
+    {
+        // Each fixture sequence becomes one document of ids; windows of exactly seq tokens, one batch.
+        var fixture = Fixture.Load(name);
+        string corpus = Path.Combine(TestCorpus.TempDir(), "ids.txt");
+        File.WriteAllLines(corpus, fixture.InputIds.Chunk(fixture.Seq).Select(ids => string.Join(' ', ids)));
+        string outDir = Path.Combine(TestCorpus.TempDir(), "out");
+        var stats = Analyzer.Run(Request(Fixture.PathOf(name + ".onnx"), corpus, outDir, tokenizer: "ids", seqLen: fixture.Seq, batch: fixture.Batch));
+
+        Assert.That(stats.Layers, Has.Count.EqualTo(fixture.Layers.Length));
+        for (int l = 0; l < fixture.Layers.Length; l++)
+        {
+            var reference = new LayerUnitUse(fixture.Layers[l].DFf);
+            reference.AddBatch(fixture.Layers[l].UnitsPerToken, fixture.Layers[l].UnitsPerSequence, fixture.Layers[l].TokensPerUnit);
+            Assert.That(stats.Layers[l].UnitActivationCounts, Is.EqualTo(fixture.Layers[l].TokensPerUnit), $"layer {l}");
+            Assert.That(stats.Layers[l].PerTokenUnits, Is.EqualTo(reference.PerTokenUnitUse), $"layer {l}");
+            Assert.That(stats.Layers[l].PerSequenceUnits, Is.EqualTo(reference.PerSequenceUnitUse), $"layer {l}");
+            Assert.That(stats.Layers[l].DeadUnits, Is.EqualTo(fixture.Layers[l].TokensPerUnit.Count(c => c == 0)));
+        }
+        Assert.That(File.Exists(Path.Combine(outDir, "instrumented.onnx")), Is.False, "the on-the-fly instrumented copy is not left behind");
+        Assert.That(File.ReadLines(Path.Combine(outDir, "layer_0.csv")).First(), Is.EqualTo("unit,active_tokens,frequency"));
+    }
+
+    [Test]
+    public void BadInputsAreOneLineAndLeaveNoOutput()
+    {
+        var (dense, statsModel, _) = Export();
+        string dir = TestCorpus.TempDir();
+        string empty = Path.Combine(dir, "empty.txt");
+        File.WriteAllText(empty, "\n\n");
+        string ids = Path.Combine(dir, "ids.txt");
+        File.WriteAllText(ids, "1 2 3 999\n");
+        string notOnnx = Path.Combine(dir, "x.onnx");
+        File.WriteAllText(notOnnx, "nope");
+        string outDir = Path.Combine(dir, "out");
+        string corpus = Corpus();
+
+        var cases = new (AnalysisRequest Request, string Message)[]
+        {
+            (Request(dense, empty, outDir), "holds no documents"),
+            (Request(dense, ids, outDir, tokenizer: "ids"), "Token id 999 is outside the model's vocabulary (0..255)"),
+            (Request(dense, corpus, outDir, seqLen: 17), "--seq-len 17 exceeds what the model can take (16 positions)"),
+            (Request(notOnnx, corpus, outDir), "is not an ONNX model"),
+            (Request(dense, Path.Combine(dir, "missing.txt"), outDir), "does not exist"),
+            (Request(dense, corpus, outDir) with { Device = "cuda:0" }, "no CUDA execution provider"),
+            (Request(dense, corpus, outDir) with { Device = "tpu" }, "use cpu or cuda:N"),
+            (Request(statsModel, corpus, outDir) with { Threshold = 0.5f }, "counts activations above 0"),
+            (Request(dense, corpus, outDir, shard: 3, shards: 3), "0 ≤ i < n"),
+        };
+        foreach (var (request, message) in cases)
+        {
+            var e = Assert.Throws<UserInputException>(() => Analyzer.Run(request), message);
+            Assert.That(e!.Message, Does.Contain(message));
+            Assert.That(e.Message, Does.Not.Contain("\n"));
+            Assert.That(Directory.Exists(outDir) || Directory.Exists(outDir + ".partial"), Is.False, message);
+        }
+    }
+
+    [Test]
+    public void AnalyzeCommandPrintsTheTableAndWritesStats()
+    {
+        var (dense, _, _) = Export();
+        string outDir = Path.Combine(TestCorpus.TempDir(), "out");
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int exit = Program.Run(["analyze", "--model", dense, "--corpus", Corpus(), "--tokenizer", "bytes", "--seq-len", "12", "--batch-size", "3", "--out", outDir], output, error);
+        Assert.That(exit, Is.EqualTo(0), error.ToString());
+        Assert.That(output.ToString(), Does.Contain("units/batch"));
+        var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(Path.Combine(outDir, "stats.json")), ProjectJson.Options)!;
+        Assert.That(stats.Layers.Select(l => l.Name), Is.EqualTo(new[] { "mlp_hidden.0", "mlp_hidden.1" }));
+        Assert.That(stats.Layers[0].UnitFrequencyHistogram.Sum(b => b.Units), Is.EqualTo(64));
+    }
+}
