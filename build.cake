@@ -12,6 +12,9 @@ var heldOut = Argument("heldout", "");        // held-out documents; default: Br
 var tokenizer = Argument("tokenizer", "");    // tokenizer spec; default: BPE learned on Brown
 var model = Argument("model", "");            // checkpoint folder; default: models/<preset>
 var vocabSize = Argument("vocab-size", 4096);
+var onnxModel = Argument("onnx", "");         // model for Analyze; default: <checkpoint>/model.onnx
+var seqLen = Argument("seq-len", 128);
+var batchSize = Argument("batch-size", 16);
 
 //////////////////////////////////////////////////////////////////////
 // PREPARATION
@@ -24,6 +27,7 @@ var brownDir = root.Combine("data/brown");
 var tokenizerDir = brownDir.Combine("tokenizer");
 var cli = root.CombineWithFilePath($"src/Pipeline/bin/{configuration}/net10.0/relu-sparsity.dll");
 var checkpoint = string.IsNullOrEmpty(model) ? root.Combine($"models/{preset}").FullPath : model;
+var analysisDir = $"{checkpoint}/analysis";
 
 void Cli(string arguments)
 {
@@ -104,15 +108,35 @@ Task("Export")
     Cli($"export --checkpoint \"{checkpoint}\" --out \"{checkpoint}/model.stats.onnx\" --variant stats");
 });
 
-Task("TrainExportAnalyze")
-    .Description("The main job: train, export, then (once built) analyze the held-out text.")
-    .IsDependentOn("Train")
-    .IsDependentOn("Export")
+Task("Analyze")
+    .Description("Stream the held-out text (or --corpus) through the exported model and measure unit use per layer.")
+    .IsDependentOn("Tokenizer")
     .Does(() =>
 {
-    Information($"Checkpoint, training sparsity log and ONNX exports: {checkpoint}");
-    Information("Not built yet: the analysis pipeline and report (issue 4); this target stops after export.");
+    var text = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
+    var spec = string.IsNullOrEmpty(tokenizer)
+        ? $"bpe:{tokenizerDir.CombineWithFilePath("vocab.json")},{tokenizerDir.CombineWithFilePath("merges.txt")}"
+        : tokenizer;
+    var model = string.IsNullOrEmpty(onnxModel) ? $"{checkpoint}/model.onnx" : onnxModel;
+    Cli($"analyze --model \"{model}\" --corpus \"{text}\" --tokenizer \"{spec}\" --seq-len {seqLen} --batch-size {batchSize} --out \"{analysisDir}\"");
 });
+
+Task("Report")
+    .Description("Write report.md with PNG plots for the analysis (and the training log of the checkpoint).")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    var withTraining = FileExists($"{checkpoint}/sparsity.jsonl") ? $" --checkpoint \"{checkpoint}\"" : "";
+    Cli($"report --in \"{analysisDir}\"{withTraining}");
+    Information($"Report: {analysisDir}/report.md");
+});
+
+Task("TrainExportAnalyze")
+    .Description("The main job: train the preset, export it to ONNX, analyze the held-out Brown text, write the report.")
+    .IsDependentOn("Train")
+    .IsDependentOn("Export")
+    .IsDependentOn("Analyze")
+    .IsDependentOn("Report");
 
 //////////////////////////////////////////////////////////////////////
 // EXECUTION

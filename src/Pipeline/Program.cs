@@ -27,6 +27,7 @@ public static class Program
             ExportCommands.TopK(output),
             AnalyzeCommands.Analyze(output, interactive),
             AnalyzeCommands.Merge(output),
+            AnalyzeCommands.Report(output),
         };
         var parsed = root.Parse(args);
         try

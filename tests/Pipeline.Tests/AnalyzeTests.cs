@@ -177,4 +177,31 @@ public class AnalyzeTests
         Assert.That(stats.Layers.Select(l => l.Name), Is.EqualTo(new[] { "mlp_hidden.0", "mlp_hidden.1" }));
         Assert.That(stats.Layers[0].UnitFrequencyHistogram.Sum(b => b.Units), Is.EqualTo(64));
     }
+
+    [Test]
+    public void ReportWritesMarkdownAndPngPlots()
+    {
+        var (dense, _, _) = Export();
+        string outDir = Path.Combine(TestCorpus.TempDir(), "out");
+        Analyzer.Run(Request(dense, Corpus(), outDir));
+        // A checkpoint folder with a training log, from a few real training steps.
+        string corpus = TestCorpus.WriteSplits();
+        string checkpoint = Path.Combine(TestCorpus.TempDir(), "ck");
+        Trainer.Run(new TrainRequest(Byte, new TrainOptions { Steps = 6, BatchSize = 2, TrackEvery = 2, EvalEvery = 3, EvalBatches = 1, Threads = 2 },
+            TextTokenizer.FromSpec("bytes"), Path.Combine(corpus, "train.txt"), Path.Combine(corpus, "heldout.txt"), checkpoint));
+
+        string report = Sparsity.Pipeline.Report.SparsityReport.Write(outDir, checkpoint);
+        string text = File.ReadAllText(report);
+        string[] pngs = ["nonzero_fraction.png", "unit_use.png", "unit_frequency.png", "training_trajectory.png", "death_steps.png"];
+        foreach (string png in pngs)
+        {
+            Assert.That(text, Does.Contain($"]({png})"));
+            byte[] bytes = File.ReadAllBytes(Path.Combine(outDir, png));
+            Assert.That(bytes.Take(8), Is.EqualTo(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }), png + " is a PNG");
+            Assert.That(bytes.Length, Is.GreaterThan(10_000), png + " has content");
+        }
+        var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(Path.Combine(outDir, "stats.json")), ProjectJson.Options)!;
+        Assert.That(text, Does.Contain($"| 0 | 64 | {stats.Layers[0].NonzeroFraction:0.0000} |"));
+        Assert.That(Assert.Throws<UserInputException>(() => Sparsity.Pipeline.Report.SparsityReport.Write(TestCorpus.TempDir(), null))!.Message, Does.Contain("run `analyze`"));
+    }
 }

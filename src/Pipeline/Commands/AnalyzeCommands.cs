@@ -59,6 +59,20 @@ public static class AnalyzeCommands
         return command;
     }
 
+    public static Command Report(TextWriter output)
+    {
+        var input = new Option<string>("--in") { Description = "Analysis folder (stats.json) written by analyze or merge.", Required = true };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint folder of the model, to plot its training trajectory and unit death steps." };
+        var command = new Command("report", "Write report.md with PNG plots of an analysis (and of training, given the checkpoint).") { input, checkpoint };
+        command.SetAction(parse =>
+        {
+            string path = Sparsity.Pipeline.Report.SparsityReport.Write(parse.GetValue(input)!, parse.GetValue(checkpoint));
+            output.WriteLine($"Wrote {path}");
+            return 0;
+        });
+        return command;
+    }
+
     static void PrintSummary(TextWriter output, SparsityStats s, string dir)
     {
         output.WriteLine($"{s.Tokens:N0} tokens, {s.Sequences:N0} sequences, {s.Batches:N0} batches of {s.BatchSize} × {s.SeqLen} (shards {string.Join(",", s.Shards)}):");

@@ -1,0 +1,197 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using ScottPlot;
+using Sparsity.Analysis;
+using Sparsity.Training;
+
+namespace Sparsity.Pipeline.Report;
+
+/// <summary>
+/// report.md with PNG plots for an analysis folder: nonzero fraction per layer; token, sequence and
+/// batch use per layer; sorted unit-frequency curves on a log axis; and, given the checkpoint, the
+/// training trajectory and unit death steps.
+/// </summary>
+public static class SparsityReport
+{
+    const int Width = 900, Height = 500;
+
+    /// <summary>Writes report.md and its PNGs into <paramref name="analysisDir"/>; returns the report path.</summary>
+    public static string Write(string analysisDir, string? checkpointDir)
+    {
+        string statsPath = Path.Combine(analysisDir, SparsityStats.FileName);
+        if (!File.Exists(statsPath)) throw new UserInputException($"{analysisDir} has no {SparsityStats.FileName}: run `analyze` (or `merge`) first.");
+        var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(statsPath), ProjectJson.Options)!;
+        List<TrainingLogEntry>? log = null;
+        UnitDeathLog? death = null;
+        if (checkpointDir != null)
+        {
+            string logPath = Path.Combine(checkpointDir, Checkpoint.LogFile), deathPath = Path.Combine(checkpointDir, Checkpoint.DeathFile);
+            if (!File.Exists(logPath)) throw new UserInputException($"{checkpointDir} has no {Checkpoint.LogFile}: pass the checkpoint folder written by `train`.");
+            log = File.ReadLines(logPath).Select(l => JsonSerializer.Deserialize<TrainingLogEntry>(l, ProjectJson.Lines)!).ToList();
+            if (File.Exists(deathPath)) death = JsonSerializer.Deserialize<UnitDeathLog>(File.ReadAllText(deathPath), ProjectJson.Options);
+        }
+
+        var md = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        md.AppendLine($"# MLP activation sparsity of {stats.Model}").AppendLine();
+        md.AppendLine(inv, $"Corpus `{stats.Corpus}` ({stats.Tokens:N0} tokens, {stats.Sequences:N0} windows of ≤ {stats.SeqLen} tokens, {stats.Batches:N0} batches of {stats.BatchSize} windows), tokenizer `{stats.Tokenizer}`, ");
+        md.AppendLine(inv, $"a unit is active when its activation exceeds {stats.Threshold}. Shards: {string.Join(", ", stats.Shards)}. Written by {stats.Producer}.").AppendLine();
+        md.AppendLine("| layer | d_ff | nonzero fraction | units / token | units / sequence | units / batch | ever active | dead | down-proj. FLOPs saved |");
+        md.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var l in stats.Layers)
+            md.AppendLine(inv, $"| {l.Index} | {l.DFf} | {l.NonzeroFraction:0.0000} | {l.PerTokenUnitsMean:0.0} ± {l.PerTokenUnits.StandardDeviation:0.0} | {l.PerSequenceUnitsMean:0.0} | {l.PerBatchUnitsMean:0.0} | {l.UnitsEverActive} | {l.DeadUnits} | {l.DownProjectionFlopReduction:P1} |");
+        md.AppendLine().AppendLine(Findings(stats)).AppendLine();
+
+        Save(analysisDir, "nonzero_fraction.png", NonzeroFraction(stats));
+        md.AppendLine("## Nonzero fraction per layer").AppendLine().AppendLine("Mean fraction of a layer's units active on a token (Li et al.: ≈ 0.5 at initialisation, a few percent after training).").AppendLine();
+        md.AppendLine("![nonzero fraction](nonzero_fraction.png)").AppendLine();
+        Save(analysisDir, "unit_use.png", UnitUse(stats));
+        md.AppendLine("## Units used per token, per sequence and per batch").AppendLine();
+        md.AppendLine(inv, $"Distinct units active on a token, on at least one token of a {stats.SeqLen}-token window, and anywhere in a batch of {stats.BatchSize} windows (Wild & Anderson §3). A layer whose per-token use is high but per-batch use low reuses the same units; the reverse spreads tokens over many units.").AppendLine();
+        md.AppendLine("![unit use](unit_use.png)").AppendLine();
+        Save(analysisDir, "unit_frequency.png", UnitFrequency(stats));
+        md.AppendLine("## Unit activation frequency, sorted").AppendLine();
+        md.AppendLine("Fraction of tokens each unit is active on, most active first, log scale (Li et al. Fig. 3: a long tail). Dead units are drawn at 10⁻⁷.").AppendLine();
+        md.AppendLine("![unit frequency](unit_frequency.png)").AppendLine();
+
+        if (log != null)
+        {
+            Save(analysisDir, "training_trajectory.png", Trajectory(log));
+            md.AppendLine("## Training trajectory").AppendLine().AppendLine($"Nonzero fraction per layer on the training batch, from `{Path.Combine(checkpointDir!, Checkpoint.LogFile)}` (Li et al. Fig. 1).").AppendLine();
+            md.AppendLine("![training trajectory](training_trajectory.png)").AppendLine();
+        }
+        if (death != null)
+        {
+            Save(analysisDir, "death_steps.png", DeathSteps(death));
+            md.AppendLine("## Unit death during training").AppendLine();
+            md.AppendLine(inv, $"Step from which each unit never fired again on a training token (Wild & Anderson §4.2); units that fired on the last step ({death.LastStep}) are alive and not counted. Silent for the last 10 % of training, per layer: {string.Join(" / ", death.Layers.Select(d => d.SilentForLastTenth))}.").AppendLine();
+            md.AppendLine("![death steps](death_steps.png)").AppendLine();
+        }
+        string report = Path.Combine(analysisDir, "report.md");
+        AtomicFile.WriteAllText(report, md.ToString());
+        return report;
+    }
+
+    static string Findings(SparsityStats s)
+    {
+        if (s.Layers.Count < 2) return "";
+        var byToken = s.Layers.OrderByDescending(l => l.NonzeroFraction).ToList();
+        var byBatch = s.Layers.OrderByDescending(l => l.PerBatchUnitsMean / l.DFf).ToList();
+        var first = s.Layers[0];
+        var last = s.Layers[^1];
+        return string.Create(CultureInfo.InvariantCulture,
+            $"Densest per token: layer {byToken[0].Index} ({byToken[0].NonzeroFraction:0.000}); sparsest: layer {byToken[^1].Index} ({byToken[^1].NonzeroFraction:0.000}). " +
+            $"Most units per batch (as a fraction of d_ff): layer {byBatch[0].Index}; fewest: layer {byBatch[^1].Index}. " +
+            $"Layer 0 uses {first.PerTokenUnitsMean:0.0} units per token and {first.PerBatchUnitsMean:0.0} per batch; the last layer {last.PerTokenUnitsMean:0.0} and {last.PerBatchUnitsMean:0.0}.");
+    }
+
+    static Plot NonzeroFraction(SparsityStats s)
+    {
+        var plt = new Plot();
+        plt.Add.Bars(s.Layers.Select(l => (double)l.Index).ToArray(), s.Layers.Select(l => l.NonzeroFraction).ToArray());
+        LayerTicks(plt, s);
+        plt.Axes.SetLimitsY(0, Math.Max(0.55, s.Layers.Max(l => l.NonzeroFraction) * 1.1));
+        plt.Title("Nonzero fraction per layer");
+        plt.YLabel("mean fraction of units active per token");
+        return plt;
+    }
+
+    static Plot UnitUse(SparsityStats s)
+    {
+        var plt = new Plot();
+        var series = new (string Label, Func<LayerStats, double> Value, Color Color)[]
+        {
+            ("per token", l => l.PerTokenUnitsMean, Colors.C0), ("per sequence", l => l.PerSequenceUnitsMean, Colors.C1),
+            ("per batch", l => l.PerBatchUnitsMean, Colors.C2), ("d_ff", l => l.DFf, Colors.Gray),
+        };
+        var bars = new List<Bar>();
+        for (int k = 0; k < series.Length; k++)
+            foreach (var l in s.Layers)
+                bars.Add(new Bar { Position = l.Index + (k - 1.5) * 0.2, Value = series[k].Value(l), FillColor = series[k].Color, Size = 0.18 });
+        plt.Add.Bars(bars);
+        foreach (var (label, _, color) in series) plt.Legend.ManualItems.Add(new LegendItem { LabelText = label, FillColor = color });
+        plt.ShowLegend(Alignment.UpperLeft);
+        LayerTicks(plt, s);
+        plt.Axes.SetLimitsY(0, s.Layers.Max(l => l.DFf) * 1.25);
+        plt.Title($"Units used per token, per {s.SeqLen}-token sequence and per batch of {s.BatchSize}");
+        plt.YLabel("distinct active units (mean)");
+        return plt;
+    }
+
+    static Plot UnitFrequency(SparsityStats s)
+    {
+        var plt = new Plot();
+        foreach (var l in s.Layers)
+        {
+            double[] sorted = l.UnitActivationFrequency.OrderDescending().Select(f => Math.Log10(Math.Max(f, 1e-7))).ToArray();
+            var line = plt.Add.ScatterLine(Enumerable.Range(0, sorted.Length).Select(i => (double)i / sorted.Length).ToArray(), sorted);
+            line.LegendText = $"layer {l.Index}";
+            line.LineWidth = 2;
+        }
+        LogAxis(plt);
+        plt.ShowLegend(Alignment.LowerLeft);
+        plt.Title("Unit activation frequency, sorted (log scale)");
+        plt.XLabel("unit rank / d_ff");
+        plt.YLabel("fraction of tokens active");
+        return plt;
+    }
+
+    static Plot Trajectory(List<TrainingLogEntry> log)
+    {
+        var plt = new Plot();
+        var tracked = log.Where(e => e.Layers != null).ToList();
+        for (int l = 0; l < tracked[0].Layers!.Count; l++)
+        {
+            var line = plt.Add.ScatterLine(tracked.Select(e => (double)e.Step).ToArray(), tracked.Select(e => e.Layers![l].NonzeroFraction).ToArray());
+            line.LegendText = $"layer {l}";
+            line.LineWidth = 2;
+        }
+        plt.Axes.SetLimitsY(0, 0.6);
+        plt.ShowLegend(Alignment.LowerLeft);
+        plt.Title("Nonzero fraction during training");
+        plt.XLabel("step");
+        plt.YLabel("fraction of units active per token");
+        return plt;
+    }
+
+    static Plot DeathSteps(UnitDeathLog death)
+    {
+        var plt = new Plot();
+        int bins = 20;
+        double width = Math.Max(1, (death.LastStep + 1) / (double)bins);
+        for (int l = 0; l < death.Layers.Count; l++)
+        {
+            var counts = new double[bins];
+            foreach (long? d in death.Layers[l].DeathStep)
+                if (d is long step) counts[Math.Min(bins - 1, (int)(step / width))]++;
+            var line = plt.Add.ScatterLine(Enumerable.Range(0, bins).Select(b => (b + 0.5) * width).ToArray(), counts);
+            line.LegendText = $"layer {l}";
+            line.LineWidth = 2;
+        }
+        plt.ShowLegend(Alignment.UpperRight);
+        plt.Title("Death step of units (first step from which a unit never fired again)");
+        plt.XLabel("step");
+        plt.YLabel("units");
+        return plt;
+    }
+
+    static void LayerTicks(Plot plt, SparsityStats s)
+    {
+        plt.Axes.Bottom.SetTicks(s.Layers.Select(l => (double)l.Index).ToArray(), s.Layers.Select(l => $"layer {l.Index}").ToArray());
+    }
+
+    static void LogAxis(Plot plt)
+    {
+        var ticks = new ScottPlot.TickGenerators.NumericAutomatic
+        {
+            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+            IntegerTicksOnly = true,
+            LabelFormatter = y => Math.Pow(10, y).ToString("G2", CultureInfo.InvariantCulture),
+        };
+        plt.Axes.Left.TickGenerator = ticks;
+    }
+
+    static void Save(string dir, string name, Plot plot) =>
+        AtomicFile.Write(Path.Combine(dir, name), temp => plot.SavePng(temp, Width, Height));
+}
