@@ -124,7 +124,7 @@ namespace SparsityBuild
                 "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6",
                 "/usr/lib64/libstdc++.so.6", "/usr/lib/libstdc++.so.6",
             };
-            string? system = Array.Find(candidates, File.Exists);
+            string system = Array.Find(candidates, File.Exists); // null when none exists (no nullable context in inline tasks)
             if (system == null || ElfVersionNeedPatch.ContainsVersionString(system, Version)) return true;
             var outcome = ElfVersionNeedPatch.MakeWeak(Library, Version);
             if (outcome == ElfPatchOutcome.Patched)

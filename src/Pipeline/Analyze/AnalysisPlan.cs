@@ -16,7 +16,7 @@ public sealed record LayerOutput(string Name, Func<int, int, int, int[]> ShapeOf
 }
 
 /// <summary>How to read one layer: its outputs and how they become counts.</summary>
-public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs, Func<DataViewRowCursor, DataViewSchema, LayerReader> Reader);
+public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs, Func<DataViewRow, DataViewSchema, LayerReader> Reader);
 
 /// <summary>
 /// What to run and read for a model: this project's stats variant (counts computed in the runtime), or
@@ -53,9 +53,9 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     static LayerPlan DenseLayer(MlpSite site)
     {
         var output = new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d]);
-        return new LayerPlan(site.Output, site.DFf, [output], (cursor, schema) =>
+        return new LayerPlan(site.Output, site.DFf, [output], (row, schema) =>
         {
-            var getter = cursor.GetGetter<VBuffer<float>>(schema[site.Output]);
+            var getter = row.GetGetter<VBuffer<float>>(schema[site.Output]);
             VBuffer<float> buffer = default;
             return (use, real, threshold, b, t) =>
             {
@@ -70,11 +70,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         string perToken = ModelExporter.ActiveUnitsOutput(layer), perSequence = ModelExporter.SequenceUnitTokensOutput(layer), perUnit = ModelExporter.UnitTokensOutput(layer);
         return new LayerPlan($"mlp_hidden.{layer}", dFf,
             [new LayerOutput(perToken, (b, t, _) => [b, t]), new LayerOutput(perSequence, (b, _, d) => [b, d]), new LayerOutput(perUnit, (_, _, d) => [d])],
-            (cursor, schema) =>
+            (row, schema) =>
             {
-                var tokenGetter = cursor.GetGetter<VBuffer<long>>(schema[perToken]);
-                var sequenceGetter = cursor.GetGetter<VBuffer<long>>(schema[perSequence]);
-                var unitGetter = cursor.GetGetter<VBuffer<long>>(schema[perUnit]);
+                var tokenGetter = row.GetGetter<VBuffer<long>>(schema[perToken]);
+                var sequenceGetter = row.GetGetter<VBuffer<long>>(schema[perSequence]);
+                var unitGetter = row.GetGetter<VBuffer<long>>(schema[perUnit]);
                 VBuffer<long> tokens = default, sequences = default, units = default;
                 var unitsPerToken = new List<int>();
                 var unitsPerSequence = new List<int>();

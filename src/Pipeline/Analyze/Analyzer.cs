@@ -105,17 +105,19 @@ public static class Analyzer
             InterOpNumThreads = 1,
         });
         using var transformer = onnx.Fit(batches);
-        var scored = transformer.Transform(batches);
-        var needed = scored.Schema.Where(c => c.Name == "attention_mask" || shapes.ContainsKey(c.Name) && !inputs.Contains(c.Name));
-        using var cursor = scored.GetRowCursor(needed);
+        // Map row by row over one input cursor: the transformed view's own cursor runs the model on
+        // several threads and buffers their [B, T, d_ff] outputs ahead of us (gigabytes on Brown).
+        var mapper = ((ITransformer)transformer).GetRowToRowMapper(batches.Schema);
+        using var input = batches.GetRowCursor(batches.Schema);
+        using var scored = mapper.GetRow(input, mapper.OutputSchema.Where(c => shapes.ContainsKey(c.Name) && !inputs.Contains(c.Name)));
 
-        var maskGetter = cursor.GetGetter<VBuffer<long>>(scored.Schema["attention_mask"]);
-        var layerReaders = plan.Layers.Select(l => l.Reader(cursor, scored.Schema)).ToArray();
+        var maskGetter = input.GetGetter<VBuffer<long>>(batches.Schema["attention_mask"]);
+        var layerReaders = plan.Layers.Select(l => l.Reader(scored, scored.Schema)).ToArray();
         VBuffer<long> maskBuffer = default;
         var realToken = new bool[B * T];
         var clock = Stopwatch.StartNew();
         var lastReport = TimeSpan.Zero;
-        while (cursor.MoveNext())
+        while (input.MoveNext())
         {
             cancel.ThrowIfCancellationRequested();
             maskGetter(ref maskBuffer);
