@@ -28,6 +28,9 @@ var tokenizerDir = brownDir.Combine("tokenizer");
 var cli = root.CombineWithFilePath($"src/Pipeline/bin/{configuration}/net10.0/relu-sparsity.dll");
 var checkpoint = string.IsNullOrEmpty(model) ? root.Combine($"models/{preset}").FullPath : model;
 var analysisDir = $"{checkpoint}/analysis";
+var tokenizerSpec = string.IsNullOrEmpty(tokenizer)
+    ? $"bpe:{tokenizerDir.CombineWithFilePath("vocab.json")},{tokenizerDir.CombineWithFilePath("merges.txt")}"
+    : tokenizer;
 
 void Cli(string arguments)
 {
@@ -93,10 +96,7 @@ Task("Train")
 {
     var train = string.IsNullOrEmpty(corpus) ? brownDir.CombineWithFilePath("train.txt").FullPath : corpus;
     var held = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
-    var spec = string.IsNullOrEmpty(tokenizer)
-        ? $"bpe:{tokenizerDir.CombineWithFilePath("vocab.json")},{tokenizerDir.CombineWithFilePath("merges.txt")}"
-        : tokenizer;
-    Cli($"train --preset {preset} --corpus \"{train}\" --heldout \"{held}\" --tokenizer \"{spec}\" --out \"{checkpoint}\"");
+    Cli($"train --preset {preset} --corpus \"{train}\" --heldout \"{held}\" --tokenizer \"{tokenizerSpec}\" --out \"{checkpoint}\"");
 });
 
 Task("Export")
@@ -114,11 +114,8 @@ Task("Analyze")
     .Does(() =>
 {
     var text = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
-    var spec = string.IsNullOrEmpty(tokenizer)
-        ? $"bpe:{tokenizerDir.CombineWithFilePath("vocab.json")},{tokenizerDir.CombineWithFilePath("merges.txt")}"
-        : tokenizer;
     var model = string.IsNullOrEmpty(onnxModel) ? $"{checkpoint}/model.onnx" : onnxModel;
-    Cli($"analyze --model \"{model}\" --corpus \"{text}\" --tokenizer \"{spec}\" --seq-len {seqLen} --batch-size {batchSize} --out \"{analysisDir}\"");
+    Cli($"analyze --model \"{model}\" --corpus \"{text}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize} --out \"{analysisDir}\"");
 });
 
 Task("Report")

@@ -2,7 +2,6 @@ using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline;
 using Sparsity.Pipeline.Analyze;
 using Sparsity.Training;
 using Sparsity.Training.Data;
@@ -168,11 +167,9 @@ public class AnalyzeTests
     {
         var (dense, _, _) = Export();
         string outDir = Path.Combine(TestCorpus.TempDir(), "out");
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int exit = Program.Run(["analyze", "--model", dense, "--corpus", Corpus(), "--tokenizer", "bytes", "--seq-len", "12", "--batch-size", "3", "--out", outDir], output, error);
-        Assert.That(exit, Is.EqualTo(0), error.ToString());
-        Assert.That(output.ToString(), Does.Contain("units/batch"));
+        var (exit, output, error) = Cli.Run("analyze", "--model", dense, "--corpus", Corpus(), "--tokenizer", "bytes", "--seq-len", "12", "--batch-size", "3", "--out", outDir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("units/batch"));
         var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(Path.Combine(outDir, "stats.json")), ProjectJson.Options)!;
         Assert.That(stats.Layers.Select(l => l.Name), Is.EqualTo(new[] { "mlp_hidden.0", "mlp_hidden.1" }));
         Assert.That(stats.Layers[0].UnitFrequencyHistogram.Sum(b => b.Units), Is.EqualTo(64));

@@ -6,21 +6,14 @@ namespace Sparsity.Tests;
 [TestFixture]
 public class CommandLineTests
 {
-    static (int Exit, string Out, string Err) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int exit = Program.Run(args, output, error);
-        return (exit, output.ToString(), error.ToString());
-    }
 
     [Test]
     public void HelpListsTheCommands()
     {
-        var (exit, output, _) = Run("--help");
+        var (exit, output, _) = Cli.Run("--help");
         Assert.That(exit, Is.EqualTo(0));
         Assert.That(output, Does.Contain("train").And.Contain("corpus").And.Contain("tokenizer"));
-        var (trainExit, trainHelp, _) = Run("train", "--help");
+        var (trainExit, trainHelp, _) = Cli.Run("train", "--help");
         Assert.That(trainExit, Is.EqualTo(0));
         Assert.That(trainHelp, Does.Contain("--mask-unused-at").And.Contain("--top-k").And.Contain("--l1"));
     }
@@ -29,7 +22,7 @@ public class CommandLineTests
     public void UnknownPresetIsOneLineNamingTheChoices()
     {
         string corpus = TestCorpus.WriteSplits();
-        var (exit, _, error) = Run("train", "--preset", "nope", "--corpus", Path.Combine(corpus, "train.txt"),
+        var (exit, _, error) = Cli.Run("train", "--preset", "nope", "--corpus", Path.Combine(corpus, "train.txt"),
             "--heldout", Path.Combine(corpus, "heldout.txt"), "--tokenizer", "bytes", "--out", Path.Combine(corpus, "ck"));
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error.Trim(), Does.StartWith("error: Unknown preset 'nope'").And.Contain("quick").And.Contain("paper"));
@@ -40,7 +33,7 @@ public class CommandLineTests
     [Test]
     public void BadTokenizerSpecExitsNonZeroWithoutStackTrace()
     {
-        var (exit, _, error) = Run("tokenizer", "encode", "--tokenizer", "wordpiece:/missing/vocab.txt", "--text", "hi");
+        var (exit, _, error) = Cli.Run("tokenizer", "encode", "--tokenizer", "wordpiece:/missing/vocab.txt", "--text", "hi");
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error, Does.Contain("/missing/vocab.txt").And.Not.Contain("   at "));
     }
@@ -48,7 +41,7 @@ public class CommandLineTests
     [Test]
     public void MissingRequiredOptionIsReported()
     {
-        var (exit, _, error) = Run("train", "--tokenizer", "bytes");
+        var (exit, _, error) = Cli.Run("train", "--tokenizer", "bytes");
         Assert.That(exit, Is.Not.EqualTo(0));
         Assert.That(error, Does.Contain("--corpus"));
     }
@@ -57,7 +50,7 @@ public class CommandLineTests
     public void InvalidModelOverrideIsAUserError()
     {
         string corpus = TestCorpus.WriteSplits();
-        var (exit, _, error) = Run("train", "--corpus", Path.Combine(corpus, "train.txt"), "--heldout", Path.Combine(corpus, "heldout.txt"),
+        var (exit, _, error) = Cli.Run("train", "--corpus", Path.Combine(corpus, "train.txt"), "--heldout", Path.Combine(corpus, "heldout.txt"),
             "--tokenizer", "bytes", "--out", Path.Combine(corpus, "ck"), "--top-k", "100000");
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error, Does.Contain("top_k must be in 0..d_ff (512)"));
@@ -68,7 +61,7 @@ public class CommandLineTests
     {
         string corpus = TestCorpus.WriteSplits();
         string outDir = Path.Combine(corpus, "ck");
-        var (exit, output, error) = Run("train", "--corpus", Path.Combine(corpus, "train.txt"), "--heldout", Path.Combine(corpus, "heldout.txt"),
+        var (exit, output, error) = Cli.Run("train", "--corpus", Path.Combine(corpus, "train.txt"), "--heldout", Path.Combine(corpus, "heldout.txt"),
             "--tokenizer", "bytes", "--out", outDir, "--steps", "3", "--layers", "1", "--d-ff", "32", "--eval-every", "2", "--threads", "2");
         Assert.That(exit, Is.EqualTo(0), error);
         Assert.That(output, Does.Contain("nonzero fraction"));

@@ -178,12 +178,6 @@ public class SurgeryTests
 [TestFixture]
 public class ExportCommandTests
 {
-    static (int Exit, string Out, string Err) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        return (Program.Run(args, output, error), output.ToString(), error.ToString());
-    }
 
     [Test]
     public void NonOnnxInputIsOneLineAndNoOutput()
@@ -194,7 +188,7 @@ public class ExportCommandTests
         string outPath = Path.Combine(dir, "out.onnx");
         foreach (var args in new[] { new[] { "instrument", "--model", bogus, "--out", outPath }, ["topk", "--model", bogus, "--k", "4", "--out", outPath] })
         {
-            var (exit, _, error) = Run(args);
+            var (exit, _, error) = Cli.Run(args);
             Assert.That(exit, Is.EqualTo(2));
             Assert.That(error.Trim(), Is.EqualTo($"error: {bogus} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph)."));
         }
@@ -206,7 +200,7 @@ public class ExportCommandTests
     {
         string dir = TestCorpus.TempDir();
         string outPath = Path.Combine(dir, "gpt.onnx");
-        var (exit, output, error) = Run("instrument", "--model", Fixture.PathOf("gpt_matmul.onnx"), "--out", outPath);
+        var (exit, output, error) = Cli.Run("instrument", "--model", Fixture.PathOf("gpt_matmul.onnx"), "--out", outPath);
         Assert.That(exit, Is.EqualTo(0), error);
         Assert.That(output, Does.Contain("layer 2:"));
         var sidecar = JsonSerializer.Deserialize<MlpSidecar>(File.ReadAllText(Path.Combine(dir, "gpt.mlp.json")), ProjectJson.Options)!;
@@ -220,7 +214,7 @@ public class ExportCommandTests
         string dir = TestCorpus.TempDir();
         string mask = Path.Combine(dir, "mask.json");
         File.WriteAllText(mask, new UnitMask("manual", "test", [new LayerKeep(0, 96, [1, 2, 300])]).ToJson());
-        var (exit, _, error) = Run("prune", "--model", Fixture.PathOf("gpt_matmul.onnx"), "--mask", mask, "--out", Path.Combine(dir, "p.onnx"));
+        var (exit, _, error) = Cli.Run("prune", "--model", Fixture.PathOf("gpt_matmul.onnx"), "--mask", mask, "--out", Path.Combine(dir, "p.onnx"));
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error, Does.Contain("keeps unit 300 of layer 0, which has units 0..95"));
         Assert.That(File.Exists(Path.Combine(dir, "p.onnx")), Is.False);

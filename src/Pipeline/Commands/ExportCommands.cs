@@ -16,6 +16,13 @@ public static class ExportCommands
         DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true,
     };
 
+    // The three graph commands start alike: read the model, find its MLP sites.
+    static (Onnx.ModelProto Model, IReadOnlyList<MlpSite> Sites) LoadSites(System.CommandLine.ParseResult parse, Option<string> model, Option<string[]> activation)
+    {
+        var proto = OnnxGraph.Load(parse.GetValue(model)!);
+        return (proto, MlpSites.Find(proto, parse.GetValue(activation)));
+    }
+
     public static Command Export(TextWriter output)
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder written by `train`.", Required = true };
@@ -54,8 +61,7 @@ public static class ExportCommands
         var command = new Command("instrument", "Expose the MLP activations of any ONNX graph as outputs, in layer order, and describe them in a sidecar JSON.") { model, outPath, activation };
         command.SetAction(parse =>
         {
-            var proto = OnnxGraph.Load(parse.GetValue(model)!);
-            var sites = MlpSites.Find(proto, parse.GetValue(activation));
+            var (proto, sites) = LoadSites(parse, model, activation);
             string path = parse.GetValue(outPath)!;
             OnnxGraph.Save(Surgery.Instrument(proto, sites), path);
             MlpSidecar.Write(path, sites);
@@ -76,8 +82,7 @@ public static class ExportCommands
         var command = new Command("prune", "Remove MLP units not kept by a mask: slice the up- and down-projection weights.") { model, mask, outPath, activation };
         command.SetAction(parse =>
         {
-            var proto = OnnxGraph.Load(parse.GetValue(model)!);
-            var sites = MlpSites.Find(proto, parse.GetValue(activation));
+            var (proto, sites) = LoadSites(parse, model, activation);
             UnitMask unitMask;
             try { unitMask = UnitMask.Load(parse.GetValue(mask)!); }
             catch (ArgumentException e) { throw new UserInputException(e.Message); }
@@ -102,8 +107,7 @@ public static class ExportCommands
         var command = new Command("topk", "Keep only the k largest MLP activations per token (Li et al. §4.2).") { model, k, outPath, activation };
         command.SetAction(parse =>
         {
-            var proto = OnnxGraph.Load(parse.GetValue(model)!);
-            var sites = MlpSites.Find(proto, parse.GetValue(activation));
+            var (proto, sites) = LoadSites(parse, model, activation);
             var ks = parse.GetValue(k)!.Split(',').Select(s => int.TryParse(s.Trim(), out int v) ? v : throw new UserInputException($"--k '{s}' is not an integer.")).ToList();
             string path = parse.GetValue(outPath)!;
             OnnxGraph.Save(Surgery.InsertTopK(proto, sites, ks), path);
