@@ -98,6 +98,24 @@ public static class OnnxGraph
         throw new Training.UserInputException($"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph).");
     }
 
+    /// <summary>Rows of the token-embedding initializer gathered by input_ids (the vocabulary size), when there is one.</summary>
+    public static long? VocabularySize(ModelProto model)
+    {
+        var embedding = model.Graph.Node.FirstOrDefault(n => n.OpType == "Gather" && n.Input.Count > 1 && n.Input[1] == "input_ids");
+        return embedding == null ? null : model.Graph.Initializer.FirstOrDefault(t => t.Name == embedding.Input[0])?.Dims[0];
+    }
+
+    /// <summary>A copy of the model whose only output is <paramref name="output"/>: what is deployed, and what latency is timed on.</summary>
+    public static ModelProto WithOnlyOutput(ModelProto model, string output)
+    {
+        var copy = model.Clone();
+        var keep = copy.Graph.Output.FirstOrDefault(o => o.Name == output)
+            ?? throw new Training.UserInputException($"The model has no output {output} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).");
+        copy.Graph.Output.Clear();
+        copy.Graph.Output.Add(keep);
+        return copy;
+    }
+
     /// <summary>Writes a model atomically (temporary name, then rename).</summary>
     public static void Save(ModelProto model, string path) =>
         Training.AtomicFile.Write(path, temp =>

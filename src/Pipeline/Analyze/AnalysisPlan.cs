@@ -32,8 +32,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         bool mask = graph.Input.Any(i => i.Name == "attention_mask");
         if (!graph.Input.Any(i => i.Name == "input_ids"))
             throw new Training.UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", graph.Input.Select(i => i.Name))}).");
-        var embedding = graph.Node.FirstOrDefault(n => n.OpType == "Gather" && n.Input.Count > 1 && n.Input[1] == "input_ids");
-        long? vocab = embedding == null ? null : graph.Initializer.FirstOrDefault(t => t.Name == embedding.Input[0])?.Dims[0];
+        long? vocab = OnnxGraph.VocabularySize(model);
         long? maxSeq = graph.Initializer.FirstOrDefault(t => t.Name == "wpe.weight")?.Dims[0];
 
         if (outputs.ContainsKey(ModelExporter.UnitTokensOutput(0)))

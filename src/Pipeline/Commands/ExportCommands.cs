@@ -5,19 +5,19 @@ using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Commands;
 
-/// <summary><c>export</c>, <c>instrument</c>, <c>prune</c> and <c>topk</c>: ONNX graphs with reachable MLP activations.</summary>
+/// <summary><c>export</c> and <c>instrument</c>: ONNX graphs with reachable MLP activations.</summary>
 public static class ExportCommands
 {
     static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
-    static Option<string> ModelOption() => new("--model") { Description = "Input ONNX model (this project's export or any torch.onnx/Optimum export).", Required = true };
-    static Option<string[]> ActivationOption() => new("--activation")
+    internal static Option<string> ModelOption() => new("--model") { Description = "Input ONNX model (this project's export or any torch.onnx/Optimum export).", Required = true };
+    internal static Option<string[]> ActivationOption() => new("--activation")
     {
         Description = "Activation op types that mark MLP hidden layers (default Relu; e.g. --activation Relu Gelu).",
         DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true,
     };
 
     // The three graph commands start alike: read the model, find its MLP sites.
-    static (Onnx.ModelProto Model, IReadOnlyList<MlpSite> Sites) LoadSites(System.CommandLine.ParseResult parse, Option<string> model, Option<string[]> activation)
+    internal static (Onnx.ModelProto Model, IReadOnlyList<MlpSite> Sites) LoadSites(System.CommandLine.ParseResult parse, Option<string> model, Option<string[]> activation)
     {
         var proto = OnnxGraph.Load(parse.GetValue(model)!);
         return (proto, MlpSites.Find(proto, parse.GetValue(activation)));
@@ -68,53 +68,6 @@ public static class ExportCommands
             foreach (var s in sites)
                 output.WriteLine($"layer {s.Layer}: {s.Node} → {s.Output}  d_ff {s.DFf}  {s.Layout}  up {s.Up.Op}({s.Up.Weight}{(s.Up.TransB == 1 ? ", transB" : "")})  down {s.Down.Op}({s.Down.Weight}{(s.Down.TransB == 1 ? ", transB" : "")})");
             output.WriteLine($"Wrote {path} and {MlpSidecar.PathFor(path)}");
-            return 0;
-        });
-        return command;
-    }
-
-    public static Command Prune(TextWriter output)
-    {
-        var model = ModelOption();
-        var mask = new Option<string>("--mask") { Description = "mask.json: per layer, the kept unit indices (see README).", Required = true };
-        var outPath = OutOption("Pruned ONNX file.");
-        var activation = ActivationOption();
-        var command = new Command("prune", "Remove MLP units not kept by a mask: slice the up- and down-projection weights.") { model, mask, outPath, activation };
-        command.SetAction(parse =>
-        {
-            var (proto, sites) = LoadSites(parse, model, activation);
-            UnitMask unitMask;
-            try { unitMask = UnitMask.Load(parse.GetValue(mask)!); }
-            catch (ArgumentException e) { throw new UserInputException(e.Message); }
-            var (pruned, prunedSites, report) = Surgery.Prune(proto, sites, unitMask);
-            string path = parse.GetValue(outPath)!;
-            OnnxGraph.Save(pruned, path);
-            MlpSidecar.Write(path, prunedSites);
-            output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)}");
-            output.WriteLine($"Parameters: {report.ParametersBefore:N0} → {report.ParametersAfter:N0} ({100.0 * report.ParametersAfter / report.ParametersBefore:0.0} %); " +
-                             $"bytes: {report.BytesBefore:N0} → {report.BytesAfter:N0}. Wrote {path}");
-            return 0;
-        });
-        return command;
-    }
-
-    public static Command TopK(TextWriter output)
-    {
-        var model = ModelOption();
-        var k = new Option<string>("--k") { Description = "k for every layer, or one per layer separated by commas (1 ≤ k ≤ d_ff).", Required = true };
-        var outPath = OutOption("ONNX file with Top-k thresholding after each MLP activation.");
-        var activation = ActivationOption();
-        var command = new Command("topk", "Keep only the k largest MLP activations per token (Li et al. §4.2).") { model, k, outPath, activation };
-        command.SetAction(parse =>
-        {
-            var (proto, sites) = LoadSites(parse, model, activation);
-            var ks = parse.GetValue(k)!.Split(',').Select(s => int.TryParse(s.Trim(), out int v) ? v : throw new UserInputException($"--k '{s}' is not an integer.")).ToList();
-            string path = parse.GetValue(outPath)!;
-            OnnxGraph.Save(Surgery.InsertTopK(proto, sites, ks), path);
-            MlpSidecar.Write(path, sites);
-            if (sites.All(s => (ks.Count == 1 ? ks[0] : ks[s.Layer]) == s.DFf))
-                output.WriteLine("Note: k equals d_ff in every layer, so this model computes exactly what the input model does.");
-            output.WriteLine($"Top-k ({string.Join(",", ks)}) inserted in {sites.Count} layers. Wrote {path}");
             return 0;
         });
         return command;

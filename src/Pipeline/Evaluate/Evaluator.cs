@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline.Analyze;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+
+namespace Sparsity.Pipeline.Evaluate;
+
+/// <summary>What to evaluate and how.</summary>
+public sealed record EvaluationRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens = null,
+    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20);
+
+/// <summary>Quality and cost of one model on held-out text (evaluation.json).</summary>
+public sealed record Evaluation(string Model, string Corpus, int SeqLen, int BatchSize, long Predictions,
+    double Loss, double Perplexity, double Accuracy, double ExpectedCalibrationError, double NoiseFraction, double NoisyAccuracy,
+    long Parameters, long MlpFlopsPerToken, int[] UnitsPerLayer, int Threads, double MedianMsPerBatch, double P10MsPerBatch, double P90MsPerBatch, double TokensPerSecond);
+
+/// <summary>
+/// Held-out quality (loss, perplexity, next-token accuracy, ECE, accuracy with a seeded fraction of input
+/// tokens replaced by random ids) and cost (parameters, MLP FLOPs per token, latency) of an ONNX language
+/// model. Runs ONNX Runtime directly, on the model stripped to its logits output, with a fixed thread count.
+/// </summary>
+public static class Evaluator
+{
+    public static Evaluation Run(EvaluationRequest r)
+    {
+        var proto = OnnxGraph.Load(r.Model);
+        var sites = MlpSites.Find(proto);
+        long vocab = OnnxGraph.VocabularySize(proto) ?? throw new UserInputException($"{r.Model}: no token embedding gathered by input_ids found; cannot tell the vocabulary size.");
+        var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
+        if (r.NoiseFraction is < 0 or > 1) throw new UserInputException($"--noise must be in [0, 1]; got {r.NoiseFraction}.");
+        var deployed = OnnxGraph.WithOnlyOutput(proto, "logits");
+        bool needsMask = proto.Graph.Input.Any(i => i.Name == "attention_mask");
+
+        using var options = new SessionOptions { IntraOpNumThreads = r.Threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+        using var session = new InferenceSession(deployed.ToByteArray(), options);
+        var clean = new NextTokenQuality();
+        var noisy = new NextTokenQuality();
+        var random = new Random(r.Seed);
+        long[]? firstBatch = null, firstMask = null;
+        var documents = TextDocuments.Read(r.Corpus).Select(d => tokenizer.Encode(d).Select(i => (long)i).ToArray());
+        foreach (var batch in CorpusBatches.Pack(documents, r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab, new StreamCounters()))
+        {
+            firstBatch ??= batch.InputIds;
+            firstMask ??= batch.AttentionMask;
+            Score(session, batch.InputIds, batch.AttentionMask, batch.InputIds, r, vocab, needsMask, clean);
+            long[] corrupted = (long[])batch.InputIds.Clone();
+            for (int i = 0; i < corrupted.Length; i++)
+                if (batch.AttentionMask[i] == 1 && random.NextDouble() < r.NoiseFraction) corrupted[i] = random.NextInt64(vocab);
+            Score(session, corrupted, batch.AttentionMask, batch.InputIds, r, vocab, needsMask, noisy);
+        }
+        if (firstBatch == null || clean.Predictions == 0) throw new UserInputException($"The corpus {r.Corpus} gives no next-token predictions at --seq-len {r.SeqLen}.");
+
+        var times = Time(session, firstBatch, firstMask!, r, needsMask);
+        int dModel = DModel(proto, sites[0]);
+        return new Evaluation(Path.GetFileName(r.Model), r.Corpus, r.SeqLen, r.BatchSize, clean.Predictions,
+            clean.Loss, clean.Perplexity, clean.Accuracy, clean.ExpectedCalibrationError, r.NoiseFraction, noisy.Accuracy,
+            Surgery.Parameters(proto), sites.Sum(s => 4L * dModel * s.DFf), sites.Select(s => s.DFf).ToArray(), r.Threads,
+            Percentile(times, 0.5), Percentile(times, 0.1), Percentile(times, 0.9), r.BatchSize * r.SeqLen / (Percentile(times, 0.5) / 1000));
+    }
+
+    // Predictions inside each window: position t predicts t+1 when both are real tokens; targets are always the clean ids.
+    static void Score(InferenceSession session, long[] ids, long[] mask, long[] targets, EvaluationRequest r, long vocab, bool needsMask, NextTokenQuality quality)
+    {
+        using var results = Forward(session, ids, mask, r, needsMask);
+        var logits = results[0].GetTensorDataAsSpan<float>();
+        for (int w = 0; w < r.BatchSize; w++)
+            for (int t = 0; t + 1 < r.SeqLen; t++)
+            {
+                int p = w * r.SeqLen + t;
+                if (mask[p] == 1 && mask[p + 1] == 1) quality.Add(logits.Slice(p * (int)vocab, (int)vocab), (int)targets[p + 1]);
+            }
+    }
+
+    static IDisposableReadOnlyCollection<OrtValue> Forward(InferenceSession session, long[] ids, long[] mask, EvaluationRequest r, bool needsMask)
+    {
+        long[] shape = [r.BatchSize, r.SeqLen];
+        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
+        using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
+        using var runOptions = new RunOptions();
+        return needsMask
+            ? session.Run(runOptions, ["input_ids", "attention_mask"], [idsValue, maskValue], ["logits"])
+            : session.Run(runOptions, ["input_ids"], [idsValue], ["logits"]);
+    }
+
+    static double[] Time(InferenceSession session, long[] ids, long[] mask, EvaluationRequest r, bool needsMask)
+    {
+        for (int i = 0; i < r.WarmupRuns; i++) Forward(session, ids, mask, r, needsMask).Dispose();
+        var times = new double[r.TimedRuns];
+        for (int i = 0; i < times.Length; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            Forward(session, ids, mask, r, needsMask).Dispose();
+            times[i] = clock.Elapsed.TotalMilliseconds;
+        }
+        Array.Sort(times);
+        return times;
+    }
+
+    static double Percentile(double[] sorted, double p) => sorted[(int)Math.Round(p * (sorted.Length - 1))];
+
+    static int DModel(Onnx.ModelProto model, MlpSite site)
+    {
+        var weight = model.Graph.Initializer.First(t => t.Name == site.Down.Weight);
+        return (int)(site.Down.TransB == 1 ? weight.Dims[0] : weight.Dims[1]);
+    }
+}

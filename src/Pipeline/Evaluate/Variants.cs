@@ -1,0 +1,65 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Onnx;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+
+namespace Sparsity.Pipeline.Evaluate;
+
+/// <summary>
+/// Deployable variant folders: model.onnx (logits only), its sidecar, the mask that made it, the tokenizer
+/// files, evaluation.json and a model card (README.md) with its numbers beside the reference model's.
+/// </summary>
+public static class Variants
+{
+    /// <summary>Writes one variant folder atomically and returns its evaluation.</summary>
+    public static Evaluation Write(string dir, ModelProto model, string title, string command, EvaluationRequest evaluation,
+        Evaluation reference, UnitMask? mask)
+    {
+        Evaluation? result = null;
+        AtomicFile.WriteDirectory(dir, partial =>
+        {
+            string path = Path.Combine(partial, "model.onnx");
+            var deployed = OnnxGraph.WithOnlyOutput(model, "logits");
+            OnnxGraph.Save(deployed, path);
+            MlpSidecar.Write(path, MlpSites.Find(deployed));
+            if (mask != null) File.WriteAllText(Path.Combine(partial, "mask.json"), mask.ToJson());
+            var tokenizer = TextTokenizer.FromSpec(evaluation.Tokenizer);
+            foreach (string file in tokenizer.Files) File.Copy(file, Path.Combine(partial, Path.GetFileName(file)));
+            string spec = tokenizer.Files.Count == 0 ? tokenizer.Spec : tokenizer.Spec.Split(':')[0] + ":" + string.Join(',', tokenizer.Files.Select(Path.GetFileName));
+            result = Evaluator.Run(evaluation with { Model = path });
+            File.WriteAllText(Path.Combine(partial, "evaluation.json"), JsonSerializer.Serialize(result, ProjectJson.Options));
+            File.WriteAllText(Path.Combine(partial, "README.md"), ModelCard(title, command, spec, mask, [("reference", reference), (title, result)]));
+        });
+        return result!;
+    }
+
+    /// <summary>A Markdown table comparing evaluations; ratios are against the first row.</summary>
+    public static string Table(IReadOnlyList<(string Name, Evaluation E)> rows)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        var b = rows[0].E;
+        md.AppendLine("| model | units per layer | parameters | MLP FLOPs / token | loss (Δ) | perplexity | accuracy | ECE | accuracy, noisy input | ms / batch (p10–p90) | tokens/s | latency ratio |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var (name, e) in rows)
+            md.AppendLine(inv, $"| {name} | {string.Join(" / ", e.UnitsPerLayer)} | {e.Parameters:N0} | {e.MlpFlopsPerToken:N0} | {e.Loss:0.0000} ({(e.Loss - b.Loss) / b.Loss:+0.00%;-0.00%;0.00%}) | {e.Perplexity:0.00} | {e.Accuracy:P2} | {e.ExpectedCalibrationError:P2} | {e.NoisyAccuracy:P2} | {e.MedianMsPerBatch:0.00} ({e.P10MsPerBatch:0.00}–{e.P90MsPerBatch:0.00}) | {e.TokensPerSecond:N0} | {e.MedianMsPerBatch / b.MedianMsPerBatch:0.00}× |");
+        md.AppendLine().AppendLine(inv, $"Held-out text `{b.Corpus}`: {b.Predictions:N0} next-token predictions in windows of {b.SeqLen} tokens. ECE over 15 equal-width confidence bins; noisy input: {b.NoiseFraction:P0} of input tokens replaced by random ids (seeded), targets unchanged. Latency: median of timed runs of one batch of {b.BatchSize} × {b.SeqLen} after warm-up, ONNX Runtime CPU with {b.Threads} intra-op threads, logits as the only output.");
+        return md.ToString();
+    }
+
+    static string ModelCard(string title, string command, string tokenizer, UnitMask? mask, IReadOnlyList<(string, Evaluation)> rows)
+    {
+        var md = new StringBuilder();
+        md.AppendLine($"# {title}").AppendLine();
+        md.AppendLine("ONNX language model (`model.onnx`, input `input_ids` int64 [batch, seq], output `logits`), written by relu-sparsity.").AppendLine();
+        md.AppendLine($"Tokenizer: `{tokenizer}` (files in this folder).").AppendLine();
+        if (mask != null) md.AppendLine($"Units kept per layer: {string.Join(" / ", mask.Layers.Select(l => $"{l.Kept.Length} of {l.DFf}"))}; rule: {mask.Rule}; statistics from {mask.Source} (`mask.json`).").AppendLine();
+        md.AppendLine("Made with:").AppendLine().AppendLine("```").AppendLine(command).AppendLine("```").AppendLine();
+        md.AppendLine("## Measured").AppendLine().AppendLine(Table(rows));
+        return md.ToString();
+    }
+}
