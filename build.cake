@@ -15,6 +15,8 @@ var vocabSize = Argument("vocab-size", 4096);
 var onnxModel = Argument("onnx", "");         // model for Analyze; default: <checkpoint>/model.onnx
 var seqLen = Argument("seq-len", 128);
 var batchSize = Argument("batch-size", 16);
+var pruneRule = Argument("rule", "--dead-only"); // or "--min-frequency 0.01", "--keep-fraction 0.5", "--flop-reduction 0.25"
+var topK = Argument("k", "16,32,64,128,512");
 
 //////////////////////////////////////////////////////////////////////
 // PREPARATION
@@ -126,6 +128,29 @@ Task("Report")
     var withTraining = FileExists($"{checkpoint}/sparsity.jsonl") ? $" --checkpoint \"{checkpoint}\"" : "";
     Cli($"report --in \"{analysisDir}\"{withTraining}");
     Information($"Report: {analysisDir}/report.md");
+});
+
+Task("Prune")
+    .Description("Derive a mask from statistics of the training text (--rule), prune the exported model, evaluate it against the dense one on held-out text.")
+    .IsDependentOn("Tokenizer")
+    .Does(() =>
+{
+    var train = string.IsNullOrEmpty(corpus) ? brownDir.CombineWithFilePath("train.txt").FullPath : corpus;
+    var held = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
+    var model = string.IsNullOrEmpty(onnxModel) ? $"{checkpoint}/model.onnx" : onnxModel;
+    var statsModel = string.IsNullOrEmpty(onnxModel) && FileExists($"{checkpoint}/model.stats.onnx") ? $"{checkpoint}/model.stats.onnx" : model;
+    Cli($"analyze --model \"{statsModel}\" --corpus \"{train}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize} --out \"{checkpoint}/analysis-train\"");
+    Cli($"prune --model \"{model}\" --stats \"{checkpoint}/analysis-train/stats.json\" {pruneRule} --out \"{checkpoint}/pruned\" --eval-corpus \"{held}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize}");
+});
+
+Task("TopK")
+    .Description("Write one Top-k variant per --k and a table of their held-out quality (Li et al. Table 1).")
+    .IsDependentOn("Tokenizer")
+    .Does(() =>
+{
+    var held = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
+    var model = string.IsNullOrEmpty(onnxModel) ? $"{checkpoint}/model.onnx" : onnxModel;
+    Cli($"topk --model \"{model}\" --k {topK} --out \"{checkpoint}/topk\" --eval-corpus \"{held}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize}");
 });
 
 Task("TrainExportAnalyze")
