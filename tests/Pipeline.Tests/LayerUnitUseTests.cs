@@ -99,10 +99,7 @@ public class LayerUnitUseTests
         var reduced = new LayerUnitUse(4);
         reduced.AddBatch(new[] { 2, 1, 0, 1, 3, 1 }, new[] { 2, 3 }, new long[] { 3, 2, 1, 2 });
 
-        Assert.That(reduced.UnitsPerTokenHistogram.ToArray(), Is.EqualTo(dense.UnitsPerTokenHistogram.ToArray()));
-        Assert.That(reduced.UnitsPerSequenceHistogram.ToArray(), Is.EqualTo(dense.UnitsPerSequenceHistogram.ToArray()));
-        Assert.That(reduced.UnitsPerBatchHistogram.ToArray(), Is.EqualTo(dense.UnitsPerBatchHistogram.ToArray()));
-        Assert.That(reduced.TokensPerUnit.ToArray(), Is.EqualTo(dense.TokensPerUnit.ToArray()));
+        AssertCounts.Equal(reduced, dense);
     }
 
     [Test]
@@ -120,10 +117,7 @@ public class LayerUnitUseTests
         merged.Merge(parts[0]);
         merged.Merge(parts[1]);
 
-        Assert.That(merged.TokensPerUnit.ToArray(), Is.EqualTo(whole.TokensPerUnit.ToArray()));
-        Assert.That(merged.UnitsPerTokenHistogram.ToArray(), Is.EqualTo(whole.UnitsPerTokenHistogram.ToArray()));
-        Assert.That(merged.UnitsPerSequenceHistogram.ToArray(), Is.EqualTo(whole.UnitsPerSequenceHistogram.ToArray()));
-        Assert.That(merged.UnitsPerBatchHistogram.ToArray(), Is.EqualTo(whole.UnitsPerBatchHistogram.ToArray()));
+        AssertCounts.Equal(merged, whole);
         Assert.That(merged.Batches, Is.EqualTo(9));
 
         var restored = LayerUnitUse.FromCounts(merged.TokensPerUnit, merged.UnitsPerTokenHistogram, merged.UnitsPerSequenceHistogram, merged.UnitsPerBatchHistogram);
