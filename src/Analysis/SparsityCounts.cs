@@ -119,6 +119,14 @@ public sealed record SparsityStats(string Model, string Corpus, string Tokenizer
     /// <summary>File name inside an analysis folder.</summary>
     public const string FileName = "stats.json";
 
+    /// <summary>Reads a stats.json; a missing or malformed file is an <see cref="ArgumentException"/> naming it.</summary>
+    public static SparsityStats Load(string path)
+    {
+        if (!File.Exists(path)) throw new ArgumentException($"{path} does not exist (run `analyze` first).");
+        try { return JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(path), ProjectJson.Options) ?? throw new ArgumentException($"{path} is empty."); }
+        catch (JsonException e) { throw new ArgumentException($"{path} is not a stats.json: {e.Message}"); }
+    }
+
     // Decades: dead, then (0, 1e-4], …, (0.1, 0.5], (0.5, 1]: the long tail of Li et al. Fig. 3 stays readable.
     static readonly double[] Edges = [0, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 1];
 

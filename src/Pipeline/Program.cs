@@ -29,6 +29,7 @@ public static class Program
             AnalyzeCommands.Analyze(output, interactive),
             AnalyzeCommands.Merge(output),
             AnalyzeCommands.Report(output),
+            AnalyzeCommands.Check(output),
         };
         var parsed = root.Parse(args);
         try

@@ -73,6 +73,38 @@ public static class AnalyzeCommands
         return command;
     }
 
+    public static Command Check(TextWriter output)
+    {
+        var stats = new Option<string>("--stats") { Description = "stats.json to check.", Required = true };
+        var baseline = new Option<string>("--baseline") { Description = "Baseline stats.json (e.g. from the last release).", Required = true };
+        var tolerance = new Option<string[]>("--tolerance")
+        {
+            Description = "Absolute tolerance per metric, metric=value (defaults: nonzero_fraction=0.01; unit counts 1 % of d_ff).",
+            AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => [],
+        };
+        var command = new Command("check", "Compare sparsity statistics with a baseline; exit 1 naming each metric outside tolerance (for CI gates).") { stats, baseline, tolerance };
+        command.SetAction(parse =>
+        {
+            var tolerances = new Dictionary<string, double>();
+            foreach (string t in parse.GetValue(tolerance)!)
+            {
+                var parts = t.Split('=');
+                if (parts.Length != 2 || !double.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out double v) || v < 0)
+                    throw new UserInputException($"--tolerance '{t}': use metric=value, e.g. nonzero_fraction=0.005.");
+                tolerances[parts[0]] = v;
+            }
+            IReadOnlyList<MetricDeviation> deviations;
+            try { deviations = SparsityCheck.Compare(SparsityStats.Load(parse.GetValue(stats)!), SparsityStats.Load(parse.GetValue(baseline)!), tolerances); }
+            catch (ArgumentException e) { throw new UserInputException(e.Message); }
+            foreach (var d in deviations) output.WriteLine("FAIL " + d);
+            output.WriteLine(deviations.Count == 0
+                ? $"All {SparsityCheck.Metrics.Count} metrics of every layer are within tolerance of {parse.GetValue(baseline)}."
+                : $"{deviations.Count} metric(s) outside tolerance.");
+            return deviations.Count == 0 ? 0 : 1;
+        });
+        return command;
+    }
+
     static void PrintSummary(TextWriter output, SparsityStats s, string dir)
     {
         output.WriteLine($"{s.Tokens:N0} tokens, {s.Sequences:N0} sequences, {s.Batches:N0} batches of {s.BatchSize} × {s.SeqLen} (shards {string.Join(",", s.Shards)}):");

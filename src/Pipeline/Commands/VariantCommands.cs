@@ -159,8 +159,7 @@ public static class VariantCommands
                 return rules == 0 && p.GetValue(stats) == null ? UnitMask.Load(maskPath) : throw new UserInputException("--mask cannot be combined with --stats or a rule.");
             if (p.GetValue(stats) is not string statsPath) throw new UserInputException("Give --mask mask.json, or --stats stats.json with one rule (--dead-only, --min-frequency, --keep-fraction, --flop-reduction).");
             if (rules != 1) throw new UserInputException("With --stats give exactly one rule: --dead-only, --min-frequency f, --keep-fraction p or --flop-reduction r.");
-            if (!File.Exists(statsPath)) throw new UserInputException($"Statistics {statsPath} do not exist (run `analyze`).");
-            var s = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(statsPath), ProjectJson.Options)!;
+            var s = SparsityStats.Load(statsPath);
             if (p.GetValue(deadOnly)) return MaskRules.DeadOnly(s);
             if (p.GetValue(minFrequency) is double f) return MaskRules.MinFrequency(s, f);
             if (p.GetValue(keepFraction) is double kf) return MaskRules.KeepFraction(s, kf);
@@ -170,13 +169,9 @@ public static class VariantCommands
         {
             throw new UserInputException(e.Message);
         }
-        catch (JsonException e)
-        {
-            throw new UserInputException($"{p.GetValue(stats)} is not a stats.json: {e.Message}");
-        }
     }
 
-    static string StatsCorpus(string statsPath) => JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(statsPath), ProjectJson.Options)!.Corpus;
+    static string StatsCorpus(string statsPath) => SparsityStats.Load(statsPath).Corpus;
     static bool SameFile(string a, string b) => Path.GetFullPath(a) == Path.GetFullPath(b);
 
     static List<int> Ints(string list, string option) => list.Split(',').Select(s => int.TryParse(s.Trim(), out int v) ? v

@@ -21,7 +21,9 @@ public static class SparsityReport
     {
         string statsPath = Path.Combine(analysisDir, SparsityStats.FileName);
         if (!File.Exists(statsPath)) throw new UserInputException($"{analysisDir} has no {SparsityStats.FileName}: run `analyze` (or `merge`) first.");
-        var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(statsPath), ProjectJson.Options)!;
+        SparsityStats stats;
+        try { stats = SparsityStats.Load(statsPath); }
+        catch (ArgumentException e) { throw new UserInputException(e.Message); }
         List<TrainingLogEntry>? log = null;
         UnitDeathLog? death = null;
         if (checkpointDir != null)
