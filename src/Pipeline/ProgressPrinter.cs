@@ -21,7 +21,7 @@ public sealed class ProgressPrinter(TextWriter output, bool interactive) : IProg
         }
         string sparsity = p.Layers == null ? "" : "  nonzero " + string.Join(" ", p.Layers.Select(l => l.NonzeroFraction.ToString("0.000")));
         string heldOut = p.HeldOutLoss is double h ? $"  held-out {h:0.000}" : "";
-        string line = $"step {p.Step,6}/{p.Steps}  loss {p.Loss:0.000}{heldOut}  {p.TokensPerSecond,7:0} tok/s  elapsed {p.Elapsed:mm\\:ss}  left {p.Remaining:mm\\:ss}{sparsity}";
+        string line = $"step {p.Step,6}/{p.Steps}  loss {p.Loss:0.000}{heldOut}  {p.TokensPerSecond,7:0} tok/s  elapsed {Clock(p.Elapsed)}  left {Clock(p.Remaining)}{sparsity}";
         if (interactive)
         {
             if (p.HeldOutLoss != null || p.Step == p.Steps) { output.Write("\r" + line.PadRight(_width) + "\n"); _width = 0; return; }
@@ -40,6 +40,9 @@ public sealed class ProgressPrinter(TextWriter output, bool interactive) : IProg
     }
 
     int _width;
+
+    /// <summary>m:ss, or h:mm:ss from an hour on (a bare mm:ss format silently drops the hours).</summary>
+    public static string Clock(TimeSpan t) => t.TotalHours >= 1 ? $"{(int)t.TotalHours}:{t:mm\\:ss}" : $"{(int)t.TotalMinutes}:{t:ss}";
 
     void EndLine()
     {

@@ -68,4 +68,10 @@ public class CommandLineTests
         Assert.That(Directory.GetFiles(outDir).Select(Path.GetFileName),
             Is.EquivalentTo(new[] { "config.json", "model.safetensors", "sparsity.jsonl", "unit_death.json" }));
     }
+
+    [TestCase(0, 3, 7, "3:07")]
+    [TestCase(1, 5, 22, "1:05:22")]
+    [TestCase(0, 0, 0, "0:00")]
+    public void ProgressClockKeepsHours(int hours, int minutes, int seconds, string expected) =>
+        Assert.That(ProgressPrinter.Clock(new TimeSpan(hours, minutes, seconds)), Is.EqualTo(expected));
 }

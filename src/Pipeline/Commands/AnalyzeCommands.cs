@@ -122,8 +122,8 @@ public sealed class AnalysisProgressPrinter(TextWriter output, bool interactive)
 
     public void Report(AnalysisProgress p)
     {
-        string left = p.Remaining is TimeSpan r ? $"{r:mm\\:ss}" : "?";
-        string line = $"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s  documents {p.Documents}/{p.TotalDocuments}  elapsed {p.Elapsed:mm\\:ss}  left {left}";
+        string left = p.Remaining is TimeSpan r ? ProgressPrinter.Clock(r) : "?";
+        string line = $"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s  documents {p.Documents}/{p.TotalDocuments}  elapsed {ProgressPrinter.Clock(p.Elapsed)}  left {left}";
         if (interactive) { output.Write("\r" + line); if (p.Documents == p.TotalDocuments) output.WriteLine(); return; }
         int decile = (int)(10 * p.Documents / Math.Max(1, p.TotalDocuments));
         if (decile != _lastDecile) { _lastDecile = decile; output.WriteLine(line); }

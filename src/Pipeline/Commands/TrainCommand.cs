@@ -67,7 +67,7 @@ public static class TrainCommand
             var summary = Trainer.Run(new TrainRequest(model, options, tok, parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(outDir)!),
                 new ProgressPrinter(output, interactive), cancel);
 
-            output.WriteLine($"Trained on {summary.TrainTokens:N0} tokens ({summary.HeldOutTokens:N0} held out) in {summary.Elapsed:mm\\:ss}: " +
+            output.WriteLine($"Trained on {summary.TrainTokens:N0} tokens ({summary.HeldOutTokens:N0} held out) in {ProgressPrinter.Clock(summary.Elapsed)}: " +
                              $"loss {summary.FinalLoss:0.000}, held-out loss {summary.FinalHeldOutLoss:0.000}.");
             output.WriteLine("layer  nonzero fraction (first → last tracked)  silent for the last 10 %  masked");
             for (int l = 0; l < model.Layers; l++)
