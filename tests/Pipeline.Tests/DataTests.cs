@@ -38,6 +38,17 @@ public class TokenizerTests
         Assert.That(t.VocabSize, Is.EqualTo(100277));
     }
 
+    [Test]
+    public void WordPieceLoadsAVocabularyFile()
+    {
+        string vocab = Path.Combine(TestCorpus.TempDir(), "vocab.txt");
+        File.WriteAllLines(vocab, ["[UNK]", "[CLS]", "[SEP]", "the", "cat", "##s", "sees"]);
+        var t = TextTokenizer.FromSpec("wordpiece:" + vocab);
+        Assert.That(t.VocabSize, Is.EqualTo(7));
+        Assert.That(t.Encode("the cats sees"), Is.EqualTo(new[] { 3, 4, 5, 6 }));
+        Assert.That(t.Files, Is.EqualTo(new[] { vocab }));
+    }
+
     [TestCase("gpt2", "Unknown tokenizer spec 'gpt2'")]
     [TestCase("tiktoken:p50k_base", "Unknown tokenizer spec")]
     [TestCase("bpe:only-one-file.json", "Unknown tokenizer spec")]
