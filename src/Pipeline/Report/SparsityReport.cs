@@ -160,20 +160,27 @@ public static class SparsityReport
     static Plot DeathSteps(UnitDeathLog death)
     {
         var plt = new Plot();
-        int bins = 20;
+        const int bins = 20;
         double width = Math.Max(1, (death.LastStep + 1) / (double)bins);
-        for (int l = 0; l < death.Layers.Count; l++)
+        int layers = death.Layers.Count, total = 0;
+        var bars = new List<Bar>();
+        for (int l = 0; l < layers; l++)
         {
-            var counts = new double[bins];
+            var counts = new int[bins];
             foreach (long? d in death.Layers[l].DeathStep)
-                if (d is long step) counts[Math.Min(bins - 1, (int)(step / width))]++;
-            var line = plt.Add.ScatterLine(Enumerable.Range(0, bins).Select(b => (b + 0.5) * width).ToArray(), counts);
-            line.LegendText = $"layer {l}";
-            line.LineWidth = 2;
+                if (d is long step) { counts[Math.Min(bins - 1, (int)(step / width))]++; total++; }
+            var color = Colors.Category10[l % 10];
+            for (int b = 0; b < bins; b++)
+                if (counts[b] > 0) bars.Add(new Bar { Position = (b + (l + 0.5) / layers) * width, Value = counts[b], Size = width / layers * 0.9, FillColor = color });
+            plt.Legend.ManualItems.Add(new LegendItem { LabelText = $"layer {l}", FillColor = color });
         }
-        plt.ShowLegend(Alignment.UpperRight);
-        plt.Title("Death step of units (first step from which a unit never fired again)");
-        plt.XLabel("step");
+        plt.Add.Bars(bars);
+        plt.Axes.SetLimitsX(0, bins * width);
+        plt.Axes.SetLimitsY(0, Math.Max(1, bars.Count == 0 ? 1 : bars.Max(b => b.Value)) * 1.3);
+        plt.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        plt.ShowLegend(Alignment.UpperLeft);
+        plt.Title($"Death steps: {total} units stopped firing for good before the last step");
+        plt.XLabel("step from which the unit never fired again");
         plt.YLabel("units");
         return plt;
     }
