@@ -37,21 +37,9 @@ public static class Trainer
         if (Directory.Exists(request.OutDir) && !File.Exists(Path.Combine(request.OutDir, Checkpoint.ConfigFile)))
             throw new UserInputException($"{request.OutDir} exists and is not a checkpoint: choose another --out.");
 
-        string partial = request.OutDir.TrimEnd('/', '\\') + ".partial";
-        if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
-        Directory.CreateDirectory(partial);
-        try
-        {
-            var summary = Train(request, partial, progress, cancel);
-            if (Directory.Exists(request.OutDir)) Directory.Delete(request.OutDir, recursive: true);
-            Directory.Move(partial, request.OutDir);
-            return summary with { OutDir = request.OutDir };
-        }
-        catch
-        {
-            Directory.Delete(partial, recursive: true);
-            throw;
-        }
+        TrainSummary? summary = null;
+        AtomicFile.WriteDirectory(request.OutDir, dir => summary = Train(request, dir, progress, cancel));
+        return summary! with { OutDir = request.OutDir };
     }
 
     static TrainSummary Train(TrainRequest request, string dir, IProgress<TrainProgress>? progress, CancellationToken cancel)
