@@ -25,7 +25,8 @@ public sealed record MlpSite(int Layer, string Node, string Output, int DFf, str
 /// Finds MLP blocks in any ONNX graph: an activation (Relu, or other op types by option) whose output
 /// reaches, through shape and elementwise ops only, the data input of a MatMul or Gemm with an
 /// initializer weight (the down-projection), and whose input comes from MatMul(+Add) or Gemm with an
-/// initializer weight (the up-projection). Handles torch.onnx's Gemm → Relu → Gemm on 2-D tensors and
+/// initializer weight (the up-projection). A weight may also reach the MatMul through an unfolded 2-D
+/// Transpose (exports without constant folding); the initializer is then [out, in], like Gemm transB = 1. Handles torch.onnx's Gemm → Relu → Gemm on 2-D tensors and
 /// MatMul → Add → Relu → MatMul → Add on 3-D tensors, and this project's own masks and Top-k.
 /// </summary>
 public static class MlpSites
@@ -52,7 +53,7 @@ public static class MlpSites
         var sites = new List<MlpSite>();
         foreach (var activation in graph.Node.Where(n => activationOps.Contains(n.OpType)))
         {
-            var down = FindDown(activation.Output[0], consumers, initializers, out bool flattened);
+            var down = FindDown(activation.Output[0], consumers, producer, initializers, out bool flattened);
             var up = FindUp(activation.Input[0], producer, initializers);
             if (down == null || up == null) continue;
             var (downNode, downProjection) = down.Value;
@@ -88,7 +89,7 @@ public static class MlpSites
         return path;
     }
 
-    static (NodeProto, Projection)? FindDown(string tensor, Dictionary<string, List<NodeProto>> consumers, Dictionary<string, TensorProto> initializers, out bool flattened)
+    static (NodeProto, Projection)? FindDown(string tensor, Dictionary<string, List<NodeProto>> consumers, Dictionary<string, NodeProto> producer, Dictionary<string, TensorProto> initializers, out bool flattened)
     {
         // Breadth-first over pass-through ops: the nearest MatMul/Gemm taking the path as its data input.
         var queue = new Queue<(string Tensor, bool Flattened, int Depth)>([(tensor, false, 0)]);
@@ -99,10 +100,10 @@ public static class MlpSites
             if (!seen.Add(t) || !consumers.TryGetValue(t, out var nodes)) continue;
             foreach (var node in nodes)
             {
-                if ((node.OpType is "MatMul" or "Gemm") && node.Input[0] == t && node.Input.Count > 1 && initializers.ContainsKey(node.Input[1]))
+                if ((node.OpType is "MatMul" or "Gemm") && node.Input[0] == t && node.Input.Count > 1 && Weight(node, producer, initializers) is var (weight, transB) && weight != null)
                 {
                     flattened = flat;
-                    return (node, new Projection(node.OpType, node.Name, node.Input[1], BiasOf(node, consumers, initializers), TransB(node)));
+                    return (node, new Projection(node.OpType, node.Name, weight, BiasOf(node, consumers, initializers), transB));
                 }
                 if (depth < 8 && PassThrough.Contains(node.OpType))
                     foreach (string o in node.Output) queue.Enqueue((o, flat || Flattening.Contains(node.OpType), depth + 1));
@@ -115,17 +116,32 @@ public static class MlpSites
     static Projection? FindUp(string tensor, Dictionary<string, NodeProto> producer, Dictionary<string, TensorProto> initializers)
     {
         if (!producer.TryGetValue(tensor, out var node)) return null;
-        if (node.OpType == "Gemm" && initializers.ContainsKey(node.Input[1]))
-            return new Projection("Gemm", node.Name, node.Input[1], node.Input.Count > 2 && initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null, TransB(node));
-        if (node.OpType == "MatMul" && initializers.ContainsKey(node.Input[1]))
-            return new Projection("MatMul", node.Name, node.Input[1], null, 0);
+        if (node.OpType == "Gemm" && Weight(node, producer, initializers) is (string gemmWeight, int gemmTransB))
+            return new Projection("Gemm", node.Name, gemmWeight, node.Input.Count > 2 && initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null, gemmTransB);
+        if (node.OpType == "MatMul" && Weight(node, producer, initializers) is (string weight, int transB))
+            return new Projection("MatMul", node.Name, weight, null, transB);
         if (node.OpType == "Add")
         {
             int bias = initializers.ContainsKey(node.Input[1]) ? 1 : initializers.ContainsKey(node.Input[0]) ? 0 : -1;
-            if (bias < 0 || !producer.TryGetValue(node.Input[1 - bias], out var matmul) || matmul.OpType != "MatMul" || !initializers.ContainsKey(matmul.Input[1])) return null;
-            return new Projection("MatMul", matmul.Name, matmul.Input[1], node.Input[bias], 0);
+            if (bias < 0 || !producer.TryGetValue(node.Input[1 - bias], out var matmul) || matmul.OpType != "MatMul") return null;
+            return Weight(matmul, producer, initializers) is (string w, int t) ? new Projection("MatMul", matmul.Name, w, node.Input[bias], t) : null;
         }
         return null;
+    }
+
+    // The weight initializer of a MatMul/Gemm and its layout: direct ([in, out], or Gemm's transB), or through a
+    // 2-D Transpose left unfolded by the exporter, which makes the stored initializer [out, in] (transB = 1 in effect).
+    static (string? Weight, int TransB) Weight(NodeProto node, Dictionary<string, NodeProto> producer, Dictionary<string, TensorProto> initializers)
+    {
+        string input = node.Input[1];
+        if (initializers.ContainsKey(input)) return (input, TransB(node));
+        if (producer.TryGetValue(input, out var transpose) && transpose.OpType == "Transpose" && initializers.TryGetValue(transpose.Input[0], out var stored)
+            && stored.Dims.Count == 2 && TransB(node) == 0)
+        {
+            var perm = transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints;
+            if (perm == null || perm.SequenceEqual([1L, 0L])) return (stored.Name, 1);
+        }
+        return (null, 0);
     }
 
     static string? BiasOf(NodeProto node, Dictionary<string, List<NodeProto>> consumers, Dictionary<string, TensorProto> initializers)

@@ -156,6 +156,45 @@ public class SurgeryTests
     }
 
     [Test]
+    public void UnfoldedTransposedWeightsAreFoundAndPruned()
+    {
+        // Exporters without constant folding keep nn.Linear's weight [out, in] and a Transpose node before MatMul.
+        torch.random.manual_seed(32);
+        var config = new ModelConfig(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 40);
+        using var model = new ReluTransformer(config);
+        var keep = Enumerable.Range(0, 64).Select(i => i % 5 != 0).ToArray();
+        model.Mlps[1].SetUnitMask(keep);
+        var proto = ModelExporter.Export(model, ExportVariant.Dense);
+        var original = Path.Combine(TestCorpus.TempDir(), "folded.onnx");
+        OnnxGraph.Save(proto, original);
+        foreach (string name in new[] { "h.1.mlp.up.weight", "h.1.mlp.down.weight" })
+        {
+            var w = proto.Graph.Initializer.Single(t => t.Name == name);
+            int rows = (int)w.Dims[0], cols = (int)w.Dims[1];
+            float[] values = Surgery.ReadFloats(w), transposed = new float[values.Length];
+            for (int r = 0; r < rows; r++) for (int c = 0; c < cols; c++) transposed[c * rows + r] = values[r * cols + c];
+            proto.Graph.Initializer.Remove(w);
+            proto.Graph.Initializer.Add(OnnxGraph.FloatTensor(name + ".stored", [cols, rows], transposed));
+            proto.Graph.Node.Insert(0, OnnxGraph.Node("Transpose", name + "/Transpose", [name + ".stored"], [name], OnnxGraph.Ints("perm", 1, 0)));
+        }
+        var sites = MlpSites.Find(proto);
+        Assert.That((sites[1].Up.Weight, sites[1].Up.TransB, sites[1].Down.Weight, sites[1].Down.TransB),
+            Is.EqualTo(("h.1.mlp.up.weight.stored", 1, "h.1.mlp.down.weight.stored", 1)));
+        Assert.That(sites[1].DFf, Is.EqualTo(64));
+
+        var mask = new UnitMask("masked units", "unit_mask", [new LayerKeep(1, 64, Enumerable.Range(0, 64).Where(i => keep[i]).ToArray())]);
+        var (pruned, _, _) = Surgery.Prune(proto, sites, mask);
+        string unfolded = Path.Combine(TestCorpus.TempDir(), "unfolded.onnx"), prunedPath = Path.Combine(TestCorpus.TempDir(), "pruned.onnx");
+        OnnxGraph.Save(proto, unfolded);
+        OnnxGraph.Save(pruned, prunedPath);
+        long[] ids = Enumerable.Range(0, 16).Select(i => (long)(i * 3 % 40)).ToArray();
+        float[] Logits(string path) => OrtRunner.Run(path, ("input_ids", ids, new long[] { 1, 16 }))["logits"].Floats!;
+        Assert.That(Logits(unfolded), Is.EqualTo(Logits(original)).Within(1e-5f));
+        Assert.That(Logits(prunedPath), Is.EqualTo(Logits(original)).Within(1e-4f), "removing masked (dead) units through the transposed weights");
+        Assert.That(OrtRunner.Run(prunedPath, ("input_ids", ids, new long[] { 1, 16 }))["mlp_hidden.1"].Shape, Is.EqualTo(new long[] { 1, 16, 51 }));
+    }
+
+    [Test]
     public void BadInputsAreClearErrorsAndWriteNothing()
     {
         var model = OnnxGraph.Load(Fixture.PathOf("opt_gemm.onnx"));
