@@ -76,8 +76,8 @@ public sealed class LayerUnitUse
         if (!realToken.IsEmpty && realToken.Length != batch * seqLen)
             throw new ArgumentException($"The token mask holds {realToken.Length} values; [{batch}, {seqLen}] needs {batch * seqLen}.");
 
-        var tokensPerUnit = new long[DFf];
-        var activeInSequence = new bool[DFf];
+        var batchTokensPerUnit = new int[DFf];  // this batch's counts; added to the long totals once per batch
+        var activeInSequence = new int[DFf];    // 0, or −1 (all bits) once the unit fired in the current sequence
         var unitsPerToken = new List<int>(batch * seqLen);
         var unitsPerSequence = new List<int>(batch);
         for (int b = 0; b < batch; b++)
@@ -89,23 +89,45 @@ public sealed class LayerUnitUse
                 int position = b * seqLen + t;
                 if (!realToken.IsEmpty && !realToken[position]) continue;
                 realTokens++;
-                var row = activations.Slice(position * DFf, DFf);
-                int active = 0;
-                for (int i = 0; i < row.Length; i++)
-                {
-                    if (row[i] > threshold)
-                    {
-                        active++;
-                        tokensPerUnit[i]++;
-                        activeInSequence[i] = true;
-                    }
-                }
-                unitsPerToken.Add(active);
+                unitsPerToken.Add(CountActive(activations.Slice(position * DFf, DFf), threshold, batchTokensPerUnit, activeInSequence));
             }
-            if (realTokens > 0) unitsPerSequence.Add(CountTrue(activeInSequence));
+            if (realTokens > 0) unitsPerSequence.Add(CountNonZero(activeInSequence));
         }
+        var tokensPerUnit = new long[DFf];
+        for (int i = 0; i < DFf; i++) tokensPerUnit[i] = batchTokensPerUnit[i];
         AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(unitsPerToken),
                  System.Runtime.InteropServices.CollectionsMarshal.AsSpan(unitsPerSequence), tokensPerUnit);
+    }
+
+    // One token: SIMD compare against the threshold; a true lane is −1, so subtracting it counts and OR-ing it flags.
+    static int CountActive(ReadOnlySpan<float> row, float threshold, Span<int> tokensPerUnit, Span<int> activeInSequence)
+    {
+        int width = System.Numerics.Vector<float>.Count, i = 0;
+        var limit = new System.Numerics.Vector<float>(threshold);
+        var active = System.Numerics.Vector<int>.Zero;
+        for (; i <= row.Length - width; i += width)
+        {
+            var fired = System.Numerics.Vector.GreaterThan(new System.Numerics.Vector<float>(row.Slice(i, width)), limit);
+            active -= fired;
+            (new System.Numerics.Vector<int>(tokensPerUnit.Slice(i, width)) - fired).CopyTo(tokensPerUnit.Slice(i, width));
+            (new System.Numerics.Vector<int>(activeInSequence.Slice(i, width)) | fired).CopyTo(activeInSequence.Slice(i, width));
+        }
+        int count = System.Numerics.Vector.Sum(active);
+        for (; i < row.Length; i++)
+        {
+            if (!(row[i] > threshold)) continue;
+            count++;
+            tokensPerUnit[i]++;
+            activeInSequence[i] = -1;
+        }
+        return count;
+    }
+
+    static int CountNonZero(ReadOnlySpan<int> flags)
+    {
+        int n = 0;
+        foreach (int f in flags) if (f != 0) n++;
+        return n;
     }
 
     /// <summary>Adds another accumulator's counts to this one (same d_ff).</summary>
@@ -170,13 +192,6 @@ public sealed class LayerUnitUse
 
     int CheckUnits(int units) => (uint)units <= (uint)DFf ? units
         : throw new ArgumentOutOfRangeException(nameof(units), $"{units} active units in a layer of {DFf}.");
-
-    static int CountTrue(ReadOnlySpan<bool> flags)
-    {
-        int n = 0;
-        foreach (bool f in flags) if (f) n++;
-        return n;
-    }
 
     static long Sum(ReadOnlySpan<long> values)
     {

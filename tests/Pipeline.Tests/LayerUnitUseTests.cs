@@ -124,6 +124,39 @@ public class LayerUnitUseTests
         Assert.That(restored.NonzeroFraction, Is.EqualTo(whole.NonzeroFraction));
     }
 
+    [TestCase(13, 0f)]
+    [TestCase(100, 0.25f)]
+    public void VectorisedCountingEqualsAPlainLoop(int dFf, float threshold)
+    {
+        // d_ff values that leave a scalar tail after the SIMD body, with padding and ties at the threshold.
+        var random = new Random(dFf);
+        const int B = 3, T = 7;
+        float[] activations = Enumerable.Range(0, B * T * dFf).Select(_ => random.Next(4) == 0 ? threshold : (float)(random.NextDouble() - 0.4)).ToArray();
+        bool[] real = Enumerable.Range(0, B * T).Select(i => i % T < 5 || i / T == 0).ToArray();
+        var use = new LayerUnitUse(dFf);
+        use.AddDense(activations, B, T, real, threshold);
+
+        var perUnit = new long[dFf];
+        var perToken = new List<int>();
+        var perSequence = new List<int>();
+        for (int b = 0; b < B; b++)
+        {
+            var seen = new HashSet<int>();
+            for (int t = 0; t < T; t++)
+            {
+                if (!real[b * T + t]) continue;
+                int n = 0;
+                for (int u = 0; u < dFf; u++)
+                    if (activations[(b * T + t) * dFf + u] > threshold) { n++; perUnit[u]++; seen.Add(u); }
+                perToken.Add(n);
+            }
+            perSequence.Add(seen.Count);
+        }
+        var expected = new LayerUnitUse(dFf);
+        expected.AddBatch(perToken.ToArray(), perSequence.ToArray(), perUnit);
+        AssertCounts.Equal(use, expected);
+    }
+
     [Test]
     public void EmptyAccumulatorReportsNaNNotZero()
     {
