@@ -130,14 +130,14 @@ public static class VariantCommands
                 output.WriteLine($"Top-k ({variants[0].Name}) inserted in {sites.Count} layers. Wrote {path}");
                 return 0;
             }
-            foreach (var v in variants) Surgery.InsertTopK(proto, sites, v.Ks); // validate every k before any long work
+            var built = variants.Select(v => (Variant: v, Model: Surgery.InsertTopK(proto, sites, v.Ks))).ToList(); // every k checked before any long work
             var request = eval.Request(p, p.GetValue(model)!);
             var reference = Evaluator.Run(request);
             var rows = new List<(string, Evaluation)> { ("dense", reference) };
             Directory.CreateDirectory(path);
-            foreach (var v in variants)
+            foreach (var (v, topKModel) in built)
             {
-                var e = Variants.Write(Path.Combine(path, v.Folder), Surgery.InsertTopK(proto, sites, v.Ks), $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
+                var e = Variants.Write(Path.Combine(path, v.Folder), topKModel, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
                 rows.Add((v.Name, e));
                 output.WriteLine($"{v.Name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
             }
