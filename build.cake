@@ -17,6 +17,7 @@ var seqLen = Argument("seq-len", 128);
 var batchSize = Argument("batch-size", 16);
 var pruneRule = Argument("rule", "--dead-only"); // or "--min-frequency 0.01", "--keep-fraction 0.5", "--flop-reduction 0.25"
 var topK = Argument("k", "16,32,64,128,512");
+var experimentsDir = Argument("experiments", "experiments"); // runs in <dir>/runs, report <dir>/results.md
 
 //////////////////////////////////////////////////////////////////////
 // PREPARATION
@@ -152,6 +153,29 @@ Task("TopK")
     var model = string.IsNullOrEmpty(onnxModel) ? $"{checkpoint}/model.onnx" : onnxModel;
     Cli($"topk --model \"{model}\" --k {topK} --out \"{checkpoint}/topk\" --eval-corpus \"{held}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize}");
 });
+
+// The six reproductions: one target each (Experiment-Dynamics, …) and Experiments for all. Runs are shared and
+// reused: a run whose recipe is unchanged is not trained again, so Experiments after Experiment-Width costs less.
+var experimentNames = new[] { "dynamics", "layers", "death", "width", "topk", "l1" };
+void Experiment(string name)
+{
+    var train = string.IsNullOrEmpty(corpus) ? brownDir.CombineWithFilePath("train.txt").FullPath : corpus;
+    var held = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
+    Cli($"experiment {name} --preset {preset} --corpus \"{train}\" --heldout \"{held}\" --tokenizer \"{tokenizerSpec}\" " +
+        $"--work \"{experimentsDir}/runs\" --report \"{experimentsDir}/results.md\"");
+}
+foreach (var name in experimentNames)
+{
+    Task($"Experiment-{char.ToUpperInvariant(name[0])}{name.Substring(1)}")
+        .Description($"Reproduce experiment '{name}' on the preset (--preset, --corpus, --heldout, --experiments).")
+        .IsDependentOn("Tokenizer")
+        .Does(() => Experiment(name));
+}
+
+Task("Experiments")
+    .Description("All six reproductions (about 45 minutes on 2 cores for the quick preset); writes <experiments>/results.md with tables and plots.")
+    .IsDependentOn("Tokenizer")
+    .Does(() => Experiment("all"));
 
 Task("TrainExportAnalyze")
     .Description("The main job: train the preset, export it to ONNX, analyze the held-out Brown text, write the report.")

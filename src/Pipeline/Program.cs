@@ -30,6 +30,7 @@ public static class Program
             AnalyzeCommands.Merge(output),
             AnalyzeCommands.Report(output),
             AnalyzeCommands.Check(output),
+            ExperimentCommand.Create(output, interactive),
         };
         var parsed = root.Parse(args);
         try

@@ -33,7 +33,7 @@ public static class VariantCommands
                 p.GetValue(BatchSize), p.GetValue(MaxTokens), p.GetValue(Noise), 0, p.GetValue(Threads), 3, Math.Max(1, p.GetValue(Runs)));
     }
 
-    static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
+    internal static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
     static bool IsFile(string path) => path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
 
     public static Command Evaluate(TextWriter output)

@@ -99,7 +99,7 @@ public static class SparsityReport
         return plt;
     }
 
-    static Plot UnitUse(SparsityStats s)
+    internal static Plot UnitUse(SparsityStats s)
     {
         var plt = new Plot();
         var series = new (string Label, Func<LayerStats, double> Value, Color Color)[]
@@ -139,7 +139,7 @@ public static class SparsityReport
         return plt;
     }
 
-    static Plot Trajectory(List<TrainingLogEntry> log)
+    internal static Plot Trajectory(List<TrainingLogEntry> log)
     {
         var plt = new Plot();
         var tracked = log.Where(e => e.Layers != null).ToList();
@@ -157,7 +157,7 @@ public static class SparsityReport
         return plt;
     }
 
-    static Plot DeathSteps(UnitDeathLog death)
+    internal static Plot DeathSteps(UnitDeathLog death)
     {
         var plt = new Plot();
         const int bins = 20;
@@ -201,6 +201,6 @@ public static class SparsityReport
         plt.Axes.Left.TickGenerator = ticks;
     }
 
-    static void Save(string dir, string name, Plot plot) =>
+    internal static void Save(string dir, string name, Plot plot) =>
         AtomicFile.Write(Path.Combine(dir, name), temp => plot.SavePng(temp, Width, Height));
 }

@@ -1,0 +1,87 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using Sparsity.Pipeline.Experiments;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+
+namespace Sparsity.Pipeline.Commands;
+
+/// <summary><c>experiment NAME|all</c>: reproduces one of the seeds' findings (or all six) and writes results.md.</summary>
+public static class ExperimentCommand
+{
+    public static Command Create(TextWriter output, bool interactive)
+    {
+        var name = new Argument<string>("name") { Description = "Experiment: " + string.Join(", ", Experiment.All.Select(e => e.Name)) + ", or all." };
+        name.AcceptOnlyFromAmong([.. Experiment.All.Select(e => e.Name), "all"]);
+        var corpus = new Option<string>("--corpus") { Description = "Training documents.", Required = true };
+        var heldOut = new Option<string>("--heldout") { Description = "Held-out documents: analysis and evaluation run on them.", Required = true };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec, e.g. bpe:vocab.json,merges.txt.", Required = true };
+        var preset = new Option<string>("--preset") { Description = "Base recipe every run varies (quick, paper, or a preset JSON file).", DefaultValueFactory = _ => "quick" };
+        var steps = new Option<int?>("--steps") { Description = "Override the preset's steps in every run (for a fast look; results.md says so)." };
+        var work = new Option<string>("--work") { Description = "Folder for the runs; a run with an unchanged recipe is reused.", DefaultValueFactory = _ => "experiments/runs" };
+        var report = new Option<string>("--report") { Description = "results.md to (re)write; plots and per-experiment sections go to the folder of the same name beside it.", DefaultValueFactory = _ => "experiments/results.md" };
+        var command = new Command("experiment", "Reproduce the papers' findings on a corpus: training dynamics, layer patterns, neuron death, width scaling, Top-k, L1.")
+        {
+            name, corpus, heldOut, tokenizer, preset, steps, work, report,
+        };
+        command.SetAction((parse, cancel) =>
+        {
+            CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+            var recipe = Preset.Load(parse.GetValue(preset)!);
+            var tok = TextTokenizer.FromSpec(parse.GetValue(tokenizer)!);
+            foreach (var path in new[] { parse.GetValue(corpus)!, parse.GetValue(heldOut)! })
+                if (!File.Exists(path) && !Directory.Exists(path)) throw new UserInputException($"{path} does not exist: pass the training and held-out documents.");
+            var training = recipe.Training with { Steps = parse.GetValue(steps) ?? recipe.Training.Steps };
+            training.Validate();
+            var setup = new ExperimentSetup(parse.GetValue(preset)!, recipe.Model with { VocabSize = tok.VocabSize ?? recipe.Model.VocabSize }, training,
+                parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(tokenizer)!, parse.GetValue(work)!, output, interactive, cancel);
+
+            string reportPath = parse.GetValue(report)!;
+            string reportDir = Path.GetDirectoryName(Path.GetFullPath(reportPath))!;
+            var figures = new Figures(Path.Combine(reportDir, Path.GetFileNameWithoutExtension(reportPath)), Path.GetFileNameWithoutExtension(reportPath));
+            Directory.CreateDirectory(figures.Dir);
+            var chosen = parse.GetValue(name) == "all" ? Experiment.All : Experiment.All.Where(e => e.Name == parse.GetValue(name)).ToList();
+            int runs = 1 + chosen.Sum(e => e.Runs);
+            output.WriteLine($"Experiments {string.Join(", ", chosen.Select(e => e.Name))}: up to {runs} training runs of {training.Steps} steps (finished runs in {setup.WorkDir} are reused).");
+            foreach (var e in chosen)
+            {
+                output.WriteLine($"== {e.Title}");
+                var clock = Stopwatch.StartNew();
+                string body = e.Run(setup, figures);
+                string section = $"## {e.Title}\n\n" +
+                                 $"_Reproduce: `dotnet cake --target=Experiment-{char.ToUpperInvariant(e.Name[0])}{e.Name[1..]}`, or `{VariantCommands.CommandLine(parse).Replace(" all ", $" {e.Name} ")}`. " +
+                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {Machine()}; {ProgressPrinter.Clock(clock.Elapsed)} (training runs reused from earlier experiments are not counted again)._\n\n" + body;
+                AtomicFile.WriteAllText(Path.Combine(figures.Dir, e.Name + ".md"), section);
+                output.WriteLine($"{e.Name}: done in {ProgressPrinter.Clock(clock.Elapsed)}.");
+            }
+            AtomicFile.WriteAllText(reportPath, Assemble(figures, setup));
+            output.WriteLine($"Wrote {reportPath} (sections and plots in {figures.Dir}).");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    // results.md: every experiment that has a section so far, in the catalogue's order.
+    static string Assemble(Figures figures, ExperimentSetup s)
+    {
+        var md = new StringBuilder();
+        md.AppendLine("# Reproducing the papers' findings").AppendLine();
+        md.AppendLine($"Each section was written by `relu-sparsity experiment NAME` from its own training runs; nothing here is copied from elsewhere. " +
+                      $"Base recipe: the `{s.PresetName}` preset ({s.Model.Layers} layers, d_model {s.Model.DModel}, d_ff {s.Model.DFf}, seq_len {s.Model.SeqLen}, " +
+                      $"{s.Training.Steps} steps of {s.Training.BatchSize} windows, seed {s.Training.Seed}); training text `{s.TrainCorpus}`, held-out text `{s.HeldOutCorpus}`, " +
+                      $"tokenizer `{s.Tokenizer}`. All runs: `dotnet cake --target=Experiments`.").AppendLine();
+        var present = Experiment.All.Where(e => File.Exists(Path.Combine(figures.Dir, e.Name + ".md"))).ToList();
+        foreach (var e in present) md.AppendLine($"- [{e.Title}](#{Anchor(e.Title)})");
+        md.AppendLine();
+        foreach (var e in present) md.AppendLine(File.ReadAllText(Path.Combine(figures.Dir, e.Name + ".md")));
+        return md.ToString();
+    }
+
+    static string Anchor(string title) => new string(title.ToLowerInvariant().Where(c => char.IsLetterOrDigit(c) || c is ' ' or '-').ToArray()).Replace(' ', '-');
+
+    static string Machine() =>
+        $"{Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, no GPU used";
+}

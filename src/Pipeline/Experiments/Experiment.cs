@@ -1,0 +1,65 @@
+using System.Globalization;
+using System.Text;
+using ScottPlot;
+using Sparsity.Pipeline.Report;
+
+namespace Sparsity.Pipeline.Experiments;
+
+/// <summary>Where an experiment's plots go, and the Markdown that shows one.</summary>
+/// <param name="Dir">Folder the PNGs are written to.</param>
+/// <param name="Link">The same folder as the report links it (relative to results.md).</param>
+public sealed record Figures(string Dir, string Link)
+{
+    /// <summary>Saves the plot as <paramref name="file"/> and returns the Markdown image line.</summary>
+    public string Add(string file, Plot plot, string alt)
+    {
+        SparsityReport.Save(Dir, file, plot);
+        return $"![{alt}]({Link}/{file})";
+    }
+}
+
+/// <summary>One reproduction of a published finding: its name, what it reproduces, and the code that runs it.</summary>
+/// <param name="Name">CLI and Cake name (experiment NAME, Experiment-Name).</param>
+/// <param name="Title">Section title in results.md.</param>
+/// <param name="Runs">Training runs it needs beyond the base run (to size the work up front).</param>
+/// <param name="Run">Trains what it needs, writes its plots, returns its Markdown section body.</param>
+public sealed record Experiment(string Name, string Title, int Runs, Func<ExperimentSetup, Figures, string> Run)
+{
+    /// <summary>The six experiments, in the order results.md presents them.</summary>
+    public static IReadOnlyList<Experiment> All { get; } =
+    [
+        new("dynamics", "1. Sparsity during training (Li et al. Fig. 1)", 0, DynamicsExperiment.Run),
+        new("layers", "2. Per-token against per-batch unit use by layer (Wild & Anderson §3)", 0, LayerPatternExperiment.Run),
+        new("death", "3. Neuron death and masking unused units (Wild & Anderson §4)", DeathExperiment.MaskSteps.Length, DeathExperiment.Run),
+        new("width", "4. Active units against MLP width (the blog's √n law)", WidthExperiment.Widths.Length - 1, WidthExperiment.Run),
+        new("topk", "5. Top-k trained against Top-k applied after training (Li et al. §4.2)", TopKExperiment.Ks.Length, TopKExperiment.Run),
+        new("l1", "6. L1 activation penalty sweep (Li et al. Table C.1)", L1Experiment.Lambdas.Length, L1Experiment.Run),
+    ];
+
+    /// <summary>The base run every experiment compares against: the preset unchanged.</summary>
+    public static RunSpec Base(ExperimentSetup s) => new("base", s.Model, s.Training);
+}
+
+/// <summary>Markdown tables with invariant number formatting.</summary>
+static class Md
+{
+    public static string Table(IReadOnlyList<string> header, IEnumerable<IReadOnlyList<string>> rows, string? align = null)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("| " + string.Join(" | ", header) + " |");
+        sb.AppendLine("|" + string.Join("|", header.Select((_, i) => align != null && i < align.Length && align[i] == 'l' ? "---" : "---:")) + "|");
+        foreach (var row in rows) sb.AppendLine("| " + string.Join(" | ", row) + " |");
+        return sb.ToString();
+    }
+
+    public static string F(double v, string format = "0.000") => v.ToString(format, CultureInfo.InvariantCulture);
+    public static string Pct(double v) => (100 * v).ToString("0.00", CultureInfo.InvariantCulture) + " %";
+    /// <summary>A change with its sign, or ±0 when it rounds to zero at the shown precision.</summary>
+    public static string Signed(double v, string format = "0.0000") => v.ToString(format, CultureInfo.InvariantCulture) is var t && t.TrimStart('-').All(c => c is '0' or '.')
+        ? "±" + t.TrimStart('-') : (v > 0 ? "+" : "") + t;
+    /// <summary>A relative change in percent with its sign.</summary>
+    public static string SignedPct(double v) => Signed(100 * v, "0.00") + " %";
+    /// <summary>Calibration differences below this (0.05 percentage points) are reported as no change.</summary>
+    public const double EceResolution = 0.0005;
+    public static string Layers(IEnumerable<double> values, string format = "0.000") => string.Join(" / ", values.Select(v => F(v, format)));
+}

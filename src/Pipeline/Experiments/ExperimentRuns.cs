@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Commands;
+using Sparsity.Pipeline.Evaluate;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+using Sparsity.Training.Model;
+
+namespace Sparsity.Pipeline.Experiments;
+
+/// <summary>What every experiment shares: the base recipe, the texts, where runs are kept.</summary>
+/// <param name="PresetName">Preset the base recipe came from (for the report).</param>
+/// <param name="Model">Base architecture (vocabulary size from the tokenizer).</param>
+/// <param name="Training">Base training options.</param>
+/// <param name="TrainCorpus">Training documents.</param>
+/// <param name="HeldOutCorpus">Held-out documents: analysis and evaluation run on them.</param>
+/// <param name="Tokenizer">Tokenizer spec.</param>
+/// <param name="WorkDir">One folder per run; a run whose recipe is unchanged is reused, not retrained.</param>
+/// <param name="Output">Progress and results.</param>
+/// <param name="Interactive">Whether progress may redraw one terminal line.</param>
+/// <param name="Cancel">Stops training between steps.</param>
+public sealed record ExperimentSetup(string PresetName, ModelConfig Model, TrainOptions Training, string TrainCorpus, string HeldOutCorpus,
+    string Tokenizer, string WorkDir, TextWriter Output, bool Interactive, CancellationToken Cancel);
+
+/// <summary>One training run: the base recipe with the experiment's changes.</summary>
+/// <param name="Name">Folder name, e.g. <c>dff_1024</c>.</param>
+/// <param name="Model">Architecture of the run.</param>
+/// <param name="Training">Training options of the run.</param>
+public sealed record RunSpec(string Name, ModelConfig Model, TrainOptions Training);
+
+/// <summary>A trained, exported, analysed and evaluated run.</summary>
+/// <param name="Spec">The recipe.</param>
+/// <param name="Dir">Checkpoint folder (also holds model.onnx, analysis/ and evaluation.json).</param>
+/// <param name="TrainSeconds">Training wall time.</param>
+/// <param name="Log">sparsity.jsonl of the run.</param>
+/// <param name="Death">unit_death.json of the run.</param>
+/// <param name="HeldOut">Held-out unit use (batch and window as in training).</param>
+/// <param name="Evaluation">Held-out loss, accuracy, ECE, noisy accuracy.</param>
+public sealed record RunOutcome(RunSpec Spec, string Dir, double TrainSeconds, IReadOnlyList<TrainingLogEntry> Log, UnitDeathLog Death,
+    SparsityStats HeldOut, Evaluation Evaluation)
+{
+    /// <summary>The dense ONNX export of the run.</summary>
+    public string OnnxModel => Path.Combine(Dir, "model.onnx");
+
+    /// <summary>Held-out nonzero fraction averaged over layers.</summary>
+    public double MeanNonzeroFraction => HeldOut.Layers.Average(l => l.NonzeroFraction);
+}
+
+/// <summary>
+/// Trains, exports, analyses and evaluates experiment runs, each once: a run folder records the exact
+/// recipe it was made from (experiment.json, written last), so a rerun with the same recipe is reused and
+/// an interrupted or changed one is redone.
+/// </summary>
+public static class ExperimentRuns
+{
+    const string RecordFile = "experiment.json";
+
+    sealed record RunKey(RunSpec Spec, string TrainCorpus, string HeldOutCorpus, string Tokenizer);
+    sealed record RunRecord(RunKey Key, double TrainSeconds);
+
+    /// <summary>Returns the finished run, training it first if no run with this recipe exists.</summary>
+    public static RunOutcome Ensure(ExperimentSetup s, RunSpec spec)
+    {
+        string dir = Path.Combine(s.WorkDir, spec.Name);
+        var key = new RunKey(spec, Path.GetFullPath(s.TrainCorpus), Path.GetFullPath(s.HeldOutCorpus), s.Tokenizer);
+        string recordPath = Path.Combine(dir, RecordFile);
+        var record = File.Exists(recordPath) ? JsonSerializer.Deserialize<RunRecord>(File.ReadAllText(recordPath), ProjectJson.Options) : null;
+        if (record == null || Json(record.Key) != Json(key))
+        {
+            record = Make(s, spec, key, dir);
+            AtomicFile.WriteAllText(recordPath, JsonSerializer.Serialize(record, ProjectJson.Options));
+        }
+        else s.Output.WriteLine($"Run {spec.Name}: reusing {dir} (same recipe).");
+
+        var log = File.ReadLines(Path.Combine(dir, Checkpoint.LogFile)).Select(l => JsonSerializer.Deserialize<TrainingLogEntry>(l, ProjectJson.Lines)!).ToList();
+        var death = JsonSerializer.Deserialize<UnitDeathLog>(File.ReadAllText(Path.Combine(dir, Checkpoint.DeathFile)), ProjectJson.Options)!;
+        var stats = SparsityStats.Load(Path.Combine(dir, "analysis", SparsityStats.FileName));
+        var evaluation = JsonSerializer.Deserialize<Evaluation>(File.ReadAllText(Path.Combine(dir, "evaluation.json")), ProjectJson.Options)!;
+        return new RunOutcome(spec, dir, record.TrainSeconds, log, death, stats, evaluation);
+    }
+
+    /// <summary>Held-out evaluation of any ONNX language model with the experiments' settings.</summary>
+    public static Evaluation Evaluate(ExperimentSetup s, string onnxModel) =>
+        Evaluator.Run(new EvaluationRequest(onnxModel, s.HeldOutCorpus, s.Tokenizer, s.Model.SeqLen, s.Training.BatchSize, Threads: Environment.ProcessorCount));
+
+    static RunRecord Make(ExperimentSetup s, RunSpec spec, RunKey key, string dir)
+    {
+        s.Output.WriteLine($"Run {spec.Name}: training {spec.Model.Layers} layers × d_ff {spec.Model.DFf}" +
+                           $"{(spec.Model.UsesTopK ? $", top-k {spec.Model.TopK}" : "")}{(spec.Training.L1 > 0 ? $", L1 {spec.Training.L1}" : "")}" +
+                           $"{(spec.Training.MaskUnusedAt > 0 ? $", masking at step {spec.Training.MaskUnusedAt} (window {spec.Training.MaskWindow})" : "")} for {spec.Training.Steps} steps.");
+        var clock = Stopwatch.StartNew();
+        var summary = Trainer.Run(new TrainRequest(spec.Model, spec.Training, TextTokenizer.FromSpec(s.Tokenizer), s.TrainCorpus, s.HeldOutCorpus, dir),
+            new ProgressPrinter(s.Output, s.Interactive), s.Cancel);
+        double trainSeconds = clock.Elapsed.TotalSeconds;
+
+        var (model, _, _) = Checkpoint.Load(dir);
+        using (model) ExportCommands.WriteExport(model, ExportVariant.Dense, 0f, Path.Combine(dir, "model.onnx"));
+        Analyzer.Run(new AnalysisRequest(Path.Combine(dir, "model.onnx"), s.HeldOutCorpus, s.Tokenizer, spec.Model.SeqLen, spec.Training.BatchSize, null,
+            0, 1, 0f, "cpu", 0, Path.Combine(dir, "analysis"), ["Relu"]), null, s.Cancel);
+        var evaluation = Evaluate(s, Path.Combine(dir, "model.onnx"));
+        AtomicFile.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(evaluation, ProjectJson.Options));
+        s.Output.WriteLine($"Run {spec.Name}: trained in {ProgressPrinter.Clock(summary.Elapsed)}; held-out loss {evaluation.Loss:0.0000}, " +
+                           $"nonzero {string.Join(" ", SparsityStats.Load(Path.Combine(dir, "analysis", SparsityStats.FileName)).Layers.Select(l => l.NonzeroFraction.ToString("0.000")))}.");
+        return new RunRecord(key, trainSeconds);
+    }
+
+    static string Json<T>(T value) => JsonSerializer.Serialize(value, ProjectJson.Options);
+}
