@@ -106,13 +106,19 @@ public static class OnnxGraph
     }
 
     /// <summary>A copy of the model whose only output is <paramref name="output"/>: what is deployed, and what latency is timed on.</summary>
-    public static ModelProto WithOnlyOutput(ModelProto model, string output)
+    public static ModelProto WithOnlyOutput(ModelProto model, string output) => WithOnlyOutputs(model, [output]);
+
+    /// <summary>
+    /// A copy whose graph outputs are only <paramref name="outputs"/>, in that order. ONNX Runtime then skips every
+    /// node the remaining outputs do not need (e.g. the vocabulary projection when only MLP activations are read).
+    /// </summary>
+    public static ModelProto WithOnlyOutputs(ModelProto model, IReadOnlyList<string> outputs)
     {
         var copy = model.Clone();
-        var keep = copy.Graph.Output.FirstOrDefault(o => o.Name == output)
-            ?? throw new Training.UserInputException($"The model has no output {output} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).");
+        var keep = outputs.Select(name => copy.Graph.Output.FirstOrDefault(o => o.Name == name)
+            ?? throw new Training.UserInputException($"The model has no output {name} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).")).ToList();
         copy.Graph.Output.Clear();
-        copy.Graph.Output.Add(keep);
+        copy.Graph.Output.AddRange(keep);
         return copy;
     }
 

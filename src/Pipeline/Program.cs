@@ -31,6 +31,7 @@ public static class Program
             AnalyzeCommands.Report(output),
             AnalyzeCommands.Check(output),
             ExperimentCommand.Create(output, interactive),
+            BenchCommand.Create(output),
         };
         var parsed = root.Parse(args);
         try

@@ -113,13 +113,11 @@ public static class Trainer
                 using var _ = no_grad();
                 for (int l = 0; l < config.Layers; l++)
                 {
-                    var active = hidden[l].detach() > options.Threshold; // (B, T, d_ff)
-                    long[] tokensPerUnit = active.sum(new long[] { 0, 1 }, type: ScalarType.Int64).data<long>().ToArray();
-                    lastActive[l].Observe(step, tokensPerUnit);
+                    var counts = HiddenCounts.Of(hidden[l].detach(), null, options.Threshold);
+                    lastActive[l].Observe(step, counts.TokensPerUnit);
                     if (!track) continue;
                     var use = new LayerUnitUse(config.DFf);
-                    use.AddBatch(active.sum(-1, type: ScalarType.Int32).data<int>().ToArray(),
-                                 active.any(1).sum(-1, type: ScalarType.Int32).data<int>().ToArray(), tokensPerUnit);
+                    use.AddBatch(counts.UnitsPerToken, counts.UnitsPerSequence, counts.TokensPerUnit);
                     layers!.Add(new LayerLogEntry(l, use.NonzeroFraction, use.PerTokenUnitUse.Mean, use.PerSequenceUnitUse.Mean, use.PerBatchUnitUse.Mean, masked[l]));
                 }
             }

@@ -48,8 +48,13 @@ public static class Analyzer
         SparsityStats? stats = null;
         AtomicFile.WriteDirectory(r.OutDir, dir =>
         {
-            string modelFile = plan.NeedsInstrumenting ? Path.Combine(dir, "instrumented.onnx") : r.Model;
-            if (plan.NeedsInstrumenting) OnnxGraph.Save(Surgery.Instrument(proto, plan.Sites), modelFile);
+            // Run a graph whose outputs are only what the analysis reads: ONNX Runtime then skips the rest
+            // (for a language model, the vocabulary projection, as costly here as all four MLPs).
+            var analysed = plan.NeedsInstrumenting ? Surgery.Instrument(proto, plan.Sites) : proto;
+            var needed = plan.Layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToList();
+            bool rewrite = plan.NeedsInstrumenting || analysed.Graph.Output.Any(o => !needed.Contains(o.Name));
+            string modelFile = rewrite ? Path.Combine(dir, "analysis.onnx") : r.Model;
+            if (rewrite) OnnxGraph.Save(OnnxGraph.WithOnlyOutputs(analysed, needed), modelFile);
             var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
             var counters = new StreamCounters();
             try
@@ -65,7 +70,7 @@ public static class Analyzer
                 throw new UserInputException($"ONNX Runtime could not run {Path.GetFileName(r.Model)} on batches of {r.BatchSize} × {r.SeqLen}: {e.GetBaseException().Message.Split('\n')[0]}");
             }
             if (counters.Tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
-            if (plan.NeedsInstrumenting) File.Delete(modelFile);
+            if (rewrite) File.Delete(modelFile);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
                 [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer);

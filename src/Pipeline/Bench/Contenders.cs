@@ -1,0 +1,118 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline.Analyze;
+using Sparsity.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Sparsity.Pipeline.Bench;
+
+/// <summary>
+/// What a user would otherwise run to get the same numbers, each from a model file to statistics in memory
+/// (loading included) on the same <see cref="TokenBatches"/> and thread count.
+/// </summary>
+public static class Contenders
+{
+    /// <summary>The bare forward pass: the model with its logits output only, nothing read back but logits.</summary>
+    public static void BareForward(string onnxModel, TokenBatches data, int threads)
+    {
+        var proto = OnnxGraph.WithOnlyOutput(OnnxGraph.Load(onnxModel), "logits");
+        long vocab = OnnxGraph.VocabularySize(proto) ?? throw new InvalidOperationException("No vocabulary size.");
+        using var loop = new OrtLoop(proto, data, threads, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
+        foreach (var batch in data.Batches) loop.Run(batch);
+    }
+
+    /// <summary>
+    /// A direct ONNX Runtime loop with the same statistics as <c>analyze</c>: the MLP activations written into
+    /// reused output buffers (bound once, like IOBinding on CPU), counted with <see cref="LayerUnitUse.AddDense"/>.
+    /// </summary>
+    public static LayerUnitUse[] DirectStatistics(string onnxModel, TokenBatches data, int threads)
+    {
+        var proto = OnnxGraph.Load(onnxModel);
+        var plan = AnalysisPlan.For(proto, ["Relu"]);
+        var model = plan.NeedsInstrumenting ? Surgery.Instrument(proto, plan.Sites) : proto;
+        if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
+        var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf).Select(d => (long)d).ToArray())).ToList();
+        using var loop = new OrtLoop(OnnxGraph.WithOnlyOutputs(model, outputs.Select(o => o.Name).ToList()), data, threads, outputs);
+        var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
+        var realToken = new bool[data.BatchSize * data.SeqLen];
+        foreach (var batch in data.Batches)
+        {
+            loop.Run(batch);
+            for (int i = 0; i < realToken.Length; i++) realToken[i] = batch.Mask[i] == 1;
+            for (int l = 0; l < uses.Length; l++) uses[l].AddDense(loop.Output(l), data.BatchSize, data.SeqLen, realToken);
+        }
+        return uses;
+    }
+
+    /// <summary>The TorchSharp model's forward returning its MLP activations (what a forward hook captures), reduced to counts on the device.</summary>
+    public static LayerUnitUse[] TorchSharpStatistics(string checkpointDir, TokenBatches data, int threads)
+    {
+        torch.set_num_threads(threads);
+        var (model, _, info) = Checkpoint.Load(checkpointDir);
+        using var _ = model;
+        model.eval();
+        using var noGrad = torch.no_grad();
+        var uses = Enumerable.Range(0, info.Model.Layers).Select(_ => new LayerUnitUse(info.Model.DFf)).ToArray();
+        foreach (var (ids, mask) in data.Batches)
+        {
+            using var scope = NewDisposeScope();
+            var input = tensor(ids, [data.BatchSize, data.SeqLen]);
+            var real = tensor(mask, [data.BatchSize, data.SeqLen]).eq(1);
+            var (_, hidden) = model.Forward(input, keepHidden: true);
+            for (int l = 0; l < uses.Length; l++)
+            {
+                var c = HiddenCounts.Of(hidden[l], real, 0f);
+                uses[l].AddBatch(c.UnitsPerToken, c.UnitsPerSequence, c.TokensPerUnit);
+            }
+        }
+        return uses;
+    }
+
+    // One session with input and output tensors bound once to reused arrays.
+    sealed class OrtLoop : IDisposable
+    {
+        readonly InferenceSession _session;
+        readonly SessionOptions _options;
+        readonly RunOptions _run = new();
+        readonly long[] _ids, _mask;
+        readonly float[][] _outputs;
+        readonly List<OrtValue> _inputValues = [], _outputValues = [];
+        readonly string[] _inputNames, _outputNames;
+
+        public OrtLoop(Onnx.ModelProto model, TokenBatches data, int threads, IReadOnlyList<(string Name, long[] Shape)> outputs)
+        {
+            _options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+            _session = new InferenceSession(model.ToByteArray(), _options);
+            long[] shape = [data.BatchSize, data.SeqLen];
+            _ids = new long[data.BatchSize * data.SeqLen];
+            _mask = new long[_ids.Length];
+            bool needsMask = model.Graph.Input.Any(i => i.Name == "attention_mask");
+            _inputNames = needsMask ? ["input_ids", "attention_mask"] : ["input_ids"];
+            _inputValues.Add(OrtValue.CreateTensorValueFromMemory(_ids, shape));
+            if (needsMask) _inputValues.Add(OrtValue.CreateTensorValueFromMemory(_mask, shape));
+            _outputNames = outputs.Select(o => o.Name).ToArray();
+            _outputs = outputs.Select(o => new float[o.Shape.Aggregate(1L, (a, d) => a * d)]).ToArray();
+            for (int i = 0; i < _outputs.Length; i++) _outputValues.Add(OrtValue.CreateTensorValueFromMemory(_outputs[i], outputs[i].Shape));
+        }
+
+        public void Run((long[] Ids, long[] Mask) batch)
+        {
+            batch.Ids.CopyTo(_ids, 0);
+            batch.Mask.CopyTo(_mask, 0);
+            _session.Run(_run, _inputNames, _inputValues, _outputNames, _outputValues);
+        }
+
+        public ReadOnlySpan<float> Output(int i) => _outputs[i];
+
+        public void Dispose()
+        {
+            foreach (var v in _inputValues.Concat(_outputValues)) v.Dispose();
+            _session.Dispose();
+            _options.Dispose();
+            _run.Dispose();
+        }
+    }
+}
