@@ -177,6 +177,17 @@ Task("Experiments")
     .IsDependentOn("Tokenizer")
     .Does(() => Experiment("all"));
 
+Task("Bench")
+    .Description("Time analyze against the bare forward, a direct ONNX Runtime loop, TorchSharp and PyTorch hooks (bench/pytorch_hooks.py); peak memory; pruned latency. Needs a trained --model.")
+    .IsDependentOn("Tokenizer")
+    .Does(() =>
+{
+    var held = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
+    Cli($"bench --checkpoint \"{checkpoint}\" --corpus \"{held}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize} " +
+        $"--pytorch-script \"{root.CombineWithFilePath("bench/pytorch_hooks.py").FullPath}\" --out \"{checkpoint}/bench\"");
+    Information($"Benchmark tables: {checkpoint}/bench/bench.md");
+});
+
 Task("TrainExportAnalyze")
     .Description("The main job: train the preset, export it to ONNX, analyze the held-out Brown text, write the report.")
     .IsDependentOn("Train")

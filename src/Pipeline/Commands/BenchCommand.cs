@@ -73,7 +73,7 @@ public static class BenchCommand
             var results = new Dictionary<string, LayerUnitUse[]>();
             var contenders = new (string Name, string What, Action Run)[]
             {
-                ("tokenize", "read and tokenize the text, pack windows (our tokenizer; included in analyze)", () => TokenBatches.From(text, tokenizerObject, T, B, vocab)),
+                ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab)),
                 ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n)),
                 ("analyze (dense)", "`analyze` on model.onnx: ML.NET ApplyOnnxModel, tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense"))),
                 ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats"))),
