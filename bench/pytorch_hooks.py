@@ -153,8 +153,13 @@ def build(checkpoint):
     return model.eval(), cfg
 
 
-def run(args, ids, masks):
+def run(args, ids, masks, hooks=True):
     model, cfg = build(args.checkpoint)
+    if not hooks:  # the same forward with nothing observed: what the hooks cost
+        with torch.inference_mode():
+            for b in range(args.count):
+                model(ids[b])
+        return None
     uses = [UnitUse(cfg["d_ff"]) for _ in range(cfg["layers"])]
     current = {}
     for layer, block in enumerate(model.h):
@@ -184,7 +189,13 @@ def main():
         start = time.perf_counter()
         uses = run(args, ids, masks)
         seconds.append(time.perf_counter() - start)
+    bare = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        run(args, ids, masks, hooks=False)
+        bare.append(time.perf_counter() - start)
     result = {
+        "bare_seconds": bare,
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "seconds": seconds, "tokens": int(uses[0].per_token.sum()),
         "layers": [{"active_pairs": int(u.tokens_per_unit.sum()), "per_token_mean": UnitUse.mean(u.per_token),

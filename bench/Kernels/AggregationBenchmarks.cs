@@ -9,7 +9,7 @@ namespace Sparsity.Kernels.Bench;
 /// a realistic fraction active: the vectorised <see cref="LayerUnitUse.AddDense"/>, the scalar loop it
 /// replaced, and <see cref="LayerUnitUse.AddBatch"/> (what the statistics graph leaves to do).
 /// </summary>
-[MemoryDiagnoser]
+[MemoryDiagnoser, MedianColumn, MinColumn, MaxColumn]
 public class AggregationBenchmarks
 {
     [Params(512, 2048)] public int DFf;

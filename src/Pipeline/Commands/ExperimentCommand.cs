@@ -50,10 +50,13 @@ public static class ExperimentCommand
             {
                 output.WriteLine($"== {e.Title}");
                 var clock = Stopwatch.StartNew();
+                setup.Used.Clear();
                 string body = e.Run(setup, figures);
+                double trained = setup.Used.Values.Sum(r => r.TrainSeconds);
                 string section = $"## {e.Title}\n\n" +
                                  $"_Reproduce: `dotnet cake --target=Experiment-{char.ToUpperInvariant(e.Name[0])}{e.Name[1..]}`, or `{VariantCommands.CommandLine(parse).Replace(" all ", $" {e.Name} ")}`. " +
-                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {Machine()}; {ProgressPrinter.Clock(clock.Elapsed)} (training runs reused from earlier experiments are not counted again)._\n\n" + body;
+                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {Machine()}; its {setup.Used.Count} training run{(setup.Used.Count == 1 ? "" : "s")} took {ProgressPrinter.Clock(TimeSpan.FromSeconds(trained))} " +
+                                 $"(shared with other experiments and reused when unchanged), this report {ProgressPrinter.Clock(clock.Elapsed)}._\n\n" + body;
                 AtomicFile.WriteAllText(Path.Combine(figures.Dir, e.Name + ".md"), section);
                 output.WriteLine($"{e.Name}: done in {ProgressPrinter.Clock(clock.Elapsed)}.");
             }

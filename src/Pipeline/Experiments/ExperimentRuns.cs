@@ -23,7 +23,11 @@ namespace Sparsity.Pipeline.Experiments;
 /// <param name="Interactive">Whether progress may redraw one terminal line.</param>
 /// <param name="Cancel">Stops training between steps.</param>
 public sealed record ExperimentSetup(string PresetName, ModelConfig Model, TrainOptions Training, string TrainCorpus, string HeldOutCorpus,
-    string Tokenizer, string WorkDir, TextWriter Output, bool Interactive, CancellationToken Cancel);
+    string Tokenizer, string WorkDir, TextWriter Output, bool Interactive, CancellationToken Cancel)
+{
+    /// <summary>Runs asked for so far, by name (an experiment's report states what its runs cost).</summary>
+    public Dictionary<string, RunOutcome> Used { get; } = [];
+}
 
 /// <summary>One training run: the base recipe with the experiment's changes.</summary>
 /// <param name="Name">Folder name, e.g. <c>dff_1024</c>.</param>
@@ -79,7 +83,9 @@ public static class ExperimentRuns
         var death = JsonSerializer.Deserialize<UnitDeathLog>(File.ReadAllText(Path.Combine(dir, Checkpoint.DeathFile)), ProjectJson.Options)!;
         var stats = SparsityStats.Load(Path.Combine(dir, "analysis", SparsityStats.FileName));
         var evaluation = JsonSerializer.Deserialize<Evaluation>(File.ReadAllText(Path.Combine(dir, "evaluation.json")), ProjectJson.Options)!;
-        return new RunOutcome(spec, dir, record.TrainSeconds, log, death, stats, evaluation);
+        var outcome = new RunOutcome(spec, dir, record.TrainSeconds, log, death, stats, evaluation);
+        s.Used[spec.Name] = outcome;
+        return outcome;
     }
 
     /// <summary>Held-out evaluation of any ONNX language model with the experiments' settings.</summary>

@@ -49,7 +49,9 @@ public static class LayerPatternExperiment
                      $"fewest is layer {st.Layers.MinBy(Batch)!.Index} with {F(Batch(st.Layers.MinBy(Batch)!))}).";
         yield return $"The last layer uses few units per token relative to layer 0: {(Token(last) < Token(first) ? "**yes**" : "**no**")} ({F(Token(last))} against {F(Token(first))}).";
         yield return $"The last layer uses more units per batch than layer 0: {(Batch(last) > Batch(first) ? "**yes**" : "**no**")} ({F(Batch(last))} against {F(Batch(first))}).";
-        yield return $"Per-batch use is close to saturation in every layer ({Layers(st.Layers.Select(Batch))} of d_ff at {st.BatchSize} × {st.SeqLen} tokens), " +
-                     "so at this batch size the per-batch measure separates the layers only weakly; the per-sequence column shows the same ordering with more room.";
+        double Sequence(LayerStats l) => l.PerSequenceUnitsMean / l.DFf;
+        string Order(Func<LayerStats, double> by) => string.Join(" > ", st.Layers.OrderByDescending(by).Select(l => $"L{l.Index}"));
+        yield return $"Per-batch use is {(st.Layers.All(l => Batch(l) > 0.9) ? "close to saturation" : "far from saturation")} in every layer ({Layers(st.Layers.Select(Batch))} of d_ff at {st.BatchSize} × {st.SeqLen} tokens). " +
+                     $"Layers ordered by use per token: {Order(Token)}; per sequence of {st.SeqLen} tokens: {Order(Sequence)}; per batch: {Order(Batch)}.";
     }
 }
