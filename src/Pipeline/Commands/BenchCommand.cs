@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Sparsity.Analysis;
@@ -131,7 +130,7 @@ public static class BenchCommand
             AtomicFile.WriteAllText(Path.Combine(dir, "bench.md"), md);
             AtomicFile.WriteAllText(Path.Combine(dir, "bench.json"), JsonSerializer.Serialize(new
             {
-                machine = Machine(), tokens = data.Tokens, batch_size = B, seq_len = T, threads = n, repeats = R,
+                machine = MachineDescription.WithRuntimes(), tokens = data.Tokens, batch_size = B, seq_len = T, threads = n, repeats = R,
                 timings = timings.Select(t => new { contender = t.Contender, what = t.What, seconds = t.Seconds, median = t.Median, tokens_per_second = t.TokensPerSecond }),
                 agreement, memory = memory.Select(m => new { corpus = m.Label, m.Tokens, peak_bytes = m.Peak, seconds = m.Elapsed.TotalSeconds }),
                 latency = latency.Select(l => new { variant = l.Name, l.E.MedianMsPerBatch, l.E.P10MsPerBatch, l.E.P90MsPerBatch, l.E.Loss, l.E.UnitsPerLayer }),
@@ -192,7 +191,7 @@ public static class BenchCommand
         var md = new StringBuilder();
         var bare = timings.First(t => t.Contender == "bare forward");
         var tokenize = timings.First(t => t.Contender == "tokenize");
-        md.AppendLine($"Machine: {Machine()}. {data.Tokens:N0} tokens, batches of {data.BatchSize} × {data.SeqLen}, {threads} threads everywhere, median of {repeats} repeats after a warm-up (min–max in brackets).").AppendLine();
+        md.AppendLine($"Machine: {MachineDescription.WithRuntimes()}. {data.Tokens:N0} tokens, batches of {data.BatchSize} × {data.SeqLen}, {threads} threads everywhere, median of {repeats} repeats after a warm-up (min–max in brackets).").AppendLine();
         md.AppendLine("| contender | what it runs | median s | min–max s | tokens/s | × bare forward (same tokens) | × (bare forward + tokenize) |");
         md.AppendLine("|---|---|---:|---:|---:|---:|---:|");
         foreach (var t in timings)
@@ -220,8 +219,4 @@ public static class BenchCommand
             md.AppendLine($"| {name} | {string.Join(" / ", e.UnitsPerLayer)} | {e.MedianMsPerBatch:0.00} | {e.P10MsPerBatch:0.00}–{e.P90MsPerBatch:0.00} | {e.MedianMsPerBatch / latency[0].E.MedianMsPerBatch:0.00} | {e.Loss:0.0000} |");
         return md.ToString();
     }
-
-    static string Machine() =>
-        $"{Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, " +
-        $"ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version?.ToString(3)}, TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString(3)}";
 }

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text;
 using Sparsity.Pipeline.Experiments;
 using Sparsity.Training;
@@ -55,7 +54,7 @@ public static class ExperimentCommand
                 double trained = setup.Used.Values.Sum(r => r.TrainSeconds);
                 string section = $"## {e.Title}\n\n" +
                                  $"_Reproduce: `dotnet cake --target=Experiment-{char.ToUpperInvariant(e.Name[0])}{e.Name[1..]}`, or `{VariantCommands.CommandLine(parse).Replace(" all ", $" {e.Name} ")}`. " +
-                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {Machine()}; its {setup.Used.Count} training run{(setup.Used.Count == 1 ? "" : "s")} took {ProgressPrinter.Clock(TimeSpan.FromSeconds(trained))} " +
+                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {MachineDescription.Brief() + ", no GPU used"}; its {setup.Used.Count} training run{(setup.Used.Count == 1 ? "" : "s")} took {ProgressPrinter.Clock(TimeSpan.FromSeconds(trained))} " +
                                  $"(shared with other experiments and reused when unchanged), this report {ProgressPrinter.Clock(clock.Elapsed)}._\n\n" + body;
                 AtomicFile.WriteAllText(Path.Combine(figures.Dir, e.Name + ".md"), section);
                 output.WriteLine($"{e.Name}: done in {ProgressPrinter.Clock(clock.Elapsed)}.");
@@ -85,6 +84,4 @@ public static class ExperimentCommand
 
     static string Anchor(string title) => new string(title.ToLowerInvariant().Where(c => char.IsLetterOrDigit(c) || c is ' ' or '-').ToArray()).Replace(' ', '-');
 
-    static string Machine() =>
-        $"{Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, no GPU used";
 }
