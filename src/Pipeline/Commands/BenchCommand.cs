@@ -22,8 +22,7 @@ public static class BenchCommand
     /// <summary>Timings of one contender: wall seconds per repeat.</summary>
     public sealed record Timing(string Contender, string What, double[] Seconds, long Tokens)
     {
-        public double Median => Percentile(0.5);
-        public double Percentile(double p) { var s = Seconds.Order().ToArray(); double i = p * (s.Length - 1); int lo = (int)i; return s[lo] + (s[Math.Min(lo + 1, s.Length - 1)] - s[lo]) * (i - lo); }
+        public double Median => MathNet.Numerics.Statistics.Statistics.Median(Seconds);
         public double TokensPerSecond => Tokens / Median;
     }
 

@@ -104,12 +104,12 @@ public static class ExperimentRuns
 
         var (model, _, _) = Checkpoint.Load(dir);
         using (model) ExportCommands.WriteExport(model, ExportVariant.Dense, 0f, Path.Combine(dir, "model.onnx"));
-        Analyzer.Run(new AnalysisRequest(Path.Combine(dir, "model.onnx"), s.HeldOutCorpus, s.Tokenizer, spec.Model.SeqLen, spec.Training.BatchSize, null,
+        var heldOut = Analyzer.Run(new AnalysisRequest(Path.Combine(dir, "model.onnx"), s.HeldOutCorpus, s.Tokenizer, spec.Model.SeqLen, spec.Training.BatchSize, null,
             0, 1, 0f, "cpu", 0, Path.Combine(dir, "analysis"), ["Relu"]), null, s.Cancel);
         var evaluation = Evaluate(s, Path.Combine(dir, "model.onnx"));
         AtomicFile.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(evaluation, ProjectJson.Options));
         s.Output.WriteLine($"Run {spec.Name}: trained in {ProgressPrinter.Clock(summary.Elapsed)}; held-out loss {evaluation.Loss:0.0000}, " +
-                           $"nonzero {string.Join(" ", SparsityStats.Load(Path.Combine(dir, "analysis", SparsityStats.FileName)).Layers.Select(l => l.NonzeroFraction.ToString("0.000")))}.");
+                           $"nonzero {string.Join(" ", heldOut.Layers.Select(l => l.NonzeroFraction.ToString("0.000")))}.");
         return new RunRecord(key, trainSeconds);
     }
 
