@@ -14,141 +14,162 @@ public sealed record Projection(string Op, string Node, string Weight, string? B
 /// <summary>One MLP activation site of a graph, as written to the sidecar JSON.</summary>
 /// <param name="Layer">Layer index, in graph order.</param>
 /// <param name="Node">Activation node (Relu by default).</param>
-/// <param name="Output">The measured tensor: the down-projection's input, after the activation and after any mask or Top-k.</param>
+/// <param name="Output">
+/// The measured tensor, one value per unit: the activation's output after any mask or Top-k, where it enters the
+/// down-projection (plain MLP) or the gating product (gated MLP: relu(gate) before it is multiplied by up).
+/// </param>
 /// <param name="DFf">Hidden units.</param>
-/// <param name="Layout">"batch_seq_dff" ([batch, seq, d_ff]) or "tokens_dff" (flattened [batch·seq, d_ff]).</param>
-/// <param name="Up">Up-projection (d_model → d_ff).</param>
+/// <param name="Layout">"batch_seq_dff" ([batch, seq, d_ff]) or "tokens_dff" (flattened [batch·seq, d_ff], batch-major).</param>
+/// <param name="Up">Up-projection (d_model → d_ff): the activation's input, or in a gated MLP the projection multiplied with it.</param>
 /// <param name="Down">Down-projection (d_ff → d_model).</param>
-public sealed record MlpSite(int Layer, string Node, string Output, int DFf, string Layout, Projection Up, Projection Down);
+/// <param name="Gate">Gated MLPs (Llama family, <c>down(relu(gate(x)) * up(x))</c>): the projection the activation reads; null otherwise.</param>
+public sealed record MlpSite(int Layer, string Node, string Output, int DFf, string Layout, Projection Up, Projection Down, Projection? Gate = null);
 
 /// <summary>
-/// Finds MLP blocks in any ONNX graph: an activation (Relu, or other op types by option) whose output
-/// reaches, through shape and elementwise ops only, the data input of a MatMul or Gemm with an
-/// initializer weight (the down-projection), and whose input comes from MatMul(+Add) or Gemm with an
-/// initializer weight (the up-projection). A weight may also reach the MatMul through an unfolded 2-D
-/// Transpose (exports without constant folding); the initializer is then [out, in], like Gemm transB = 1. Handles torch.onnx's Gemm → Relu → Gemm on 2-D tensors and
-/// MatMul → Add → Relu → MatMul → Add on 3-D tensors, and this project's own masks and Top-k.
+/// Finds MLP blocks in any ONNX graph: an activation (Relu, or other op types by option) fed by a MatMul(+Add) or
+/// Gemm with an initializer weight (through reshapes), whose output reaches the data input of another such
+/// projection (the down-projection) through reshapes, casts, per-unit masks, this project's Top-k, and at most one
+/// gating product with a projection of the same input (gated MLPs). A weight may reach its MatMul through an
+/// unfolded 2-D Transpose; the initializer is then [out, in], like Gemm transB = 1. Any other op between the
+/// activation and the down-projection is refused by name: measuring the wrong tensor is worse than refusing.
 /// </summary>
 public static class MlpSites
 {
-    // Ops allowed between the activation and the down-projection: reshapes, casts, masks, Top-k.
-    static readonly HashSet<string> PassThrough = ["Reshape", "Flatten", "Cast", "Identity", "Dropout", "Mul", "TopK", "Shape", "ConstantOfShape", "ScatterElements"];
-    static readonly HashSet<string> Flattening = ["Reshape", "Flatten"];
+    // Where a walk from the activation stops without finding an MLP: normalization, reductions, attention.
+    static readonly HashSet<string> Boundary = ["LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "Softmax", "ReduceMean", "ReduceSum",
+        "ReduceMax", "Concat", "Gather", "Attention", "MultiHeadAttention", "GroupQueryAttention", "MatMul", "Gemm", "Transpose", "Split"];
 
-    /// <summary>The MLP sites in graph order; a user error when there is none.</summary>
+    /// <summary>The MLP sites in graph order; a user error when there is none, or when an activation's path is not understood.</summary>
     public static IReadOnlyList<MlpSite> Find(ModelProto model, IReadOnlyCollection<string>? activationOps = null)
     {
         activationOps ??= ["Relu"];
-        var graph = model.Graph;
-        var initializers = graph.Initializer.ToDictionary(i => i.Name);
-        var producer = new Dictionary<string, NodeProto>();
-        var consumers = new Dictionary<string, List<NodeProto>>();
-        foreach (var node in graph.Node)
-        {
-            foreach (string o in node.Output) producer[o] = node;
-            foreach (string i in node.Input.Where(i => i != ""))
-                (consumers.TryGetValue(i, out var list) ? list : consumers[i] = []).Add(node);
-        }
-
+        var index = new GraphIndex(model.Graph);
         var sites = new List<MlpSite>();
-        foreach (var activation in graph.Node.Where(n => activationOps.Contains(n.OpType)))
+        foreach (var activation in model.Graph.Node.Where(n => activationOps.Contains(n.OpType)))
         {
-            var down = FindDown(activation.Output[0], consumers, producer, initializers, out bool flattened);
-            var up = FindUp(activation.Input[0], producer, initializers);
-            if (down == null || up == null) continue;
-            var (downNode, downProjection) = down.Value;
-            var weight = initializers[downProjection.Weight];
-            int dFf = (int)(downProjection.TransB == 1 ? weight.Dims[1] : weight.Dims[0]);
-            string layout = downNode.OpType == "Gemm" || flattened ? "tokens_dff" : "batch_seq_dff";
-            sites.Add(new MlpSite(sites.Count, activation.Name, downNode.Input[0], dFf, layout, up, downProjection));
+            if (FindProjection(index, activation.Input[0]) is not { } up) continue; // not fed by a projection: not an MLP
+            if (WalkToDown(index, activation, up) is not { } found) continue;
+            var (downNode, down, measured, flattened, upBranch) = found;
+            var weight = index.Initializers[down.Weight];
+            int dFf = (int)(down.TransB == 1 ? weight.Dims[1] : weight.Dims[0]);
+            bool tokens = flattened || (upBranch == null ? downNode.OpType == "Gemm" : up.Op == "Gemm");
+            string layout = tokens ? "tokens_dff" : "batch_seq_dff";
+            sites.Add(upBranch == null
+                ? new MlpSite(sites.Count, activation.Name, measured, dFf, layout, up, down)
+                : new MlpSite(sites.Count, activation.Name, measured, dFf, layout, upBranch, down, Gate: up)); // the activation reads the gate
         }
         if (sites.Count == 0)
             throw new UserInputException($"No MLP activation found: no {string.Join("/", activationOps)} node feeds a MatMul or Gemm with an initializer weight " +
-                                         "(through Reshape/Cast/Identity) after a MatMul or Gemm. Use --activation for other activation op types.");
+                                         "(through Reshape/Cast/Identity, a mask or a gating product) after a MatMul or Gemm. Use --activation for other activation op types.");
         return sites;
     }
 
-    /// <summary>Nodes between a site's activation and its down-projection (masks, Top-k, reshapes).</summary>
-    public static IReadOnlyList<NodeProto> PathNodes(ModelProto model, MlpSite site)
+    /// <summary>
+    /// Nodes that carry a site's d_ff-wide values: from the up (and gate) projection outputs to the down-projection,
+    /// shape computations excluded. Pruning rewrites the masks, Top-k and reshape constants among them.
+    /// </summary>
+    public static IReadOnlyList<NodeProto> Region(ModelProto model, MlpSite site)
     {
-        var consumers = model.Graph.Node.SelectMany(n => n.Input.Select(i => (i, n))).ToLookup(p => p.i, p => p.n);
-        var activation = model.Graph.Node.First(n => n.Name == site.Node);
-        var path = new List<NodeProto>();
-        var queue = new Queue<string>(activation.Output);
+        var index = new GraphIndex(model.Graph);
+        var starts = new[] { site.Up, site.Gate }.Where(p => p != null).Select(p => model.Graph.Node.First(n => n.Name == p!.Node).Output[0]);
+        var region = new List<NodeProto>();
+        var queue = new Queue<(string Tensor, int Depth)>(starts.Select(s => (s, 0)));
         var seen = new HashSet<string>();
         while (queue.Count > 0)
         {
-            string t = queue.Dequeue();
+            var (t, depth) = queue.Dequeue();
             if (!seen.Add(t)) continue;
-            foreach (var node in consumers[t].Where(n => PassThrough.Contains(n.OpType) && n.Name != site.Down.Node && !path.Contains(n)))
+            foreach (var node in index.Consumers(t).Where(n => n.OpType != "Shape" && n.Name != site.Down.Node && !region.Contains(n)))
             {
-                path.Add(node);
-                if (path.Count < 32) foreach (string o in node.Output) queue.Enqueue(o);
+                region.Add(node);
+                if (depth < 16 && !Boundary.Contains(node.OpType)) foreach (string o in node.Output) queue.Enqueue((o, depth + 1));
             }
         }
-        return path;
+        return region;
     }
 
-    static (NodeProto, Projection)? FindDown(string tensor, Dictionary<string, List<NodeProto>> consumers, Dictionary<string, NodeProto> producer, Dictionary<string, TensorProto> initializers, out bool flattened)
+    // UpBranch: in a gated MLP, the projection multiplied with the activation.
+    sealed record Found(NodeProto DownNode, Projection Down, string Measured, bool Flattened, Projection? UpBranch);
+
+    // Breadth-first along the data path from the activation to the nearest projection reading it. Returns null when
+    // the path ends without one (not an MLP); throws when it reaches one through an op it does not understand.
+    static Found? WalkToDown(GraphIndex index, NodeProto activation, Projection up)
     {
-        // Breadth-first over pass-through ops: the nearest MatMul/Gemm taking the path as its data input.
-        var queue = new Queue<(string Tensor, bool Flattened, int Depth)>([(tensor, false, 0)]);
+        var queue = new Queue<(string Tensor, bool Flattened, string? Measured, Projection? Gate, NodeProto? Unknown, int Depth)>([(activation.Output[0], false, null, null, null, 0)]);
         var seen = new HashSet<string>();
         while (queue.Count > 0)
         {
-            var (t, flat, depth) = queue.Dequeue();
-            if (!seen.Add(t) || !consumers.TryGetValue(t, out var nodes)) continue;
-            foreach (var node in nodes)
+            var (t, flat, measured, gate, unknown, depth) = queue.Dequeue();
+            if (!seen.Add(t)) continue;
+            foreach (var node in index.Consumers(t))
             {
-                if ((node.OpType is "MatMul" or "Gemm") && node.Input[0] == t && node.Input.Count > 1 && Weight(node, producer, initializers) is var (weight, transB) && weight != null)
+                if (node.OpType is "Shape" or "TopK") continue; // shape arithmetic, and our Top-k's index branch: not values
+                if ((node.OpType is "MatMul" or "Gemm") && node.Input[0] == t && node.Input.Count > 1 && Weight(node, index) is (string weight, int transB))
                 {
-                    flattened = flat;
-                    return (node, new Projection(node.OpType, node.Name, weight, BiasOf(node, consumers, initializers), transB));
+                    if (unknown != null)
+                        throw new UserInputException($"MLP of {activation.OpType} node '{activation.Name}': a {unknown.OpType} node ('{unknown.Name}') sits between the activation and its " +
+                                                     $"down-projection '{node.Name}'. relu-sparsity does not know which tensor holds the units there, so it refuses this graph rather than measure the wrong one.");
+                    return new Found(node, new Projection(node.OpType, node.Name, weight, BiasOf(node, index), transB), measured ?? t, flat, gate);
                 }
-                if (depth < 8 && PassThrough.Contains(node.OpType))
-                    foreach (string o in node.Output) queue.Enqueue((o, flat || Flattening.Contains(node.OpType), depth + 1));
+                if (Boundary.Contains(node.OpType) || depth >= 12) continue;
+                var next = (Flattened: flat || node.OpType is "Reshape" or "Flatten", Measured: measured, Gate: gate, Unknown: unknown);
+                if (GraphIndex.IsReshaping(node) && node.Input[0] != t) continue; // t is a shape or axes operand
+                if (node.OpType == "Mul" && unknown == null)
+                {
+                    string other = node.Input[0] == t ? node.Input[1] : node.Input[0];
+                    if (index.Constant(other) != null || index.Producer(other)?.OpType == "ScatterElements") { } // per-unit mask, or our Top-k's keep mask
+                    else if (gate == null && FindProjection(index, other) is { } upBranch && index.Source(DataInput(index, upBranch)) == index.Source(DataInput(index, up)))
+                        next = next with { Measured = t, Gate = upBranch }; // gated MLP: the units are relu(gate), measured before the product
+                    else
+                        next = next with { Unknown = node };
+                }
+                else if (!GraphIndex.IsReshaping(node) && node.OpType != "Mul")
+                    next = next with { Unknown = unknown ?? node };
+                foreach (string o in node.Output) queue.Enqueue((o, next.Flattened, next.Measured, next.Gate, next.Unknown, depth + 1));
             }
         }
-        flattened = false;
         return null;
     }
 
-    static Projection? FindUp(string tensor, Dictionary<string, NodeProto> producer, Dictionary<string, TensorProto> initializers)
+    /// <summary>The projection computing <paramref name="tensor"/> (through reshapes): Gemm, MatMul, or MatMul + bias Add.</summary>
+    static Projection? FindProjection(GraphIndex index, string tensor)
     {
-        if (!producer.TryGetValue(tensor, out var node)) return null;
-        if (node.OpType == "Gemm" && Weight(node, producer, initializers) is (string gemmWeight, int gemmTransB))
-            return new Projection("Gemm", node.Name, gemmWeight, node.Input.Count > 2 && initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null, gemmTransB);
-        if (node.OpType == "MatMul" && Weight(node, producer, initializers) is (string weight, int transB))
+        if (index.Producer(index.Source(tensor)) is not { } node) return null;
+        if (node.OpType == "Gemm" && Weight(node, index) is (string gemmWeight, int gemmTransB))
+            return new Projection("Gemm", node.Name, gemmWeight, node.Input.Count > 2 && index.Initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null, gemmTransB);
+        if (node.OpType == "MatMul" && Weight(node, index) is (string weight, int transB))
             return new Projection("MatMul", node.Name, weight, null, transB);
         if (node.OpType == "Add")
         {
-            int bias = initializers.ContainsKey(node.Input[1]) ? 1 : initializers.ContainsKey(node.Input[0]) ? 0 : -1;
-            if (bias < 0 || !producer.TryGetValue(node.Input[1 - bias], out var matmul) || matmul.OpType != "MatMul") return null;
-            return Weight(matmul, producer, initializers) is (string w, int t) ? new Projection("MatMul", matmul.Name, w, node.Input[bias], t) : null;
+            int bias = index.Initializers.ContainsKey(node.Input[1]) ? 1 : index.Initializers.ContainsKey(node.Input[0]) ? 0 : -1;
+            if (bias < 0 || index.Producer(index.Source(node.Input[1 - bias])) is not { OpType: "MatMul" } matmul) return null;
+            return Weight(matmul, index) is (string w, int t) ? new Projection("MatMul", matmul.Name, w, node.Input[bias], t) : null;
         }
         return null;
     }
 
+    static string DataInput(GraphIndex index, Projection p) => index.Graph.Node.First(n => n.Name == p.Node).Input[0];
+
     // The weight initializer of a MatMul/Gemm and its layout: direct ([in, out], or Gemm's transB), or through a
     // 2-D Transpose left unfolded by the exporter, which makes the stored initializer [out, in] (transB = 1 in effect).
-    static (string? Weight, int TransB) Weight(NodeProto node, Dictionary<string, NodeProto> producer, Dictionary<string, TensorProto> initializers)
+    static (string Weight, int TransB)? Weight(NodeProto node, GraphIndex index)
     {
         string input = node.Input[1];
-        if (initializers.ContainsKey(input)) return (input, TransB(node));
-        if (producer.TryGetValue(input, out var transpose) && transpose.OpType == "Transpose" && initializers.TryGetValue(transpose.Input[0], out var stored)
+        if (index.Initializers.TryGetValue(input, out var direct) && direct.Dims.Count == 2) return (input, TransB(node));
+        if (index.Producer(input) is { OpType: "Transpose" } transpose && index.Initializers.TryGetValue(transpose.Input[0], out var stored)
             && stored.Dims.Count == 2 && TransB(node) == 0)
         {
             var perm = transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints;
             if (perm == null || perm.SequenceEqual([1L, 0L])) return (stored.Name, 1);
         }
-        return (null, 0);
+        return null;
     }
 
-    static string? BiasOf(NodeProto node, Dictionary<string, List<NodeProto>> consumers, Dictionary<string, TensorProto> initializers)
+    static string? BiasOf(NodeProto node, GraphIndex index)
     {
-        if (node.OpType == "Gemm") return node.Input.Count > 2 && initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null;
-        var add = consumers.GetValueOrDefault(node.Output[0])?.FirstOrDefault(n => n.OpType == "Add");
-        return add?.Input.FirstOrDefault(i => i != node.Output[0] && initializers.ContainsKey(i));
+        if (node.OpType == "Gemm") return node.Input.Count > 2 && index.Initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null;
+        var add = index.Consumers(node.Output[0]).FirstOrDefault(n => n.OpType == "Add");
+        return add?.Input.FirstOrDefault(i => i != node.Output[0] && index.Initializers.ContainsKey(i));
     }
 
     static int TransB(NodeProto node) => (int)(node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I ?? 0);

@@ -28,15 +28,8 @@ public static class ModelExporter
 {
     /// <summary>Name of the hidden-activation output of layer <paramref name="layer"/> (dense variant).</summary>
     public static string HiddenOutput(int layer) => $"mlp_hidden.{layer}";
-    /// <summary>Active units per token of layer <paramref name="layer"/> (stats variant).</summary>
-    public static string ActiveUnitsOutput(int layer) => $"active_units.{layer}";
-    /// <summary>Per-sequence active-token counts per unit (stats variant).</summary>
-    public static string SequenceUnitTokensOutput(int layer) => $"unit_tokens_per_sequence.{layer}";
-    /// <summary>Per-unit active-token counts over the batch (stats variant).</summary>
-    public static string UnitTokensOutput(int layer) => $"unit_tokens.{layer}";
-
     /// <summary>Metadata key holding the activity threshold the stats variant was built with.</summary>
-    public const string ThresholdMetadata = "relu_sparsity.threshold";
+    public const string ThresholdMetadata = StatsReduction.ThresholdMetadata;
 
     /// <summary>Builds the graph for <paramref name="model"/>.</summary>
     public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f)
@@ -75,9 +68,7 @@ public static class ModelExporter
             g.Op("MatMul", prefix + ".matmul", [input, g.Floats(prefix + ".weight", [fanIn, fanOut], WT(prefix + ".weight"))]),
             g.Floats(prefix + ".bias", [fanOut], W(prefix + ".bias"))]);
 
-        var statsMask = variant == ExportVariant.Stats
-            ? g.Op("Unsqueeze", "real_token", [g.Op("Cast", "mask_f", ["attention_mask"], OnnxGraph.Int("to", (long)DataType.Float)), g.Longs("last_axis", [1], -1)])
-            : null;
+        var statsMask = variant == ExportVariant.Stats ? StatsReduction.RealTokens(g, "attention_mask") : null;
         var outputs = new List<ValueInfoProto>();
         for (int i = 0; i < c.Layers; i++)
         {
@@ -97,7 +88,7 @@ public static class ModelExporter
             if (c.UsesTopK) h = g.TopKMask(h, c.TopK, p + ".mlp");
             h = g.Named("Identity", variant == ExportVariant.Dense ? HiddenOutput(i) : g.Fresh(p + ".mlp.hidden"), [h]);
             if (variant == ExportVariant.Dense) outputs.Add(OnnxGraph.Value(HiddenOutput(i), DataType.Float, "batch", "seq", c.DFf));
-            else outputs.AddRange(ReduceStatistics(g, h, statsMask!, threshold, i, c.DFf));
+            else outputs.AddRange(StatsReduction.Add(g, h, statsMask!, null, threshold, i, c.DFf));
             x = g.Op("Add", p + ".resid_mlp", [x, Linear(h, p + ".mlp.down", c.DFf, c.DModel)]);
         }
 
@@ -112,21 +103,5 @@ public static class ModelExporter
             docString: $"ReLU transformer {c.Layers}x{c.DFf} exported by relu-sparsity ({variant.ToString().ToLowerInvariant()} variant, threshold {threshold}).");
         proto.MetadataProps.Add(new StringStringEntryProto { Key = ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
         return proto;
-    }
-
-    // Counts leave the runtime, activations do not: (B, T, d_ff) → (B, T), (B, d_ff), (d_ff).
-    static IEnumerable<ValueInfoProto> ReduceStatistics(GraphWriter g, string hidden, string realToken, float threshold, int layer, int dFf)
-    {
-        string p = $"h.{layer}.stats";
-        string active = g.Op("Mul", p + ".active", [g.Op("Cast", p + ".active_f", [g.Op("Greater", p + ".gt", [hidden, g.Scalar(p + ".threshold", threshold)])],
-            OnnxGraph.Int("to", (long)DataType.Float)), realToken]);
-        string perSequence = g.Op("ReduceSum", p + ".per_sequence", [active, g.Longs(p + ".axis_seq", [1], 1)], OnnxGraph.Int("keepdims", 0)); // (B, d_ff)
-        string ToLong(string input, string output) => g.Named("Cast", output, [input], OnnxGraph.Int("to", (long)DataType.Int64));
-        ToLong(g.Op("ReduceSum", p + ".per_token", [active, g.Longs(p + ".axis_unit", [1], -1)], OnnxGraph.Int("keepdims", 0)), ActiveUnitsOutput(layer));
-        ToLong(perSequence, SequenceUnitTokensOutput(layer));
-        ToLong(g.Op("ReduceSum", p + ".per_unit", [perSequence, g.Longs(p + ".axis_batch", [1], 0)], OnnxGraph.Int("keepdims", 0)), UnitTokensOutput(layer));
-        yield return OnnxGraph.Value(ActiveUnitsOutput(layer), DataType.Int64, "batch", "seq");
-        yield return OnnxGraph.Value(SequenceUnitTokensOutput(layer), DataType.Int64, "batch", dFf);
-        yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
     }
 }

@@ -90,19 +90,16 @@ public static class OnnxGraph
         {
             using var stream = File.OpenRead(path);
             var model = ModelProto.Parser.ParseFrom(stream);
-            if (model.Graph != null && model.Graph.Node.Count > 0) return model;
+            if (model.Graph != null && model.Graph.Node.Count > 0)
+            {
+                ExternalData.Inline(model, path); // rewritten graphs are written elsewhere: carry the weights with them
+                return model;
+            }
         }
         catch (InvalidProtocolBufferException)
         {
         }
         throw new Training.UserInputException($"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph).");
-    }
-
-    /// <summary>Rows of the token-embedding initializer gathered by input_ids (the vocabulary size), when there is one.</summary>
-    public static long? VocabularySize(ModelProto model)
-    {
-        var embedding = model.Graph.Node.FirstOrDefault(n => n.OpType == "Gather" && n.Input.Count > 1 && n.Input[1] == "input_ids");
-        return embedding == null ? null : model.Graph.Initializer.FirstOrDefault(t => t.Name == embedding.Input[0])?.Dims[0];
     }
 
     /// <summary>A copy of the model whose only output is <paramref name="output"/>: what is deployed, and what latency is timed on.</summary>
@@ -122,11 +119,17 @@ public static class OnnxGraph
         return copy;
     }
 
-    /// <summary>Writes a model atomically (temporary name, then rename).</summary>
-    public static void Save(ModelProto model, string path) =>
+    /// <summary>
+    /// Writes a model atomically (temporary name, then rename); a model over <see cref="ExternalData.InlineLimit"/> bytes of
+    /// weights keeps its large tensors in <c>&lt;file&gt;.data</c> beside it.
+    /// </summary>
+    public static void Save(ModelProto model, string path)
+    {
+        var (written, _) = ExternalData.Externalize(model, path);
         Training.AtomicFile.Write(path, temp =>
         {
             using var stream = File.Create(temp);
-            model.WriteTo(stream);
+            written.WriteTo(stream);
         });
+    }
 }

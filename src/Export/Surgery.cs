@@ -52,6 +52,8 @@ public static class Surgery
             throw new UserInputException("The mask keeps every unit: pruning would write an unchanged model.");
 
         var result = model.Clone();
+        var g = new GraphWriter(result.Graph);
+        var index = new GraphIndex(result.Graph);
         var initializers = result.Graph.Initializer.ToDictionary(i => i.Name);
         var uses = result.Graph.Node.SelectMany(n => n.Input).GroupBy(i => i).ToDictionary(g => g.Key, g => g.Count());
         var pruned = sites.ToList();
@@ -62,10 +64,13 @@ public static class Surgery
             TensorProto Owned(string name) => uses.GetValueOrDefault(name) <= 1 ? initializers[name]
                 : throw new UserInputException($"Initializer {name} of layer {site.Layer} is shared with other nodes; it cannot be pruned in place.");
 
-            SliceAxis(Owned(site.Up.Weight), site.Up.TransB == 1 ? 0 : 1, kept);
-            if (site.Up.Bias != null) SliceAxis(Owned(site.Up.Bias), 0, kept);
+            foreach (var up in new[] { site.Up, site.Gate }.OfType<Projection>())
+            {
+                SliceAxis(Owned(up.Weight), up.TransB == 1 ? 0 : 1, kept);
+                if (up.Bias != null) SliceAxis(Owned(up.Bias), 0, kept);
+            }
             SliceAxis(Owned(site.Down.Weight), site.Down.TransB == 1 ? 1 : 0, kept);
-            foreach (var node in MlpSites.PathNodes(result, site))
+            foreach (var node in MlpSites.Region(result, site))
             {
                 foreach (string input in node.Input.Where(initializers.ContainsKey))
                 {
@@ -73,9 +78,14 @@ public static class Surgery
                     if (node.OpType == "Mul" && t.Dims.Count == 1 && t.Dims[0] == site.DFf) SliceAxis(Owned(input), 0, kept);
                     if (node.OpType == "TopK" && input == node.Input[1]) ClampK(t, kept.Length);
                 }
+                if (node.OpType == "Reshape") NarrowReshape(node, index, g, site.DFf, kept.Length);
             }
             pruned[layer.Layer] = site with { DFf = kept.Length };
+            foreach (var output in result.Graph.Output.Where(o => o.Name == site.Output && o.Type?.TensorType?.Shape?.Dim.Count > 0))
+                output.Type.TensorType.Shape.Dim[^1].DimValue = kept.Length;
         }
+        // Exporters annotate intermediate shapes (torch.onnx dynamo writes value_info); the widths changed, so drop them.
+        result.Graph.ValueInfo.Clear();
         var report = new PruneReport(Parameters(model), Parameters(result), model.CalculateSize(), result.CalculateSize(),
             sites.Select(s => s.DFf).ToArray(), pruned.Select(s => s.DFf).ToArray());
         return (result, pruned, report);
@@ -107,6 +117,39 @@ public static class Surgery
             int at = result.Graph.Node.IndexOf(producer) + 1;
             for (int i = 0; i < added.Count; i++) result.Graph.Node.Insert(at + i, added[i]);
         }
+        return result;
+    }
+
+    // A reshape inside the MLP whose target ends in d_ff (a constant, or a Concat ending in one) now ends in the units kept.
+    static void NarrowReshape(NodeProto reshape, GraphIndex index, GraphWriter g, int dFf, int kept)
+    {
+        string shape = reshape.Input[1];
+        if (index.Int64s(shape) is { Length: > 0 } dims && dims[^1] == dFf)
+            reshape.Input[1] = g.Longs(shape + ".pruned", [dims.Length], [.. dims[..^1], kept]);
+        else if (index.Producer(shape) is { OpType: "Concat" } concat && index.Int64s(concat.Input[^1]) is [var last] && last == dFf)
+            concat.Input[concat.Input.Count - 1] = g.Longs(concat.Input[^1] + ".pruned", [1], kept);
+    }
+
+    /// <summary>
+    /// Adds every site's unit counts (<see cref="StatsReduction"/>) to a graph bound by <see cref="GraphInputs.Bind"/> and makes them
+    /// its only outputs, so ONNX Runtime computes nothing the counts do not need and only compact tensors leave it.
+    /// An attention_mask input is added when the model has none (it then serves only the counts).
+    /// </summary>
+    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold)
+    {
+        var result = bound.Clone();
+        var g = new GraphWriter(result.Graph);
+        if (!result.Graph.Input.Any(i => i.Name == GraphInputs.MaskInput))
+            result.Graph.Input.Add(OnnxGraph.Value(GraphInputs.MaskInput, DataType.Int64, "batch", "seq"));
+        string real = StatsReduction.RealTokens(g, GraphInputs.MaskInput);
+        string batchSeq = g.Op("Shape", "stats/batch_seq", [GraphInputs.TokenInput]);
+        var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
+        var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
+            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float)).ToList();
+        result.Graph.Output.Clear();
+        result.Graph.Output.AddRange(outputs);
+        foreach (var old in result.MetadataProps.Where(p => p.Key == StatsReduction.ThresholdMetadata).ToList()) result.MetadataProps.Remove(old);
+        result.MetadataProps.Add(new StringStringEntryProto { Key = StatsReduction.ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
         return result;
     }
 

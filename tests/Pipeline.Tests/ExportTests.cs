@@ -98,9 +98,9 @@ public class ExportTests
             var expected = new LayerUnitUse(96);
             expected.AddDense(denseOut[ModelExporter.HiddenOutput(l)].Floats!, B, T, mask.Select(m => m == 1).ToArray());
 
-            long[] perToken = statsOut[ModelExporter.ActiveUnitsOutput(l)].Longs!;
-            long[] perSequence = statsOut[ModelExporter.SequenceUnitTokensOutput(l)].Longs!;
-            long[] perUnit = statsOut[ModelExporter.UnitTokensOutput(l)].Longs!;
+            long[] perToken = statsOut[StatsReduction.ActiveUnitsOutput(l)].Longs!;
+            long[] perSequence = statsOut[StatsReduction.SequenceUnitTokensOutput(l)].Longs!;
+            long[] perUnit = statsOut[StatsReduction.UnitTokensOutput(l)].Longs!;
             Assert.That(Enumerable.Range(0, B * T).Where(i => mask[i] == 0).Select(i => perToken[i]), Is.All.EqualTo(0L), "padding counts nothing");
             var reduced = new LayerUnitUse(96);
             reduced.AddBatch(Enumerable.Range(0, B * T).Where(i => mask[i] == 1).Select(i => (int)perToken[i]).ToArray(),

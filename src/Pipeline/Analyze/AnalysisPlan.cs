@@ -19,34 +19,45 @@ public sealed record LayerOutput(string Name, Func<int, int, int, int[]> ShapeOf
 public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs, Func<DataViewRow, DataViewSchema, LayerReader> Reader);
 
 /// <summary>
-/// What to run and read for a model: this project's stats variant (counts computed in the runtime), or
-/// dense activations of any graph (its MLP sites, instrumented on the fly when not already outputs).
+/// What to run and read for a model: <see cref="Graph"/>, the graph ONNX Runtime runs (its outputs are only what the
+/// analysis reads), and how each layer's outputs become counts. This project's stats variant runs as it is; any other
+/// graph gets its inputs bound (<see cref="GraphInputs.Bind"/>) and its MLP sites instrumented with in-graph counts
+/// (<see cref="Surgery.InstrumentStats"/>), or, when dense activations are asked for, exposed as outputs.
 /// </summary>
-public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<LayerPlan> Layers, bool NeedsInstrumenting,
-    bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null)
+public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<LayerPlan> Layers, ModelProto Graph, bool Rewritten,
+    bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null, BoundInputs? Bound = null)
 {
-    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations)
+    /// <summary>Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts.</summary>
+    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false)
     {
-        var graph = model.Graph;
-        var outputs = graph.Output.ToDictionary(o => o.Name);
-        bool mask = graph.Input.Any(i => i.Name == "attention_mask");
-        if (!graph.Input.Any(i => i.Name == "input_ids"))
-            throw new Training.UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", graph.Input.Select(i => i.Name))}).");
-        long? vocab = OnnxGraph.VocabularySize(model);
-        long? maxSeq = graph.Initializer.FirstOrDefault(t => t.Name == "wpe.weight")?.Dims[0];
+        var outputs = model.Graph.Output.ToDictionary(o => o.Name);
+        long? maxSeq = model.Graph.Initializer.FirstOrDefault(t => t.Name == "wpe.weight")?.Dims[0];
 
-        if (outputs.ContainsKey(ModelExporter.UnitTokensOutput(0)))
+        if (outputs.ContainsKey(StatsReduction.UnitTokensOutput(0)))
         {
-            var layers = Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(ModelExporter.UnitTokensOutput(i)))
-                .Select(i => StatsLayer(i, (int)outputs[ModelExporter.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
-            string? threshold = model.MetadataProps.FirstOrDefault(p => p.Key == ModelExporter.ThresholdMetadata)?.Value;
-            return new AnalysisPlan([], layers, false, mask, vocab, maxSeq,
-                threshold == null ? 0f : float.Parse(threshold, System.Globalization.CultureInfo.InvariantCulture));
+            if (!GraphInputs.Required(model).Any(i => i.Name == GraphInputs.TokenInput))
+                throw new Training.UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
+            var layers = Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(StatsReduction.UnitTokensOutput(i)))
+                .Select(i => StatsLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
+            string? baked = model.MetadataProps.FirstOrDefault(p => p.Key == StatsReduction.ThresholdMetadata)?.Value;
+            var needed = layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToList();
+            bool extra = model.Graph.Output.Any(o => !needed.Contains(o.Name));
+            return new AnalysisPlan([], layers, extra ? OnnxGraph.WithOnlyOutputs(model, needed) : model, extra,
+                model.Graph.Input.Any(i => i.Name == GraphInputs.MaskInput), GraphInputs.VocabularySize(model), maxSeq,
+                baked == null ? 0f : float.Parse(baked, System.Globalization.CultureInfo.InvariantCulture));
         }
 
-        var sites = MlpSites.Find(model, activations);
-        var dense = sites.Select(s => DenseLayer(s)).ToList();
-        return new AnalysisPlan(sites, dense, sites.Any(s => !outputs.ContainsKey(s.Output)), mask, vocab, maxSeq);
+        var (bound, inputs) = GraphInputs.Bind(model);
+        var sites = MlpSites.Find(bound, activations);
+        long? vocab = GraphInputs.VocabularySize(bound);
+        if (vocab is long v) GraphCheck.RequireBatchMajor(bound, sites, v);
+        if (dense)
+        {
+            var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, sites), sites.Select(s => s.Output).ToList());
+            return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), instrumented, true, inputs.HasAttentionMask, vocab, maxSeq, Bound: inputs);
+        }
+        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf)).ToList(), Surgery.InstrumentStats(bound, sites, threshold), true,
+            true, vocab, maxSeq, Bound: inputs);
     }
 
     static LayerPlan DenseLayer(MlpSite site)
@@ -66,7 +77,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
 
     static LayerPlan StatsLayer(int layer, int dFf)
     {
-        string perToken = ModelExporter.ActiveUnitsOutput(layer), perSequence = ModelExporter.SequenceUnitTokensOutput(layer), perUnit = ModelExporter.UnitTokensOutput(layer);
+        string perToken = StatsReduction.ActiveUnitsOutput(layer), perSequence = StatsReduction.SequenceUnitTokensOutput(layer), perUnit = StatsReduction.UnitTokensOutput(layer);
         return new LayerPlan($"mlp_hidden.{layer}", dFf,
             [new LayerOutput(perToken, (b, t, _) => [b, t]), new LayerOutput(perSequence, (b, _, d) => [b, d]), new LayerOutput(perUnit, (_, _, d) => [d])],
             (row, schema) =>

@@ -13,7 +13,7 @@ namespace Sparsity.Pipeline.Analyze;
 
 /// <summary>What <c>analyze</c> was asked.</summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
-    int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations);
+    int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false);
 
 /// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
 public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining);
@@ -34,7 +34,7 @@ public static class Analyzer
         int? gpu = ParseDevice(r.Device);
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
-        var plan = AnalysisPlan.For(proto, r.Activations);
+        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -48,13 +48,11 @@ public static class Analyzer
         SparsityStats? stats = null;
         AtomicFile.WriteDirectory(r.OutDir, dir =>
         {
-            // Run a graph whose outputs are only what the analysis reads: ONNX Runtime then skips the rest
+            // The plan's graph outputs only what the analysis reads: ONNX Runtime then skips the rest
             // (for a language model, the vocabulary projection, as costly here as all four MLPs).
-            var analysed = plan.NeedsInstrumenting ? Surgery.Instrument(proto, plan.Sites) : proto;
-            var needed = plan.Layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToList();
-            bool rewrite = plan.NeedsInstrumenting || analysed.Graph.Output.Any(o => !needed.Contains(o.Name));
+            bool rewrite = plan.Rewritten;
             string modelFile = rewrite ? Path.Combine(dir, "analysis.onnx") : r.Model;
-            if (rewrite) OnnxGraph.Save(OnnxGraph.WithOnlyOutputs(analysed, needed), modelFile);
+            if (rewrite) OnnxGraph.Save(plan.Graph, modelFile);
             var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
             var counters = new StreamCounters();
             try
@@ -70,7 +68,7 @@ public static class Analyzer
                 throw new UserInputException($"ONNX Runtime could not run {Path.GetFileName(r.Model)} on batches of {r.BatchSize} × {r.SeqLen}: {e.GetBaseException().Message.Split('\n')[0]}");
             }
             if (counters.Tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
-            if (rewrite) File.Delete(modelFile);
+            if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
                 [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer);

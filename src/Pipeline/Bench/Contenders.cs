@@ -19,7 +19,7 @@ public static class Contenders
     public static void BareForward(string onnxModel, TokenBatches data, int threads)
     {
         var proto = OnnxGraph.WithOnlyOutput(OnnxGraph.Load(onnxModel), "logits");
-        long vocab = OnnxGraph.VocabularySize(proto) ?? throw new InvalidOperationException("No vocabulary size.");
+        long vocab = GraphInputs.VocabularySize(proto) ?? throw new InvalidOperationException("No vocabulary size.");
         using var loop = new OrtLoop(proto, data, threads, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
         foreach (var batch in data.Batches) loop.Run(batch);
     }
@@ -30,12 +30,10 @@ public static class Contenders
     /// </summary>
     public static LayerUnitUse[] DirectStatistics(string onnxModel, TokenBatches data, int threads)
     {
-        var proto = OnnxGraph.Load(onnxModel);
-        var plan = AnalysisPlan.For(proto, ["Relu"]);
-        var model = plan.NeedsInstrumenting ? Surgery.Instrument(proto, plan.Sites) : proto;
+        var plan = AnalysisPlan.For(OnnxGraph.Load(onnxModel), ["Relu"], 0f, dense: true);
         if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
         var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf).Select(d => (long)d).ToArray())).ToList();
-        using var loop = new OrtLoop(OnnxGraph.WithOnlyOutputs(model, outputs.Select(o => o.Name).ToList()), data, threads, outputs);
+        using var loop = new OrtLoop(plan.Graph, data, threads, outputs);
         var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
         var realToken = new bool[data.BatchSize * data.SeqLen];
         foreach (var batch in data.Batches)

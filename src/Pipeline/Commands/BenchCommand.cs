@@ -72,18 +72,19 @@ public static class BenchCommand
             string copies = Path.Combine(work, $"corpus_x{k}.txt");
             File.WriteAllLines(copies, Enumerable.Repeat(TextDocuments.Read(text), k).SelectMany(d => d));
             var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
-            AnalysisRequest Analyze(string m, string o, string c) => new(m, c, tok, T, B, null, 0, 1, 0f, "cpu", n, Path.Combine(work, o), ["Relu"]);
+            AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, "cpu", n, Path.Combine(work, o), ["Relu"], denseActivations);
             var results = new Dictionary<string, LayerUnitUse[]>();
             var contenders = new (string Name, string What, Action Run)[]
             {
                 ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab)),
                 ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n)),
-                ("analyze (dense)", "`analyze` on model.onnx: ML.NET ApplyOnnxModel, tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense", text))),
+                ("analyze (dense)", "`analyze --dense-activations` on model.onnx: activations leave the runtime and are counted in .NET; tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense", text, denseActivations: true))),
                 ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats", text))),
+                ("analyze (any graph)", "`analyze` on model.onnx treated as an external graph: inputs bound, MLPs found and instrumented with in-graph counts", () => Analyzer.Run(Analyze(dense, "analyze-graph", text))),
                 ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n)),
                 ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(ckpt, data, n)),
                 ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n)),
-                ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies))),
+                ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true))),
                 ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies))),
             };
             var seconds = contenders.ToDictionary(c => c.Name, _ => new List<double>());
@@ -99,7 +100,8 @@ public static class BenchCommand
                 output.WriteLine(r == 0 ? "warm-up done" : $"repeat {r}/{R}: " + string.Join(", ", contenders.Select(c => $"{c.Name} {seconds[c.Name][^1]:0.000} s")));
             }
             var timings = contenders.Select(c => new Timing(c.Name, c.What, seconds[c.Name].ToArray(), c.Name.EndsWith($"{k}×") ? large.Tokens : data.Tokens)).ToList();
-            var agreement = new List<Agreement> { Agree("analyze (dense)", SparsityCounts.Load(Path.Combine(work, "analyze-dense"))), Agree("analyze (stats)", SparsityCounts.Load(Path.Combine(work, "analyze-stats"))) };
+            var agreement = new List<Agreement> { Agree("analyze (dense)", SparsityCounts.Load(Path.Combine(work, "analyze-dense"))), Agree("analyze (stats)", SparsityCounts.Load(Path.Combine(work, "analyze-stats"))),
+                Agree("analyze (any graph)", SparsityCounts.Load(Path.Combine(work, "analyze-graph"))) };
             agreement.AddRange(results.Select(kv => Agree(kv.Key, kv.Value)));
 
             string? pythonNote = RunPython(parse.GetValue(python)!, parse.GetValue(script)!, ckpt, data, work, n, R, timings, agreement, output);

@@ -74,10 +74,12 @@ public static class ExportCommands
         {
             var (proto, sites) = LoadSites(parse, model, activation);
             string path = parse.GetValue(outPath)!;
-            OnnxGraph.Save(Surgery.Instrument(proto, sites), path);
+            var instrumented = Surgery.Instrument(proto, sites);
+            GraphCheck.Verify(instrumented, "instrumented graph", VariantCommands.Probe(proto), reference: proto);
+            OnnxGraph.Save(instrumented, path);
             MlpSidecar.Write(path, sites);
             foreach (var s in sites)
-                output.WriteLine($"layer {s.Layer}: {s.Node} → {s.Output}  d_ff {s.DFf}  {s.Layout}  up {s.Up.Op}({s.Up.Weight}{(s.Up.TransB == 1 ? ", transB" : "")})  down {s.Down.Op}({s.Down.Weight}{(s.Down.TransB == 1 ? ", transB" : "")})");
+                output.WriteLine($"layer {s.Layer}: {s.Node} → {s.Output}  d_ff {s.DFf}  {s.Layout}  {(s.Gate is { } g ? $"gate {g.Op}({g.Weight})  " : "")}up {s.Up.Op}({s.Up.Weight}{(s.Up.TransB == 1 ? ", transB" : "")})  down {s.Down.Op}({s.Down.Weight}{(s.Down.TransB == 1 ? ", transB" : "")})");
             output.WriteLine($"Wrote {path} and {MlpSidecar.PathFor(path)}");
             return 0;
         });

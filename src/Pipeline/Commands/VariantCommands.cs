@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Text.Json;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Pipeline.Analyze;
 using Sparsity.Pipeline.Evaluate;
+using Sparsity.Training.Data;
 using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Commands;
@@ -39,13 +41,14 @@ public static class VariantCommands
     public static Command Evaluate(TextWriter output)
     {
         var model = new Option<string>("--model") { Description = "ONNX language model with a logits output.", Required = true };
+        var activation = ExportCommands.ActivationOption();
         var eval = EvalOptions.Create(required: true, "--corpus");
         var outDir = new Option<string?>("--out") { Description = "Folder for evaluation.json and evaluation.md." };
-        var command = new Command("evaluate", "Held-out loss, perplexity, accuracy, ECE, noise robustness, size, MLP FLOPs and latency of an ONNX model.") { model, outDir };
+        var command = new Command("evaluate", "Held-out loss, perplexity, accuracy, ECE, noise robustness, size, MLP FLOPs and latency of an ONNX model.") { model, activation, outDir };
         foreach (var o in eval.All) command.Add(o);
         command.SetAction(p =>
         {
-            var e = Evaluator.Run(eval.Request(p, p.GetValue(model)!));
+            var e = Evaluator.Run(eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) });
             string table = Variants.Table([(e.Model, e)]);
             output.WriteLine(table);
             if (p.GetValue(outDir) is string dir)
@@ -82,6 +85,12 @@ public static class VariantCommands
             var (pruned, prunedSites, report) = Surgery.Prune(proto, sites, unitMask);
             output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)} ({unitMask.Rule})");
             output.WriteLine($"Parameters: {report.ParametersBefore:N0} → {report.ParametersAfter:N0} ({100.0 * report.ParametersAfter / report.ParametersBefore:0.0} %); bytes: {report.BytesBefore:N0} → {report.BytesAfter:N0}");
+            // Dead units are dead on the text the statistics came from: on a batch of it the pruned model must be exact.
+            var statsBatch = p.GetValue(deadOnly) && p.GetValue(stats) is string sp ? StatsBatch(sp, GraphInputs.VocabularySize(proto)) : null;
+            if (statsBatch != null)
+                output.WriteLine($"Exact on the statistics' text: max |Δ logits| = {GraphCheck.Verify(pruned, "pruned graph", statsBatch, reference: proto):E2} on a batch of {statsBatch.Batch} × {statsBatch.SeqLen}.");
+            else
+                GraphCheck.Verify(pruned, "pruned graph", Probe(proto));
             string path = p.GetValue(outPath)!;
             if (IsFile(path))
             {
@@ -90,7 +99,7 @@ public static class VariantCommands
                 output.WriteLine($"Wrote {path}");
                 return 0;
             }
-            var request = eval.Request(p, p.GetValue(model)!);
+            var request = eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) };
             if (p.GetValue(stats) is string statsPath && !p.GetValue(allowStatsCorpus) && SameFile(StatsCorpus(statsPath), request.Corpus))
                 throw new UserInputException($"--eval-corpus is the text the statistics came from ({request.Corpus}): evaluate on held-out text, or pass --allow-stats-corpus.");
             var reference = Evaluator.Run(request);
@@ -123,15 +132,19 @@ public static class VariantCommands
             if (IsFile(path))
             {
                 if (variants.Count != 1) throw new UserInputException("A .onnx --out takes one variant: give one --k, or write a folder.");
-                OnnxGraph.Save(Surgery.InsertTopK(proto, sites, variants[0].Ks), path);
-                MlpSidecar.Write(path, sites);
+                var topK = Surgery.InsertTopK(proto, sites, variants[0].Ks);
                 if (sites.All(s => variants[0].Ks[variants[0].Ks.Count == 1 ? 0 : s.Layer] == s.DFf))
-                    output.WriteLine("Note: k equals d_ff in every layer, so this model computes exactly what the input model does.");
+                    output.WriteLine($"Note: k equals d_ff in every layer, so this model computes exactly what the input model does (checked: max |Δ logits| = {GraphCheck.Verify(topK, "Top-k graph", Probe(proto), reference: proto):E2}).");
+                else
+                    GraphCheck.Verify(topK, "Top-k graph", Probe(proto));
+                OnnxGraph.Save(topK, path);
+                MlpSidecar.Write(path, sites);
                 output.WriteLine($"Top-k ({variants[0].Name}) inserted in {sites.Count} layers. Wrote {path}");
                 return 0;
             }
             var built = variants.Select(v => (Variant: v, Model: Surgery.InsertTopK(proto, sites, v.Ks))).ToList(); // every k checked before any long work
-            var request = eval.Request(p, p.GetValue(model)!);
+            foreach (var (v, m) in built) GraphCheck.Verify(m, $"Top-k graph ({v.Name})", Probe(proto), reference: sites.All(s => v.Ks[v.Ks.Count == 1 ? 0 : s.Layer] == s.DFf) ? proto : null);
+            var request = eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) };
             var reference = Evaluator.Run(request);
             var rows = new List<(string, Evaluation)> { ("dense", reference) };
             Directory.CreateDirectory(path);
@@ -169,6 +182,20 @@ public static class VariantCommands
         {
             throw new UserInputException(e.Message);
         }
+    }
+
+    // A probe batch of seeded ids for checking that a written graph loads and runs.
+    internal static ProbeBatch Probe(Onnx.ModelProto model) => ProbeBatch.Random(GraphInputs.VocabularySize(model) ?? 2);
+
+    // The first batch of the text the statistics came from, when it is still readable; null otherwise.
+    static ProbeBatch? StatsBatch(string statsPath, long? vocab)
+    {
+        var s = SparsityStats.Load(statsPath);
+        if (!File.Exists(s.Corpus) && !Directory.Exists(s.Corpus)) return null;
+        var tokenizer = TextTokenizer.FromSpec(s.Tokenizer);
+        var documents = TextDocuments.Read(s.Corpus).Select(d => tokenizer.Encode(d).Select(i => (long)i).ToArray());
+        var first = CorpusBatches.Pack(documents, s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue, new StreamCounters()).FirstOrDefault();
+        return first == null ? null : new ProbeBatch(first.InputIds, first.AttentionMask, s.BatchSize, s.SeqLen);
     }
 
     static string StatsCorpus(string statsPath) => SparsityStats.Load(statsPath).Corpus;

@@ -11,7 +11,7 @@ namespace Sparsity.Pipeline.Evaluate;
 
 /// <summary>What to evaluate and how.</summary>
 public sealed record EvaluationRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens = null,
-    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20);
+    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20, IReadOnlyList<string>? Activations = null);
 
 /// <summary>Quality and cost of one model on held-out text (evaluation.json).</summary>
 public sealed record Evaluation(string Model, string Corpus, int SeqLen, int BatchSize, long Predictions,
@@ -27,13 +27,17 @@ public static class Evaluator
 {
     public static Evaluation Run(EvaluationRequest r)
     {
-        var proto = OnnxGraph.Load(r.Model);
-        var sites = MlpSites.Find(proto);
-        long vocab = OnnxGraph.VocabularySize(proto) ?? throw new UserInputException($"{r.Model}: no token embedding gathered by input_ids found; cannot tell the vocabulary size.");
-        var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         if (r.NoiseFraction is < 0 or > 1) throw new UserInputException($"--noise must be in [0, 1]; got {r.NoiseFraction}.");
-        var deployed = OnnxGraph.WithOnlyOutput(proto, "logits");
-        bool needsMask = proto.Graph.Input.Any(i => i.Name == "attention_mask");
+        var (proto, inputs) = GraphInputs.Bind(OnnxGraph.Load(r.Model));
+        string logits = GraphInputs.LogitsOutput(proto)?.Name
+            ?? throw new UserInputException($"{r.Model} has no logits output (an output named logits, or a single float output of rank 3); evaluate scores next-token predictions.");
+        long vocab = GraphInputs.VocabularySize(proto)
+            ?? throw new UserInputException($"{r.Model}: cannot tell the vocabulary size (the logits' last dimension is dynamic and no token embedding is gathered by the token input).");
+        var sites = MlpSitesOrNone(proto, r.Activations ?? ["Relu"]);
+        var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
+        var deployed = OnnxGraph.WithOnlyOutput(proto, logits);
+        RequireCausal(deployed, vocab, r.Model);
+        bool needsMask = inputs.HasAttentionMask;
 
         using var options = new SessionOptions { IntraOpNumThreads = r.Threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
         using var session = new InferenceSession(deployed.ToByteArray(), options);
@@ -55,10 +59,10 @@ public static class Evaluator
         if (firstBatch == null || clean.Predictions == 0) throw new UserInputException($"The corpus {r.Corpus} gives no next-token predictions at --seq-len {r.SeqLen}.");
 
         var times = Time(session, firstBatch, firstMask!, r, needsMask);
-        int dModel = DModel(proto, sites[0]);
+        int dModel = sites.Count == 0 ? 0 : DModel(proto, sites[0]);
         return new Evaluation(Path.GetFileName(r.Model), r.Corpus, r.SeqLen, r.BatchSize, clean.Predictions,
             clean.Loss, clean.Perplexity, clean.Accuracy, clean.ExpectedCalibrationError, r.NoiseFraction, noisy.Accuracy,
-            Surgery.Parameters(proto), sites.Sum(s => 4L * dModel * s.DFf), sites.Select(s => s.DFf).ToArray(), r.Threads,
+            Surgery.Parameters(proto), sites.Sum(s => (s.Gate == null ? 4L : 6L) * dModel * s.DFf), sites.Select(s => s.DFf).ToArray(), r.Threads,
             Percentile(times, 0.5), Percentile(times, 0.1), Percentile(times, 0.9), r.BatchSize * r.SeqLen / (Percentile(times, 0.5) / 1000));
     }
 
@@ -82,8 +86,8 @@ public static class Evaluator
         using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
         using var runOptions = new RunOptions();
         return needsMask
-            ? session.Run(runOptions, ["input_ids", "attention_mask"], [idsValue, maskValue], ["logits"])
-            : session.Run(runOptions, ["input_ids"], [idsValue], ["logits"]);
+            ? session.Run(runOptions, [GraphInputs.TokenInput, GraphInputs.MaskInput], [idsValue, maskValue], session.OutputNames)
+            : session.Run(runOptions, [GraphInputs.TokenInput], [idsValue], session.OutputNames);
     }
 
     static double[] Time(InferenceSession session, long[] ids, long[] mask, EvaluationRequest r, bool needsMask)
@@ -98,6 +102,27 @@ public static class Evaluator
         }
         Array.Sort(times);
         return times;
+    }
+
+    // Evaluation needs no MLP sites: without them, MLP FLOPs and units per layer are left empty.
+    static IReadOnlyList<MlpSite> MlpSitesOrNone(Onnx.ModelProto model, IReadOnlyList<string> activations)
+    {
+        try { return MlpSites.Find(model, activations); }
+        catch (UserInputException) { return []; }
+    }
+
+    // Next-token scores mean something only for a causal model: changing the last token must leave earlier positions alone.
+    static void RequireCausal(Onnx.ModelProto deployed, long vocab, string model)
+    {
+        var probe = ProbeBatch.Random(vocab, 1, 8, seed: 5);
+        long[] changed = (long[])probe.Ids.Clone();
+        changed[^1] = (changed[^1] + 1) % vocab;
+        float[] a = GraphCheck.Logits(deployed, probe), b = GraphCheck.Logits(deployed, probe with { Ids = changed });
+        int earlier = (int)(7 * vocab);
+        for (int i = 0; i < earlier; i++)
+            if (Math.Abs(a[i] - b[i]) > 1e-4f)
+                throw new UserInputException($"{model} is not a causal language model (changing the last token changes the outputs at earlier positions): " +
+                                             "evaluate, prune --out DIR and topk --out DIR score next-token predictions. analyze, instrument, and prune/topk to a .onnx file work on encoders.");
     }
 
     static double Percentile(double[] sorted, double p) => sorted[(int)Math.Round(p * (sorted.Length - 1))];

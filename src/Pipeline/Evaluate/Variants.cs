@@ -23,9 +23,9 @@ public static class Variants
         AtomicFile.WriteDirectory(dir, partial =>
         {
             string path = Path.Combine(partial, "model.onnx");
-            var deployed = OnnxGraph.WithOnlyOutput(model, "logits");
+            var deployed = OnnxGraph.WithOnlyOutput(model, GraphInputs.LogitsOutput(model)?.Name ?? "logits");
             OnnxGraph.Save(deployed, path);
-            MlpSidecar.Write(path, MlpSites.Find(deployed));
+            MlpSidecar.Write(path, MlpSites.Find(deployed, evaluation.Activations ?? ["Relu"]));
             if (mask != null) File.WriteAllText(Path.Combine(partial, "mask.json"), mask.ToJson());
             var tokenizer = TextTokenizer.FromSpec(evaluation.Tokenizer);
             foreach (string file in tokenizer.Files) File.Copy(file, Path.Combine(partial, Path.GetFileName(file)));

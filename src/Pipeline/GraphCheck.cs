@@ -1,0 +1,115 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using Sparsity.Export;
+using Sparsity.Training;
+
+namespace Sparsity.Pipeline;
+
+/// <summary>A batch of windows to check a graph on: ids and padding mask, row-major [Batch, SeqLen].</summary>
+public sealed record ProbeBatch(long[] Ids, long[] Mask, int Batch, int SeqLen)
+{
+    /// <summary>Seeded random ids below <paramref name="vocab"/>, no padding.</summary>
+    public static ProbeBatch Random(long vocab, int batch = 2, int seqLen = 16, int seed = 0)
+    {
+        var random = new Random(seed);
+        return new ProbeBatch(Enumerable.Range(0, batch * seqLen).Select(_ => random.NextInt64(Math.Max(1, vocab))).ToArray(), Enumerable.Repeat(1L, batch * seqLen).ToArray(), batch, seqLen);
+    }
+}
+
+/// <summary>
+/// Runs graphs this tool writes in ONNX Runtime before a command reports success: they must load and run, and
+/// rewrites that must be exact must give the input model's logits. A failure is an error and nothing is written.
+/// </summary>
+public static class GraphCheck
+{
+    /// <summary>Largest logit difference accepted for an exact rewrite.</summary>
+    public const float Tolerance = 1e-4f;
+
+    /// <summary>
+    /// Loads and runs <paramref name="written"/> on <paramref name="batch"/>; with <paramref name="reference"/>, its
+    /// logits on real tokens must equal the reference's within <see cref="Tolerance"/>. Returns that largest difference (0 without a reference).
+    /// </summary>
+    public static float Verify(ModelProto written, string what, ProbeBatch batch, ModelProto? reference = null)
+    {
+        float[] actual;
+        try
+        {
+            actual = Logits(written, batch);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new UserInputException($"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. This graph form is not supported: please report it with the model.");
+        }
+        if (reference == null) return 0f;
+        float[] expected = Logits(reference, batch);
+        int vocab = expected.Length / (batch.Batch * batch.SeqLen);
+        float max = 0;
+        for (int p = 0; p < batch.Mask.Length; p++)
+            if (batch.Mask[p] == 1)
+                for (int v = 0; v < vocab; v++) max = Math.Max(max, Math.Abs(actual[p * vocab + v] - expected[p * vocab + v]));
+        if (!(max <= Tolerance))
+            throw new UserInputException($"The {what} should compute exactly what the input model does, but its logits differ by {max:E2} (> {Tolerance:E0}) on a batch of {batch.Batch} × {batch.SeqLen}; nothing was written.");
+        return max;
+    }
+
+    /// <summary>
+    /// Refuses a site whose flattened [tokens, d_ff] activations are not batch-major: swapping the two windows of a
+    /// batch must swap the two halves of its rows, as it does when tokens are flattened [batch, seq] → batch·seq.
+    /// </summary>
+    public static void RequireBatchMajor(ModelProto bound, IReadOnlyList<MlpSite> sites, long vocab)
+    {
+        var flattened = sites.Where(s => s.Layout == "tokens_dff").ToList();
+        if (flattened.Count == 0) return;
+        var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, flattened), flattened.Select(s => s.Output).ToList());
+        var batch = ProbeBatch.Random(vocab, 2, 8, seed: 3);
+        long[] swapped = [.. batch.Ids[8..], .. batch.Ids[..8]];
+        var a = Run(instrumented, batch);
+        var b = Run(instrumented, batch with { Ids = swapped });
+        foreach (var site in flattened)
+        {
+            float[] x = a[site.Output], y = b[site.Output];
+            int half = x.Length / 2;
+            float max = 0;
+            for (int i = 0; i < half; i++) max = Math.Max(max, Math.Max(Math.Abs(x[i] - y[half + i]), Math.Abs(x[half + i] - y[i])));
+            if (!(max <= 1e-3f))
+                throw new UserInputException($"Layer {site.Layer} ('{site.Node}') flattens its activations to [tokens, d_ff] in an order that is not batch-major " +
+                                             "(swapping two windows does not swap the halves of its rows); relu-sparsity cannot attribute its rows to tokens and refuses the graph.");
+        }
+    }
+
+    /// <summary>Logits of a bound or unbound graph on <paramref name="batch"/>: [batch, seq, vocab] flattened.</summary>
+    public static float[] Logits(ModelProto model, ProbeBatch batch)
+    {
+        var (bound, _) = GraphInputs.Bind(model);
+        string logits = GraphInputs.LogitsOutput(bound)?.Name ?? throw new UserInputException("The model has no logits output (an output named logits, or a single float output of rank 3).");
+        return Run(OnnxGraph.WithOnlyOutput(bound, logits), batch)[logits];
+    }
+
+    // Runs a bound graph and returns every output as floats (counts are converted).
+    static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
+    {
+        using var options = new SessionOptions { IntraOpNumThreads = 2, InterOpNumThreads = 1 };
+        using var session = new InferenceSession(bound.ToByteArray(), options);
+        long[] shape = [batch.Batch, batch.SeqLen];
+        using var ids = OrtValue.CreateTensorValueFromMemory(batch.Ids, shape);
+        using var mask = OrtValue.CreateTensorValueFromMemory(batch.Mask, shape);
+        bool needsMask = session.InputNames.Contains(GraphInputs.MaskInput);
+        var names = session.OutputNames.ToList();
+        using var runOptions = new RunOptions();
+        using var results = needsMask
+            ? session.Run(runOptions, [GraphInputs.TokenInput, GraphInputs.MaskInput], [ids, mask], names)
+            : session.Run(runOptions, [GraphInputs.TokenInput], [ids], names);
+        var outputs = new Dictionary<string, float[]>();
+        for (int i = 0; i < names.Count; i++)
+            outputs[names[i]] = results[i].GetTensorTypeAndShape().ElementDataType switch
+            {
+                Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float => results[i].GetTensorDataAsSpan<float>().ToArray(),
+                Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int64 => results[i].GetTensorDataAsSpan<long>().ToArray().Select(v => (float)v).ToArray(),
+                var t => throw new UserInputException($"Output {names[i]} is {t}; relu-sparsity reads float32 logits and activations."),
+            };
+        return outputs;
+    }
+
+    static string FirstLine(Exception e) => e.Message.Split('\n')[0];
+}
