@@ -59,12 +59,12 @@ public static class ExternalData
     /// <summary>
     /// The model as it will be written to <paramref name="path"/>: unchanged when its tensors fit inline, otherwise a
     /// copy whose large tensors point into <c>&lt;name&gt;.data</c>, which this writes (the caller writes the graph).
-    /// Returns the side file's name, or null.
+    /// Returns the side file's name, or null. <paramref name="inlineLimit"/> is the size above which tensors go to the side file.
     /// </summary>
-    public static (ModelProto Model, string? DataFile) Externalize(ModelProto model, string path)
+    public static (ModelProto Model, string? DataFile) Externalize(ModelProto model, string path, long inlineLimit = InlineLimit)
     {
         long bytes = model.Graph.Initializer.Sum(t => (long)t.RawData.Length);
-        if (bytes <= InlineLimit) return (model, null);
+        if (bytes <= inlineLimit) return (model, null);
         var copy = model.Clone();
         string dataName = Path.GetFileName(path) + ".data";
         AtomicFile.Write(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName), temp =>

@@ -118,7 +118,8 @@ public static class MlpSites
                 {
                     string other = node.Input[0] == t ? node.Input[1] : node.Input[0];
                     if (index.Constant(other) != null || index.Producer(other)?.OpType == "ScatterElements") { } // per-unit mask, or our Top-k's keep mask
-                    else if (gate == null && FindProjection(index, other) is { } upBranch && index.Source(DataInput(index, upBranch)) == index.Source(DataInput(index, up)))
+                    else if (gate == null && FindProjection(index, other) is { } upBranch && upBranch.Node != up.Node
+                             && index.Source(DataInput(index, upBranch)) == index.Source(DataInput(index, up)))
                         next = next with { Measured = t, Gate = upBranch }; // gated MLP: the units are relu(gate), measured before the product
                     else
                         next = next with { Unknown = node };

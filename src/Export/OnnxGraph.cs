@@ -121,11 +121,11 @@ public static class OnnxGraph
 
     /// <summary>
     /// Writes a model atomically (temporary name, then rename); a model over <see cref="ExternalData.InlineLimit"/> bytes of
-    /// weights keeps its large tensors in <c>&lt;file&gt;.data</c> beside it.
+    /// weights (or <paramref name="inlineLimit"/>) keeps its large tensors in <c>&lt;file&gt;.data</c> beside it.
     /// </summary>
-    public static void Save(ModelProto model, string path)
+    public static void Save(ModelProto model, string path, long inlineLimit = ExternalData.InlineLimit)
     {
-        var (written, _) = ExternalData.Externalize(model, path);
+        var (written, _) = ExternalData.Externalize(model, path, inlineLimit);
         Training.AtomicFile.Write(path, temp =>
         {
             using var stream = File.Create(temp);

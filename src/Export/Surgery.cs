@@ -86,6 +86,7 @@ public static class Surgery
         }
         // Exporters annotate intermediate shapes (torch.onnx dynamo writes value_info); the widths changed, so drop them.
         result.Graph.ValueInfo.Clear();
+        RemoveUnused(result.Graph);
         var report = new PruneReport(Parameters(model), Parameters(result), model.CalculateSize(), result.CalculateSize(),
             sites.Select(s => s.DFf).ToArray(), pruned.Select(s => s.DFf).ToArray());
         return (result, pruned, report);
@@ -121,13 +122,21 @@ public static class Surgery
     }
 
     // A reshape inside the MLP whose target ends in d_ff (a constant, or a Concat ending in one) now ends in the units kept.
+    // Exporters share one shape Concat among layers, so the reshape gets its own copy before it is changed.
     static void NarrowReshape(NodeProto reshape, GraphIndex index, GraphWriter g, int dFf, int kept)
     {
         string shape = reshape.Input[1];
         if (index.Int64s(shape) is { Length: > 0 } dims && dims[^1] == dFf)
             reshape.Input[1] = g.Longs(shape + ".pruned", [dims.Length], [.. dims[..^1], kept]);
         else if (index.Producer(shape) is { OpType: "Concat" } concat && index.Int64s(concat.Input[^1]) is [var last] && last == dFf)
-            concat.Input[concat.Input.Count - 1] = g.Longs(concat.Input[^1] + ".pruned", [1], kept);
+        {
+            var copy = concat.Clone();
+            copy.Name = g.Fresh(concat.Name + ".pruned");
+            copy.Output[0] = g.Fresh(shape + ".pruned");
+            copy.Input[copy.Input.Count - 1] = g.Longs(concat.Input[^1] + ".pruned", [1], kept);
+            g.Graph.Node.Insert(g.Graph.Node.IndexOf(concat) + 1, copy);
+            reshape.Input[1] = copy.Output[0];
+        }
     }
 
     /// <summary>
@@ -151,6 +160,20 @@ public static class Surgery
         foreach (var old in result.MetadataProps.Where(p => p.Key == StatsReduction.ThresholdMetadata).ToList()) result.MetadataProps.Remove(old);
         result.MetadataProps.Add(new StringStringEntryProto { Key = StatsReduction.ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
         return result;
+    }
+
+    // Nodes whose outputs nothing reads (a shape Concat every reshape stopped using) and initializers nothing reads.
+    static void RemoveUnused(GraphProto graph)
+    {
+        for (bool removed = true; removed;)
+        {
+            var read = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
+            var dead = graph.Node.Where(n => n.Output.All(o => !read.Contains(o))).ToList();
+            foreach (var node in dead) graph.Node.Remove(node);
+            removed = dead.Count > 0;
+        }
+        var used = graph.Node.SelectMany(n => n.Input).ToHashSet();
+        foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList()) graph.Initializer.Remove(t);
     }
 
     /// <summary>Parameters held in initializers.</summary>

@@ -89,7 +89,7 @@ public static class GraphCheck
     // Runs a bound graph and returns every output as floats (counts are converted).
     static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
     {
-        using var options = new SessionOptions { IntraOpNumThreads = 2, InterOpNumThreads = 1 };
+        using var options = new SessionOptions { IntraOpNumThreads = 2, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         using var session = new InferenceSession(bound.ToByteArray(), options);
         long[] shape = [batch.Batch, batch.SeqLen];
         using var ids = OrtValue.CreateTensorValueFromMemory(batch.Ids, shape);

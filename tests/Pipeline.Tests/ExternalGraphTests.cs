@@ -1,0 +1,247 @@
+using System.Text.Json;
+using NUnit.Framework;
+using Onnx;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline;
+using Sparsity.Training;
+
+namespace Sparsity.Tests;
+
+/// <summary>Reference statistics from PyTorch forward hooks on the external fixtures (tests/fixtures/external/make_fixtures.py).</summary>
+public sealed record HookLayer(int DFf, int[] UnitsPerToken, int[] UnitsPerSequence, int[] UnitsPerBatch, long[] TokensPerUnit, double NonzeroFraction, double UnitsPerTokenMean, int DeadUnits);
+public sealed record HookProbe(long[] InputIds, int[] Shape, float[] Logits);
+public sealed record HookFixture(string Family, string ModelClass, Dictionary<string, string> Exports, int SeqLen, int BatchSize, long Tokens, int Vocab, int DFf, HookProbe Probe, HookLayer[] Layers)
+{
+    static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    public static HookFixture Load(string family) => JsonSerializer.Deserialize<HookFixture>(File.ReadAllText(PathOf(family + ".json")), Options)!;
+    public static string PathOf(string file) => Path.Combine(TestContext.CurrentContext.TestDirectory, "external", file);
+    public static string Corpus => PathOf("heldout.txt");
+}
+
+/// <summary>
+/// Graphs from torch 2.11's exporters (dynamo and TorchScript) of OPT, GPT-2, Llama (gated MLP), a decoder with a
+/// key/value cache and BERT, trained on Brown text: every command must reproduce PyTorch's numbers or refuse.
+/// </summary>
+[TestFixture]
+public class ExternalGraphTests
+{
+    // Every graph the fixture script wrote, by family.
+    static readonly string[] Graphs =
+    [
+        "opt.torchscript", "opt.dynamo", "opt.ext", "gpt2.torchscript", "gpt2.dynamo", "llama.torchscript", "llama.dynamo",
+        "gpt_cache.torchscript", "gpt_cache.dynamo", "bert.torchscript", "bert.dynamo",
+    ];
+    static readonly string[] Decoders = Graphs.Where(g => !g.StartsWith("bert")).ToArray();
+
+    static string Family(string graph) => graph.Split('.')[0];
+    static string Model(string graph) => HookFixture.PathOf(graph + ".onnx");
+
+    static string Analyze(string model, params string[] extra)
+    {
+        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, _, error) = Cli.Run([.. new[] { "analyze", "--model", model, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32",
+            "--batch-size", "4", "--threads", "2", "--out", outDir }, .. extra]);
+        Assert.That(exit, Is.EqualTo(0), error);
+        return Path.Combine(outDir, SparsityStats.FileName);
+    }
+
+    [TestCaseSource(nameof(Graphs))]
+    public void OnnxRuntimeGivesPyTorchsLogits(string graph)
+    {
+        var fixture = HookFixture.Load(Family(graph));
+        Assert.That(fixture.Exports[graph.EndsWith(".ext") ? "dynamo_external_data" : graph.Split('.')[1]], Is.EqualTo("ok"));
+        var probe = new ProbeBatch(fixture.Probe.InputIds, Enumerable.Repeat(1L, fixture.Probe.InputIds.Length).ToArray(), fixture.Probe.Shape[0], fixture.Probe.Shape[1]);
+        float[] logits = GraphCheck.Logits(OnnxGraph.Load(Model(graph)), probe);
+        Assert.That(logits, Is.EqualTo(fixture.Probe.Logits).Within(1e-4f));
+    }
+
+    [TestCaseSource(nameof(Graphs))]
+    public void AnalyzeReproducesTheHookStatistics(string graph)
+    {
+        var fixture = HookFixture.Load(Family(graph));
+        foreach (var mode in new[] { Array.Empty<string>(), ["--dense-activations"] })
+        {
+            var stats = SparsityStats.Load(Analyze(Model(graph), mode));
+            Assert.That(stats.Tokens, Is.EqualTo(fixture.Tokens));
+            Assert.That(stats.Layers, Has.Count.EqualTo(fixture.Layers.Length));
+            for (int l = 0; l < fixture.Layers.Length; l++)
+            {
+                var expected = fixture.Layers[l];
+                var actual = stats.Layers[l];
+                string what = $"{graph} layer {l} {string.Join(' ', mode)}";
+                Assert.That(actual.DFf, Is.EqualTo(expected.DFf), what);
+                Assert.That(actual.NonzeroFraction, Is.EqualTo(expected.NonzeroFraction).Within(1e-4), what);
+                Assert.That(actual.PerTokenUnitsMean, Is.EqualTo(expected.UnitsPerTokenMean).Within(0.05), what);
+                Assert.That(actual.PerSequenceUnitsMean, Is.EqualTo(expected.UnitsPerSequence.Average()).Within(0.05), what);
+                Assert.That(actual.DeadUnits, Is.EqualTo(expected.DeadUnits), what);
+            }
+        }
+    }
+
+    [TestCase("opt.dynamo", "Gemm", "tokens_dff", false)]
+    [TestCase("gpt2.dynamo", "Gemm", "tokens_dff", false)]
+    [TestCase("gpt2.torchscript", "Gemm", "tokens_dff", false)]
+    [TestCase("llama.dynamo", "MatMul", "batch_seq_dff", true)]
+    [TestCase("llama.torchscript", "MatMul", "batch_seq_dff", true)]
+    [TestCase("gpt_cache.dynamo", "MatMul", "batch_seq_dff", false)]
+    public void FindsPlainAndGatedMlps(string graph, string op, string layout, bool gated)
+    {
+        var model = OnnxGraph.Load(Model(graph));
+        var sites = MlpSites.Find(model);
+        Assert.That(sites, Has.Count.EqualTo(2));
+        foreach (var s in sites)
+        {
+            Assert.That((s.Up.Op, s.Down.Op, s.DFf, s.Layout), Is.EqualTo((op, op, 256, layout)));
+            Assert.That(s.Gate != null, Is.EqualTo(gated));
+            var activation = model.Graph.Node.Single(n => n.Name == s.Node);
+            // Gated: the units are relu(gate), the activation's own output, not the product with up.
+            if (gated) Assert.That(s.Output, Is.EqualTo(activation.Output[0]));
+        }
+    }
+
+    [TestCaseSource(nameof(Graphs))]
+    public void PruningAndTopKWriteGraphsThatRunAndAreExactWhereTheyMustBe(string graph)
+    {
+        string stats = Analyze(Model(graph));
+        string dir = TestCorpus.TempDir();
+        var (exit, output, error) = Cli.Run("prune", "--model", Model(graph), "--stats", stats, "--dead-only", "--out", Path.Combine(dir, "dead.onnx"));
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("Exact on the statistics' text"));
+        var dead = OnnxGraph.Load(Path.Combine(dir, "dead.onnx"));
+        Assert.That(MlpSites.Find(dead).Select(s => s.DFf), Is.EqualTo(SparsityStats.Load(stats).Layers.Select(l => 256 - l.DeadUnits)));
+        Assert.That(dead.Graph.ValueInfo, Is.Empty, "stale shape annotations are dropped");
+
+        (exit, _, error) = Cli.Run("prune", "--model", Model(graph), "--stats", stats, "--keep-fraction", "0.5", "--out", Path.Combine(dir, "half.onnx"));
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(MlpSites.Find(OnnxGraph.Load(Path.Combine(dir, "half.onnx"))).Select(s => s.DFf), Is.EqualTo(new[] { 128, 128 }));
+
+        (exit, output, error) = Cli.Run("topk", "--model", Model(graph), "--k", "256", "--out", Path.Combine(dir, "k256.onnx"));
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("computes exactly what the input model does (checked"));
+
+        (exit, _, error) = Cli.Run("topk", "--model", Model(graph), "--k", "32", "--out", Path.Combine(dir, "k32.onnx"));
+        Assert.That(exit, Is.EqualTo(0), error);
+        var counts = SparsityCounts.Load(Path.GetDirectoryName(Analyze(Path.Combine(dir, "k32.onnx")))!);
+        foreach (var layer in counts.Layers)
+            Assert.That(Array.FindLastIndex(layer.UnitsPerTokenHistogram, c => c > 0), Is.InRange(1, 32), $"{graph}: at most 32 active units per token");
+    }
+
+    [TestCase("opt.dynamo")]
+    [TestCase("llama.torchscript")]
+    [TestCase("gpt_cache.dynamo")]
+    public void EvaluateAndDeployableFoldersWorkOnDecoders(string graph)
+    {
+        string stats = Analyze(Model(graph));
+        string dir = Path.Combine(TestCorpus.TempDir(), "pruned");
+        var (exit, output, error) = Cli.Run("prune", "--model", Model(graph), "--stats", stats, "--keep-fraction", "0.75", "--eval-corpus", HookFixture.Corpus,
+            "--allow-stats-corpus", "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4", "--runs", "2", "--out", dir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        var evaluation = JsonSerializer.Deserialize<Pipeline.Evaluate.Evaluation>(File.ReadAllText(Path.Combine(dir, "evaluation.json")), ProjectJson.Options)!;
+        Assert.That(evaluation.UnitsPerLayer, Is.EqualTo(new[] { 192, 192 }));
+        Assert.That(evaluation.Predictions, Is.EqualTo(HookFixture.Load(Family(graph)).Tokens - 72), "one prediction per real token but the last of each window (72 windows)");
+        Assert.That(evaluation.Loss, Is.InRange(1.0, 4.0));
+        Assert.That(output, Does.Contain("| pruned | 192 / 192 |"));
+    }
+
+    [TestCase("bert.dynamo")]
+    [TestCase("bert.torchscript")]
+    public void EncodersAreAnalysedButNotScoredAsLanguageModels(string graph)
+    {
+        var (exit, _, error) = Cli.Run("evaluate", "--model", Model(graph), "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32", "--runs", "1");
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("is not a causal language model"));
+        Assert.That(error.Trim().Split('\n'), Has.Length.EqualTo(1));
+    }
+
+    [Test]
+    public void ExternalDataIsReadAndLargeModelsAreWrittenWithASideFile()
+    {
+        var inline = OnnxGraph.Load(Model("opt.dynamo"));
+        var external = OnnxGraph.Load(Model("opt.ext"));
+        Assert.That(ExternalData.Uses(external), Is.False, "side-file tensors are read in");
+        Assert.That(external.Graph.Initializer.Sum(t => (long)t.RawData.Length), Is.EqualTo(inline.Graph.Initializer.Sum(t => (long)t.RawData.Length)));
+
+        // Written with a small limit, the tensors go to model.onnx.data beside it, which ONNX Runtime and Load both read.
+        string dir = TestCorpus.TempDir();
+        string path = Path.Combine(dir, "model.onnx");
+        OnnxGraph.Save(external, path, inlineLimit: 10_000);
+        Assert.That(File.Exists(path + ".data"), Is.True);
+        Assert.That(new FileInfo(path).Length, Is.LessThan(new FileInfo(Model("opt.dynamo")).Length / 2));
+        var raw = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        Assert.That(raw.Graph.Initializer.Count(t => t.DataLocation == TensorProto.Types.DataLocation.External), Is.GreaterThan(5));
+        var probe = ProbeBatch.Random(256);
+        Assert.That(OrtRunner.Run(path, ("input_ids", probe.Ids, [2, 16]), ("attention_mask", probe.Mask, [2, 16]))["logits"].Floats,
+            Is.EqualTo(GraphCheck.Logits(inline, probe)).Within(1e-5f));
+        Assert.That(OnnxGraph.Load(path).Graph.Initializer.Select(t => t.RawData.Length), Is.EqualTo(external.Graph.Initializer.Select(t => t.RawData.Length)));
+    }
+
+    [Test]
+    public void ExternalDataThatIsMissingOrTruncatedIsAClearError()
+    {
+        string dir = TestCorpus.TempDir();
+        File.Copy(Model("opt.ext"), Path.Combine(dir, "opt.ext.onnx"));
+        var e = Assert.Throws<UserInputException>(() => OnnxGraph.Load(Path.Combine(dir, "opt.ext.onnx")))!;
+        Assert.That(e.Message, Does.Contain("external data file opt.ext.onnx.data").And.Contain("is missing"));
+        File.WriteAllBytes(Path.Combine(dir, "opt.ext.onnx.data"), new byte[100]);
+        Assert.That(Assert.Throws<UserInputException>(() => OnnxGraph.Load(Path.Combine(dir, "opt.ext.onnx")))!.Message, Does.Contain("truncated"));
+    }
+
+    [Test]
+    public void AnOpBetweenActivationAndDownProjectionIsRefusedByName()
+    {
+        // Squared ReLU (Primer): Relu → Pow → Mul(up) → down. The units are not the Relu's output: refuse.
+        var model = OnnxGraph.Load(Model("llama.torchscript"));
+        var relu = model.Graph.Node.First(n => n.OpType == "Relu");
+        string raw = relu.Output[0];
+        relu.Output[0] = raw + ".relu";
+        var exponent = OnnxGraph.FloatTensor("two", [], [2f]);
+        model.Graph.Initializer.Add(exponent);
+        model.Graph.Node.Insert(model.Graph.Node.IndexOf(relu) + 1, OnnxGraph.Node("Pow", "squared", [raw + ".relu", "two"], [raw]));
+        var e = Assert.Throws<UserInputException>(() => MlpSites.Find(model))!;
+        Assert.That(e.Message, Does.Contain("a Pow node ('squared') sits between the activation and its down-projection"));
+    }
+
+    [Test]
+    public void AGateOfAnotherTensorIsRefused()
+    {
+        // relu(gate(x)) * y where y is not a projection of x: not a gated MLP this tool understands.
+        var model = OnnxGraph.Load(Model("llama.dynamo"));
+        var mul = model.Graph.Node.First(n => n.OpType == "Mul" && n.Input.Contains(model.Graph.Node.First(r => r.OpType == "Relu").Output[0]));
+        var relu = model.Graph.Node.First(n => n.OpType == "Relu");
+        int other = mul.Input[0] == relu.Output[0] ? 1 : 0;
+        mul.Input[other] = relu.Input[0]; // relu(g) * g
+        Assert.That(Assert.Throws<UserInputException>(() => MlpSites.Find(model))!.Message, Does.Contain("a Mul node"));
+    }
+
+    [Test]
+    public void InputsTheToolCannotFeedAreRefusedByName()
+    {
+        var model = OnnxGraph.Load(Model("opt.torchscript"));
+        model.Graph.Input.Add(OnnxGraph.Value("pixel_values", TensorProto.Types.DataType.Float, "batch", 3));
+        var e = Assert.Throws<UserInputException>(() => GraphInputs.Bind(model))!;
+        Assert.That(e.Message, Does.StartWith("The model needs input 'pixel_values' (float [batch, 3])"));
+    }
+
+    [Test]
+    public void CacheInputsAreBoundToAnEmptyPast()
+    {
+        var (bound, inputs) = GraphInputs.Bind(OnnxGraph.Load(Model("gpt_cache.dynamo")));
+        Assert.That(GraphInputs.Required(bound).Select(i => i.Name), Is.EquivalentTo(new[] { "input_ids", "attention_mask" }));
+        Assert.That(inputs.HasAttentionMask, Is.True);
+        Assert.That(inputs.Computed, Does.Contain("position_ids = 0..T−1").And.Contain("past_key_values.1.value = empty (past length 0)"));
+    }
+
+    [Test]
+    public void VariantFoldersOfEncodersAreRefusedBeforeAnythingIsWritten()
+    {
+        string stats = Analyze(Model("bert.dynamo"));
+        string dir = Path.Combine(TestCorpus.TempDir(), "variant");
+        var (exit, _, error) = Cli.Run("topk", "--model", Model("bert.dynamo"), "--k", "32", "--eval-corpus", HookFixture.Corpus, "--tokenizer", "bytes",
+            "--seq-len", "32", "--out", dir);
+        Assert.That(exit, Is.EqualTo(2), error);
+        Assert.That(error, Does.Contain("not a causal language model"));
+        Assert.That(Directory.Exists(dir), Is.False);
+        Assert.That(File.Exists(stats), Is.True);
+    }
+}
