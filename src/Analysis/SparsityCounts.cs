@@ -14,8 +14,34 @@ namespace Sparsity.Analysis;
 /// <param name="MaxTokens">Token cap, or null for the whole corpus.</param>
 /// <param name="Shards">Shards included, as "i/n" (one for a single run, several after merge).</param>
 /// <param name="Producer">Tool and version.</param>
+/// <param name="ModelSha256">SHA-256 of the model file followed by its external data files; null in files written before 0.2.0.</param>
+/// <param name="CorpusFingerprint">The corpus as read: path, bytes and SHA-256 of its files.</param>
+/// <param name="TokenizerSha256">SHA-256 of the tokenizer spec's kind and the bytes of the files it names (the spec itself for built-in ones).</param>
 public sealed record AnalysisHeader(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, float Threshold,
-    long? MaxTokens, IReadOnlyList<string> Shards, string Producer);
+    long? MaxTokens, IReadOnlyList<string> Shards, string Producer,
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null)
+{
+    /// <summary>The shard count n of the runs merged here (all equal, <see cref="SparsityCounts.Merge"/> checks).</summary>
+    public int ShardCount => ParseShard(Shards[0]).Count;
+
+    /// <summary>Shard indices 0..n−1 not included here.</summary>
+    public IReadOnlyList<int> MissingShards()
+    {
+        var present = Shards.Select(s => ParseShard(s).Index).ToHashSet();
+        return Enumerable.Range(0, ShardCount).Where(i => !present.Contains(i)).ToList();
+    }
+
+    /// <summary>"i/n" → (i, n).</summary>
+    public static (int Index, int Count) ParseShard(string shard)
+    {
+        string[] parts = shard.Split('/');
+        return parts.Length == 2 && int.TryParse(parts[0], CultureInfo.InvariantCulture, out int i) && int.TryParse(parts[1], CultureInfo.InvariantCulture, out int n) && n > 0 && i >= 0 && i < n
+            ? (i, n) : throw new ArgumentException($"Shard '{shard}' is not i/n with 0 ≤ i < n.");
+    }
+}
+
+/// <summary>A corpus as it was read: its path as given, total bytes and SHA-256 over its files in reading order.</summary>
+public sealed record CorpusFingerprint(string Path, long Bytes, string Sha256);
 
 /// <summary>Exact integer counts of one layer (the state of a <see cref="LayerUnitUse"/>).</summary>
 public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensPerUnit, long[] UnitsPerTokenHistogram,
@@ -47,18 +73,35 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
         catch (JsonException e) { throw new ArgumentException($"{path} is not a valid counts file: {e.Message}"); }
     }
 
-    /// <summary>Adds runs of the same model and settings; refuses mismatches and repeated shards.</summary>
-    public static SparsityCounts Merge(IReadOnlyList<SparsityCounts> parts)
+    /// <summary>
+    /// Adds runs of the same model, corpus, tokenizer and settings. Refuses (naming the field and both values) inputs that
+    /// differ in any of them, in tool version or in shard count n; repeated or overlapping shards; inputs without provenance;
+    /// and missing shards unless <paramref name="allowPartial"/> (the merged header then lists the shards present).
+    /// A merge of merges equals the flat merge. <paramref name="names"/> name the inputs in messages.
+    /// </summary>
+    public static SparsityCounts Merge(IReadOnlyList<SparsityCounts> parts, bool allowPartial = false, IReadOnlyList<string>? names = null)
     {
         if (parts.Count == 0) throw new ArgumentException("Nothing to merge.");
+        string Name(int i) => names?[i] ?? $"input {i + 1}";
+        for (int i = 0; i < parts.Count; i++)
+            if (parts[i].Header.ModelSha256 == null || parts[i].Header.CorpusFingerprint == null || parts[i].Header.TokenizerSha256 == null)
+                throw new ArgumentException($"{Name(i)} records no provenance (model, corpus and tokenizer hashes; written before relu-sparsity 0.2.0): re-run analyze to merge it.");
         var first = parts[0].Header;
-        foreach (var p in parts.Skip(1))
+        for (int i = 1; i < parts.Count; i++)
         {
-            var h = p.Header;
-            if (h.Model != first.Model || h.SeqLen != first.SeqLen || h.BatchSize != first.BatchSize || h.Threshold != first.Threshold || h.Tokenizer != first.Tokenizer)
-                throw new ArgumentException($"Cannot merge runs with different settings: {Describe(first)} vs {Describe(h)}.");
-            if (p.Layers.Count != parts[0].Layers.Count || p.Layers.Zip(parts[0].Layers).Any(l => l.First.DFf != l.Second.DFf))
-                throw new ArgumentException("Cannot merge runs whose layers differ.");
+            var h = parts[i].Header;
+            foreach (var (field, a, b) in new (string, object?, object?)[]
+            {
+                ("model (SHA-256)", first.ModelSha256, h.ModelSha256), ("corpus (SHA-256)", first.CorpusFingerprint!.Sha256, h.CorpusFingerprint!.Sha256),
+                ("corpus size (bytes)", first.CorpusFingerprint.Bytes, h.CorpusFingerprint.Bytes), ("tokenizer", first.Tokenizer, h.Tokenizer),
+                ("tokenizer files (SHA-256)", first.TokenizerSha256, h.TokenizerSha256), ("seq_len", first.SeqLen, h.SeqLen), ("batch_size", first.BatchSize, h.BatchSize),
+                ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
+                ("shard count n", first.ShardCount, h.ShardCount),
+            })
+                if (!Equals(a, b))
+                    throw new ArgumentException($"Cannot merge: {field} differs between {Name(0)} ({a ?? "none"}) and {Name(i)} ({b ?? "none"}); only shards of one run belong together.");
+            if (parts[i].Layers.Count != parts[0].Layers.Count || parts[i].Layers.Zip(parts[0].Layers).Any(l => l.First.DFf != l.Second.DFf))
+                throw new ArgumentException($"Cannot merge: the layers of {Name(i)} differ from those of {Name(0)}.");
         }
         var shards = parts.SelectMany(p => p.Header.Shards).ToList();
         var repeated = shards.GroupBy(s => s).FirstOrDefault(g => g.Count() > 1);
@@ -70,10 +113,13 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
             foreach (var p in parts.Skip(1)) use.Merge(p.Layers[i].ToUse());
             return LayerCounts.From(l.Name, l.Index, use);
         }).ToList();
-        return new SparsityCounts(first with { Shards = shards.Order(StringComparer.Ordinal).ToList() }, layers);
+        var header = first with { Shards = shards.OrderBy(s => AnalysisHeader.ParseShard(s).Index).ToList() };
+        var missing = header.MissingShards();
+        if (missing.Count > 0 && !allowPartial)
+            throw new ArgumentException($"Shards {string.Join(", ", missing.Select(m => $"{m}/{header.ShardCount}"))} are missing: the merge would not cover the corpus. " +
+                                        "Add them, or pass --partial to merge what is here.");
+        return new SparsityCounts(header, layers);
     }
-
-    static string Describe(AnalysisHeader h) => $"model {h.Model}, seq_len {h.SeqLen}, batch_size {h.BatchSize}, threshold {h.Threshold}, tokenizer {h.Tokenizer}";
 
     /// <summary>
     /// Writes counts.json, stats.json and one layer_{i}.csv per layer into <paramref name="dir"/>;
@@ -114,7 +160,8 @@ public sealed record LayerStats(string Name, int Index, int DFf, double NonzeroF
 
 /// <summary>stats.json: what people and plots read. Derived from <see cref="SparsityCounts"/>, never merged itself.</summary>
 public sealed record SparsityStats(string Model, string Corpus, string Tokenizer, long Tokens, long Sequences, long Batches,
-    int SeqLen, int BatchSize, float Threshold, long? MaxTokens, IReadOnlyList<string> Shards, string Producer, IReadOnlyList<LayerStats> Layers)
+    int SeqLen, int BatchSize, float Threshold, long? MaxTokens, IReadOnlyList<string> Shards, string Producer, IReadOnlyList<LayerStats> Layers,
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null)
 {
     /// <summary>File name inside an analysis folder.</summary>
     public const string FileName = "stats.json";
@@ -148,6 +195,6 @@ public sealed record SparsityStats(string Model, string Corpus, string Tokenizer
         var any = counts.Layers.Count > 0 ? counts.Layers[0].ToUse() : null;
         var h = counts.Header;
         return new SparsityStats(h.Model, h.Corpus, h.Tokenizer, any?.Tokens ?? 0, any?.Sequences ?? 0, any?.Batches ?? 0,
-            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers);
+            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers, h.ModelSha256, h.CorpusFingerprint, h.TokenizerSha256);
     }
 }

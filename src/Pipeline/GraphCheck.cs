@@ -90,7 +90,7 @@ public static class GraphCheck
     static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
     {
         using var options = new SessionOptions { IntraOpNumThreads = 2, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var session = new InferenceSession(bound.ToByteArray(), options);
+        using var session = OrtSession.Open(bound, options);
         long[] shape = [batch.Batch, batch.SeqLen];
         using var ids = OrtValue.CreateTensorValueFromMemory(batch.Ids, shape);
         using var mask = OrtValue.CreateTensorValueFromMemory(batch.Mask, shape);

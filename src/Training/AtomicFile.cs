@@ -1,6 +1,9 @@
 namespace Sparsity.Training;
 
-/// <summary>Writes files under a temporary name and renames at the end, so no half-written output is ever left.</summary>
+/// <summary>
+/// Writes files under a temporary name and renames at the end, so no half-written output is ever left; a file written
+/// into an output folder joins its manifest (<see cref="OutputFolder.Adopt"/>).
+/// </summary>
 public static class AtomicFile
 {
     /// <summary>Runs <paramref name="write"/> on a temporary path beside <paramref name="path"/>, then moves it into place.</summary>
@@ -13,32 +16,11 @@ public static class AtomicFile
         {
             write(temp);
             File.Move(temp, full, overwrite: true);
+            OutputFolder.Adopt(full);
         }
         finally
         {
             if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
-
-    /// <summary>
-    /// Fills a folder under the temporary name <c>path.partial</c>, then replaces <paramref name="path"/> with it,
-    /// so an interrupted run never leaves a folder that looks complete.
-    /// </summary>
-    public static void WriteDirectory(string path, Action<string> write)
-    {
-        string partial = Path.GetFullPath(path).TrimEnd('/', '\\') + ".partial";
-        if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
-        Directory.CreateDirectory(partial);
-        try
-        {
-            write(partial);
-            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
-            Directory.Move(partial, path);
-        }
-        catch
-        {
-            if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
-            throw;
         }
     }
 

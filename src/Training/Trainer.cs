@@ -15,7 +15,7 @@ namespace Sparsity.Training;
 /// <param name="Tokenizer">Tokenizer for both corpora; its files are copied into the checkpoint.</param>
 /// <param name="TrainCorpus">Training documents (any format <see cref="TextDocuments"/> reads).</param>
 /// <param name="HeldOutCorpus">Held-out documents, never trained on.</param>
-/// <param name="OutDir">Checkpoint folder; written as OutDir.partial and renamed when complete.</param>
+/// <param name="OutDir">Checkpoint folder; written beside it and swapped in when complete (<see cref="OutputFolder"/>).</param>
 public sealed record TrainRequest(ModelConfig Model, TrainOptions Options, TextTokenizer Tokenizer,
     string TrainCorpus, string HeldOutCorpus, string OutDir);
 
@@ -34,11 +34,10 @@ public static class Trainer
         options.Validate();
         if (request.Tokenizer.VocabSize is int v && v > config.VocabSize)
             throw new UserInputException($"The tokenizer has {v} ids but the model's vocab_size is {config.VocabSize}.");
-        if (Directory.Exists(request.OutDir) && !File.Exists(Path.Combine(request.OutDir, Checkpoint.ConfigFile)))
-            throw new UserInputException($"{request.OutDir} exists and is not a checkpoint: choose another --out.");
+        OutputFolder.RequireWritable(request.OutDir, "train");
 
         TrainSummary? summary = null;
-        AtomicFile.WriteDirectory(request.OutDir, dir => summary = Train(request, dir, progress, cancel));
+        OutputFolder.Write(request.OutDir, "train", dir => summary = Train(request, dir, progress, cancel));
         return summary! with { OutDir = request.OutDir };
     }
 

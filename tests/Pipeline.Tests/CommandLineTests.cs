@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Sparsity.Pipeline;
+using Sparsity.Training;
 
 namespace Sparsity.Tests;
 
@@ -66,7 +67,7 @@ public class CommandLineTests
         Assert.That(exit, Is.EqualTo(0), error);
         Assert.That(output, Does.Contain("nonzero fraction"));
         Assert.That(Directory.GetFiles(outDir).Select(Path.GetFileName),
-            Is.EquivalentTo(new[] { "config.json", "model.safetensors", "sparsity.jsonl", "unit_death.json" }));
+            Is.EquivalentTo(new[] { "config.json", "model.safetensors", "sparsity.jsonl", "unit_death.json", OutputFolder.ManifestName }));
     }
 
     [TestCase(0, 3, 7, "3:07")]

@@ -174,6 +174,29 @@ public class ExternalGraphTests
         Assert.That(OrtRunner.Run(path, ("input_ids", probe.Ids, [2, 16]), ("attention_mask", probe.Mask, [2, 16]))["logits"].Floats,
             Is.EqualTo(GraphCheck.Logits(inline, probe)).Within(1e-5f));
         Assert.That(OnnxGraph.Load(path).Graph.Initializer.Select(t => t.RawData.Length), Is.EqualTo(external.Graph.Initializer.Select(t => t.RawData.Length)));
+
+        // Sessions on graphs too large for one protobuf message go through such a temporary copy.
+        using var options = new Microsoft.ML.OnnxRuntime.SessionOptions();
+        using var session = OrtSession.Open(external, options, inlineLimit: 10_000);
+        Assert.That(session.InputNames, Is.EqualTo(new[] { "input_ids", "attention_mask" }));
+    }
+
+    [Test]
+    public void FlattenedActivationsThatAreNotBatchMajorAreRefused()
+    {
+        // OPT flattens [batch, seq, d] to [batch·seq, d] before fc1; transposing to [seq, batch, d] first makes the rows seq-major.
+        var model = OnnxGraph.Load(Model("opt.torchscript"));
+        Assert.That(Pipeline.Analyze.AnalysisPlan.For(model, ["Relu"], 0f).Sites, Has.Count.EqualTo(2), "batch-major as exported");
+        var site = MlpSites.Find(model)[0];
+        var g = model.Graph;
+        var norm = g.Node.Single(n => n.Output.Contains(g.Node.Single(u => u.Name == site.Up.Node).Input[0]));
+        var flatten = g.Node.Single(n => n.Output.Contains(norm.Input[0]));
+        Assert.That(flatten.OpType, Is.EqualTo("Reshape"));
+        string hidden = flatten.Input[0];
+        g.Node.Insert(g.Node.IndexOf(flatten), OnnxGraph.Node("Transpose", "seq_major", [hidden], [hidden + ".seq_major"], OnnxGraph.Ints("perm", 1, 0, 2)));
+        flatten.Input[0] = hidden + ".seq_major";
+        var e = Assert.Throws<UserInputException>(() => Pipeline.Analyze.AnalysisPlan.For(model, ["Relu"], 0f))!;
+        Assert.That(e.Message, Does.StartWith("Layer 0 (").And.Contain("not batch-major"));
     }
 
     [Test]

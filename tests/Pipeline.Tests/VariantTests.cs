@@ -152,7 +152,7 @@ public class VariantTests
         (exit, _, error) = Cli.Run("prune", "--model", model, "--stats", Path.Combine(statsDir, "stats.json"), "--dead-only", "--out", outDir,
             "--eval-corpus", corpus, "--allow-stats-corpus", "--tokenizer", "bytes", "--seq-len", "16", "--runs", "2");
         Assert.That(exit, Is.EqualTo(0), error);
-        Assert.That(Directory.GetFiles(outDir).Select(Path.GetFileName), Is.EquivalentTo(new[] { "model.onnx", "model.mlp.json", "mask.json", "evaluation.json", "README.md" }));
+        Assert.That(Directory.GetFiles(outDir).Select(Path.GetFileName), Is.EquivalentTo(new[] { "model.onnx", "model.mlp.json", "mask.json", "evaluation.json", "README.md", OutputFolder.ManifestName }));
         Assert.That(File.ReadAllText(Path.Combine(outDir, "README.md")), Does.Contain("relu-sparsity prune --model"));
 
         string topDir = Path.Combine(TestCorpus.TempDir(), "topk");

@@ -25,7 +25,7 @@ public sealed record AnalysisProgress(long Tokens, long Batches, long Documents,
 /// </summary>
 public static class Analyzer
 {
-    /// <summary>Runs the analysis and writes counts.json, stats.json and the layer CSVs into OutDir (atomically, via OutDir.partial).</summary>
+    /// <summary>Runs the analysis and writes counts.json, stats.json and the layer CSVs into OutDir (swapped in when complete, <see cref="OutputFolder"/>).</summary>
     public static SparsityStats Run(AnalysisRequest r, IProgress<AnalysisProgress>? progress = null, CancellationToken cancel = default)
     {
         if (r.SeqLen < 1 || r.BatchSize < 1) throw new UserInputException("--seq-len and --batch-size must be at least 1.");
@@ -46,7 +46,7 @@ public static class Analyzer
         if (totalDocuments == 0) throw new UserInputException($"The corpus {r.Corpus} holds no documents.");
 
         SparsityStats? stats = null;
-        AtomicFile.WriteDirectory(r.OutDir, dir =>
+        OutputFolder.Write(r.OutDir, "analyze", dir =>
         {
             // The plan's graph outputs only what the analysis reads: ONNX Runtime then skips the rest
             // (for a language model, the vocabulary projection, as costly here as all four MLPs).
@@ -71,7 +71,7 @@ public static class Analyzer
             if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
-                [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer);
+                [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer));
             var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i])).ToList());
             counts.Write(dir);
             stats = SparsityStats.From(counts);

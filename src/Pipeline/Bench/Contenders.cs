@@ -83,7 +83,7 @@ public static class Contenders
         public OrtLoop(Onnx.ModelProto model, TokenBatches data, int threads, IReadOnlyList<(string Name, long[] Shape)> outputs)
         {
             _options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
-            _session = new InferenceSession(model.ToByteArray(), _options);
+            _session = OrtSession.Open(model, _options);
             long[] shape = [data.BatchSize, data.SeqLen];
             _ids = new long[data.BatchSize * data.SeqLen];
             _mask = new long[_ids.Length];

@@ -46,14 +46,18 @@ public static class AnalyzeCommands
     {
         var inputs = new Option<string[]>("--inputs") { Description = "Analysis folders (shards) to combine.", Required = true, AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for the merged stats.json, counts.json and CSVs.", Required = true };
-        var command = new Command("merge", "Add the exact counts of analysis shards: the result equals one run over all their batches.") { inputs, outDir };
+        var partial = new Option<bool>("--partial") { Description = "Merge although some shards i/n are missing (the output lists the shards it covers)." };
+        var command = new Command("merge", "Add the exact counts of analysis shards: the result equals one run over all their batches.") { inputs, outDir, partial };
         command.SetAction(parse =>
         {
             SparsityCounts merged;
-            try { merged = SparsityCounts.Merge(parse.GetValue(inputs)!.Select(SparsityCounts.Load).ToList()); }
+            var folders = parse.GetValue(inputs)!;
+            try { merged = SparsityCounts.Merge(folders.Select(SparsityCounts.Load).ToList(), parse.GetValue(partial), folders); }
             catch (ArgumentException e) { throw new UserInputException(e.Message); }
             string dir = parse.GetValue(outDir)!;
-            AtomicFile.WriteDirectory(dir, merged.Write);
+            OutputFolder.Write(dir, "merge", merged.Write);
+            if (merged.Header.MissingShards() is { Count: > 0 } missing)
+                output.WriteLine($"Partial merge: shards {string.Join(", ", missing.Select(m => $"{m}/{merged.Header.ShardCount}"))} are missing; the statistics cover {merged.Header.Shards.Count} of {merged.Header.ShardCount} shards.");
             PrintSummary(output, SparsityStats.From(merged), dir);
             return 0;
         });

@@ -45,12 +45,12 @@ public static class BenchCommand
         };
         command.SetAction((parse, cancel) =>
         {
-            CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-            string dir = parse.GetValue(outDir)!, ckpt = parse.GetValue(checkpoint)!, text = parse.GetValue(corpus)!, tok = parse.GetValue(tokenizer)!;
+            string outFolder = parse.GetValue(outDir)!, ckpt = parse.GetValue(checkpoint)!, text = parse.GetValue(corpus)!, tok = parse.GetValue(tokenizer)!;
             int T = parse.GetValue(seqLen), B = parse.GetValue(batch), n = parse.GetValue(threads), R = Math.Max(1, parse.GetValue(repeats));
             if (!File.Exists(Path.Combine(ckpt, Checkpoint.WeightsFile))) throw new UserInputException($"{ckpt} has no {Checkpoint.WeightsFile}: pass a checkpoint folder written by `train`.");
             if (!File.Exists(text)) throw new UserInputException($"{text} does not exist.");
-            Directory.CreateDirectory(dir);
+            OutputFolder.Write(outFolder, "bench", dir =>
+            {
             string work = Path.Combine(dir, "work");
             Directory.CreateDirectory(work);
 
@@ -86,6 +86,7 @@ public static class BenchCommand
                 ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n)),
                 ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true))),
                 ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies))),
+                ($"analyze (any graph) {k}×", $"`analyze` (any graph) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-graph-large", copies))),
             };
             var seconds = contenders.ToDictionary(c => c.Name, _ => new List<double>());
             for (int r = 0; r <= R; r++)
@@ -138,7 +139,8 @@ public static class BenchCommand
                 python = pythonNote,
             }, ProjectJson.Options));
             output.WriteLine(md);
-            output.WriteLine($"Wrote {Path.Combine(dir, "bench.md")} and bench.json.");
+            });
+            output.WriteLine($"Wrote {Path.Combine(outFolder, "bench.md")} and bench.json.");
             return Task.FromResult(0);
         });
         return command;
@@ -192,13 +194,13 @@ public static class BenchCommand
         var md = new StringBuilder();
         var bare = timings.First(t => t.Contender == "bare forward");
         var tokenize = timings.First(t => t.Contender == "tokenize");
-        md.AppendLine($"Machine: {MachineDescription.WithRuntimes()}. {data.Tokens:N0} tokens, batches of {data.BatchSize} × {data.SeqLen}, {threads} threads everywhere, median of {repeats} repeats after a warm-up (min–max in brackets).").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Machine: {MachineDescription.WithRuntimes()}. {data.Tokens:N0} tokens, batches of {data.BatchSize} × {data.SeqLen}, {threads} threads everywhere, median of {repeats} repeats after a warm-up (min–max in brackets).").AppendLine();
         md.AppendLine("| contender | what it runs | median s | min–max s | tokens/s | × bare forward (same tokens) | × (bare forward + tokenize) |");
         md.AppendLine("|---|---|---:|---:|---:|---:|---:|");
         foreach (var t in timings)
         {
             var reference = timings.FirstOrDefault(b => b.Contender.StartsWith("bare forward") && b.Tokens == t.Tokens) ?? bare; // the bare forward on the same tokens
-            md.AppendLine($"| {t.Contender} | {t.What} | {t.Median:0.000} | {t.Seconds.Min():0.000}–{t.Seconds.Max():0.000} | {t.TokensPerSecond:N0} | {t.Median / reference.Median:0.00} | {(t.Tokens == data.Tokens ? (t.Median / (bare.Median + tokenize.Median)).ToString("0.00") : "")} |");
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {t.Contender} | {t.What} | {t.Median:0.000} | {t.Seconds.Min():0.000}–{t.Seconds.Max():0.000} | {t.TokensPerSecond:N0} | {t.Median / reference.Median:0.00} | {(t.Tokens == data.Tokens ? (t.Median / (bare.Median + tokenize.Median)).ToString("0.00") : "")} |");
         }
         md.AppendLine();
         if (pythonNote != null) md.AppendLine(pythonNote).AppendLine();
@@ -206,18 +208,18 @@ public static class BenchCommand
         md.AppendLine("| contender | tokens | active pairs per layer | units/token L0, last | units/batch L0, last |");
         md.AppendLine("|---|---:|---|---|---|");
         foreach (var a in agreement)
-            md.AppendLine($"| {a.Contender} | {a.Tokens:N0} | {string.Join(" / ", a.ActivePairs.Select(x => x.ToString("N0")))} | {a.PerTokenMean[0]:0.000}, {a.PerTokenMean[^1]:0.000} | {a.PerBatchMean[0]:0.00}, {a.PerBatchMean[^1]:0.00} |");
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {a.Contender} | {a.Tokens:N0} | {string.Join(" / ", a.ActivePairs.Select(x => x.ToString("N0", CultureInfo.InvariantCulture)))} | {a.PerTokenMean[0]:0.000}, {a.PerTokenMean[^1]:0.000} | {a.PerBatchMean[0]:0.00}, {a.PerBatchMean[^1]:0.00} |");
         md.AppendLine();
         md.AppendLine("Peak resident memory of `analyze` (dense model, child process, VmHWM):").AppendLine();
         md.AppendLine("| corpus | tokens | peak RSS MB | wall s | ratio to 1× |");
         md.AppendLine("|---|---:|---:|---:|---:|");
-        foreach (var m in memory) md.AppendLine($"| {m.Label} | {m.Tokens:N0} | {m.Peak / 1e6:0.0} | {m.Elapsed.TotalSeconds:0.00} | {(double)m.Peak / memory[0].Peak:0.00} |");
+        foreach (var m in memory) md.AppendLine(CultureInfo.InvariantCulture, $"| {m.Label} | {m.Tokens:N0} | {m.Peak / 1e6:0.0} | {m.Elapsed.TotalSeconds:0.00} | {(double)m.Peak / memory[0].Peak:0.00} |");
         md.AppendLine();
         md.AppendLine("Latency of deployable variants (`evaluate`: logits only, one batch, 30 timed runs after 3 warm-ups):").AppendLine();
         md.AppendLine("| variant | units per layer | median ms | p10–p90 ms | × dense | held-out loss |");
         md.AppendLine("|---|---|---:|---:|---:|---:|");
         foreach (var (name, e) in latency)
-            md.AppendLine($"| {name} | {string.Join(" / ", e.UnitsPerLayer)} | {e.MedianMsPerBatch:0.00} | {e.P10MsPerBatch:0.00}–{e.P90MsPerBatch:0.00} | {e.MedianMsPerBatch / latency[0].E.MedianMsPerBatch:0.00} | {e.Loss:0.0000} |");
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {string.Join(" / ", e.UnitsPerLayer)} | {e.MedianMsPerBatch:0.00} | {e.P10MsPerBatch:0.00}–{e.P90MsPerBatch:0.00} | {e.MedianMsPerBatch / latency[0].E.MedianMsPerBatch:0.00} | {e.Loss:0.0000} |");
         return md.ToString();
     }
 }

@@ -28,7 +28,6 @@ public static class ExperimentCommand
         };
         command.SetAction((parse, cancel) =>
         {
-            CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
             var recipe = Preset.Load(parse.GetValue(preset)!);
             var tok = TextTokenizer.FromSpec(parse.GetValue(tokenizer)!);
             foreach (var path in new[] { parse.GetValue(corpus)!, parse.GetValue(heldOut)! })
@@ -71,12 +70,12 @@ public static class ExperimentCommand
     {
         var md = new StringBuilder();
         md.AppendLine("# Reproducing the papers' findings").AppendLine();
-        md.AppendLine($"Each section was written by `relu-sparsity experiment NAME` from its own training runs; nothing here is copied from elsewhere. " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"Each section was written by `relu-sparsity experiment NAME` from its own training runs; nothing here is copied from elsewhere. " +
                       $"Base recipe: the `{s.PresetName}` preset ({s.Model.Layers} layers, d_model {s.Model.DModel}, d_ff {s.Model.DFf}, seq_len {s.Model.SeqLen}, " +
                       $"{s.Training.Steps} steps of {s.Training.BatchSize} windows, seed {s.Training.Seed}); training text `{s.TrainCorpus}`, held-out text `{s.HeldOutCorpus}`, " +
                       $"tokenizer `{s.Tokenizer}`. All runs: `dotnet cake --target=Experiments`.").AppendLine();
         var present = Experiment.All.Where(e => File.Exists(Path.Combine(figures.Dir, e.Name + ".md"))).ToList();
-        foreach (var e in present) md.AppendLine($"- [{e.Title}](#{Anchor(e.Title)})");
+        foreach (var e in present) md.AppendLine(CultureInfo.InvariantCulture, $"- [{e.Title}](#{Anchor(e.Title)})");
         md.AppendLine();
         foreach (var e in present) md.AppendLine(File.ReadAllText(Path.Combine(figures.Dir, e.Name + ".md")));
         return md.ToString();

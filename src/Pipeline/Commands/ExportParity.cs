@@ -27,7 +27,8 @@ static class ExportParity
         using (var logits = model.forward(input))
             expected = logits.data<float>().ToArray();
 
-        using var session = new InferenceSession(proto.ToByteArray());
+        using var options = new SessionOptions();
+        using var session = OrtSession.Open(proto, options);
         using var value = OrtValue.CreateTensorValueFromMemory(ids, new long[] { batch, seq });
         using var runOptions = new RunOptions();
         using var results = session.Run(runOptions, ["input_ids"], [value], ["logits"]);

@@ -52,7 +52,7 @@ public static class VariantCommands
             string table = Variants.Table([(e.Model, e)]);
             output.WriteLine(table);
             if (p.GetValue(outDir) is string dir)
-                AtomicFile.WriteDirectory(dir, d =>
+                OutputFolder.Write(dir, "evaluate", d =>
                 {
                     File.WriteAllText(Path.Combine(d, "evaluation.json"), JsonSerializer.Serialize(e, ProjectJson.Options));
                     File.WriteAllText(Path.Combine(d, "evaluation.md"), table);
@@ -81,6 +81,7 @@ public static class VariantCommands
         command.SetAction(p =>
         {
             var (proto, sites) = ExportCommands.LoadSites(p, model, activation);
+            if (p.GetValue(stats) is string statsFile) RequireStatsOf(statsFile, p.GetValue(model)!);
             var unitMask = BuildMask(p, mask, stats, deadOnly, minFrequency, keepFraction, flopReduction);
             var (pruned, prunedSites, report) = Surgery.Prune(proto, sites, unitMask);
             output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)} ({unitMask.Rule})");
@@ -99,11 +100,13 @@ public static class VariantCommands
                 output.WriteLine($"Wrote {path}");
                 return 0;
             }
+            OutputFolder.RequireWritable(path, "prune");
             var request = eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) };
             if (p.GetValue(stats) is string statsPath && !p.GetValue(allowStatsCorpus) && SameFile(StatsCorpus(statsPath), request.Corpus))
                 throw new UserInputException($"--eval-corpus is the text the statistics came from ({request.Corpus}): evaluate on held-out text, or pass --allow-stats-corpus.");
             var reference = Evaluator.Run(request);
-            var result = Variants.Write(path, pruned, $"Pruned {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, unitMask);
+            Evaluation result = null!;
+            OutputFolder.Write(path, "prune", dir => result = Variants.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, unitMask));
             output.WriteLine(Variants.Table([("input model", reference), ("pruned", result)]));
             output.WriteLine($"Wrote {path}/ (model.onnx, mask.json, evaluation.json, README.md)");
             return 0;
@@ -142,21 +145,25 @@ public static class VariantCommands
                 output.WriteLine($"Top-k ({variants[0].Name}) inserted in {sites.Count} layers. Wrote {path}");
                 return 0;
             }
+            OutputFolder.RequireWritable(path, "topk");
             var built = variants.Select(v => (Variant: v, Model: Surgery.InsertTopK(proto, sites, v.Ks))).ToList(); // every k checked before any long work
             foreach (var (v, m) in built) GraphCheck.Verify(m, $"Top-k graph ({v.Name})", Probe(proto), reference: sites.All(s => v.Ks[v.Ks.Count == 1 ? 0 : s.Layer] == s.DFf) ? proto : null);
             var request = eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) };
             var reference = Evaluator.Run(request);
             var rows = new List<(string, Evaluation)> { ("dense", reference) };
-            Directory.CreateDirectory(path);
-            foreach (var (v, topKModel) in built)
+            string table = "";
+            OutputFolder.Write(path, "topk", dir =>
             {
-                var e = Variants.Write(Path.Combine(path, v.Folder), topKModel, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
-                rows.Add((v.Name, e));
-                output.WriteLine($"{v.Name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
-            }
-            string table = Variants.Table(rows);
-            AtomicFile.WriteAllText(Path.Combine(path, "topk.md"), "# Top-k variants\n\n" + table);
-            AtomicFile.WriteAllText(Path.Combine(path, "topk.json"), JsonSerializer.Serialize(rows.Select(r => new { variant = r.Item1, evaluation = r.Item2 }), ProjectJson.Options));
+                foreach (var (v, topKModel) in built)
+                {
+                    var e = Variants.Write(Path.Combine(dir, v.Folder), topKModel, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
+                    rows.Add((v.Name, e));
+                    output.WriteLine($"{v.Name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
+                }
+                table = Variants.Table(rows);
+                File.WriteAllText(Path.Combine(dir, "topk.md"), "# Top-k variants\n\n" + table);
+                File.WriteAllText(Path.Combine(dir, "topk.json"), JsonSerializer.Serialize(rows.Select(r => new { variant = r.Item1, evaluation = r.Item2 }), ProjectJson.Options));
+            });
             output.WriteLine(table);
             return 0;
         });
@@ -182,6 +189,16 @@ public static class VariantCommands
         {
             throw new UserInputException(e.Message);
         }
+    }
+
+    // A mask from another model's statistics would remove the wrong units: the stats record the model's SHA-256.
+    static void RequireStatsOf(string statsPath, string modelPath)
+    {
+        SparsityStats s;
+        try { s = SparsityStats.Load(statsPath); }
+        catch (ArgumentException e) { throw new UserInputException(e.Message); }
+        if (s.ModelSha256 != null && s.ModelSha256 != Provenance.ModelSha256(modelPath))
+            throw new UserInputException($"{statsPath} describes another model ({s.Model}, SHA-256 {s.ModelSha256[..12]}…), not {modelPath}: analyze this model first.");
     }
 
     // A probe batch of seeded ids for checking that a written graph loads and runs.

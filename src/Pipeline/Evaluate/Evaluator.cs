@@ -40,7 +40,7 @@ public static class Evaluator
         bool needsMask = inputs.HasAttentionMask;
 
         using var options = new SessionOptions { IntraOpNumThreads = r.Threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
-        using var session = new InferenceSession(deployed.ToByteArray(), options);
+        using var session = OrtSession.Open(deployed, options);
         var clean = new NextTokenQuality();
         var noisy = new NextTokenQuality();
         var random = new Random(r.Seed);

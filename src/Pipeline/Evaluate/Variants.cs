@@ -15,26 +15,23 @@ namespace Sparsity.Pipeline.Evaluate;
 /// </summary>
 public static class Variants
 {
-    /// <summary>Writes one variant folder atomically and returns its evaluation.</summary>
+    /// <summary>Writes one variant into <paramref name="dir"/> (a folder being written by <see cref="OutputFolder.Write"/>) and returns its evaluation.</summary>
     public static Evaluation Write(string dir, ModelProto model, string title, string command, EvaluationRequest evaluation,
         Evaluation reference, UnitMask? mask)
     {
-        Evaluation? result = null;
-        AtomicFile.WriteDirectory(dir, partial =>
-        {
-            string path = Path.Combine(partial, "model.onnx");
-            var deployed = OnnxGraph.WithOnlyOutput(model, GraphInputs.LogitsOutput(model)?.Name ?? "logits");
-            OnnxGraph.Save(deployed, path);
-            MlpSidecar.Write(path, MlpSites.Find(deployed, evaluation.Activations ?? ["Relu"]));
-            if (mask != null) File.WriteAllText(Path.Combine(partial, "mask.json"), mask.ToJson());
-            var tokenizer = TextTokenizer.FromSpec(evaluation.Tokenizer);
-            foreach (string file in tokenizer.Files) File.Copy(file, Path.Combine(partial, Path.GetFileName(file)));
-            string spec = tokenizer.Files.Count == 0 ? tokenizer.Spec : tokenizer.Spec.Split(':')[0] + ":" + string.Join(',', tokenizer.Files.Select(Path.GetFileName));
-            result = Evaluator.Run(evaluation with { Model = path });
-            File.WriteAllText(Path.Combine(partial, "evaluation.json"), JsonSerializer.Serialize(result, ProjectJson.Options));
-            File.WriteAllText(Path.Combine(partial, "README.md"), ModelCard(title, command, spec, mask, [("reference", reference), (title, result)]));
-        });
-        return result!;
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, "model.onnx");
+        var deployed = OnnxGraph.WithOnlyOutput(model, GraphInputs.LogitsOutput(model)?.Name ?? "logits");
+        OnnxGraph.Save(deployed, path);
+        MlpSidecar.Write(path, MlpSites.Find(deployed, evaluation.Activations ?? ["Relu"]));
+        if (mask != null) File.WriteAllText(Path.Combine(dir, "mask.json"), mask.ToJson());
+        var tokenizer = TextTokenizer.FromSpec(evaluation.Tokenizer);
+        foreach (string file in tokenizer.Files) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+        string spec = tokenizer.Files.Count == 0 ? tokenizer.Spec : tokenizer.Spec.Split(':')[0] + ":" + string.Join(',', tokenizer.Files.Select(Path.GetFileName));
+        var result = Evaluator.Run(evaluation with { Model = path });
+        File.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(result, ProjectJson.Options));
+        File.WriteAllText(Path.Combine(dir, "README.md"), ModelCard(title, command, spec, mask, [("reference", reference), (title, result)]));
+        return result;
     }
 
     /// <summary>A Markdown table comparing evaluations; ratios are against the first row.</summary>
@@ -54,10 +51,10 @@ public static class Variants
     static string ModelCard(string title, string command, string tokenizer, UnitMask? mask, IReadOnlyList<(string, Evaluation)> rows)
     {
         var md = new StringBuilder();
-        md.AppendLine($"# {title}").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"# {title}").AppendLine();
         md.AppendLine("ONNX language model (`model.onnx`, input `input_ids` int64 [batch, seq], output `logits`), written by relu-sparsity.").AppendLine();
-        md.AppendLine($"Tokenizer: `{tokenizer}` (files in this folder).").AppendLine();
-        if (mask != null) md.AppendLine($"Units kept per layer: {string.Join(" / ", mask.Layers.Select(l => $"{l.Kept.Length} of {l.DFf}"))}; rule: {mask.Rule}; statistics from {mask.Source} (`mask.json`).").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Tokenizer: `{tokenizer}` (files in this folder).").AppendLine();
+        if (mask != null) md.AppendLine(CultureInfo.InvariantCulture, $"Units kept per layer: {string.Join(" / ", mask.Layers.Select(l => $"{l.Kept.Length} of {l.DFf}"))}; rule: {mask.Rule}; statistics from {mask.Source} (`mask.json`).").AppendLine();
         md.AppendLine("Made with:").AppendLine().AppendLine("```").AppendLine(command).AppendLine("```").AppendLine();
         md.AppendLine("## Measured").AppendLine().AppendLine(Table(rows));
         return md.ToString();

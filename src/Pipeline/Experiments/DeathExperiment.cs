@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using Sparsity.Pipeline.Report;
 using static Sparsity.Pipeline.Experiments.Md;
@@ -44,7 +45,7 @@ public static class DeathExperiment
 
         md.AppendLine("**What the runs show.**").AppendLine();
         int died = death.Layers.Sum(l => l.DeathStep.Count(d => d != null));
-        md.AppendLine($"- {died} of {death.Layers.Sum(l => l.DFf)} units died before the end of the base run ({Layers(death.Layers.Select(l => (double)l.DeathStep.Count(d => d != null)), "0")} per layer); " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"- {died} of {death.Layers.Sum(l => l.DFf)} units died before the end of the base run ({Layers(death.Layers.Select(l => (double)l.DeathStep.Count(d => d != null)), "0")} per layer); " +
                       $"{death.Layers.Sum(l => l.NeverActive)} were never active. Layer 0 loses {death.Layers[0].DeathStep.Count(d => d != null)}.");
         foreach (var m in masked)
         {

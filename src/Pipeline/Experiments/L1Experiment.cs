@@ -28,9 +28,9 @@ public static class L1Experiment
 
         md.AppendLine("**What the runs show.**").AppendLine();
         var strongest = runs[^1].Run;
-        md.AppendLine($"- The nonzero fraction falls from {F(runs[0].Run.MeanNonzeroFraction)} (λ = 0) to {F(strongest.MeanNonzeroFraction)} (λ = {F(runs[^1].Lambda, "0.###")}), " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"- The nonzero fraction falls from {F(runs[0].Run.MeanNonzeroFraction)} (λ = 0) to {F(strongest.MeanNonzeroFraction)} (λ = {F(runs[^1].Lambda, "0.###")}), " +
                       $"with the held-out loss changing by {SignedPct((strongest.Evaluation.Loss - d.Loss) / d.Loss)}.");
-        md.AppendLine($"- ECE goes {string.Join(" → ", runs.Select(r => Pct(r.Run.Evaluation.ExpectedCalibrationError)))} across λ. Li et al. (Table C.1) saw L1 make T5 sparser with calibration " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"- ECE goes {string.Join(" → ", runs.Select(r => Pct(r.Run.Evaluation.ExpectedCalibrationError)))} across λ. Li et al. (Table C.1) saw L1 make T5 sparser with calibration " +
                       $"improving like Top-k; here ECE {(runs.Skip(1).Any(r => r.Run.Evaluation.ExpectedCalibrationError < d.ExpectedCalibrationError - EceResolution) ? "improves (by more than 0.05 percentage points) for some λ" : "does not improve by more than 0.05 percentage points at any λ")}.");
         return md.ToString();
     }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using Sparsity.Analysis;
 using Sparsity.Pipeline.Report;
@@ -25,7 +26,7 @@ public static class LayerPatternExperiment
 
         var first = run.Log.First(e => e.Layers != null);
         var last = run.Log.Last(e => e.Layers != null);
-        md.AppendLine($"The same measures on the training batch ({last.BatchSize} windows) at step {first.Step} and at step {last.Step}, from `sparsity.jsonl`:").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"The same measures on the training batch ({last.BatchSize} windows) at step {first.Step} and at step {last.Step}, from `sparsity.jsonl`:").AppendLine();
         md.AppendLine(Table(["layer", $"per token, step {first.Step}", $"per batch, step {first.Step}", $"per token, step {last.Step}", $"per batch, step {last.Step}"],
             Enumerable.Range(0, last.Layers!.Count).Select(l => (IReadOnlyList<string>)[l.ToString(), F(first.Layers![l].PerTokenUnitsMean, "0.0"), F(first.Layers![l].PerBatchUnitsMean, "0.0"),
                 F(last.Layers![l].PerTokenUnitsMean, "0.0"), F(last.Layers![l].PerBatchUnitsMean, "0.0")])));

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using ScottPlot;
 using Sparsity.Export;
@@ -35,7 +36,7 @@ public static class TopKExperiment
 
         var d = baseRun.Evaluation;
         var md = new StringBuilder();
-        md.AppendLine($"Trained: the {s.PresetName} recipe with Top-k in every MLP from step 0 (same seed and data). Applied: the dense base run's ONNX export with a TopK inserted after each ReLU, no retraining. " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"Trained: the {s.PresetName} recipe with Top-k in every MLP from step 0 (same seed and data). Applied: the dense base run's ONNX export with a TopK inserted after each ReLU, no retraining. " +
                       $"Held-out text, windows of {s.Model.SeqLen}; noisy accuracy replaces 10 % of input tokens with random ids. d_ff = {s.Model.DFf}.").AppendLine();
         var rows = new List<IReadOnlyList<string>> { Row("dense (no Top-k)", "", d, d) };
         for (int i = 0; i < ks.Length; i++)
@@ -51,13 +52,13 @@ public static class TopKExperiment
         {
             var t = trained[i].Evaluation;
             var a = applied[i];
-            md.AppendLine($"- k = {ks[i]}: trained {F(t.Loss, "0.0000")} against applied {F(a.Loss, "0.0000")} (dense {F(d.Loss, "0.0000")}); " +
+            md.AppendLine(CultureInfo.InvariantCulture, $"- k = {ks[i]}: trained {F(t.Loss, "0.0000")} against applied {F(a.Loss, "0.0000")} (dense {F(d.Loss, "0.0000")}); " +
                           $"ECE trained {Pct(t.ExpectedCalibrationError)}, applied {Pct(a.ExpectedCalibrationError)}, dense {Pct(d.ExpectedCalibrationError)}; " +
                           $"noisy accuracy trained {Pct(t.NoisyAccuracy)}, applied {Pct(a.NoisyAccuracy)}, dense {Pct(d.NoisyAccuracy)}.");
         }
         bool trainedBetter = ks.Select((_, i) => trained[i].Evaluation.Loss < applied[i].Loss).All(b => b);
         int calibrated = ks.Select((_, i) => trained[i].Evaluation.ExpectedCalibrationError < d.ExpectedCalibrationError - EceResolution).Count(b => b);
-        md.AppendLine($"- Training with Top-k {(trainedBetter ? "beats" : "does not always beat")} applying it afterwards on loss at every k. " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"- Training with Top-k {(trainedBetter ? "beats" : "does not always beat")} applying it afterwards on loss at every k. " +
                       $"Li et al. found trained Top-k as accurate as dense and better calibrated; here trained Top-k is better calibrated than dense (by more than 0.05 percentage points) at {calibrated} of {ks.Length} k.");
         return md.ToString();
 

@@ -46,7 +46,7 @@ public static class WidthExperiment
 
         var all = fits[0];
         md.AppendLine("**What the runs show.**").AppendLine();
-        md.AppendLine($"- The nonzero fraction goes {F(runs[0].MeanNonzeroFraction)} → {F(runs[^1].MeanNonzeroFraction)} from d_ff {n[0]} to {n[^1]}: " +
+        md.AppendLine(CultureInfo.InvariantCulture, $"- The nonzero fraction goes {F(runs[0].MeanNonzeroFraction)} → {F(runs[^1].MeanNonzeroFraction)} from d_ff {n[0]} to {n[^1]}: " +
                       $"{(runs[^1].MeanNonzeroFraction < runs[0].MeanNonzeroFraction ? "wider layers are sparser in percentage" : "wider layers are not sparser in percentage")}, " +
                       $"while the count goes {F(mean[0], "0.0")} → {F(mean[^1], "0.0")} units ({(mean[^1] > mean[0] ? "denser in count" : "not denser in count")}); Li et al. Fig. 4 report both.");
         md.AppendLine($"- Power law: count ≈ {F(all.Power.C)}·n^{F(all.Power.Exponent)} (R² {F(all.Power.RSquared, "0.0000")}). The blog's law: count ≈ {F(all.Sqrt.C)}·√n " +

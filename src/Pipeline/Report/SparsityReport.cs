@@ -36,7 +36,7 @@ public static class SparsityReport
 
         var md = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        md.AppendLine($"# MLP activation sparsity of {stats.Model}").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"# MLP activation sparsity of {stats.Model}").AppendLine();
         md.AppendLine(inv, $"Corpus `{stats.Corpus}` ({stats.Tokens:N0} tokens, {stats.Sequences:N0} windows of ≤ {stats.SeqLen} tokens, {stats.Batches:N0} batches of {stats.BatchSize} windows), tokenizer `{stats.Tokenizer}`, ");
         md.AppendLine(inv, $"a unit is active when its activation exceeds {stats.Threshold}. Shards: {string.Join(", ", stats.Shards)}. Written by {stats.Producer}.").AppendLine();
         md.AppendLine("| layer | d_ff | nonzero fraction | units / token | units / sequence | units / batch | ever active | dead | down-proj. FLOPs saved |");
@@ -60,7 +60,7 @@ public static class SparsityReport
         if (log != null)
         {
             Save(analysisDir, "training_trajectory.png", Trajectory(log));
-            md.AppendLine("## Training trajectory").AppendLine().AppendLine($"Nonzero fraction per layer on the training batch, from `{Path.Combine(checkpointDir!, Checkpoint.LogFile)}` (Li et al. Fig. 1).").AppendLine();
+            md.AppendLine("## Training trajectory").AppendLine().AppendLine(CultureInfo.InvariantCulture, $"Nonzero fraction per layer on the training batch, from `{Path.Combine(checkpointDir!, Checkpoint.LogFile)}` (Li et al. Fig. 1).").AppendLine();
             md.AppendLine("![training trajectory](training_trajectory.png)").AppendLine();
         }
         if (death != null)

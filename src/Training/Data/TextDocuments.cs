@@ -16,14 +16,21 @@ public static class TextDocuments
     {
         if (Directory.Exists(path))
         {
-            var files = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
-                .Where(f => FormatOf(f) != null).Order(StringComparer.Ordinal).ToList();
+            var files = Files(path);
             if (files.Count == 0) throw new UserInputException($"Corpus folder {path} holds no .txt, .jsonl or .tsv files (optionally .gz).");
             return files.SelectMany(ReadFile);
         }
         if (!File.Exists(path)) throw new UserInputException($"Corpus {path} does not exist: pass a .txt, .jsonl or .tsv file or a folder of them.");
         if (FormatOf(path) == null) throw new UserInputException($"Corpus {path} has an unsupported extension: use .txt, .jsonl, .tsv or one of them with .gz.");
         return ReadFile(path);
+    }
+
+    /// <summary>The files <see cref="Read"/> reads, in its order.</summary>
+    public static IReadOnlyList<string> Files(string path)
+    {
+        if (Directory.Exists(path))
+            return Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Where(f => FormatOf(f) != null).Order(StringComparer.Ordinal).ToList();
+        return File.Exists(path) ? [path] : [];
     }
 
     static string? FormatOf(string path)
