@@ -43,6 +43,12 @@ public static class Program
             error.WriteLine("error: " + e.Message);
             return 2;
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A folder that cannot be written (read-only, full disk, no permission): the system's reason, one line.
+            error.WriteLine($"error: {e.Message.Split('\n')[0]} Nothing was written; check the path and free space.");
+            return 2;
+        }
         catch (OperationCanceledException)
         {
             error.WriteLine("error: cancelled; no output was written.");
