@@ -43,8 +43,15 @@ public static class OutputFolder
         RequireWritable(path, command);
         string full = Path.GetFullPath(path).TrimEnd('/', '\\');
         string partial = $"{full}.partial-{Environment.ProcessId}";
-        if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true); // this process's own leftover
-        Directory.CreateDirectory(partial);
+        try
+        {
+            if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true); // this process's own leftover
+            Directory.CreateDirectory(partial);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserInputException($"--out {path}: cannot create a folder there ({e.Message.TrimEnd('.')}); check the path, its permissions and free space.");
+        }
         try
         {
             write(partial);

@@ -47,7 +47,7 @@ public static class Safetensors
     }
 
     /// <summary>Reads every tensor as float32 on the CPU, keyed by name.</summary>
-    /// <exception cref="UserInputException">The file is not safetensors or holds an unsupported dtype.</exception>
+    /// <exception cref="UserInputException">The file is not safetensors, its offsets, shapes or dtypes disagree with its size, or it holds an unsupported dtype.</exception>
     public static Dictionary<string, Tensor> Load(string path)
     {
         if (!File.Exists(path)) throw new UserInputException($"Weights file {path} does not exist.");
@@ -61,16 +61,38 @@ public static class Safetensors
         stream.ReadExactly(headerBytes);
         JsonObject header;
         try { header = JsonNode.Parse(headerBytes)!.AsObject(); }
-        catch (JsonException) { throw new UserInputException($"{path} is not a safetensors file (header is not JSON)."); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new UserInputException($"{path} is not a safetensors file (header is not a JSON object)."); }
 
         long dataStart = 8 + (long)headerLength;
         var result = new Dictionary<string, Tensor>();
         foreach (var (name, node) in header)
         {
             if (name == "__metadata__") continue;
-            string dtype = node!["dtype"]!.GetValue<string>();
-            long[] shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
-            long begin = node["data_offsets"]![0]!.GetValue<long>(), end = node["data_offsets"]![1]!.GetValue<long>();
+            string dtype;
+            long[] shape;
+            long begin, end;
+            try
+            {
+                dtype = node!["dtype"]!.GetValue<string>();
+                shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
+                var offsets = node["data_offsets"]!.AsArray();
+                if (offsets.Count != 2) throw new InvalidOperationException();
+                (begin, end) = (offsets[0]!.GetValue<long>(), offsets[1]!.GetValue<long>());
+            }
+            catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
+            {
+                throw new UserInputException($"{path}: the header entry of tensor {name} lacks a valid dtype, shape or data_offsets [begin, end]: the file is corrupt.");
+            }
+            int size = dtype switch
+            {
+                "F32" => 4,
+                "F16" or "BF16" => 2,
+                _ => throw new UserInputException($"{path}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are supported."),
+            };
+            if (begin < 0 || end < begin || dataStart + end > stream.Length)
+                throw new UserInputException($"{path}: tensor {name} claims bytes {begin}..{end} of a data section of {stream.Length - dataStart}: the file is truncated or corrupt.");
+            if (shape.Any(d => d < 0) || end - begin != shape.Aggregate(1L, (a, d) => a * d) * size)
+                throw new UserInputException($"{path}: tensor {name} holds {end - begin} bytes, but shape [{string.Join(", ", shape)}] in {dtype} needs {shape.Aggregate(1L, (a, d) => a * d) * size}: the file is corrupt.");
             var raw = new byte[end - begin];
             stream.Position = dataStart + begin;
             stream.ReadExactly(raw);

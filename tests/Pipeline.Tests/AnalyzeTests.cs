@@ -68,12 +68,16 @@ public class AnalyzeTests
         Assert.That(stats.Tokens, Is.EqualTo(File.ReadLines(corpus).Sum(d => (long)d.Length)), "every real token, no padding");
         Assert.That(stats.Sequences, Is.EqualTo(windows.Count));
         Assert.That(stats.Batches, Is.EqualTo((windows.Count + B - 1) / B));
+        // Two runtimes, two kernels: a pre-activation within float32 rounding of 0 may fall on either side. The margin: each
+        // unit's count within 1 token, the layer's active pairs within 0.1 %, per-sequence and per-batch means within 0.1 unit.
         for (int l = 0; l < Byte.Layers; l++)
         {
-            Assert.That(stats.Layers[l].UnitActivationCounts, Is.EqualTo(expected[l].TokensPerUnit.ToArray()), $"layer {l}");
-            Assert.That(stats.Layers[l].NonzeroFraction, Is.EqualTo(expected[l].NonzeroFraction).Within(1e-12));
-            Assert.That(stats.Layers[l].PerSequenceUnitsMean, Is.EqualTo(expected[l].PerSequenceUnitUse.Mean).Within(1e-12));
-            Assert.That(stats.Layers[l].PerBatchUnitsMean, Is.EqualTo(expected[l].PerBatchUnitUse.Mean).Within(1e-12));
+            long[] actual = stats.Layers[l].UnitActivationCounts, reference = expected[l].TokensPerUnit.ToArray();
+            Assert.That(actual.Zip(reference, (a, b) => Math.Abs(a - b)).Max(), Is.LessThanOrEqualTo(1), $"layer {l}: per-unit counts");
+            Assert.That(actual.Sum(), Is.EqualTo(reference.Sum()).Within((long)(0.001 * reference.Sum()) + 1), $"layer {l}: active pairs");
+            Assert.That(stats.Layers[l].NonzeroFraction, Is.EqualTo(expected[l].NonzeroFraction).Within(1e-3));
+            Assert.That(stats.Layers[l].PerSequenceUnitsMean, Is.EqualTo(expected[l].PerSequenceUnitUse.Mean).Within(0.1));
+            Assert.That(stats.Layers[l].PerBatchUnitsMean, Is.EqualTo(expected[l].PerBatchUnitUse.Mean).Within(0.1));
         }
     }
 
@@ -123,7 +127,9 @@ public class AnalyzeTests
             Assert.That(stats.Layers[l].PerSequenceUnits, Is.EqualTo(reference.PerSequenceUnitUse), $"layer {l}");
             Assert.That(stats.Layers[l].DeadUnits, Is.EqualTo(fixture.Layers[l].TokensPerUnit.Count(c => c == 0)));
         }
-        Assert.That(File.Exists(Path.Combine(outDir, "instrumented.onnx")), Is.False, "the on-the-fly instrumented copy is not left behind");
+        // The instrumented copy analyze runs (analysis.onnx, written into the folder while it works) is not left behind.
+        Assert.That(Directory.GetFiles(outDir).Select(Path.GetFileName), Is.EquivalentTo(new[] { "counts.json", "stats.json", OutputFolder.ManifestName }
+            .Concat(Enumerable.Range(0, fixture.Layers.Length).Select(l => $"layer_{l}.csv"))));
         Assert.That(File.ReadLines(Path.Combine(outDir, "layer_0.csv")).First(), Is.EqualTo("unit,active_tokens,frequency"));
     }
 
@@ -148,7 +154,9 @@ public class AnalyzeTests
             (Request(dense, corpus, outDir, seqLen: 17), "--seq-len 17 exceeds what the model can take (16 positions)"),
             (Request(notOnnx, corpus, outDir), "is not an ONNX model"),
             (Request(dense, Path.Combine(dir, "missing.txt"), outDir), "does not exist"),
-            (Request(dense, corpus, outDir) with { Device = "cuda:0" }, "no CUDA execution provider"),
+            // The CPU package has no CUDA provider; a build with the GPU package on a machine without CUDA fails when the session starts.
+            (Request(dense, corpus, outDir) with { Device = "cuda:0" }, Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider")
+                ? "ONNX Runtime could not run" : "no CUDA execution provider"),
             (Request(dense, corpus, outDir) with { Device = "tpu" }, "use cpu or cuda:N"),
             (Request(statsModel, corpus, outDir) with { Threshold = 0.5f }, "counts activations above 0"),
             (Request(dense, corpus, outDir, shard: 3, shards: 3), "0 ≤ i < n"),

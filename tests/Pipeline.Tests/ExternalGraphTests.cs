@@ -79,6 +79,17 @@ public class ExternalGraphTests
         }
     }
 
+    [Test]
+    public void MaxTokensCutsTheStreamWhereTheHooksSayItShould()
+    {
+        // A causal model's first 500 tokens are computed as in the full run: the hooks' first 500 per-token counts are the truth.
+        var fixture = HookFixture.Load("opt");
+        var stats = SparsityStats.Load(Analyze(Model("opt.dynamo"), "--max-tokens", "500"));
+        Assert.That((stats.Tokens, stats.MaxTokens), Is.EqualTo((500L, (long?)500)));
+        for (int l = 0; l < 2; l++)
+            Assert.That(stats.Layers[l].NonzeroFraction, Is.EqualTo(fixture.Layers[l].UnitsPerToken.Take(500).Sum() / (500.0 * 256)).Within(1e-12), $"layer {l}");
+    }
+
     [TestCase("opt.dynamo", "Gemm", "tokens_dff", false)]
     [TestCase("gpt2.dynamo", "Gemm", "tokens_dff", false)]
     [TestCase("gpt2.torchscript", "Gemm", "tokens_dff", false)]

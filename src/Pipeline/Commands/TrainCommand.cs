@@ -13,7 +13,7 @@ public static class TrainCommand
         var corpus = new Option<string>("--corpus") { Description = "Training documents: .txt (one per line), .jsonl, .tsv, a folder, or .gz.", Required = true };
         var heldOut = new Option<string>("--heldout") { Description = "Held-out documents (never trained on), same formats.", Required = true };
         var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec, e.g. bpe:vocab.json,merges.txt or bytes.", Required = true };
-        var outDir = new Option<string>("--out") { Description = "Checkpoint folder to write (replaced if it is a checkpoint).", Required = true };
+        var outDir = new Option<string>("--out") { Description = "Checkpoint folder to write: new, empty, or an earlier checkpoint (replaced, with what was derived from it); a folder with other files is refused.", Required = true };
         var steps = new Option<int?>("--steps") { Description = "Override the preset's steps." };
         var batch = new Option<int?>("--batch-size") { Description = "Override windows per step." };
         var lr = new Option<double?>("--lr") { Description = "Override the peak learning rate." };

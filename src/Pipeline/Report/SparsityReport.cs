@@ -30,8 +30,16 @@ public static class SparsityReport
         {
             string logPath = Path.Combine(checkpointDir, Checkpoint.LogFile), deathPath = Path.Combine(checkpointDir, Checkpoint.DeathFile);
             if (!File.Exists(logPath)) throw new UserInputException($"{checkpointDir} has no {Checkpoint.LogFile}: pass the checkpoint folder written by `train`.");
-            log = File.ReadLines(logPath).Select(l => JsonSerializer.Deserialize<TrainingLogEntry>(l, ProjectJson.Lines)!).ToList();
-            if (File.Exists(deathPath)) death = JsonSerializer.Deserialize<UnitDeathLog>(File.ReadAllText(deathPath), ProjectJson.Options);
+            log = File.ReadLines(logPath).Select((line, i) =>
+            {
+                try { return JsonSerializer.Deserialize<TrainingLogEntry>(line, ProjectJson.Lines) ?? throw new JsonException(); }
+                catch (JsonException) { throw new UserInputException($"{logPath}:{i + 1} is not a training-log entry (the file is truncated or corrupt)."); }
+            }).ToList();
+            if (File.Exists(deathPath))
+            {
+                try { death = JsonSerializer.Deserialize<UnitDeathLog>(File.ReadAllText(deathPath), ProjectJson.Options); }
+                catch (JsonException) { throw new UserInputException($"{deathPath} is not a unit-death log (truncated or corrupt)."); }
+            }
         }
 
         var md = new StringBuilder();

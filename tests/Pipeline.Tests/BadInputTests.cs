@@ -1,0 +1,175 @@
+using System.Text;
+using NUnit.Framework;
+using Onnx;
+using Sparsity.Analysis;
+using Sparsity.Export;
+
+namespace Sparsity.Tests;
+
+/// <summary>
+/// The table of bad inputs (docs/errors.md): each gets one `error:` line naming the problem, exit code 2, no stack trace,
+/// and no output written. The workspace is built once: fixtures, a tiny trained checkpoint, and broken copies of each.
+/// </summary>
+[TestFixture]
+public class BadInputTests
+{
+    // Cases are listed before the workspace exists: their paths use the placeholders WS/ and FX/, resolved when a case runs.
+    static string _ws = "";
+    static string Ws(string name) => "WS/" + name;
+    static string Fx(string name) => "FX/" + name;
+    static string Real(string path) => path.Replace("WS/", _ws + "/").Replace("FX/", HookFixture.PathOf("") + "/");
+    static string Out => Ws("out");
+    static string Opt => Fx("opt.torchscript.onnx");
+    static string Held => Fx("heldout.txt");
+    static readonly string[] Window = ["--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4"];
+
+    [OneTimeSetUp]
+    public void Workspace()
+    {
+        _ws = TestCorpus.TempDir();
+        string R(string name) => Path.Combine(_ws, name);
+        string opt = HookFixture.PathOf("opt.torchscript.onnx"), held = HookFixture.Corpus;
+        string splits = TestCorpus.WriteSplits();
+        Run("train", "--corpus", Path.Combine(splits, "train.txt"), "--heldout", Path.Combine(splits, "heldout.txt"), "--tokenizer", "bytes",
+            "--out", R("ck"), "--steps", "2", "--layers", "1", "--d-ff", "32", "--eval-every", "2", "--threads", "2");
+        Run("export", "--checkpoint", R("ck"), "--out", R("own.onnx"));
+        Run("export", "--checkpoint", R("ck"), "--out", R("own.stats.onnx"), "--variant", "stats", "--threshold", "0.5");
+        Run(["analyze", "--model", opt, "--corpus", held, .. Window, "--shard", "0/2", "--out", R("shard0")]);
+        Run(["analyze", "--model", opt, "--corpus", held, .. Window, "--shard", "1/3", "--out", R("shard1of3")]);
+
+        File.WriteAllText(R("not-onnx.onnx"), "this is not a protobuf");
+        File.WriteAllBytes(R("truncated.onnx"), File.ReadAllBytes(opt)[..4000]);
+        var sigmoid = OnnxGraph.Load(opt);
+        foreach (var n in sigmoid.Graph.Node.Where(n => n.OpType == "Relu")) n.OpType = "Sigmoid";
+        OnnxGraph.Save(sigmoid, R("sigmoid.onnx"));
+        var squared = OnnxGraph.Load(opt);
+        var relu = squared.Graph.Node.First(n => n.OpType == "Relu");
+        string y = relu.Output[0];
+        relu.Output[0] = y + ".r";
+        squared.Graph.Initializer.Add(OnnxGraph.FloatTensor("two", [], [2f]));
+        squared.Graph.Node.Insert(squared.Graph.Node.IndexOf(relu) + 1, OnnxGraph.Node("Pow", "squared_relu", [y + ".r", "two"], [y]));
+        OnnxGraph.Save(squared, R("squared.onnx"));
+        var pixels = OnnxGraph.Load(opt);
+        pixels.Graph.Input.Add(OnnxGraph.Value("pixel_values", TensorProto.Types.DataType.Float, "batch", 3));
+        OnnxGraph.Save(pixels, R("pixels.onnx"));
+        Directory.CreateDirectory(R("lonely"));
+        File.Copy(HookFixture.PathOf("opt.ext.onnx"), R("lonely/opt.ext.onnx"));
+
+        File.WriteAllText(R("empty.txt"), "\n  \n\n");
+        File.WriteAllText(R("corpus.csv"), "a,b\n");
+        File.WriteAllText(R("big-ids.txt"), "1 2 3 999\n");
+        File.WriteAllText(R("words.txt"), "1 2 three\n");
+        Directory.CreateDirectory(R("user"));
+        File.WriteAllText(R("user/notes.txt"), "mine");
+        File.WriteAllText(R("mask.json"), new UnitMask("manual", "test", [new LayerKeep(0, 256, [1, 2, 300])]).ToJson());
+        Directory.CreateDirectory(R("bad-counts"));
+        File.WriteAllText(R("bad-counts/counts.json"), "{ \"header\": ");
+
+        // Broken checkpoints: a safetensors header that is not JSON, offsets past the end, a truncated training log.
+        foreach (string name in new[] { "ck-header", "ck-offsets", "ck-log" })
+        {
+            Directory.CreateDirectory(R(name));
+            foreach (string f in Directory.GetFiles(R("ck")).Where(f => !f.EndsWith(Training.OutputFolder.ManifestName))) File.Copy(f, Path.Combine(R(name), Path.GetFileName(f)));
+        }
+        byte[] weights = File.ReadAllBytes(R("ck/model.safetensors"));
+        byte[] header = [.. weights[..8], .. Enumerable.Repeat((byte)'x', (int)BitConverter.ToUInt64(weights, 0)), .. weights[(8 + (int)BitConverter.ToUInt64(weights, 0))..]];
+        File.WriteAllBytes(R("ck-header/model.safetensors"), header);
+        File.WriteAllBytes(R("ck-offsets/model.safetensors"), weights[..(weights.Length - 100)]);
+        string log = File.ReadAllText(R("ck-log/sparsity.jsonl"));
+        File.WriteAllText(R("ck-log/sparsity.jsonl"), log[..(log.Length - 40)]);
+        Run(["analyze", "--model", R("own.onnx"), "--corpus", held, "--tokenizer", "bytes", "--seq-len", "16", "--out", R("own-analysis")]);
+    }
+
+    static void Run(params string[] args)
+    {
+        var (exit, _, error) = Cli.Run(args);
+        Assert.That(exit, Is.EqualTo(0), error);
+    }
+
+    /// <summary>The table: what is wrong, the command line, and what the one error line must say.</summary>
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        TestCaseData Case(string what, string expected, params string[] args) => new TestCaseData(args, expected).SetName(what);
+        string[] Analyze(string model, string corpus, params string[] rest) => ["analyze", "--model", model, "--corpus", corpus, .. rest, "--out", Out];
+        string[] AnalyzeOpt(params string[] rest) => Analyze(Opt, Held, [.. Window, .. rest]);
+
+        yield return Case("model file missing", "does not exist", Analyze("/nonexistent/model.onnx", Held, Window));
+        yield return Case("model is not ONNX", "is not an ONNX model", Analyze(Ws("not-onnx.onnx"), Held, Window));
+        yield return Case("model file truncated", "is not an ONNX model", Analyze(Ws("truncated.onnx"), Held, Window));
+        yield return Case("graph without a ReLU MLP", "No MLP activation found", Analyze(Ws("sigmoid.onnx"), Held, Window));
+        yield return Case("op between activation and down-projection", "a Pow node ('squared_relu') sits between", Analyze(Ws("squared.onnx"), Held, Window));
+        yield return Case("input the tool cannot feed", "The model needs input 'pixel_values'", Analyze(Ws("pixels.onnx"), Held, Window));
+        yield return Case("external data file missing", "opt.ext.onnx.data of initializer", Analyze(Ws("lonely/opt.ext.onnx"), Held, Window));
+        yield return Case("corpus missing", "does not exist: pass a .txt", Analyze(Opt, "/nonexistent/corpus.txt", Window));
+        yield return Case("corpus of blank lines", "holds no documents", Analyze(Opt, Ws("empty.txt"), Window));
+        yield return Case("corpus format unsupported", "unsupported extension", Analyze(Opt, Ws("corpus.csv"), Window));
+        yield return Case("token id outside the vocabulary", "Token id 999 is outside the model's vocabulary (0..255)",
+            Analyze(Opt, Ws("big-ids.txt"), "--tokenizer", "ids", "--seq-len", "32"));
+        yield return Case("ids corpus holding a word", "'three' is not a token id", Analyze(Opt, Ws("words.txt"), "--tokenizer", "ids", "--seq-len", "32"));
+        yield return Case("unknown tokenizer spec", "Unknown tokenizer spec 'gpt9'", Analyze(Opt, Held, "--tokenizer", "gpt9", "--seq-len", "32"));
+        yield return Case("tokenizer file missing", "does not exist", Analyze(Opt, Held, "--tokenizer", "bpe:/nonexistent/vocab.json,/nonexistent/merges.txt", "--seq-len", "32"));
+        yield return Case("window length zero", "--seq-len and --batch-size must be at least 1", Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "0"));
+        yield return Case("window longer than the position table", "--seq-len 500 exceeds what the model can take (128 positions)",
+            Analyze(Ws("own.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "500"));
+        yield return Case("shard index out of range", "--shard 3/2: use i/n with 0 ≤ i < n", AnalyzeOpt("--shard", "3/2"));
+        yield return Case("max tokens not positive", "--max-tokens must be positive", AnalyzeOpt("--max-tokens", "0"));
+        yield return Case("unknown device", "--device tpu: use cpu or cuda:N", AnalyzeOpt("--device", "tpu"));
+        yield return Case("threshold of a stats export differs", "counts activations above 0.5", Analyze(Ws("own.stats.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "16"));
+        yield return Case("--out is a file", "is a file; give a folder", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", Held]);
+        yield return Case("--out holds a user's file", "already holds files relu-sparsity did not write (notes.txt)", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", Ws("user")]);
+        yield return Case("--out cannot be created", "--out /proc/relu-sparsity-out: cannot create a folder there", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", "/proc/relu-sparsity-out"]);
+        yield return Case("merge input not an analysis", "is not an analysis folder: counts.json is missing", ["merge", "--inputs", Ws("user"), "--out", Out]);
+        yield return Case("merge input corrupt", "is not a valid counts file", ["merge", "--inputs", Ws("bad-counts"), "--out", Out]);
+        yield return Case("merge of 0/2 with 1/3", "shard count n differs", ["merge", "--inputs", Ws("shard0"), Ws("shard1of3"), "--out", Out]);
+        yield return Case("merge of the same shard twice", "appears twice", ["merge", "--inputs", Ws("shard0"), Ws("shard0"), "--out", Out]);
+        yield return Case("merge with shards missing", "Shards 1/2 are missing", ["merge", "--inputs", Ws("shard0"), "--out", Out]);
+        yield return Case("stats of another model given to prune", "describes another model (opt.torchscript.onnx",
+            ["prune", "--model", Fx("gpt2.dynamo.onnx"), "--stats", Ws("shard0/stats.json"), "--dead-only", "--out", Ws("p.onnx")]);
+        yield return Case("stats file missing", "does not exist (run `analyze` first)", ["prune", "--model", Opt, "--stats", Ws("none/stats.json"), "--dead-only", "--out", Ws("p.onnx")]);
+        yield return Case("mask naming a unit that does not exist", "keeps unit 300 of layer 0, which has units 0..255", ["prune", "--model", Opt, "--mask", Ws("mask.json"), "--out", Ws("p.onnx")]);
+        yield return Case("two pruning rules at once", "give exactly one rule", ["prune", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--dead-only", "--keep-fraction", "0.5", "--out", Ws("p.onnx")]);
+        yield return Case("k larger than d_ff", "k = 300 is outside 1..256", ["topk", "--model", Opt, "--k", "300", "--out", Ws("k.onnx")]);
+        yield return Case("k not a number", "--k 'ten' is not an integer", ["topk", "--model", Opt, "--k", "ten", "--out", Ws("k.onnx")]);
+        yield return Case("encoder given to evaluate", "is not a causal language model", ["evaluate", "--model", Fx("bert.dynamo.onnx"), "--corpus", Held, .. Window]);
+        yield return Case("checkpoint folder missing", "is not a checkpoint: config.json is missing", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);
+        yield return Case("safetensors header not JSON", "is not a safetensors file (header is not a JSON object)", ["export", "--checkpoint", Ws("ck-header"), "--out", Ws("e.onnx")]);
+        yield return Case("safetensors truncated (offsets past the end)", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("ck-offsets"), "--out", Ws("e.onnx")]);
+        yield return Case("truncated sparsity.jsonl", "is not a training-log entry (the file is truncated or corrupt)", ["report", "--in", Ws("own-analysis"), "--checkpoint", Ws("ck-log")]);
+        yield return Case("train into a user's folder", "already holds files relu-sparsity did not write (notes.txt)",
+            ["train", "--corpus", Held, "--heldout", Held, "--tokenizer", "bytes", "--out", Ws("user"), "--steps", "1"]);
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void IsOneClearLineExitTwoAndWritesNothing(string[] args, string expected)
+    {
+        var before = Snapshot();
+        var (exit, output, error) = Cli.Run(args.Select(Real).ToArray());
+        Assert.That(exit, Is.EqualTo(2), $"stdout: {output}\nstderr: {error}");
+        string[] lines = error.Trim().Split('\n');
+        Assert.That(lines, Has.Length.EqualTo(1), error);
+        Assert.That(lines[0], Does.StartWith("error: ").And.Contain(expected));
+        Assert.That(error + output, Does.Not.Contain("   at ").And.Not.Contain("Exception"), "no stack trace");
+        Assert.That(Snapshot(), Is.EqualTo(before), "nothing written, nothing removed");
+    }
+
+    // Every file under the workspace with its length: a failed command must leave it as it was.
+    static List<string> Snapshot() => Directory.GetFiles(_ws, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal)
+        .Select(f => $"{Path.GetRelativePath(_ws, f)}:{new FileInfo(f).Length}").ToList();
+
+    /// <summary>Writes the table of docs/errors.md from the cases and the messages they get (run with RELU_SPARSITY_ERRORS_MD=path).</summary>
+    [Test, Explicit("writes docs/errors.md")]
+    public void WriteTheTable()
+    {
+        string path = Environment.GetEnvironmentVariable("RELU_SPARSITY_ERRORS_MD") ?? Path.Combine(TestCorpus.TempDir(), "errors.md");
+        var md = new StringBuilder("| # | bad input | command | the error line (exit code 2) |\n|---:|---|---|---|\n");
+        int i = 0;
+        foreach (var c in Cases())
+        {
+            var args = (string[])c.Arguments[0]!;
+            string error = Cli.Run(args.Select(Real).ToArray()).Err.Trim().Replace(_ws, "WS").Replace(HookFixture.PathOf("") + "/", "fixtures/").Replace("|", "\\|");
+            md.AppendLine($"| {++i} | {c.TestName} | `{args[0]}` | {error} |");
+        }
+        File.WriteAllText(path, md.ToString());
+        TestContext.Out.WriteLine($"Wrote {path}");
+    }
+}
