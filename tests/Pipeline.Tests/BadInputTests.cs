@@ -113,7 +113,7 @@ public class BadInputTests
             Analyze(Ws("own.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "500"));
         yield return Case("shard index out of range", "--shard 3/2: use i/n with 0 ≤ i < n", AnalyzeOpt("--shard", "3/2"));
         yield return Case("max tokens not positive", "--max-tokens must be positive", AnalyzeOpt("--max-tokens", "0"));
-        yield return Case("unknown device", "--device tpu: use cpu or cuda:N", AnalyzeOpt("--device", "tpu"));
+        yield return Case("unknown device", "--device tpu: use cpu, cuda, cuda:N (N = GPU index) or auto", AnalyzeOpt("--device", "tpu"));
         yield return Case("threshold of a stats export differs", "counts activations above 0.5", Analyze(Ws("own.stats.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "16"));
         yield return Case("--out is a file", "is a file; give a folder", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", Held]);
         yield return Case("--out holds a user's file", "already holds files relu-sparsity did not write (notes.txt)", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", Ws("user")]);

@@ -86,30 +86,44 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
                 var sequenceGetter = row.GetGetter<VBuffer<long>>(schema[perSequence]);
                 var unitGetter = row.GetGetter<VBuffer<long>>(schema[perUnit]);
                 VBuffer<long> tokens = default, sequences = default, units = default;
-                var unitsPerToken = new List<int>();
-                var unitsPerSequence = new List<int>();
+                var scratch = new StatsScratch();
                 return (use, real, _, b, t) =>
                 {
                     tokenGetter(ref tokens);
                     sequenceGetter(ref sequences);
                     unitGetter(ref units);
-                    var perTokenCounts = tokens.GetValues();
-                    var perSequenceCounts = sequences.GetValues();
-                    unitsPerToken.Clear();
-                    unitsPerSequence.Clear();
-                    for (int s = 0; s < b; s++)
-                    {
-                        bool anyReal = false;
-                        for (int p = s * t; p < (s + 1) * t; p++)
-                            if (real[p]) { unitsPerToken.Add((int)perTokenCounts[p]); anyReal = true; }
-                        if (!anyReal) continue;
-                        int distinct = 0;
-                        foreach (long c in perSequenceCounts.Slice(s * dFf, dFf)) if (c > 0) distinct++;
-                        unitsPerSequence.Add(distinct);
-                    }
-                    use.AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(unitsPerToken),
-                                 System.Runtime.InteropServices.CollectionsMarshal.AsSpan(unitsPerSequence), units.GetValues());
+                    AddStatsBatch(use, real, b, t, dFf, tokens.GetValues(), sequences.GetValues(), units.GetValues(), scratch);
                 };
             });
     }
+
+    /// <summary>
+    /// Adds one batch of in-graph counts (<see cref="StatsReduction"/>: per token [B, T], per sequence and unit [B, d_ff],
+    /// per unit [d_ff]) to a layer's accumulator; padded positions and empty windows count in no statistic.
+    /// </summary>
+    public static void AddStatsBatch(LayerUnitUse use, bool[] real, int b, int t, int dFf, ReadOnlySpan<long> perToken, ReadOnlySpan<long> perSequence,
+        ReadOnlySpan<long> perUnit, StatsScratch scratch)
+    {
+        scratch.UnitsPerToken.Clear();
+        scratch.UnitsPerSequence.Clear();
+        for (int s = 0; s < b; s++)
+        {
+            bool anyReal = false;
+            for (int p = s * t; p < (s + 1) * t; p++)
+                if (real[p]) { scratch.UnitsPerToken.Add((int)perToken[p]); anyReal = true; }
+            if (!anyReal) continue;
+            int distinct = 0;
+            foreach (long c in perSequence.Slice(s * dFf, dFf)) if (c > 0) distinct++;
+            scratch.UnitsPerSequence.Add(distinct);
+        }
+        use.AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerToken),
+                     System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerSequence), perUnit);
+    }
+}
+
+/// <summary>Reused lists for <see cref="AnalysisPlan.AddStatsBatch"/> (no allocation per batch).</summary>
+public sealed class StatsScratch
+{
+    internal readonly List<int> UnitsPerToken = [];
+    internal readonly List<int> UnitsPerSequence = [];
 }

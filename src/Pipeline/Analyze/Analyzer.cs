@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -31,7 +32,7 @@ public static class Analyzer
         if (r.SeqLen < 1 || r.BatchSize < 1) throw new UserInputException("--seq-len and --batch-size must be at least 1.");
         if (r.ShardCount < 1 || r.ShardIndex < 0 || r.ShardIndex >= r.ShardCount) throw new UserInputException($"--shard {r.ShardIndex}/{r.ShardCount}: use i/n with 0 ≤ i < n.");
         if (r.MaxTokens is <= 0) throw new UserInputException("--max-tokens must be positive.");
-        int? gpu = ParseDevice(r.Device);
+        var device = Devices.Resolve(r.Device);
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
         var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations);
@@ -57,7 +58,7 @@ public static class Analyzer
             var counters = new StreamCounters();
             try
             {
-                Stream(r, plan, modelFile, gpu, vocab, tokenizer, uses, counters, totalDocuments, progress, cancel);
+                Stream(r, plan, modelFile, device, vocab, tokenizer, uses, counters, totalDocuments, progress, cancel);
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
             {
@@ -79,7 +80,7 @@ public static class Analyzer
         return stats!;
     }
 
-    static void Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, int? gpu, long vocab, TextTokenizer tokenizer,
+    static void Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, long vocab, TextTokenizer tokenizer,
         LayerUnitUse[] uses, StreamCounters counters, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
         int B = r.BatchSize, T = r.SeqLen;
@@ -92,6 +93,21 @@ public static class Analyzer
         schema["attention_mask"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, B * T);
         var batches = ml.Data.LoadFromEnumerable(CorpusBatches.Pack(ml.Data.CreateEnumerable<TokenRow>(tokenized, reuseRowObject: false).Select(t => t.Ids),
             T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab, counters), schema);
+        var clock = Stopwatch.StartNew();
+        var lastReport = TimeSpan.Zero;
+        void Report()
+        {
+            if (progress == null || (clock.Elapsed - lastReport).TotalSeconds < 0.5) return;
+            lastReport = clock.Elapsed;
+            progress.Report(Progress(counters, totalDocuments, clock.Elapsed));
+        }
+        if (plan.Layers.All(l => l.Outputs.Count == 3))
+        {
+            // In-graph counts: the one runner, on any device. Dense activations (below) go through ML.NET's ApplyOnnxModel.
+            StreamCounts(r, plan, device, ml.Data.CreateEnumerable<BatchRow>(batches, reuseRowObject: false), uses, Report, cancel);
+            progress?.Report(Progress(counters, totalDocuments, clock.Elapsed));
+            return;
+        }
 
         var inputs = plan.UsesAttentionMask ? new[] { "input_ids", "attention_mask" } : ["input_ids"];
         var shapes = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(B, T, l.DFf))))
@@ -102,7 +118,7 @@ public static class Analyzer
             InputColumns = inputs,
             OutputColumns = plan.Layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToArray(),
             ShapeDictionary = shapes,
-            GpuDeviceId = gpu,
+            GpuDeviceId = device.CudaId,
             FallbackToCpu = false,
             IntraOpNumThreads = r.Threads > 0 ? r.Threads : Environment.ProcessorCount,
             InterOpNumThreads = 1,
@@ -118,8 +134,6 @@ public static class Analyzer
         var layerReaders = plan.Layers.Select(l => l.Reader(scored, scored.Schema)).ToArray();
         VBuffer<long> maskBuffer = default;
         var realToken = new bool[B * T];
-        var clock = Stopwatch.StartNew();
-        var lastReport = TimeSpan.Zero;
         while (input.MoveNext())
         {
             cancel.ThrowIfCancellationRequested();
@@ -127,13 +141,47 @@ public static class Analyzer
             var mask = maskBuffer.GetValues();
             for (int i = 0; i < realToken.Length; i++) realToken[i] = mask[i] == 1;
             for (int l = 0; l < uses.Length; l++) layerReaders[l](uses[l], realToken, r.Threshold, B, T);
-            if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
-            {
-                lastReport = clock.Elapsed;
-                progress.Report(Progress(counters, totalDocuments, clock.Elapsed));
-            }
+            Report();
         }
         progress?.Report(Progress(counters, totalDocuments, clock.Elapsed));
+    }
+
+    // In-graph counts through the one runner (outputs bound once; on a GPU only the counts leave it), while a second
+    // thread reads, tokenizes and packs the next batches, so host work overlaps the model's.
+    static void StreamCounts(AnalysisRequest r, AnalysisPlan plan, Device device, IEnumerable<BatchRow> batches, LayerUnitUse[] uses, Action report, CancellationToken cancel)
+    {
+        int B = r.BatchSize, T = r.SeqLen;
+        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(B, T, l.DFf).Select(d => (long)d).ToArray()))).ToList();
+        using var runner = new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        using var queue = new BlockingCollection<BatchRow>(boundedCapacity: 4);
+        var producer = Task.Run(() =>
+        {
+            try { foreach (var row in batches) queue.Add(row, stop.Token); }
+            finally { queue.CompleteAdding(); }
+        });
+        try
+        {
+            var realToken = new bool[B * T];
+            var scratch = new StatsScratch();
+            foreach (var row in queue.GetConsumingEnumerable(stop.Token))
+            {
+                runner.Run(row.InputIds, row.AttentionMask);
+                for (int i = 0; i < realToken.Length; i++) realToken[i] = row.AttentionMask[i] == 1;
+                for (int l = 0; l < uses.Length; l++)
+                    AnalysisPlan.AddStatsBatch(uses[l], realToken, B, T, plan.Layers[l].DFf, runner.Longs(3 * l), runner.Longs(3 * l + 1), runner.Longs(3 * l + 2), scratch);
+                report();
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            try { producer.Wait(); }
+            catch (AggregateException) { } // inspected below
+        }
+        // A failure while reading, tokenizing or packing the corpus ends the stream early and surfaces here.
+        if (producer.Exception?.GetBaseException() is { } failure and not OperationCanceledException)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure is UserInputException ? failure : producer.Exception.InnerException!);
     }
 
     static AnalysisProgress Progress(StreamCounters c, long totalDocuments, TimeSpan elapsed)
@@ -141,17 +189,5 @@ public static class Analyzer
         double fraction = (double)c.Documents / totalDocuments;
         TimeSpan? left = fraction > 0 ? TimeSpan.FromSeconds(elapsed.TotalSeconds * (1 - fraction) / fraction) : null;
         return new AnalysisProgress(c.Tokens, c.Batches, c.Documents, totalDocuments, c.Tokens / Math.Max(1e-9, elapsed.TotalSeconds), elapsed, left);
-    }
-
-    /// <summary>cpu → null; cuda:N → N, when this build's ONNX Runtime has the CUDA provider.</summary>
-    public static int? ParseDevice(string device)
-    {
-        if (device == "cpu") return null;
-        if (!device.StartsWith("cuda:") || !int.TryParse(device[5..], out int id) || id < 0)
-            throw new UserInputException($"--device {device}: use cpu or cuda:N (N = GPU index).");
-        if (!OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider"))
-            throw new UserInputException($"--device {device}: this build uses the CPU ONNX Runtime package, which has no CUDA execution provider. " +
-                                         "On a machine with CUDA 12 and cuDNN 9, build with `dotnet build -c Release -p:OnnxRuntimeGpu=true` (references Microsoft.ML.OnnxRuntime.Gpu).");
-        return id;
     }
 }

@@ -20,8 +20,8 @@ public static class Contenders
     {
         var proto = OnnxGraph.WithOnlyOutput(OnnxGraph.Load(onnxModel), "logits");
         long vocab = GraphInputs.VocabularySize(proto) ?? throw new InvalidOperationException("No vocabulary size.");
-        using var loop = new OrtLoop(proto, data, threads, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
-        foreach (var batch in data.Batches) loop.Run(batch);
+        using var runner = new ModelRunner(GraphInputs.Bind(proto).Model, Device.Cpu, threads, data.BatchSize, data.SeqLen, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
+        foreach (var (ids, mask) in data.Batches) runner.Run(ids, mask);
     }
 
     /// <summary>
@@ -33,14 +33,14 @@ public static class Contenders
         var plan = AnalysisPlan.For(OnnxGraph.Load(onnxModel), ["Relu"], 0f, dense: true);
         if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
         var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf).Select(d => (long)d).ToArray())).ToList();
-        using var loop = new OrtLoop(plan.Graph, data, threads, outputs);
+        using var runner = new ModelRunner(plan.Graph, Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
         var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
         var realToken = new bool[data.BatchSize * data.SeqLen];
         foreach (var batch in data.Batches)
         {
-            loop.Run(batch);
+            runner.Run(batch.Ids, batch.Mask);
             for (int i = 0; i < realToken.Length; i++) realToken[i] = batch.Mask[i] == 1;
-            for (int l = 0; l < uses.Length; l++) uses[l].AddDense(loop.Output(l), data.BatchSize, data.SeqLen, realToken);
+            for (int l = 0; l < uses.Length; l++) uses[l].AddDense(runner.Floats(l), data.BatchSize, data.SeqLen, realToken);
         }
         return uses;
     }
@@ -67,50 +67,5 @@ public static class Contenders
             }
         }
         return uses;
-    }
-
-    // One session with input and output tensors bound once to reused arrays.
-    sealed class OrtLoop : IDisposable
-    {
-        readonly InferenceSession _session;
-        readonly SessionOptions _options;
-        readonly RunOptions _run = new();
-        readonly long[] _ids, _mask;
-        readonly float[][] _outputs;
-        readonly List<OrtValue> _inputValues = [], _outputValues = [];
-        readonly string[] _inputNames, _outputNames;
-
-        public OrtLoop(Onnx.ModelProto model, TokenBatches data, int threads, IReadOnlyList<(string Name, long[] Shape)> outputs)
-        {
-            _options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
-            _session = OrtSession.Open(model, _options);
-            long[] shape = [data.BatchSize, data.SeqLen];
-            _ids = new long[data.BatchSize * data.SeqLen];
-            _mask = new long[_ids.Length];
-            bool needsMask = model.Graph.Input.Any(i => i.Name == "attention_mask");
-            _inputNames = needsMask ? ["input_ids", "attention_mask"] : ["input_ids"];
-            _inputValues.Add(OrtValue.CreateTensorValueFromMemory(_ids, shape));
-            if (needsMask) _inputValues.Add(OrtValue.CreateTensorValueFromMemory(_mask, shape));
-            _outputNames = outputs.Select(o => o.Name).ToArray();
-            _outputs = outputs.Select(o => new float[o.Shape.Aggregate(1L, (a, d) => a * d)]).ToArray();
-            for (int i = 0; i < _outputs.Length; i++) _outputValues.Add(OrtValue.CreateTensorValueFromMemory(_outputs[i], outputs[i].Shape));
-        }
-
-        public void Run((long[] Ids, long[] Mask) batch)
-        {
-            batch.Ids.CopyTo(_ids, 0);
-            batch.Mask.CopyTo(_mask, 0);
-            _session.Run(_run, _inputNames, _inputValues, _outputNames, _outputValues);
-        }
-
-        public ReadOnlySpan<float> Output(int i) => _outputs[i];
-
-        public void Dispose()
-        {
-            foreach (var v in _inputValues.Concat(_outputValues)) v.Dispose();
-            _session.Dispose();
-            _options.Dispose();
-            _run.Dispose();
-        }
     }
 }

@@ -18,7 +18,7 @@ public static class AnalyzeCommands
         var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens." };
         var shard = new Option<string>("--shard") { Description = "Process batch g only when g mod n = i (i/n); merge shards with `merge`.", DefaultValueFactory = _ => "0/1" };
         var threshold = new Option<float>("--threshold") { Description = "A unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
-        var device = new Option<string>("--device") { Description = "cpu or cuda:N (needs a build with -p:OnnxRuntimeGpu=true).", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (cuda:0 when CUDA 13 and cuDNN 9 can be loaded, else the CPU; it says which).", DefaultValueFactory = _ => "cpu" };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores).", DefaultValueFactory = _ => 0 };
         var activation = new Option<string[]>("--activation") { Description = "Activation op types of MLP hidden layers (default Relu).", DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
@@ -33,7 +33,7 @@ public static class AnalyzeCommands
             if (parts.Length != 2 || !int.TryParse(parts[0], out int i) || !int.TryParse(parts[1], out int n))
                 throw new UserInputException($"--shard {parse.GetValue(shard)}: use i/n, for example 0/4.");
             var request = new AnalysisRequest(parse.GetValue(model)!, parse.GetValue(corpus)!, parse.GetValue(tokenizer)!, parse.GetValue(seqLen),
-                parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), parse.GetValue(device)!, parse.GetValue(threads),
+                parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
                 parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations));
             var stats = Analyzer.Run(request, new AnalysisProgressPrinter(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);

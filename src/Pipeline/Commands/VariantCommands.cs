@@ -14,7 +14,7 @@ public static class VariantCommands
 {
     // Evaluation options shared by the three commands.
     sealed record EvalOptions(Option<string> Corpus, Option<string> Tokenizer, Option<int> SeqLen, Option<int> BatchSize, Option<long?> MaxTokens,
-        Option<double> Noise, Option<int> Threads, Option<int> Runs)
+        Option<double> Noise, Option<int> Threads, Option<int> Runs, Option<string> Device)
     {
         public static EvalOptions Create(bool required, string corpusName) => new(
             new Option<string>(corpusName) { Description = "Held-out text to evaluate on (.txt, .jsonl, .tsv, folder, .gz).", Required = required },
@@ -24,15 +24,17 @@ public static class VariantCommands
             new Option<long?>("--max-tokens") { Description = "Evaluate on at most this many tokens." },
             new Option<double>("--noise") { Description = "Fraction of input tokens replaced by random ids for the robustness accuracy.", DefaultValueFactory = _ => 0.1 },
             new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (stated in the output).", DefaultValueFactory = _ => 2 },
-            new Option<int>("--runs") { Description = "Timed runs after 3 warm-up runs.", DefaultValueFactory = _ => 20 });
+            new Option<int>("--runs") { Description = "Timed runs after 3 warm-up runs.", DefaultValueFactory = _ => 20 },
+            new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (says which it chose).", DefaultValueFactory = _ => "cpu" });
 
-        public IEnumerable<Option> All => [Corpus, Tokenizer, SeqLen, BatchSize, MaxTokens, Noise, Threads, Runs];
+        public IEnumerable<Option> All => [Corpus, Tokenizer, SeqLen, BatchSize, MaxTokens, Noise, Threads, Runs, Device];
 
-        public EvaluationRequest Request(ParseResult p, string model) =>
+        public EvaluationRequest Request(ParseResult p, string model, TextWriter? note = null) =>
             new(model, p.GetValue(Corpus) ?? throw new UserInputException($"{Corpus.Name} is required to evaluate variants."),
                 p.GetValue(Tokenizer) ?? throw new UserInputException("--tokenizer is required to evaluate variants."),
                 p.GetValue(SeqLen) is > 0 and var t ? t : throw new UserInputException("--seq-len is required to evaluate variants."),
-                p.GetValue(BatchSize), p.GetValue(MaxTokens), p.GetValue(Noise), 0, p.GetValue(Threads), 3, Math.Max(1, p.GetValue(Runs)));
+                p.GetValue(BatchSize), p.GetValue(MaxTokens), p.GetValue(Noise), 0, p.GetValue(Threads), 3, Math.Max(1, p.GetValue(Runs)),
+                Device: Devices.Resolve(p.GetValue(Device)!, note));
     }
 
     internal static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
@@ -48,7 +50,7 @@ public static class VariantCommands
         foreach (var o in eval.All) command.Add(o);
         command.SetAction(p =>
         {
-            var e = Evaluator.Run(eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) });
+            var e = Evaluator.Run(eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) });
             string table = Variants.Table([(e.Model, e)]);
             output.WriteLine(table);
             if (p.GetValue(outDir) is string dir)
@@ -101,7 +103,7 @@ public static class VariantCommands
                 return 0;
             }
             OutputFolder.RequireWritable(path, "prune");
-            var request = eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) };
+            var request = eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
             if (p.GetValue(stats) is string statsPath && !p.GetValue(allowStatsCorpus) && SameFile(StatsCorpus(statsPath), request.Corpus))
                 throw new UserInputException($"--eval-corpus is the text the statistics came from ({request.Corpus}): evaluate on held-out text, or pass --allow-stats-corpus.");
             var reference = Evaluator.Run(request);
@@ -148,7 +150,7 @@ public static class VariantCommands
             OutputFolder.RequireWritable(path, "topk");
             var built = variants.Select(v => (Variant: v, Model: Surgery.InsertTopK(proto, sites, v.Ks))).ToList(); // every k checked before any long work
             foreach (var (v, m) in built) GraphCheck.Verify(m, $"Top-k graph ({v.Name})", Probe(proto), reference: sites.All(s => v.Ks[v.Ks.Count == 1 ? 0 : s.Layer] == s.DFf) ? proto : null);
-            var request = eval.Request(p, p.GetValue(model)!) with { Activations = p.GetValue(activation) };
+            var request = eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
             var reference = Evaluator.Run(request);
             var rows = new List<(string, Evaluation)> { ("dense", reference) };
             string table = "";

@@ -11,7 +11,7 @@ namespace Sparsity.Pipeline.Evaluate;
 
 /// <summary>What to evaluate and how.</summary>
 public sealed record EvaluationRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens = null,
-    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20, IReadOnlyList<string>? Activations = null);
+    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20, IReadOnlyList<string>? Activations = null, Device? Device = null);
 
 /// <summary>Quality and cost of one model on held-out text (evaluation.json).</summary>
 public sealed record Evaluation(string Model, string Corpus, int SeqLen, int BatchSize, long Predictions,
@@ -21,7 +21,7 @@ public sealed record Evaluation(string Model, string Corpus, int SeqLen, int Bat
 /// <summary>
 /// Held-out quality (loss, perplexity, next-token accuracy, ECE, accuracy with a seeded fraction of input
 /// tokens replaced by random ids) and cost (parameters, MLP FLOPs per token, latency) of an ONNX language
-/// model. Runs ONNX Runtime directly, on the model stripped to its logits output, with a fixed thread count.
+/// model. Runs the model stripped to its logits output through <see cref="ModelRunner"/>, with a fixed thread count.
 /// </summary>
 public static class Evaluator
 {
@@ -37,10 +37,8 @@ public static class Evaluator
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var deployed = OnnxGraph.WithOnlyOutput(proto, logits);
         RequireCausal(deployed, vocab, r.Model);
-        bool needsMask = inputs.HasAttentionMask;
 
-        using var options = new SessionOptions { IntraOpNumThreads = r.Threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
-        using var session = OrtSession.Open(deployed, options);
+        using var runner = new ModelRunner(deployed, r.Device ?? Device.Cpu, r.Threads, r.BatchSize, r.SeqLen, [(logits, [r.BatchSize, r.SeqLen, vocab])]);
         var clean = new NextTokenQuality();
         var noisy = new NextTokenQuality();
         var random = new Random(r.Seed);
@@ -50,15 +48,15 @@ public static class Evaluator
         {
             firstBatch ??= batch.InputIds;
             firstMask ??= batch.AttentionMask;
-            Score(session, batch.InputIds, batch.AttentionMask, batch.InputIds, r, vocab, needsMask, clean);
+            Score(runner, batch.InputIds, batch.AttentionMask, batch.InputIds, vocab, clean);
             long[] corrupted = (long[])batch.InputIds.Clone();
             for (int i = 0; i < corrupted.Length; i++)
                 if (batch.AttentionMask[i] == 1 && random.NextDouble() < r.NoiseFraction) corrupted[i] = random.NextInt64(vocab);
-            Score(session, corrupted, batch.AttentionMask, batch.InputIds, r, vocab, needsMask, noisy);
+            Score(runner, corrupted, batch.AttentionMask, batch.InputIds, vocab, noisy);
         }
         if (firstBatch == null || clean.Predictions == 0) throw new UserInputException($"The corpus {r.Corpus} gives no next-token predictions at --seq-len {r.SeqLen}.");
 
-        var times = Time(session, firstBatch, firstMask!, r, needsMask);
+        var times = Time(runner, firstBatch, firstMask!, r);
         int dModel = sites.Count == 0 ? 0 : DModel(proto, sites[0]);
         return new Evaluation(Path.GetFileName(r.Model), r.Corpus, r.SeqLen, r.BatchSize, clean.Predictions,
             clean.Loss, clean.Perplexity, clean.Accuracy, clean.ExpectedCalibrationError, r.NoiseFraction, noisy.Accuracy,
@@ -67,37 +65,26 @@ public static class Evaluator
     }
 
     // Predictions inside each window: position t predicts t+1 when both are real tokens; targets are always the clean ids.
-    static void Score(InferenceSession session, long[] ids, long[] mask, long[] targets, EvaluationRequest r, long vocab, bool needsMask, NextTokenQuality quality)
+    static void Score(ModelRunner runner, long[] ids, long[] mask, long[] targets, long vocab, NextTokenQuality quality)
     {
-        using var results = Forward(session, ids, mask, r, needsMask);
-        var logits = results[0].GetTensorDataAsSpan<float>();
-        for (int w = 0; w < r.BatchSize; w++)
-            for (int t = 0; t + 1 < r.SeqLen; t++)
+        runner.Run(ids, mask);
+        var logits = runner.Floats(0);
+        for (int w = 0; w < runner.Batch; w++)
+            for (int t = 0; t + 1 < runner.SeqLen; t++)
             {
-                int p = w * r.SeqLen + t;
+                int p = w * runner.SeqLen + t;
                 if (mask[p] == 1 && mask[p + 1] == 1) quality.Add(logits.Slice(p * (int)vocab, (int)vocab), (int)targets[p + 1]);
             }
     }
 
-    static IDisposableReadOnlyCollection<OrtValue> Forward(InferenceSession session, long[] ids, long[] mask, EvaluationRequest r, bool needsMask)
+    static double[] Time(ModelRunner runner, long[] ids, long[] mask, EvaluationRequest r)
     {
-        long[] shape = [r.BatchSize, r.SeqLen];
-        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
-        using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
-        using var runOptions = new RunOptions();
-        return needsMask
-            ? session.Run(runOptions, [GraphInputs.TokenInput, GraphInputs.MaskInput], [idsValue, maskValue], session.OutputNames)
-            : session.Run(runOptions, [GraphInputs.TokenInput], [idsValue], session.OutputNames);
-    }
-
-    static double[] Time(InferenceSession session, long[] ids, long[] mask, EvaluationRequest r, bool needsMask)
-    {
-        for (int i = 0; i < r.WarmupRuns; i++) Forward(session, ids, mask, r, needsMask).Dispose();
+        for (int i = 0; i < r.WarmupRuns; i++) runner.Run(ids, mask);
         var times = new double[r.TimedRuns];
         for (int i = 0; i < times.Length; i++)
         {
             var clock = Stopwatch.StartNew();
-            Forward(session, ids, mask, r, needsMask).Dispose();
+            runner.Run(ids, mask);
             times[i] = clock.Elapsed.TotalMilliseconds;
         }
         Array.Sort(times);

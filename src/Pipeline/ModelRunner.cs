@@ -1,0 +1,111 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Onnx;
+using Sparsity.Export;
+using Sparsity.Training;
+
+namespace Sparsity.Pipeline;
+
+/// <summary>
+/// The one ONNX Runtime runner: a session on a bound graph (inputs <c>input_ids</c> and, if it reads one,
+/// <c>attention_mask</c>, int64 [batch, seq]) on one device, whose inputs and outputs are bound once to reused host
+/// buffers (I/O binding). A run copies the batch in and only the graph's outputs back; on a GPU the activations stay
+/// there. <c>evaluate</c>, <c>bench</c> and <c>analyze</c> on a GPU run their batches through it.
+/// </summary>
+public sealed class ModelRunner : IDisposable
+{
+    readonly SessionOptions _options;
+    readonly InferenceSession _session;
+    readonly RunOptions _run = new();
+    readonly OrtIoBinding _binding;
+    readonly long[] _ids, _mask;
+    readonly Array[] _outputs;
+    readonly List<OrtValue> _values = [];
+
+    /// <summary>
+    /// Opens <paramref name="bound"/> on <paramref name="device"/> for batches of <paramref name="batch"/> × <paramref name="seqLen"/>;
+    /// <paramref name="outputs"/> are the outputs to compute (float32 or int64) with their shapes for that batch.
+    /// </summary>
+    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[] Shape)> outputs)
+    {
+        Batch = batch;
+        SeqLen = seqLen;
+        _options = new SessionOptions
+        {
+            IntraOpNumThreads = threads > 0 ? threads : Environment.ProcessorCount, InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        try
+        {
+            device.Configure(_options);
+            _session = OrtSession.Open(OnnxGraph.WithOnlyOutputs(bound, outputs.Select(o => o.Name).ToList()), _options);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            _options.Dispose();
+            throw new UserInputException($"ONNX Runtime could not open the model on {device}: {e.Message.Split('\n')[0]}");
+        }
+        _binding = _session.CreateIoBinding();
+        long[] shape = [batch, seqLen];
+        _ids = new long[batch * seqLen];
+        _mask = new long[batch * seqLen];
+        Bind(GraphInputs.TokenInput, OrtValue.CreateTensorValueFromMemory(_ids, shape), input: true);
+        if (_session.InputNames.Contains(GraphInputs.MaskInput)) Bind(GraphInputs.MaskInput, OrtValue.CreateTensorValueFromMemory(_mask, shape), input: true);
+        _outputs = new Array[outputs.Count];
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            var (name, outputShape) = outputs[i];
+            long size = outputShape.Aggregate(1L, (a, d) => a * d);
+            switch (_session.OutputMetadata[name].ElementDataType)
+            {
+                case TensorElementType.Float:
+                    var floats = new float[size];
+                    _outputs[i] = floats;
+                    Bind(name, OrtValue.CreateTensorValueFromMemory(floats, outputShape), input: false);
+                    break;
+                case TensorElementType.Int64:
+                    var longs = new long[size];
+                    _outputs[i] = longs;
+                    Bind(name, OrtValue.CreateTensorValueFromMemory(longs, outputShape), input: false);
+                    break;
+                case var other:
+                    Dispose();
+                    throw new UserInputException($"Output {name} is {other}; relu-sparsity reads float32 and int64 outputs.");
+            }
+        }
+    }
+
+    /// <summary>Windows per batch.</summary>
+    public int Batch { get; }
+    /// <summary>Tokens per window.</summary>
+    public int SeqLen { get; }
+
+    /// <summary>Runs one batch (ids and padding mask, row-major [batch, seq]); the outputs are then in <see cref="Floats"/> / <see cref="Longs"/>.</summary>
+    public void Run(ReadOnlySpan<long> ids, ReadOnlySpan<long> mask)
+    {
+        ids.CopyTo(_ids);
+        mask.CopyTo(_mask);
+        _session.RunWithBinding(_run, _binding);
+    }
+
+    /// <summary>Float32 output <paramref name="i"/> of the last run.</summary>
+    public ReadOnlySpan<float> Floats(int i) => (float[])_outputs[i];
+    /// <summary>Int64 output <paramref name="i"/> of the last run.</summary>
+    public ReadOnlySpan<long> Longs(int i) => (long[])_outputs[i];
+
+    void Bind(string name, OrtValue value, bool input)
+    {
+        _values.Add(value);
+        if (input) _binding.BindInput(name, value);
+        else _binding.BindOutput(name, value);
+    }
+
+    public void Dispose()
+    {
+        foreach (var v in _values) v.Dispose();
+        _binding?.Dispose();
+        _session?.Dispose();
+        _options.Dispose();
+        _run.Dispose();
+    }
+}
