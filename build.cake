@@ -188,6 +188,25 @@ Task("Bench")
     Information($"Benchmark tables: {checkpoint}/bench/bench.md");
 });
 
+Task("PublishGpu")
+    .Description("A self-contained linux-x64 folder of the command-line tool with ONNX Runtime's CUDA provider and without libtorch, for GPU hosts without .NET (artifacts/relu-sparsity-gpu-linux-x64).")
+    .Does(() =>
+{
+    var outDir = root.Combine("artifacts/relu-sparsity-gpu-linux-x64");
+    if (DirectoryExists(outDir)) DeleteDirectory(outDir, new DeleteDirectorySettings { Recursive = true });
+    DotNetPublish("src/Pipeline/Pipeline.csproj", new DotNetPublishSettings
+    {
+        Configuration = configuration, Runtime = "linux-x64", SelfContained = true, OutputDirectory = outDir,
+    });
+    // libtorch (TorchSharp's natives, ~500 MB) serves only train and export from checkpoints; both say so when it is absent.
+    var libtorch = GetFiles($"{Environment.GetEnvironmentVariable("HOME")}/.nuget/packages/libtorch-cpu-linux-x64/*/runtimes/linux-x64/native/*")
+        .Select(f => f.GetFilename().FullPath).Append("libLibTorchSharp.so").Append("libLdaNative.so.dbg").Distinct();
+    foreach (var name in libtorch)
+        if (FileExists(outDir.CombineWithFilePath(name))) DeleteFile(outDir.CombineWithFilePath(name));
+    long bytes = GetFiles($"{outDir}/**/*").Sum(f => new System.IO.FileInfo(f.FullPath).Length);
+    Information($"{outDir}: {bytes / 1e6:0} MB. Run on a host with an NVIDIA driver, CUDA 13 and cuDNN 9 on LD_LIBRARY_PATH: {outDir}/relu-sparsity analyze --device cuda …");
+});
+
 Task("TrainExportAnalyze")
     .Description("The main job: train the preset, export it to ONNX, analyze the held-out Brown text, write the report.")
     .IsDependentOn("Train")

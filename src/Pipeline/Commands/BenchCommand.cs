@@ -45,6 +45,7 @@ public static class BenchCommand
         };
         command.SetAction((parse, cancel) =>
         {
+            Libtorch.Require("bench");
             string outFolder = parse.GetValue(outDir)!, ckpt = parse.GetValue(checkpoint)!, text = parse.GetValue(corpus)!, tok = parse.GetValue(tokenizer)!;
             int T = parse.GetValue(seqLen), B = parse.GetValue(batch), n = parse.GetValue(threads), R = Math.Max(1, parse.GetValue(repeats));
             if (!File.Exists(Path.Combine(ckpt, Checkpoint.WeightsFile))) throw new UserInputException($"{ckpt} has no {Checkpoint.WeightsFile}: pass a checkpoint folder written by `train`.");

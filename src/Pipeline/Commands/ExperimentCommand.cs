@@ -28,6 +28,7 @@ public static class ExperimentCommand
         };
         command.SetAction((parse, cancel) =>
         {
+            Libtorch.Require("experiment");
             var recipe = Preset.Load(parse.GetValue(preset)!);
             var tok = TextTokenizer.FromSpec(parse.GetValue(tokenizer)!);
             foreach (var path in new[] { parse.GetValue(corpus)!, parse.GetValue(heldOut)! })

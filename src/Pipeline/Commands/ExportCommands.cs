@@ -32,6 +32,7 @@ public static class ExportCommands
         var command = new Command("export", "Export a checkpoint to ONNX (opset 17) with the MLP hidden layers exposed.") { checkpoint, outPath, variant, threshold };
         command.SetAction(parse =>
         {
+            Libtorch.Require("export");
             var (model, _, info) = Checkpoint.Load(parse.GetValue(checkpoint)!);
             using var _ = model;
             string path = parse.GetValue(outPath)!;

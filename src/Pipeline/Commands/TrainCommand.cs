@@ -34,6 +34,7 @@ public static class TrainCommand
         };
         command.SetAction((parse, cancel) =>
         {
+            Libtorch.Require("train");
             var recipe = Preset.Load(parse.GetValue(preset)!);
             var tok = TextTokenizer.FromSpec(parse.GetValue(tokenizer)!);
             var model = recipe.Model with
