@@ -14,10 +14,25 @@ namespace Sparsity.Pipeline.Analyze;
 
 /// <summary>What <c>analyze</c> was asked.</summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
-    int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false);
+    int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
+    bool Timing = false);
 
 /// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
-public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining);
+public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining,
+    StreamTiming? Timing = null);
+
+/// <summary>
+/// Where a batch's time went (<c>analyze --timing</c>), after the first batch (start-up, CUDA initialisation):
+/// inside the model run, waiting for the next batch from the reading thread, and counting; and the floor, the
+/// model alone on one batch with its outputs bound, timed <see cref="FloorRuns"/> times (median).
+/// </summary>
+public sealed record StreamTiming(long Batches, int BatchTokens, double ModelSeconds, double WaitSeconds, double CountSeconds, double FloorMsPerBatch, int FloorRuns)
+{
+    /// <summary>Steady-state milliseconds per batch of the whole stream.</summary>
+    public double MsPerBatch => 1000 * (ModelSeconds + WaitSeconds + CountSeconds) / Math.Max(1, Batches);
+    /// <summary>Steady-state ms per batch over the floor's.</summary>
+    public double RatioToFloor => MsPerBatch / FloorMsPerBatch;
+}
 
 /// <summary>
 /// Streams a corpus through an ONNX model with ML.NET and accumulates per-layer unit use: documents →
@@ -104,8 +119,8 @@ public static class Analyzer
         if (plan.Layers.All(l => l.Outputs.Count == 3))
         {
             // In-graph counts: the one runner, on any device. Dense activations (below) go through ML.NET's ApplyOnnxModel.
-            StreamCounts(r, plan, device, ml.Data.CreateEnumerable<BatchRow>(batches, reuseRowObject: false), uses, Report, cancel);
-            progress?.Report(Progress(counters, totalDocuments, clock.Elapsed));
+            var timing = StreamCounts(r, plan, device, ml.Data.CreateEnumerable<BatchRow>(batches, reuseRowObject: false), uses, Report, cancel);
+            progress?.Report(Progress(counters, totalDocuments, clock.Elapsed) with { Timing = timing });
             return;
         }
 
@@ -148,7 +163,7 @@ public static class Analyzer
 
     // In-graph counts through the one runner (outputs bound once; on a GPU only the counts leave it), while a second
     // thread reads, tokenizes and packs the next batches, so host work overlaps the model's.
-    static void StreamCounts(AnalysisRequest r, AnalysisPlan plan, Device device, IEnumerable<BatchRow> batches, LayerUnitUse[] uses, Action report, CancellationToken cancel)
+    static StreamTiming? StreamCounts(AnalysisRequest r, AnalysisPlan plan, Device device, IEnumerable<BatchRow> batches, LayerUnitUse[] uses, Action report, CancellationToken cancel)
     {
         int B = r.BatchSize, T = r.SeqLen;
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(B, T, l.DFf).Select(d => (long)d).ToArray()))).ToList();
@@ -160,17 +175,26 @@ public static class Analyzer
             try { foreach (var row in batches) queue.Add(row, stop.Token); }
             finally { queue.CompleteAdding(); }
         });
+        long batchCount = 0;
+        double model = 0, wait = 0, count = 0;
+        BatchRow? last = null;
         try
         {
             var realToken = new bool[B * T];
             var scratch = new StatsScratch();
+            var clock = Stopwatch.StartNew();
             foreach (var row in queue.GetConsumingEnumerable(stop.Token))
             {
+                double waited = clock.Elapsed.TotalSeconds;
                 runner.Run(row.InputIds, row.AttentionMask);
+                double ran = clock.Elapsed.TotalSeconds;
                 for (int i = 0; i < realToken.Length; i++) realToken[i] = row.AttentionMask[i] == 1;
                 for (int l = 0; l < uses.Length; l++)
                     AnalysisPlan.AddStatsBatch(uses[l], realToken, B, T, plan.Layers[l].DFf, runner.Longs(3 * l), runner.Longs(3 * l + 1), runner.Longs(3 * l + 2), scratch);
                 report();
+                if (batchCount++ > 0) (wait, model, count) = (wait + waited, model + ran - waited, count + clock.Elapsed.TotalSeconds - ran); // the first batch is start-up
+                last = row;
+                clock.Restart();
             }
         }
         finally
@@ -182,6 +206,16 @@ public static class Analyzer
         // A failure while reading, tokenizing or packing the corpus ends the stream early and surfaces here.
         if (producer.Exception?.GetBaseException() is { } failure and not OperationCanceledException)
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure is UserInputException ? failure : producer.Exception.InnerException!);
+        if (!r.Timing || last == null) return null;
+        const int runs = 20;
+        var floor = new double[runs];
+        for (int i = 0; i < runs; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            runner.Run(last.InputIds, last.AttentionMask);
+            floor[i] = clock.Elapsed.TotalMilliseconds;
+        }
+        return new StreamTiming(batchCount - 1, B * T, model, wait, count, MathNet.Numerics.Statistics.Statistics.Median(floor), runs);
     }
 
     static AnalysisProgress Progress(StreamCounters c, long totalDocuments, TimeSpan elapsed)

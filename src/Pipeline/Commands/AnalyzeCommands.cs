@@ -22,10 +22,11 @@ public static class AnalyzeCommands
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores).", DefaultValueFactory = _ => 0 };
         var activation = new Option<string[]>("--activation") { Description = "Activation op types of MLP hidden layers (default Relu).", DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
+        var timing = new Option<bool>("--timing") { Description = "Say where a batch's time goes (model run, waiting for input, counting) and how far analysis is from the model alone (the floor)." };
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {
-            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, threshold, device, threads, activation, denseActivations, outDir,
+            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, threshold, device, threads, activation, denseActivations, timing, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
@@ -34,7 +35,7 @@ public static class AnalyzeCommands
                 throw new UserInputException($"--shard {parse.GetValue(shard)}: use i/n, for example 0/4.");
             var request = new AnalysisRequest(parse.GetValue(model)!, parse.GetValue(corpus)!, parse.GetValue(tokenizer)!, parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
-                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations));
+                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing));
             var stats = Analyzer.Run(request, new AnalysisProgressPrinter(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);
@@ -132,5 +133,16 @@ public sealed class AnalysisProgressPrinter(TextWriter output, bool interactive)
         if (interactive) { output.Write("\r" + line); if (p.Documents == p.TotalDocuments) output.WriteLine(); return; }
         int decile = (int)(10 * p.Documents / Math.Max(1, p.TotalDocuments));
         if (decile != _lastDecile) { _lastDecile = decile; output.WriteLine(line); }
+        if (p.Timing is { } t) output.WriteLine(Describe(t));
+    }
+
+    /// <summary>The timing breakdown as one paragraph.</summary>
+    public static string Describe(StreamTiming t)
+    {
+        double total = t.ModelSeconds + t.WaitSeconds + t.CountSeconds;
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"Timing over {t.Batches} batches after the first: {t.MsPerBatch:0.00} ms per batch = {t.BatchTokens / t.MsPerBatch * 1000:N0} tokens/s; " +
+            $"the floor (the model alone on one batch, outputs bound, median of {t.FloorRuns}) {t.FloorMsPerBatch:0.00} ms = {t.BatchTokens / t.FloorMsPerBatch * 1000:N0} tokens/s; " +
+            $"ratio {t.RatioToFloor:0.00}. Of the stream's time: model run {100 * t.ModelSeconds / total:0.0} %, waiting for the next batch {100 * t.WaitSeconds / total:0.0} %, counting {100 * t.CountSeconds / total:0.0} %.");
     }
 }
