@@ -13,7 +13,7 @@ public enum ExportVariant
     /// <summary>
     /// Statistics reduced inside the runtime, honouring attention_mask [batch, seq] (1 = real token):
     /// active_units.{i} [batch, seq] (active units per token, 0 on padding),
-    /// unit_tokens_per_sequence.{i} [batch, d_ff] (tokens each unit was active on, per sequence) and
+    /// units_per_sequence.{i} [batch] (distinct units active in each window) and
     /// unit_tokens.{i} [d_ff] (over the batch). Only these compact tensors leave the runtime.
     /// </summary>
     Stats,

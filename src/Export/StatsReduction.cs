@@ -5,15 +5,16 @@ namespace Sparsity.Export;
 
 /// <summary>
 /// Unit-use counts computed inside the graph, so only compact tensors leave the runtime: per layer
-/// active_units.{i} [batch, seq] (active units per token, 0 on padding), unit_tokens_per_sequence.{i}
-/// [batch, d_ff] and unit_tokens.{i} [d_ff]. Used by this project's stats export and by <c>analyze</c> on any graph.
+/// active_units.{i} [batch, seq] (active units per token, 0 on padding), units_per_sequence.{i} [batch] (distinct
+/// units active in each window) and unit_tokens.{i} [d_ff] (tokens each unit was active on). Used by this project's
+/// stats export and by <c>analyze</c> on any graph.
 /// </summary>
 public static class StatsReduction
 {
     /// <summary>Active units per token of layer <paramref name="layer"/>.</summary>
     public static string ActiveUnitsOutput(int layer) => $"active_units.{layer}";
-    /// <summary>Per-sequence active-token counts per unit.</summary>
-    public static string SequenceUnitTokensOutput(int layer) => $"unit_tokens_per_sequence.{layer}";
+    /// <summary>Distinct units active in each window.</summary>
+    public static string UnitsPerSequenceOutput(int layer) => $"units_per_sequence.{layer}";
     /// <summary>Per-unit active-token counts over the batch.</summary>
     public static string UnitTokensOutput(int layer) => $"unit_tokens.{layer}";
     /// <summary>Metadata key holding the activity threshold the counts were built with.</summary>
@@ -41,10 +42,12 @@ public static class StatsReduction
         string perSequence = g.Op("ReduceSum", p + ".per_sequence", [active, g.Longs(p + ".axis_seq", [1], 1)], OnnxGraph.Int("keepdims", 0)); // (B, d_ff)
         string ToLong(string input, string output) => g.Named("Cast", output, [input], OnnxGraph.Int("to", (long)DataType.Int64));
         ToLong(g.Op("ReduceSum", p + ".per_token", [active, g.Longs(p + ".axis_unit", [1], -1)], OnnxGraph.Int("keepdims", 0)), ActiveUnitsOutput(layer));
-        ToLong(perSequence, SequenceUnitTokensOutput(layer));
+        // Distinct units per window, reduced here too: [batch] leaves the runtime instead of [batch, d_ff].
+        string seen = g.Op("Cast", p + ".seen", [g.Op("Greater", p + ".any", [perSequence, g.Scalar(p + ".zero", 0f)])], OnnxGraph.Int("to", (long)DataType.Float));
+        ToLong(g.Op("ReduceSum", p + ".distinct", [seen, g.Longs(p + ".axis_units", [1], -1)], OnnxGraph.Int("keepdims", 0)), UnitsPerSequenceOutput(layer));
         ToLong(g.Op("ReduceSum", p + ".per_unit", [perSequence, g.Longs(p + ".axis_batch", [1], 0)], OnnxGraph.Int("keepdims", 0)), UnitTokensOutput(layer));
         yield return OnnxGraph.Value(ActiveUnitsOutput(layer), DataType.Int64, "batch", "seq");
-        yield return OnnxGraph.Value(SequenceUnitTokensOutput(layer), DataType.Int64, "batch", dFf);
+        yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
     }
 }

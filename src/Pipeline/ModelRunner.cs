@@ -21,12 +21,14 @@ public sealed class ModelRunner : IDisposable
     readonly long[] _ids, _mask;
     readonly Array[] _outputs;
     readonly List<OrtValue> _values = [];
+    readonly (string[] Inputs, OrtValue[] Values, string[] Outputs)? _onDevice;
 
     /// <summary>
     /// Opens <paramref name="bound"/> on <paramref name="device"/> for batches of <paramref name="batch"/> × <paramref name="seqLen"/>;
     /// <paramref name="outputs"/> are the outputs to compute (float32 or int64) with their shapes for that batch.
+    /// <paramref name="bindOutputs"/> false (always on a GPU) has ONNX Runtime return the outputs, copied into the same buffers.
     /// </summary>
-    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[] Shape)> outputs)
+    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[] Shape)> outputs, bool bindOutputs = true)
     {
         Batch = batch;
         SeqLen = seqLen;
@@ -51,6 +53,10 @@ public sealed class ModelRunner : IDisposable
         _mask = new long[batch * seqLen];
         Bind(GraphInputs.TokenInput, OrtValue.CreateTensorValueFromMemory(_ids, shape), input: true);
         if (_session.InputNames.Contains(GraphInputs.MaskInput)) Bind(GraphInputs.MaskInput, OrtValue.CreateTensorValueFromMemory(_mask, shape), input: true);
+        if (device.CudaId != null || !bindOutputs)
+            _onDevice = (_session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).ToArray(),
+                         _session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).Select(n => _values[n == GraphInputs.TokenInput ? 0 : 1]).ToArray(),
+                         outputs.Select(o => o.Name).ToArray());
         _outputs = new Array[outputs.Count];
         for (int i = 0; i < outputs.Count; i++)
         {
@@ -85,7 +91,19 @@ public sealed class ModelRunner : IDisposable
     {
         ids.CopyTo(_ids);
         mask.CopyTo(_mask);
-        _session.RunWithBinding(_run, _binding);
+        if (_onDevice == null)
+        {
+            _session.RunWithBinding(_run, _binding);
+            return;
+        }
+        // On a GPU, ONNX Runtime copies each output to the host when the run ends (outputs bound to host buffers came
+        // back as zeros from CUDA on an H100); the outputs read here are counts or logits, small beside the activations.
+        using var results = _session.Run(_run, _onDevice.Value.Inputs, _onDevice.Value.Values, _onDevice.Value.Outputs);
+        for (int i = 0; i < _outputs.Length; i++)
+        {
+            if (_outputs[i] is float[] f) results[i].GetTensorDataAsSpan<float>().CopyTo(f);
+            else results[i].GetTensorDataAsSpan<long>().CopyTo((long[])_outputs[i]);
+        }
     }
 
     /// <summary>Float32 output <paramref name="i"/> of the last run.</summary>

@@ -33,7 +33,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = model.Graph.Initializer.FirstOrDefault(t => t.Name == "wpe.weight")?.Dims[0];
 
-        if (outputs.ContainsKey(StatsReduction.UnitTokensOutput(0)))
+        if (outputs.ContainsKey(StatsReduction.UnitTokensOutput(0)) && outputs.ContainsKey(StatsReduction.UnitsPerSequenceOutput(0)))
         {
             if (!GraphInputs.Required(model).Any(i => i.Name == GraphInputs.TokenInput))
                 throw new Training.UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
@@ -77,9 +77,9 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
 
     static LayerPlan StatsLayer(int layer, int dFf)
     {
-        string perToken = StatsReduction.ActiveUnitsOutput(layer), perSequence = StatsReduction.SequenceUnitTokensOutput(layer), perUnit = StatsReduction.UnitTokensOutput(layer);
+        string perToken = StatsReduction.ActiveUnitsOutput(layer), perSequence = StatsReduction.UnitsPerSequenceOutput(layer), perUnit = StatsReduction.UnitTokensOutput(layer);
         return new LayerPlan($"mlp_hidden.{layer}", dFf,
-            [new LayerOutput(perToken, (b, t, _) => [b, t]), new LayerOutput(perSequence, (b, _, d) => [b, d]), new LayerOutput(perUnit, (_, _, d) => [d])],
+            [new LayerOutput(perToken, (b, t, _) => [b, t]), new LayerOutput(perSequence, (b, _, _) => [b]), new LayerOutput(perUnit, (_, _, d) => [d])],
             (row, schema) =>
             {
                 var tokenGetter = row.GetGetter<VBuffer<long>>(schema[perToken]);
@@ -92,16 +92,16 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
                     tokenGetter(ref tokens);
                     sequenceGetter(ref sequences);
                     unitGetter(ref units);
-                    AddStatsBatch(use, real, b, t, dFf, tokens.GetValues(), sequences.GetValues(), units.GetValues(), scratch);
+                    AddStatsBatch(use, real, b, t, tokens.GetValues(), sequences.GetValues(), units.GetValues(), scratch);
                 };
             });
     }
 
     /// <summary>
-    /// Adds one batch of in-graph counts (<see cref="StatsReduction"/>: per token [B, T], per sequence and unit [B, d_ff],
-    /// per unit [d_ff]) to a layer's accumulator; padded positions and empty windows count in no statistic.
+    /// Adds one batch of in-graph counts (<see cref="StatsReduction"/>: active units per token [B, T], distinct units per
+    /// window [B], tokens per unit [d_ff]) to a layer's accumulator; padded positions and empty windows count in no statistic.
     /// </summary>
-    public static void AddStatsBatch(LayerUnitUse use, bool[] real, int b, int t, int dFf, ReadOnlySpan<long> perToken, ReadOnlySpan<long> perSequence,
+    public static void AddStatsBatch(LayerUnitUse use, bool[] real, int b, int t, ReadOnlySpan<long> perToken, ReadOnlySpan<long> perSequence,
         ReadOnlySpan<long> perUnit, StatsScratch scratch)
     {
         scratch.UnitsPerToken.Clear();
@@ -111,10 +111,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             bool anyReal = false;
             for (int p = s * t; p < (s + 1) * t; p++)
                 if (real[p]) { scratch.UnitsPerToken.Add((int)perToken[p]); anyReal = true; }
-            if (!anyReal) continue;
-            int distinct = 0;
-            foreach (long c in perSequence.Slice(s * dFf, dFf)) if (c > 0) distinct++;
-            scratch.UnitsPerSequence.Add(distinct);
+            if (anyReal) scratch.UnitsPerSequence.Add((int)perSequence[s]);
         }
         use.AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerToken),
                      System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerSequence), perUnit);

@@ -190,7 +190,7 @@ public static class Analyzer
                 double ran = clock.Elapsed.TotalSeconds;
                 for (int i = 0; i < realToken.Length; i++) realToken[i] = row.AttentionMask[i] == 1;
                 for (int l = 0; l < uses.Length; l++)
-                    AnalysisPlan.AddStatsBatch(uses[l], realToken, B, T, plan.Layers[l].DFf, runner.Longs(3 * l), runner.Longs(3 * l + 1), runner.Longs(3 * l + 2), scratch);
+                    AnalysisPlan.AddStatsBatch(uses[l], realToken, B, T, runner.Longs(3 * l), runner.Longs(3 * l + 1), runner.Longs(3 * l + 2), scratch);
                 report();
                 if (batchCount++ > 0) (wait, model, count) = (wait + waited, model + ran - waited, count + clock.Elapsed.TotalSeconds - ran); // the first batch is start-up
                 last = row;
