@@ -116,7 +116,28 @@ public static class OnnxGraph
             ?? throw new Training.UserInputException($"The model has no output {name} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).")).ToList();
         copy.Graph.Output.Clear();
         copy.Graph.Output.AddRange(keep);
+        RemoveDeadNodes(copy.Graph);
         return copy;
+    }
+
+    /// <summary>
+    /// Removes nodes no graph output depends on, and initializers nothing reads. ONNX Runtime still runs a node whose
+    /// outputs nobody reads (measured: an analysis graph keeping a dead 4,096-way logits projection ran 1.3× slower).
+    /// </summary>
+    public static void RemoveDeadNodes(GraphProto graph)
+    {
+        var needed = graph.Output.Select(o => o.Name).ToHashSet();
+        var live = new HashSet<NodeProto>();
+        for (int i = graph.Node.Count - 1; i >= 0; i--) // nodes are topologically sorted: walk back from the outputs
+        {
+            var node = graph.Node[i];
+            if (!node.Output.Any(needed.Contains)) continue;
+            live.Add(node);
+            foreach (string input in node.Input) needed.Add(input);
+        }
+        foreach (var node in graph.Node.Where(n => !live.Contains(n)).ToList()) graph.Node.Remove(node);
+        var used = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
+        foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList()) graph.Initializer.Remove(t);
     }
 
     /// <summary>

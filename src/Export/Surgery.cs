@@ -86,7 +86,7 @@ public static class Surgery
         }
         // Exporters annotate intermediate shapes (torch.onnx dynamo writes value_info); the widths changed, so drop them.
         result.Graph.ValueInfo.Clear();
-        RemoveUnused(result.Graph);
+        OnnxGraph.RemoveDeadNodes(result.Graph);
         var report = new PruneReport(Parameters(model), Parameters(result), model.CalculateSize(), result.CalculateSize(),
             sites.Select(s => s.DFf).ToArray(), pruned.Select(s => s.DFf).ToArray());
         return (result, pruned, report);
@@ -157,23 +157,10 @@ public static class Surgery
             isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
+        OnnxGraph.RemoveDeadNodes(result.Graph);
         foreach (var old in result.MetadataProps.Where(p => p.Key == StatsReduction.ThresholdMetadata).ToList()) result.MetadataProps.Remove(old);
         result.MetadataProps.Add(new StringStringEntryProto { Key = StatsReduction.ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
         return result;
-    }
-
-    // Nodes whose outputs nothing reads (a shape Concat every reshape stopped using) and initializers nothing reads.
-    static void RemoveUnused(GraphProto graph)
-    {
-        for (bool removed = true; removed;)
-        {
-            var read = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
-            var dead = graph.Node.Where(n => n.Output.All(o => !read.Contains(o))).ToList();
-            foreach (var node in dead) graph.Node.Remove(node);
-            removed = dead.Count > 0;
-        }
-        var used = graph.Node.SelectMany(n => n.Input).ToHashSet();
-        foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList()) graph.Initializer.Remove(t);
     }
 
     /// <summary>Parameters held in initializers.</summary>
