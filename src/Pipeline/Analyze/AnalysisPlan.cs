@@ -27,6 +27,9 @@ public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> 
 public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<LayerPlan> Layers, ModelProto Graph, bool Rewritten,
     bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null, BoundInputs? Bound = null)
 {
+    /// <summary>The graph returns in-graph counts (three outputs per layer), not dense activations.</summary>
+    public bool ReadsCounts => Layers.All(l => l.Outputs.Count == 3);
+
     /// <summary>Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts.</summary>
     public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false)
     {

@@ -64,9 +64,8 @@ public static class Analyzer
         SparsityStats? stats = null;
         OutputFolder.Write(r.OutDir, "analyze", dir =>
         {
-            // The plan's graph outputs only what the analysis reads: ONNX Runtime then skips the rest
-            // (for a language model, the vocabulary projection, as costly here as all four MLPs).
-            bool rewrite = plan.Rewritten;
+            // In-graph counts run the plan's graph from memory; ML.NET's ApplyOnnxModel (dense activations) needs a file.
+            bool rewrite = plan.Rewritten && !plan.ReadsCounts;
             string modelFile = rewrite ? Path.Combine(dir, "analysis.onnx") : r.Model;
             if (rewrite) OnnxGraph.Save(plan.Graph, modelFile);
             var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
@@ -116,7 +115,7 @@ public static class Analyzer
             lastReport = clock.Elapsed;
             progress.Report(Progress(counters, totalDocuments, clock.Elapsed));
         }
-        if (plan.Layers.All(l => l.Outputs.Count == 3))
+        if (plan.ReadsCounts)
         {
             // In-graph counts: the one runner, on any device. Dense activations (below) go through ML.NET's ApplyOnnxModel.
             var timing = StreamCounts(r, plan, device, ml.Data.CreateEnumerable<BatchRow>(batches, reuseRowObject: false), uses, Report, cancel);
