@@ -16,7 +16,7 @@ run() { local name=$1; shift; echo "== $name: relu-sparsity analyze $*" | tee -a
 run gpu-b16 --batch-size 16 --device cuda --timing
 run gpu-b64 --batch-size 64 --device cuda --timing
 run gpu-b16-64k --batch-size 16 --device cuda --max-tokens 65536
-#run cpu16-b16-64k --batch-size 16 --device cpu --threads 16 --max-tokens 65536 --timing
+run cpu16-b16-64k --batch-size 16 --device cpu --threads 16 --max-tokens 65536 --timing
 run gpu-dense-b16 --batch-size 16 --device cuda --dense-activations
 python3 $HERE/opt125m.py torch $W/results 16 2>&1 | grep -v Warning | tee -a $OUT/pytorch.log
 python3 $HERE/opt125m.py torch $W/results 64 2>&1 | grep -v Warning | tee -a $OUT/pytorch.log
