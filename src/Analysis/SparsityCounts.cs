@@ -17,9 +17,10 @@ namespace Sparsity.Analysis;
 /// <param name="ModelSha256">SHA-256 of the model file followed by its external data files; null in files written before 0.2.0.</param>
 /// <param name="CorpusFingerprint">The corpus as read: path, bytes and SHA-256 of its files.</param>
 /// <param name="TokenizerSha256">SHA-256 of the tokenizer spec's kind and the bytes of the files it names (the spec itself for built-in ones).</param>
+/// <param name="Precision">The model's compute precision: fp32, or fp16 (units within fp16 rounding of zero may flip).</param>
 public sealed record AnalysisHeader(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, float Threshold,
     long? MaxTokens, IReadOnlyList<string> Shards, string Producer,
-    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null)
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32")
 {
     /// <summary>The shard count n of the runs merged here (all equal, <see cref="SparsityCounts.Merge"/> checks).</summary>
     public int ShardCount => ParseShard(Shards[0]).Count;
@@ -96,6 +97,7 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
                 ("corpus size (bytes)", first.CorpusFingerprint.Bytes, h.CorpusFingerprint.Bytes), ("tokenizer", first.Tokenizer, h.Tokenizer),
                 ("tokenizer files (SHA-256)", first.TokenizerSha256, h.TokenizerSha256), ("seq_len", first.SeqLen, h.SeqLen), ("batch_size", first.BatchSize, h.BatchSize),
                 ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
+                ("precision", first.Precision, h.Precision),
                 ("shard count n", first.ShardCount, h.ShardCount),
             })
                 if (!Equals(a, b))
@@ -161,7 +163,7 @@ public sealed record LayerStats(string Name, int Index, int DFf, double NonzeroF
 /// <summary>stats.json: what people and plots read. Derived from <see cref="SparsityCounts"/>, never merged itself.</summary>
 public sealed record SparsityStats(string Model, string Corpus, string Tokenizer, long Tokens, long Sequences, long Batches,
     int SeqLen, int BatchSize, float Threshold, long? MaxTokens, IReadOnlyList<string> Shards, string Producer, IReadOnlyList<LayerStats> Layers,
-    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null)
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32")
 {
     /// <summary>File name inside an analysis folder.</summary>
     public const string FileName = "stats.json";
@@ -195,6 +197,6 @@ public sealed record SparsityStats(string Model, string Corpus, string Tokenizer
         var any = counts.Layers.Count > 0 ? counts.Layers[0].ToUse() : null;
         var h = counts.Header;
         return new SparsityStats(h.Model, h.Corpus, h.Tokenizer, any?.Tokens ?? 0, any?.Sequences ?? 0, any?.Batches ?? 0,
-            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers, h.ModelSha256, h.CorpusFingerprint, h.TokenizerSha256);
+            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers, h.ModelSha256, h.CorpusFingerprint, h.TokenizerSha256, h.Precision);
     }
 }

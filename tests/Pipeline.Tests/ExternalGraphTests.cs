@@ -301,3 +301,49 @@ public class ModelRunnerTests
         }
     }
 }
+
+[TestFixture]
+public class Float16Tests
+{
+    [Test]
+    public void WeightsBecomeFp16AndFloatOutputsStayFloat32()
+    {
+        var model = OnnxGraph.Load(HookFixture.PathOf("opt.dynamo.onnx"));
+        var half = Float16.Convert(model);
+        Assert.That(half.Graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float), Is.Empty);
+        var w = half.Graph.Initializer.First(t => t.DataType == (int)TensorProto.Types.DataType.Float16 && t.Dims.Count == 2);
+        var original = model.Graph.Initializer.Single(t => t.Name == w.Name);
+        float[] before = Surgery.ReadFloats(original);
+        var after = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(w.RawData.Span).ToArray();
+        Assert.That(after.Select(h => (float)h), Is.EqualTo(before).Within(before.Max(Math.Abs) * 1e-3f), "fp16 rounding only");
+        Assert.That(half.Graph.Output.Select(o => o.Name), Is.EqualTo(model.Graph.Output.Select(o => o.Name)));
+        Assert.That(half.Graph.Node.Last(n => n.Output.Contains("logits")).OpType, Is.EqualTo("Cast"), "logits cast back to float32");
+        Assert.That(half.Graph.Node.Where(n => n.OpType == "Cast").SelectMany(n => n.Attribute).Where(a => a.Name == "to" && a.I == (long)TensorProto.Types.DataType.Float).Count(),
+            Is.EqualTo(1), "the only cast to float32 left is the output's");
+        Assert.That(half.Graph.ValueInfo, Is.Empty);
+    }
+
+    [Test]
+    public void Fp16IsRefusedOnTheCpuAndOnStatsExports()
+    {
+        string outDir = Path.Combine(TestCorpus.TempDir(), "fp16");
+        var (exit, _, error) = Cli.Run("analyze", "--model", HookFixture.PathOf("opt.dynamo.onnx"), "--corpus", HookFixture.Corpus, "--tokenizer", "bytes",
+            "--seq-len", "32", "--precision", "fp16", "--out", outDir);
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("--precision fp16 runs on a GPU only"));
+        Assert.That(Directory.Exists(outDir), Is.False);
+        var stats = Assert.Throws<UserInputException>(() => Pipeline.Analyze.AnalysisPlan.For(StatsExport(), ["Relu"], 0f, float16: true))!;
+        Assert.That(stats.Message, Does.Contain("this is a stats export"));
+        // The counts of an fp16 graph are still summed in float32: the instrumented graph casts the activations first.
+        var plan = Pipeline.Analyze.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f, float16: true);
+        var casts = plan.Graph.Graph.Node.Where(n => n.OpType == "Cast" && n.Name.Contains(".stats.f32")).ToList();
+        Assert.That(casts, Has.Count.EqualTo(2), "one per layer");
+    }
+
+    static ModelProto StatsExport()
+    {
+        TorchSharp.torch.random.manual_seed(3);
+        using var model = new Training.Model.ReluTransformer(new Training.Model.ModelConfig(Layers: 1, DModel: 16, Heads: 2, DFf: 32, SeqLen: 8, VocabSize: 20));
+        return ModelExporter.Export(model, ExportVariant.Stats);
+    }
+}

@@ -30,8 +30,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// <summary>The graph returns in-graph counts (three outputs per layer), not dense activations.</summary>
     public bool ReadsCounts => Layers.All(l => l.Outputs.Count == 3);
 
-    /// <summary>Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts.</summary>
-    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false)
+    /// <summary>
+    /// Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts;
+    /// <paramref name="float16"/> runs the model in fp16 (<see cref="Float16"/>), its counts still in float32.
+    /// </summary>
+    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = model.Graph.Initializer.FirstOrDefault(t => t.Name == "wpe.weight")?.Dims[0];
@@ -42,6 +45,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
                 throw new Training.UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
             var layers = Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(StatsReduction.UnitTokensOutput(i)))
                 .Select(i => StatsLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
+            if (float16)
+                throw new Training.UserInputException("--precision fp16 converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in fp16: analyze the dense export (model.onnx) instead.");
             string? baked = model.MetadataProps.FirstOrDefault(p => p.Key == StatsReduction.ThresholdMetadata)?.Value;
             var needed = layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToList();
             bool extra = model.Graph.Output.Any(o => !needed.Contains(o.Name));
@@ -53,11 +58,17 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         var (bound, inputs) = GraphInputs.Bind(model);
         var sites = MlpSites.Find(bound, activations);
         long? vocab = GraphInputs.VocabularySize(bound);
-        if (vocab is long v) GraphCheck.RequireBatchMajor(bound, sites, v);
+        if (vocab is long v) GraphCheck.RequireBatchMajor(bound, sites, v); // in fp32, on the CPU
         if (dense)
         {
             var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, sites), sites.Select(s => s.Output).ToList());
-            return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), instrumented, true, inputs.HasAttentionMask, vocab, maxSeq, Bound: inputs);
+            return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), float16 ? Float16.Convert(instrumented) : instrumented, true,
+                inputs.HasAttentionMask, vocab, maxSeq, Bound: inputs);
+        }
+        if (float16)
+        {
+            bound = Float16.Convert(bound); // the counts added below cast the activations back to float32
+            sites = MlpSites.Find(bound, activations);
         }
         return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf)).ToList(), Surgery.InstrumentStats(bound, sites, threshold), true,
             true, vocab, maxSeq, Bound: inputs);

@@ -15,7 +15,7 @@ namespace Sparsity.Pipeline.Analyze;
 /// <summary>What <c>analyze</c> was asked.</summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false);
+    bool Timing = false, string Precision = "fp32");
 
 /// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
 public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining,
@@ -48,9 +48,12 @@ public static class Analyzer
         if (r.ShardCount < 1 || r.ShardIndex < 0 || r.ShardIndex >= r.ShardCount) throw new UserInputException($"--shard {r.ShardIndex}/{r.ShardCount}: use i/n with 0 ≤ i < n.");
         if (r.MaxTokens is <= 0) throw new UserInputException("--max-tokens must be positive.");
         var device = Devices.Resolve(r.Device);
+        if (r.Precision is not ("fp32" or "fp16")) throw new UserInputException($"--precision {r.Precision}: use fp32 or fp16.");
+        if (r.Precision == "fp16" && device.CudaId == null)
+            throw new UserInputException("--precision fp16 runs on a GPU only (ONNX Runtime's CPU provider lacks fp16 kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
-        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations);
+        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, r.Precision == "fp16");
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -86,7 +89,7 @@ public static class Analyzer
             if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
-                [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer));
+                [$"{r.ShardIndex}/{r.ShardCount}"], Checkpoint.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), r.Precision);
             var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i])).ToList());
             counts.Write(dir);
             stats = SparsityStats.From(counts);

@@ -22,11 +22,12 @@ public static class AnalyzeCommands
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores).", DefaultValueFactory = _ => 0 };
         var activation = new Option<string[]>("--activation") { Description = "Activation op types of MLP hidden layers (default Relu).", DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
+        var precision = new Option<string>("--precision") { Description = "fp32, or fp16 on a GPU: weights and compute in fp16, counts in fp32 (units within fp16 rounding of zero may flip; stats.json records it).", DefaultValueFactory = _ => "fp32" };
         var timing = new Option<bool>("--timing") { Description = "Say where a batch's time goes (model run, waiting for input, counting) and how far analysis is from the model alone (the floor)." };
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {
-            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, threshold, device, threads, activation, denseActivations, timing, outDir,
+            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, threshold, device, threads, activation, denseActivations, precision, timing, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
@@ -35,7 +36,7 @@ public static class AnalyzeCommands
                 throw new UserInputException($"--shard {parse.GetValue(shard)}: use i/n, for example 0/4.");
             var request = new AnalysisRequest(parse.GetValue(model)!, parse.GetValue(corpus)!, parse.GetValue(tokenizer)!, parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
-                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing));
+                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!);
             var stats = Analyzer.Run(request, new AnalysisProgressPrinter(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);

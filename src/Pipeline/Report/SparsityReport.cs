@@ -47,6 +47,8 @@ public static class SparsityReport
         md.AppendLine(CultureInfo.InvariantCulture, $"# MLP activation sparsity of {stats.Model}").AppendLine();
         md.AppendLine(inv, $"Corpus `{stats.Corpus}` ({stats.Tokens:N0} tokens, {stats.Sequences:N0} windows of ≤ {stats.SeqLen} tokens, {stats.Batches:N0} batches of {stats.BatchSize} windows), tokenizer `{stats.Tokenizer}`, ");
         md.AppendLine(inv, $"a unit is active when its activation exceeds {stats.Threshold}. Shards: {string.Join(", ", stats.Shards)}. Written by {stats.Producer}.").AppendLine();
+        if (stats.Precision == "fp16")
+            md.AppendLine("The model ran in fp16 (`--precision fp16`): a unit whose activation lies within fp16 rounding of the threshold may be counted differently from an fp32 run.").AppendLine();
         md.AppendLine("| layer | d_ff | nonzero fraction | units / token | units / sequence | units / batch | ever active | dead | down-proj. FLOPs saved |");
         md.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var l in stats.Layers)
