@@ -26,7 +26,8 @@ public static class OutputFolder
         if (File.Exists(path)) throw new UserInputException($"--out {path} is a file; give a folder for {command}'s output.");
         if (!Directory.Exists(path) || !Directory.EnumerateFileSystemEntries(path).Any()) return;
         var manifest = Read(path)
-            ?? throw new UserInputException($"--out {path} already holds files relu-sparsity did not write ({Describe(Directory.EnumerateFileSystemEntries(path).ToList(), path)}); choose a new or empty folder.");
+            ?? throw new UserInputException($"--out {path} already holds files relu-sparsity did not write ({Describe(Directory.EnumerateFileSystemEntries(path).ToList(), path)}); choose a new or empty folder" +
+                                            (File.Exists(Path.Combine(path, Checkpoint.ConfigFile)) ? " (a checkpoint written before relu-sparsity 0.2.0 has no manifest: move or delete it to retrain there)." : "."));
         if (manifest.Command != command)
             throw new UserInputException($"--out {path} holds the output of `{manifest.Command}`, not of `{command}`; choose another folder.");
         var foreign = Foreign(path, manifest).ToList();
