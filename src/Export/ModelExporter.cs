@@ -28,9 +28,6 @@ public static class ModelExporter
 {
     /// <summary>Name of the hidden-activation output of layer <paramref name="layer"/> (dense variant).</summary>
     public static string HiddenOutput(int layer) => $"mlp_hidden.{layer}";
-    /// <summary>Metadata key holding the activity threshold the stats variant was built with.</summary>
-    public const string ThresholdMetadata = StatsReduction.ThresholdMetadata;
-
     /// <summary>Builds the graph for <paramref name="model"/>.</summary>
     public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f)
     {
@@ -101,7 +98,7 @@ public static class ModelExporter
         g.Graph.Output.AddRange(outputs);
         var proto = OnnxGraph.Model(g.Graph, Training.Checkpoint.Producer,
             docString: $"ReLU transformer {c.Layers}x{c.DFf} exported by relu-sparsity ({variant.ToString().ToLowerInvariant()} variant, threshold {threshold}).");
-        proto.MetadataProps.Add(new StringStringEntryProto { Key = ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
+        StatsReduction.SetThreshold(proto, threshold);
         return proto;
     }
 }

@@ -20,6 +20,13 @@ public static class StatsReduction
     /// <summary>Metadata key holding the activity threshold the counts were built with.</summary>
     public const string ThresholdMetadata = "relu_sparsity.threshold";
 
+    /// <summary>Records in <paramref name="model"/>'s metadata the threshold its counts use (replacing any earlier one).</summary>
+    public static void SetThreshold(ModelProto model, float threshold)
+    {
+        foreach (var old in model.MetadataProps.Where(p => p.Key == ThresholdMetadata).ToList()) model.MetadataProps.Remove(old);
+        model.MetadataProps.Add(new StringStringEntryProto { Key = ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
+    }
+
     /// <summary>
     /// [batch, seq, 1] float mask of real tokens from the int64 attention_mask input; the counts of every layer read it.
     /// </summary>

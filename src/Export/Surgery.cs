@@ -158,8 +158,7 @@ public static class Surgery
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);
-        foreach (var old in result.MetadataProps.Where(p => p.Key == StatsReduction.ThresholdMetadata).ToList()) result.MetadataProps.Remove(old);
-        result.MetadataProps.Add(new StringStringEntryProto { Key = StatsReduction.ThresholdMetadata, Value = threshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
+        StatsReduction.SetThreshold(result, threshold);
         return result;
     }
 

@@ -25,7 +25,7 @@ public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> 
 /// (<see cref="Surgery.InstrumentStats"/>), or, when dense activations are asked for, exposed as outputs.
 /// </summary>
 public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<LayerPlan> Layers, ModelProto Graph, bool Rewritten,
-    bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null, BoundInputs? Bound = null)
+    bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null)
 {
     /// <summary>The graph returns in-graph counts (three outputs per layer), not dense activations.</summary>
     public bool ReadsCounts => Layers.All(l => l.Outputs.Count == 3);
@@ -63,7 +63,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         {
             var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, sites), sites.Select(s => s.Output).ToList());
             return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), float16 ? Float16.Convert(instrumented) : instrumented, true,
-                inputs.HasAttentionMask, vocab, maxSeq, Bound: inputs);
+                inputs.HasAttentionMask, vocab, maxSeq);
         }
         if (float16)
         {
@@ -71,7 +71,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             sites = MlpSites.Find(bound, activations);
         }
         return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf)).ToList(), Surgery.InstrumentStats(bound, sites, threshold), true,
-            true, vocab, maxSeq, Bound: inputs);
+            true, vocab, maxSeq);
     }
 
     static LayerPlan DenseLayer(MlpSite site)
