@@ -43,16 +43,16 @@ public static class SparsityCheck
     public static IReadOnlyList<MetricDeviation> Compare(SparsityStats actual, SparsityStats baseline, IReadOnlyDictionary<string, double>? tolerances = null)
     {
         foreach (string name in tolerances?.Keys ?? [])
-            if (!Metrics.ContainsKey(name)) throw new ArgumentException($"Unknown metric '{name}': use one of {string.Join(", ", Metrics.Keys)}.");
+            if (!Metrics.ContainsKey(name)) throw new UserInputException($"Unknown metric '{name}': use one of {string.Join(", ", Metrics.Keys)}.");
         if (actual.Layers.Count != baseline.Layers.Count)
-            throw new ArgumentException($"The statistics have {actual.Layers.Count} layers, the baseline {baseline.Layers.Count}: not the same model.");
+            throw new UserInputException($"The statistics have {actual.Layers.Count} layers, the baseline {baseline.Layers.Count}: not the same model.");
         if (actual.SeqLen != baseline.SeqLen || actual.BatchSize != baseline.BatchSize || actual.Threshold != baseline.Threshold)
-            throw new ArgumentException($"Settings differ (seq_len {actual.SeqLen}/{baseline.SeqLen}, batch_size {actual.BatchSize}/{baseline.BatchSize}, threshold {actual.Threshold}/{baseline.Threshold}): per-sequence and per-batch use are not comparable.");
+            throw new UserInputException($"Settings differ (seq_len {actual.SeqLen}/{baseline.SeqLen}, batch_size {actual.BatchSize}/{baseline.BatchSize}, threshold {actual.Threshold}/{baseline.Threshold}): per-sequence and per-batch use are not comparable.");
         var deviations = new List<MetricDeviation>();
         for (int i = 0; i < actual.Layers.Count; i++)
         {
             var (a, b) = (actual.Layers[i], baseline.Layers[i]);
-            if (a.DFf != b.DFf) throw new ArgumentException($"Layer {i} has {a.DFf} units, the baseline's {b.DFf}.");
+            if (a.DFf != b.DFf) throw new UserInputException($"Layer {i} has {a.DFf} units, the baseline's {b.DFf}.");
             foreach (var (name, value) in Metrics)
             {
                 double tolerance = tolerances != null && tolerances.TryGetValue(name, out double t) ? t : DefaultTolerance(name, a.DFf);

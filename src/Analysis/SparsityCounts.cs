@@ -37,7 +37,7 @@ public sealed record AnalysisHeader(string Model, string Corpus, string Tokenize
     {
         string[] parts = shard.Split('/');
         return parts.Length == 2 && int.TryParse(parts[0], CultureInfo.InvariantCulture, out int i) && int.TryParse(parts[1], CultureInfo.InvariantCulture, out int n) && n > 0 && i >= 0 && i < n
-            ? (i, n) : throw new ArgumentException($"Shard '{shard}' is not i/n with 0 ≤ i < n.");
+            ? (i, n) : throw new UserInputException($"Shard '{shard}' is not i/n with 0 ≤ i < n.");
     }
 }
 
@@ -69,9 +69,9 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
     public static SparsityCounts Load(string dir)
     {
         string path = Path.Combine(dir, FileName);
-        if (!File.Exists(path)) throw new ArgumentException($"{dir} is not an analysis folder: {FileName} is missing (run `analyze`).");
+        if (!File.Exists(path)) throw new UserInputException($"{dir} is not an analysis folder: {FileName} is missing (run `analyze`).");
         try { return JsonSerializer.Deserialize<SparsityCounts>(File.ReadAllText(path), ProjectJson.Options)!; }
-        catch (JsonException e) { throw new ArgumentException($"{path} is not a valid counts file: {e.Message}"); }
+        catch (JsonException e) { throw new UserInputException($"{path} is not a valid counts file: {e.Message}"); }
     }
 
     /// <summary>
@@ -82,11 +82,11 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
     /// </summary>
     public static SparsityCounts Merge(IReadOnlyList<SparsityCounts> parts, bool allowPartial = false, IReadOnlyList<string>? names = null)
     {
-        if (parts.Count == 0) throw new ArgumentException("Nothing to merge.");
+        if (parts.Count == 0) throw new UserInputException("Nothing to merge.");
         string Name(int i) => names?[i] ?? $"input {i + 1}";
         for (int i = 0; i < parts.Count; i++)
             if (parts[i].Header.ModelSha256 == null || parts[i].Header.CorpusFingerprint == null || parts[i].Header.TokenizerSha256 == null)
-                throw new ArgumentException($"{Name(i)} records no provenance (model, corpus and tokenizer hashes; written before relu-sparsity 0.2.0): re-run analyze to merge it.");
+                throw new UserInputException($"{Name(i)} records no provenance (model, corpus and tokenizer hashes; written before relu-sparsity 0.2.0): re-run analyze to merge it.");
         var first = parts[0].Header;
         for (int i = 1; i < parts.Count; i++)
         {
@@ -101,13 +101,13 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
                 ("shard count n", first.ShardCount, h.ShardCount),
             })
                 if (!Equals(a, b))
-                    throw new ArgumentException($"Cannot merge: {field} differs between {Name(0)} ({a ?? "none"}) and {Name(i)} ({b ?? "none"}); only shards of one run belong together.");
+                    throw new UserInputException($"Cannot merge: {field} differs between {Name(0)} ({a ?? "none"}) and {Name(i)} ({b ?? "none"}); only shards of one run belong together.");
             if (parts[i].Layers.Count != parts[0].Layers.Count || parts[i].Layers.Zip(parts[0].Layers).Any(l => l.First.DFf != l.Second.DFf))
-                throw new ArgumentException($"Cannot merge: the layers of {Name(i)} differ from those of {Name(0)}.");
+                throw new UserInputException($"Cannot merge: the layers of {Name(i)} differ from those of {Name(0)}.");
         }
         var shards = parts.SelectMany(p => p.Header.Shards).ToList();
         var repeated = shards.GroupBy(s => s).FirstOrDefault(g => g.Count() > 1);
-        if (repeated != null) throw new ArgumentException($"Shard {repeated.Key} appears twice: merging it twice would count its tokens twice.");
+        if (repeated != null) throw new UserInputException($"Shard {repeated.Key} appears twice: merging it twice would count its tokens twice.");
 
         var layers = parts[0].Layers.Select((l, i) =>
         {
@@ -118,7 +118,7 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
         var header = first with { Shards = shards.OrderBy(s => AnalysisHeader.ParseShard(s).Index).ToList() };
         var missing = header.MissingShards();
         if (missing.Count > 0 && !allowPartial)
-            throw new ArgumentException($"Shards {string.Join(", ", missing.Select(m => $"{m}/{header.ShardCount}"))} are missing: the merge would not cover the corpus. " +
+            throw new UserInputException($"Shards {string.Join(", ", missing.Select(m => $"{m}/{header.ShardCount}"))} are missing: the merge would not cover the corpus. " +
                                         "Add them, or pass --partial to merge what is here.");
         return new SparsityCounts(header, layers);
     }
@@ -130,24 +130,18 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
     public void Write(string dir)
     {
         Directory.CreateDirectory(dir);
-        WriteAtomically(Path.Combine(dir, FileName), JsonSerializer.Serialize(this, ProjectJson.Options));
+        AtomicFile.WriteAllText(Path.Combine(dir, FileName), JsonSerializer.Serialize(this, ProjectJson.Options));
         foreach (var layer in Layers)
         {
             var csv = new StringBuilder("unit,active_tokens,frequency\n");
             double[] frequency = layer.ToUse().UnitActivationFrequency();
             for (int u = 0; u < layer.DFf; u++)
                 csv.Append(CultureInfo.InvariantCulture, $"{u},{layer.TokensPerUnit[u]},{frequency[u]:R}\n");
-            WriteAtomically(Path.Combine(dir, $"layer_{layer.Index}.csv"), csv.ToString());
+            AtomicFile.WriteAllText(Path.Combine(dir, $"layer_{layer.Index}.csv"), csv.ToString());
         }
-        WriteAtomically(Path.Combine(dir, SparsityStats.FileName), JsonSerializer.Serialize(SparsityStats.From(this), ProjectJson.Options));
+        AtomicFile.WriteAllText(Path.Combine(dir, SparsityStats.FileName), JsonSerializer.Serialize(SparsityStats.From(this), ProjectJson.Options));
     }
 
-    static void WriteAtomically(string path, string text)
-    {
-        string temp = path + ".tmp-" + Environment.ProcessId;
-        File.WriteAllText(temp, text);
-        File.Move(temp, path, overwrite: true);
-    }
 }
 
 /// <summary>One bin of the unit-frequency histogram: units whose activation frequency f is in (From, To] (f = 0 for the first bin).</summary>
@@ -168,12 +162,12 @@ public sealed record SparsityStats(string Model, string Corpus, string Tokenizer
     /// <summary>File name inside an analysis folder.</summary>
     public const string FileName = "stats.json";
 
-    /// <summary>Reads a stats.json; a missing or malformed file is an <see cref="ArgumentException"/> naming it.</summary>
+    /// <summary>Reads a stats.json; a missing or malformed file is an <see cref="UserInputException"/> naming it.</summary>
     public static SparsityStats Load(string path)
     {
-        if (!File.Exists(path)) throw new ArgumentException($"{path} does not exist (run `analyze` first).");
-        try { return JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(path), ProjectJson.Options) ?? throw new ArgumentException($"{path} is empty."); }
-        catch (JsonException e) { throw new ArgumentException($"{path} is not a stats.json: {e.Message}"); }
+        if (!File.Exists(path)) throw new UserInputException($"{path} does not exist (run `analyze` first).");
+        try { return JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(path), ProjectJson.Options) ?? throw new UserInputException($"{path} is empty."); }
+        catch (JsonException e) { throw new UserInputException($"{path} is not a stats.json: {e.Message}"); }
     }
 
     // Decades: dead, then (0, 1e-4], …, (0.1, 0.5], (0.5, 1]: the long tail of Li et al. Fig. 3 stays readable.

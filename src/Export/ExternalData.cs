@@ -1,6 +1,5 @@
 using Google.Protobuf;
 using Onnx;
-using Sparsity.Training;
 using Location = Onnx.TensorProto.Types.DataLocation;
 
 namespace Sparsity.Export;

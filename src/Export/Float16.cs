@@ -27,7 +27,7 @@ public static class Float16
                 if (node.OpType == "Cast" && a.Name == "to" && a.I == (long)DataType.Float) a.I = (long)DataType.Float16;
             }
         if (graph.Node.Any(n => n.OpType == "Constant" && n.Attribute.Any(a => a.Name is "value_float" or "value_floats")))
-            throw new Training.UserInputException("The graph holds Constant nodes with value_float attributes, which --precision fp16 does not convert; use fp32.");
+            throw new UserInputException("The graph holds Constant nodes with value_float attributes, which --precision fp16 does not convert; use fp32.");
         var g = new GraphWriter(graph);
         foreach (var output in graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)DataType.Float).ToList())
         {

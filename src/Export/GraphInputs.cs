@@ -1,6 +1,5 @@
 using Google.Protobuf;
 using Onnx;
-using Sparsity.Training;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace Sparsity.Export;

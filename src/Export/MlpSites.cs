@@ -1,5 +1,4 @@
 using Onnx;
-using Sparsity.Training;
 
 namespace Sparsity.Export;
 

@@ -85,7 +85,7 @@ public static class OnnxGraph
     /// <summary>Reads a model file; a file that is not ONNX is a user error naming it.</summary>
     public static ModelProto Load(string path)
     {
-        if (!File.Exists(path)) throw new Training.UserInputException($"Model {path} does not exist.");
+        if (!File.Exists(path)) throw new UserInputException($"Model {path} does not exist.");
         try
         {
             using var stream = File.OpenRead(path);
@@ -99,7 +99,7 @@ public static class OnnxGraph
         catch (InvalidProtocolBufferException)
         {
         }
-        throw new Training.UserInputException($"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph).");
+        throw new UserInputException($"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph).");
     }
 
     /// <summary>A copy of the model whose only output is <paramref name="output"/>: what is deployed, and what latency is timed on.</summary>
@@ -113,7 +113,7 @@ public static class OnnxGraph
     {
         var copy = model.Clone();
         var keep = outputs.Select(name => copy.Graph.Output.FirstOrDefault(o => o.Name == name)
-            ?? throw new Training.UserInputException($"The model has no output {name} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).")).ToList();
+            ?? throw new UserInputException($"The model has no output {name} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).")).ToList();
         copy.Graph.Output.Clear();
         copy.Graph.Output.AddRange(keep);
         RemoveDeadNodes(copy.Graph);
@@ -147,7 +147,7 @@ public static class OnnxGraph
     public static void Save(ModelProto model, string path, long inlineLimit = ExternalData.InlineLimit)
     {
         var (written, _) = ExternalData.Externalize(model, path, inlineLimit);
-        Training.AtomicFile.Write(path, temp =>
+        AtomicFile.Write(path, temp =>
         {
             using var stream = File.Create(temp);
             written.WriteTo(stream);

@@ -2,7 +2,6 @@ using System.Text.Json;
 using Google.Protobuf;
 using Onnx;
 using Sparsity.Analysis;
-using Sparsity.Training;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace Sparsity.Export;
@@ -18,7 +17,7 @@ public sealed record MlpSidecar(string Model, string Producer, IReadOnlyList<Mlp
 
     /// <summary>Writes the sidecar atomically beside <paramref name="modelPath"/>.</summary>
     public static void Write(string modelPath, IReadOnlyList<MlpSite> sites) =>
-        AtomicFile.WriteAllText(PathFor(modelPath), JsonSerializer.Serialize(new MlpSidecar(Path.GetFileName(modelPath), Checkpoint.Producer, sites), ProjectJson.Options));
+        AtomicFile.WriteAllText(PathFor(modelPath), JsonSerializer.Serialize(new MlpSidecar(Path.GetFileName(modelPath), Tool.Producer, sites), ProjectJson.Options));
 }
 
 /// <summary>Graph surgery on MLP sites: expose activations, slice pruned units, insert Top-k.</summary>
@@ -46,8 +45,7 @@ public static class Surgery
     /// </summary>
     public static (ModelProto Model, IReadOnlyList<MlpSite> Sites, PruneReport Report) Prune(ModelProto model, IReadOnlyList<MlpSite> sites, UnitMask mask)
     {
-        try { mask.Validate(sites.Select(s => s.DFf).ToList()); }
-        catch (ArgumentException e) { throw new UserInputException(e.Message); }
+        mask.Validate(sites.Select(s => s.DFf).ToList());
         if (mask.Layers.All(l => l.Kept.Length == l.DFf))
             throw new UserInputException("The mask keeps every unit: pruning would write an unchanged model.");
 

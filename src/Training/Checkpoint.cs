@@ -29,8 +29,6 @@ public static class Checkpoint
     /// <summary>Last active step and death step of every unit.</summary>
     public const string DeathFile = "unit_death.json";
 
-    /// <summary>Producer string written into every output.</summary>
-    public static string Producer => "relu-sparsity " + (typeof(Checkpoint).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
 
     /// <summary>Writes config, weights and tokenizer files into <paramref name="dir"/> (which must exist).</summary>
     public static void Save(string dir, ReluTransformer model, TextTokenizer tokenizer, TrainOptions options, int steps)
@@ -38,7 +36,7 @@ public static class Checkpoint
         foreach (string file in tokenizer.Files) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)), overwrite: true);
         string kind = tokenizer.Spec.Split(':')[0];
         string spec = tokenizer.Files.Count == 0 ? tokenizer.Spec : kind + ":" + string.Join(',', tokenizer.Files.Select(Path.GetFileName));
-        var info = new CheckpointInfo(model.Config, options, spec, steps, Producer);
+        var info = new CheckpointInfo(model.Config, options, spec, steps, Tool.Producer);
         AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), JsonSerializer.Serialize(info, ProjectJson.Options));
         SaveWeights(model, Path.Combine(dir, WeightsFile));
     }
@@ -61,7 +59,7 @@ public static class Checkpoint
     /// <summary>Writes every parameter and buffer under its state-dict name.</summary>
     public static void SaveWeights(ReluTransformer model, string path) =>
         Safetensors.Save(path, model.named_parameters().Select(p => (p.name, (Tensor)p.parameter))
-            .Concat(model.named_buffers().Select(b => (b.name, b.buffer))), new Dictionary<string, string> { ["producer"] = Producer });
+            .Concat(model.named_buffers().Select(b => (b.name, b.buffer))), new Dictionary<string, string> { ["producer"] = Tool.Producer });
 
     /// <summary>
     /// Copies weights by name. Every parameter must be present with its shape; the unit_mask buffers

@@ -69,7 +69,7 @@ public class BadInputTests
         foreach (string name in new[] { "ck-header", "ck-offsets", "ck-log" })
         {
             Directory.CreateDirectory(R(name));
-            foreach (string f in Directory.GetFiles(R("ck")).Where(f => !f.EndsWith(Training.OutputFolder.ManifestName))) File.Copy(f, Path.Combine(R(name), Path.GetFileName(f)));
+            foreach (string f in Directory.GetFiles(R("ck")).Where(f => !f.EndsWith(OutputFolder.ManifestName))) File.Copy(f, Path.Combine(R(name), Path.GetFileName(f)));
         }
         byte[] weights = File.ReadAllBytes(R("ck/model.safetensors"));
         byte[] header = [.. weights[..8], .. Enumerable.Repeat((byte)'x', (int)BitConverter.ToUInt64(weights, 0)), .. weights[(8 + (int)BitConverter.ToUInt64(weights, 0))..]];

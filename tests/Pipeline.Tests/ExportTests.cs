@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Training;
 using Sparsity.Training.Model;
 using TorchSharp;
 using static TorchSharp.torch;

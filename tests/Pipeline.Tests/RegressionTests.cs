@@ -129,8 +129,8 @@ public class RegressionTests
         Assert.That(deviations.Select(d => (d.Layer, d.Metric)), Is.EquivalentTo(new[] { (0, "nonzero_fraction"), (0, "dead_units") }));
         Assert.That(deviations.First(d => d.Metric == "dead_units").ToString(), Is.EqualTo("layer 0 dead_units: 19 vs baseline 25 (difference -6, tolerance ±1.28)"));
         Assert.That(SparsityCheck.Compare(stats, shifted, new Dictionary<string, double> { ["nonzero_fraction"] = 0.05, ["dead_units"] = 6 }), Is.Empty);
-        Assert.Throws<ArgumentException>(() => SparsityCheck.Compare(stats, stats with { BatchSize = 8 }));
-        Assert.Throws<ArgumentException>(() => SparsityCheck.Compare(stats, stats, new Dictionary<string, double> { ["nonzero"] = 1 }));
+        Assert.Throws<UserInputException>(() => SparsityCheck.Compare(stats, stats with { BatchSize = 8 }));
+        Assert.Throws<UserInputException>(() => SparsityCheck.Compare(stats, stats, new Dictionary<string, double> { ["nonzero"] = 1 }));
     }
 
     [Test]

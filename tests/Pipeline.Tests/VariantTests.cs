@@ -73,10 +73,10 @@ public class MaskRuleTests
     [Test]
     public void ARuleThatEmptiesALayerIsRefused()
     {
-        var e = Assert.Throws<ArgumentException>(() => MaskRules.MinFrequency(Stats(), 0.95));
+        var e = Assert.Throws<UserInputException>(() => MaskRules.MinFrequency(Stats(), 0.95));
         Assert.That(e!.Message, Does.Contain("would remove every unit of layer 0"));
-        Assert.Throws<ArgumentException>(() => MaskRules.KeepFraction(Stats(), 0));
-        Assert.Throws<ArgumentException>(() => MaskRules.FlopReduction(Stats(), 1));
+        Assert.Throws<UserInputException>(() => MaskRules.KeepFraction(Stats(), 0));
+        Assert.Throws<UserInputException>(() => MaskRules.FlopReduction(Stats(), 1));
     }
 }
 

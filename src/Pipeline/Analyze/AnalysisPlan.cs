@@ -42,11 +42,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         if (outputs.ContainsKey(StatsReduction.UnitTokensOutput(0)) && outputs.ContainsKey(StatsReduction.UnitsPerSequenceOutput(0)))
         {
             if (!GraphInputs.Required(model).Any(i => i.Name == GraphInputs.TokenInput))
-                throw new Training.UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
+                throw new UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
             var layers = Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(StatsReduction.UnitTokensOutput(i)))
                 .Select(i => StatsLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
             if (float16)
-                throw new Training.UserInputException("--precision fp16 converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in fp16: analyze the dense export (model.onnx) instead.");
+                throw new UserInputException("--precision fp16 converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in fp16: analyze the dense export (model.onnx) instead.");
             string? baked = model.MetadataProps.FirstOrDefault(p => p.Key == StatsReduction.ThresholdMetadata)?.Value;
             var needed = layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToList();
             bool extra = model.Graph.Output.Any(o => !needed.Contains(o.Name));

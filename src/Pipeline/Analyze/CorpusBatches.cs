@@ -58,7 +58,7 @@ public static class CorpusBatches
                 for (int t = 0; t < length; t++)
                 {
                     long id = doc[start + t];
-                    if (id < 0 || id >= vocabSize) throw new Training.UserInputException($"Token id {id} is outside the model's vocabulary (0..{vocabSize - 1}): the tokenizer does not match the model.");
+                    if (id < 0 || id >= vocabSize) throw new UserInputException($"Token id {id} is outside the model's vocabulary (0..{vocabSize - 1}): the tokenizer does not match the model.");
                     ids[window * seqLen + t] = id;
                     mask[window * seqLen + t] = 1;
                 }

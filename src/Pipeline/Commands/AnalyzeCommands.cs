@@ -52,10 +52,8 @@ public static class AnalyzeCommands
         var command = new Command("merge", "Add the exact counts of analysis shards: the result equals one run over all their batches.") { inputs, outDir, partial };
         command.SetAction(parse =>
         {
-            SparsityCounts merged;
             var folders = parse.GetValue(inputs)!;
-            try { merged = SparsityCounts.Merge(folders.Select(SparsityCounts.Load).ToList(), parse.GetValue(partial), folders); }
-            catch (ArgumentException e) { throw new UserInputException(e.Message); }
+            var merged = SparsityCounts.Merge(folders.Select(SparsityCounts.Load).ToList(), parse.GetValue(partial), folders);
             string dir = parse.GetValue(outDir)!;
             OutputFolder.Write(dir, "merge", merged.Write);
             if (merged.Header.MissingShards() is { Count: > 0 } missing)
@@ -100,9 +98,7 @@ public static class AnalyzeCommands
                     throw new UserInputException($"--tolerance '{t}': use metric=value, e.g. nonzero_fraction=0.005.");
                 tolerances[parts[0]] = v;
             }
-            IReadOnlyList<MetricDeviation> deviations;
-            try { deviations = SparsityCheck.Compare(SparsityStats.Load(parse.GetValue(stats)!), SparsityStats.Load(parse.GetValue(baseline)!), tolerances); }
-            catch (ArgumentException e) { throw new UserInputException(e.Message); }
+            var deviations = SparsityCheck.Compare(SparsityStats.Load(parse.GetValue(stats)!), SparsityStats.Load(parse.GetValue(baseline)!), tolerances);
             foreach (var d in deviations) output.WriteLine("FAIL " + d);
             output.WriteLine(deviations.Count == 0
                 ? $"All {SparsityCheck.Metrics.Count} metrics of every layer are within tolerance of {parse.GetValue(baseline)}."

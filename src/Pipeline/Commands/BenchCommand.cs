@@ -150,7 +150,7 @@ public static class BenchCommand
     static UnitMask? Safe(Func<UnitMask> make)
     {
         try { return make(); }
-        catch (ArgumentException) { return null; } // e.g. no dead unit: nothing to prune
+        catch (UserInputException) { return null; } // e.g. no dead unit: nothing to prune
     }
 
     static Agreement Agree(string name, SparsityCounts counts) => Agree(name, counts.Layers.Select(l => l.ToUse()).ToArray());

@@ -59,8 +59,7 @@ public static class TrainCommand
                 EvalEvery = parse.GetValue(evalEvery) ?? t.EvalEvery,
                 Threads = parse.GetValue(threads) ?? t.Threads,
             };
-            try { model.Validate(); }
-            catch (ArgumentException e) { throw new UserInputException(e.Message); }
+            model.Validate();
             if (model.VocabSize < 2) throw new UserInputException("With --tokenizer ids, give the preset's model a vocab_size.");
 
             output.WriteLine($"Training {model.Layers} layers × d_ff {model.DFf} (d_model {model.DModel}, vocab {model.VocabSize}, seq_len {model.SeqLen}" +

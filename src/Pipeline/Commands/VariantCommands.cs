@@ -175,30 +175,21 @@ public static class VariantCommands
     static UnitMask BuildMask(ParseResult p, Option<string?> mask, Option<string?> stats, Option<bool> deadOnly, Option<double?> minFrequency, Option<double?> keepFraction, Option<double?> flopReduction)
     {
         int rules = (p.GetValue(deadOnly) ? 1 : 0) + new[] { p.GetValue(minFrequency), p.GetValue(keepFraction), p.GetValue(flopReduction) }.Count(v => v != null);
-        try
-        {
-            if (p.GetValue(mask) is string maskPath)
-                return rules == 0 && p.GetValue(stats) == null ? UnitMask.Load(maskPath) : throw new UserInputException("--mask cannot be combined with --stats or a rule.");
-            if (p.GetValue(stats) is not string statsPath) throw new UserInputException("Give --mask mask.json, or --stats stats.json with one rule (--dead-only, --min-frequency, --keep-fraction, --flop-reduction).");
-            if (rules != 1) throw new UserInputException("With --stats give exactly one rule: --dead-only, --min-frequency f, --keep-fraction p or --flop-reduction r.");
-            var s = SparsityStats.Load(statsPath);
-            if (p.GetValue(deadOnly)) return MaskRules.DeadOnly(s);
-            if (p.GetValue(minFrequency) is double f) return MaskRules.MinFrequency(s, f);
-            if (p.GetValue(keepFraction) is double kf) return MaskRules.KeepFraction(s, kf);
-            return MaskRules.FlopReduction(s, p.GetValue(flopReduction)!.Value);
-        }
-        catch (ArgumentException e)
-        {
-            throw new UserInputException(e.Message);
-        }
+        if (p.GetValue(mask) is string maskPath)
+            return rules == 0 && p.GetValue(stats) == null ? UnitMask.Load(maskPath) : throw new UserInputException("--mask cannot be combined with --stats or a rule.");
+        if (p.GetValue(stats) is not string statsPath) throw new UserInputException("Give --mask mask.json, or --stats stats.json with one rule (--dead-only, --min-frequency, --keep-fraction, --flop-reduction).");
+        if (rules != 1) throw new UserInputException("With --stats give exactly one rule: --dead-only, --min-frequency f, --keep-fraction p or --flop-reduction r.");
+        var s = SparsityStats.Load(statsPath);
+        if (p.GetValue(deadOnly)) return MaskRules.DeadOnly(s);
+        if (p.GetValue(minFrequency) is double f) return MaskRules.MinFrequency(s, f);
+        if (p.GetValue(keepFraction) is double kf) return MaskRules.KeepFraction(s, kf);
+        return MaskRules.FlopReduction(s, p.GetValue(flopReduction)!.Value);
     }
 
     // A mask from another model's statistics would remove the wrong units: the stats record the model's SHA-256.
     static void RequireStatsOf(string statsPath, string modelPath)
     {
-        SparsityStats s;
-        try { s = SparsityStats.Load(statsPath); }
-        catch (ArgumentException e) { throw new UserInputException(e.Message); }
+        var s = SparsityStats.Load(statsPath);
         if (s.ModelSha256 != null && s.ModelSha256 != Provenance.ModelSha256(modelPath))
             throw new UserInputException($"{statsPath} describes another model ({s.Model}, SHA-256 {s.ModelSha256[..12]}…), not {modelPath}: analyze this model first.");
     }

@@ -21,9 +21,7 @@ public static class SparsityReport
     {
         string statsPath = Path.Combine(analysisDir, SparsityStats.FileName);
         if (!File.Exists(statsPath)) throw new UserInputException($"{analysisDir} has no {SparsityStats.FileName}: run `analyze` (or `merge`) first.");
-        SparsityStats stats;
-        try { stats = SparsityStats.Load(statsPath); }
-        catch (ArgumentException e) { throw new UserInputException(e.Message); }
+        var stats = SparsityStats.Load(statsPath);
         List<TrainingLogEntry>? log = null;
         UnitDeathLog? death = null;
         if (checkpointDir != null)

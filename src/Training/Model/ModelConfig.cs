@@ -12,15 +12,15 @@ namespace Sparsity.Training.Model;
 public sealed record ModelConfig(int Layers, int DModel, int Heads, int DFf, int SeqLen, int VocabSize,
     bool TiedEmbeddings = true, int TopK = 0)
 {
-    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid field.</summary>
+    /// <summary>Throws <see cref="UserInputException"/> naming the first invalid field.</summary>
     public void Validate()
     {
-        if (Layers < 1) throw new ArgumentException("layers must be at least 1.");
-        if (DModel < 1 || Heads < 1 || DModel % Heads != 0) throw new ArgumentException($"d_model ({DModel}) must be a positive multiple of heads ({Heads}).");
-        if (DFf < 1) throw new ArgumentException("d_ff must be at least 1.");
-        if (SeqLen < 1) throw new ArgumentException("seq_len must be at least 1.");
-        if (VocabSize < 2) throw new ArgumentException("vocab_size must be at least 2.");
-        if (TopK < 0 || TopK > DFf) throw new ArgumentException($"top_k must be in 0..d_ff ({DFf}); got {TopK}.");
+        if (Layers < 1) throw new UserInputException("layers must be at least 1.");
+        if (DModel < 1 || Heads < 1 || DModel % Heads != 0) throw new UserInputException($"d_model ({DModel}) must be a positive multiple of heads ({Heads}).");
+        if (DFf < 1) throw new UserInputException("d_ff must be at least 1.");
+        if (SeqLen < 1) throw new UserInputException("seq_len must be at least 1.");
+        if (VocabSize < 2) throw new UserInputException("vocab_size must be at least 2.");
+        if (TopK < 0 || TopK > DFf) throw new UserInputException($"top_k must be in 0..d_ff ({DFf}); got {TopK}.");
     }
 
     /// <summary>True when Top-k changes the activations (0 &lt; k &lt; d_ff).</summary>

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace Sparsity.Training;
+namespace Sparsity.Core;
 
 /// <summary>
 /// Output folders that never lose a user's files. A command writes <c>--out DIR</c> only when DIR does not exist, is
@@ -27,7 +27,7 @@ public static class OutputFolder
         if (!Directory.Exists(path) || !Directory.EnumerateFileSystemEntries(path).Any()) return;
         var manifest = Read(path)
             ?? throw new UserInputException($"--out {path} already holds files relu-sparsity did not write ({Describe(Directory.EnumerateFileSystemEntries(path).ToList(), path)}); choose a new or empty folder" +
-                                            (File.Exists(Path.Combine(path, Checkpoint.ConfigFile)) ? " (a checkpoint written before relu-sparsity 0.2.0 has no manifest: move or delete it to retrain there)." : "."));
+                                            (File.Exists(Path.Combine(path, "config.json")) ? " (a checkpoint written before relu-sparsity 0.2.0 has no manifest: move or delete it to retrain there)." : "."));
         if (manifest.Command != command)
             throw new UserInputException($"--out {path} holds the output of `{manifest.Command}`, not of `{command}`; choose another folder.");
         var foreign = Foreign(path, manifest).ToList();
@@ -57,7 +57,7 @@ public static class OutputFolder
         {
             write(partial);
             var files = Directory.EnumerateFiles(partial, "*", SearchOption.AllDirectories).Select(f => Relative(partial, f)).Order(StringComparer.Ordinal).ToList();
-            WriteManifest(partial, new Manifest(command, Checkpoint.Producer, files));
+            WriteManifest(partial, new Manifest(command, Tool.Producer, files));
             if (!Directory.Exists(full))
             {
                 Directory.Move(partial, full);

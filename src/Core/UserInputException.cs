@@ -1,4 +1,4 @@
-namespace Sparsity.Training;
+namespace Sparsity.Core;
 
 /// <summary>
 /// A problem with what the user asked for (a path, a spec, an option). The command line prints

@@ -1,9 +1,10 @@
 using Onnx;
+using Sparsity.Export;
 using Sparsity.Training.Model;
 using static TorchSharp.torch;
 using DataType = Onnx.TensorProto.Types.DataType;
 
-namespace Sparsity.Export;
+namespace Sparsity.Training;
 
 /// <summary>What the exported graph returns besides (or instead of) the logits.</summary>
 public enum ExportVariant
@@ -96,7 +97,7 @@ public static class ModelExporter
             g.Graph.Output.Add(OnnxGraph.Value("logits", DataType.Float, "batch", "seq", c.VocabSize));
         }
         g.Graph.Output.AddRange(outputs);
-        var proto = OnnxGraph.Model(g.Graph, Training.Checkpoint.Producer,
+        var proto = OnnxGraph.Model(g.Graph, Tool.Producer,
             docString: $"ReLU transformer {c.Layers}x{c.DFf} exported by relu-sparsity ({variant.ToString().ToLowerInvariant()} variant, threshold {threshold}).");
         StatsReduction.SetThreshold(proto, threshold);
         return proto;

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace Sparsity.Analysis;
+namespace Sparsity.Core;
 
 /// <summary>The JSON conventions of every file the project writes: snake_case names, indented, NaN as a string.</summary>
 public static class ProjectJson

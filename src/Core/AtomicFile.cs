@@ -1,4 +1,4 @@
-namespace Sparsity.Training;
+namespace Sparsity.Core;
 
 /// <summary>
 /// Writes files under a temporary name and renames at the end, so no half-written output is ever left; a file written
