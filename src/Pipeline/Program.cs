@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Sparsity.Pipeline.Commands;
 using Sparsity.Training;
+using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline;
 

@@ -2,7 +2,7 @@ using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 using Sparsity.Training.Model;
@@ -155,7 +155,7 @@ public class AnalyzeTests
             (Request(notOnnx, corpus, outDir), "is not an ONNX model"),
             (Request(dense, Path.Combine(dir, "missing.txt"), outDir), "does not exist"),
             // The GPU build on a machine without CUDA names the first library it cannot load; the CPU build says it has no CUDA provider.
-            (Request(dense, corpus, outDir) with { Device = "cuda:0" }, Pipeline.Devices.CudaProblem() is null ? "" : "--device cuda:0: " +
+            (Request(dense, corpus, outDir) with { Device = "cuda:0" }, Pipeline.Runtime.Devices.CudaProblem() is null ? "" : "--device cuda:0: " +
                 (Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider") ? "libcuda.so.1 (the NVIDIA driver) cannot be loaded" : "no CUDA provider")),
             (Request(dense, corpus, outDir) with { Device = "tpu" }, "use cpu, cuda, cuda:N (N = GPU index) or auto"),
             (Request(statsModel, corpus, outDir) with { Threshold = 0.5f }, "counts activations above 0"),
@@ -178,7 +178,7 @@ public class AnalyzeTests
         var (exit, output, error) = Cli.Run("analyze", "--model", dense, "--corpus", Corpus(), "--tokenizer", "bytes", "--seq-len", $"{T}", "--batch-size", $"{B}",
             "--device", "auto", "--out", outDir);
         Assert.That(exit, Is.EqualTo(0), error);
-        string? problem = Pipeline.Devices.CudaProblem();
+        string? problem = Pipeline.Runtime.Devices.CudaProblem();
         Assert.That(output, Does.StartWith(problem == null ? "--device auto: using cuda:0." : $"--device auto: using the CPU ({problem})."));
     }
 

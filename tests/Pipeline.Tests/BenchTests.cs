@@ -1,8 +1,8 @@
 using NUnit.Framework;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
-using Sparsity.Pipeline.Bench;
+using Sparsity.Pipeline.Streaming;
+using Sparsity.Pipeline.Benchmarking;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 using Sparsity.Training.Model;

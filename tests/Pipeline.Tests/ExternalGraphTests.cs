@@ -5,6 +5,7 @@ using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline;
 using Sparsity.Training;
+using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Tests;
 
@@ -148,7 +149,7 @@ public class ExternalGraphTests
         var (exit, output, error) = Cli.Run("prune", "--model", Model(graph), "--stats", stats, "--keep-fraction", "0.75", "--eval-corpus", HookFixture.Corpus,
             "--allow-stats-corpus", "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4", "--runs", "2", "--out", dir);
         Assert.That(exit, Is.EqualTo(0), error);
-        var evaluation = JsonSerializer.Deserialize<Pipeline.Evaluate.Evaluation>(File.ReadAllText(Path.Combine(dir, "evaluation.json")), ProjectJson.Options)!;
+        var evaluation = JsonSerializer.Deserialize<Pipeline.Variants.Evaluation>(File.ReadAllText(Path.Combine(dir, "evaluation.json")), ProjectJson.Options)!;
         Assert.That(evaluation.UnitsPerLayer, Is.EqualTo(new[] { 192, 192 }));
         Assert.That(evaluation.Predictions, Is.EqualTo(HookFixture.Load(Family(graph)).Tokens - 72), "one prediction per real token but the last of each window (72 windows)");
         Assert.That(evaluation.Loss, Is.InRange(1.0, 4.0));
@@ -197,7 +198,7 @@ public class ExternalGraphTests
     {
         // OPT flattens [batch, seq, d] to [batch·seq, d] before fc1; transposing to [seq, batch, d] first makes the rows seq-major.
         var model = OnnxGraph.Load(Model("opt.torchscript"));
-        Assert.That(Pipeline.Analyze.AnalysisPlan.For(model, ["Relu"], 0f).Sites, Has.Count.EqualTo(2), "batch-major as exported");
+        Assert.That(Pipeline.Streaming.AnalysisPlan.For(model, ["Relu"], 0f).Sites, Has.Count.EqualTo(2), "batch-major as exported");
         var site = MlpSites.Find(model)[0];
         var g = model.Graph;
         var norm = g.Node.Single(n => n.Output.Contains(g.Node.Single(u => u.Name == site.Up.Node).Input[0]));
@@ -206,7 +207,7 @@ public class ExternalGraphTests
         string hidden = flatten.Input[0];
         g.Node.Insert(g.Node.IndexOf(flatten), OnnxGraph.Node("Transpose", "seq_major", [hidden], [hidden + ".seq_major"], OnnxGraph.Ints("perm", 1, 0, 2)));
         flatten.Input[0] = hidden + ".seq_major";
-        var e = Assert.Throws<UserInputException>(() => Pipeline.Analyze.AnalysisPlan.For(model, ["Relu"], 0f))!;
+        var e = Assert.Throws<UserInputException>(() => Pipeline.Streaming.AnalysisPlan.For(model, ["Relu"], 0f))!;
         Assert.That(e.Message, Does.StartWith("Layer 0 (").And.Contain("not batch-major"));
     }
 
@@ -287,7 +288,7 @@ public class ModelRunnerTests
     public void ReturnedOutputsEqualBoundOutputs()
     {
         // The path a GPU takes (outputs returned by ONNX Runtime, then copied) must read what the bound path reads.
-        var plan = Pipeline.Analyze.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f);
+        var plan = Pipeline.Streaming.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(2, 16, l.DFf).Select(d => (long)d).ToArray()))).ToList();
         var probe = ProbeBatch.Random(256);
         using var bound = new ModelRunner(plan.Graph, Device.Cpu, 2, 2, 16, outputs);
@@ -332,10 +333,10 @@ public class Float16Tests
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--precision fp16 runs on a GPU only"));
         Assert.That(Directory.Exists(outDir), Is.False);
-        var stats = Assert.Throws<UserInputException>(() => Pipeline.Analyze.AnalysisPlan.For(StatsExport(), ["Relu"], 0f, float16: true))!;
+        var stats = Assert.Throws<UserInputException>(() => Pipeline.Streaming.AnalysisPlan.For(StatsExport(), ["Relu"], 0f, float16: true))!;
         Assert.That(stats.Message, Does.Contain("this is a stats export"));
         // The counts of an fp16 graph are still summed in float32: the instrumented graph casts the activations first.
-        var plan = Pipeline.Analyze.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f, float16: true);
+        var plan = Pipeline.Streaming.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f, float16: true);
         var casts = plan.Graph.Graph.Node.Where(n => n.OpType == "Cast" && n.Name.Contains(".stats.f32")).ToList();
         Assert.That(casts, Has.Count.EqualTo(2), "one per layer");
     }

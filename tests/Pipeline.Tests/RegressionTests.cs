@@ -2,7 +2,7 @@ using NUnit.Framework;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 
 namespace Sparsity.Tests;
 

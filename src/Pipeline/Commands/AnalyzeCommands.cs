@@ -1,7 +1,8 @@
 using System.CommandLine;
 using Sparsity.Analysis;
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
+using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Commands;
 

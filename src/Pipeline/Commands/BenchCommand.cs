@@ -3,11 +3,12 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Sparsity.Pipeline.Exporting;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
-using Sparsity.Pipeline.Bench;
-using Sparsity.Pipeline.Evaluate;
+using Sparsity.Pipeline.Streaming;
+using Sparsity.Pipeline.Benchmarking;
+using Sparsity.Pipeline.Variants;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 
@@ -60,8 +61,8 @@ public static class BenchCommand
             var (model, textTokenizer, info) = Checkpoint.Load(ckpt);
             using (model)
             {
-                ExportCommands.WriteExport(model, ExportVariant.Dense, 0f, dense);
-                ExportCommands.WriteExport(model, ExportVariant.Stats, 0f, stats);
+                CheckedExport.Write(model, ExportVariant.Dense, 0f, dense);
+                CheckedExport.Write(model, ExportVariant.Stats, 0f, stats);
             }
             long vocab = info.Model.VocabSize;
             var tokenizerObject = TextTokenizer.FromSpec(tok);

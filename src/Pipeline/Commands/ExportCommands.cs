@@ -1,7 +1,9 @@
 using System.CommandLine;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Pipeline.Exporting;
 using Sparsity.Training;
+using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Commands;
 
@@ -36,33 +38,13 @@ public static class ExportCommands
             var (model, _, info) = Checkpoint.Load(parse.GetValue(checkpoint)!);
             using var _ = model;
             string path = parse.GetValue(outPath)!;
-            var (proto, diff) = WriteExport(model, parse.GetValue(variant), parse.GetValue(threshold), path);
+            var (proto, diff) = CheckedExport.Write(model, parse.GetValue(variant), parse.GetValue(threshold), path);
             if (diff is float d) output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {d:E2} on random ids [2, {Math.Min(32, info.Model.SeqLen)}].");
             output.WriteLine($"Exported {info.Model.Layers} layers (d_ff {info.Model.DFf}, {parse.GetValue(variant).ToString().ToLowerInvariant()} variant) to {path} " +
                              $"({new FileInfo(path).Length / 1e6:0.0} MB, {Surgery.Parameters(proto):N0} parameters); outputs: {string.Join(", ", proto.Graph.Output.Select(o => o.Name))}");
             return 0;
         });
         return command;
-    }
-
-    /// <summary>
-    /// Exports a model and writes it with its sidecar; the dense variant is first checked against TorchSharp
-    /// (nothing is written when they disagree). Returns the graph and the parity figure (dense only).
-    /// </summary>
-    internal static (Onnx.ModelProto Model, float? Parity) WriteExport(Sparsity.Training.Model.ReluTransformer model, ExportVariant variant, float threshold, string path)
-    {
-        var proto = ModelExporter.Export(model, variant, threshold);
-        float? parity = null;
-        if (variant == ExportVariant.Dense)
-        {
-            float diff = ExportParity.MaxLogitDifference(model, proto);
-            if (!(diff <= ExportParity.Tolerance))
-                throw new InvalidOperationException($"The exported graph disagrees with TorchSharp by {diff:E2} (> {ExportParity.Tolerance:E0}); nothing was written. Please report this.");
-            parity = diff;
-        }
-        OnnxGraph.Save(proto, path);
-        MlpSidecar.Write(path, MlpSites.Find(proto));
-        return (proto, parity);
     }
 
     public static Command Instrument(TextWriter output)

@@ -2,10 +2,11 @@ using System.CommandLine;
 using System.Text.Json;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
-using Sparsity.Pipeline.Evaluate;
+using Sparsity.Pipeline.Streaming;
+using Sparsity.Pipeline.Variants;
 using Sparsity.Training.Data;
 using Sparsity.Training;
+using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Commands;
 
@@ -51,7 +52,7 @@ public static class VariantCommands
         command.SetAction(p =>
         {
             var e = Evaluator.Run(eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) });
-            string table = Variants.Table([(e.Model, e)]);
+            string table = VariantFolder.Table([(e.Model, e)]);
             output.WriteLine(table);
             if (p.GetValue(outDir) is string dir)
                 OutputFolder.Write(dir, "evaluate", d =>
@@ -108,8 +109,8 @@ public static class VariantCommands
                 throw new UserInputException($"--eval-corpus is the text the statistics came from ({request.Corpus}): evaluate on held-out text, or pass --allow-stats-corpus.");
             var reference = Evaluator.Run(request);
             Evaluation result = null!;
-            OutputFolder.Write(path, "prune", dir => result = Variants.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, unitMask));
-            output.WriteLine(Variants.Table([("input model", reference), ("pruned", result)]));
+            OutputFolder.Write(path, "prune", dir => result = VariantFolder.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, unitMask));
+            output.WriteLine(VariantFolder.Table([("input model", reference), ("pruned", result)]));
             output.WriteLine($"Wrote {path}/ (model.onnx, mask.json, evaluation.json, README.md)");
             return 0;
         });
@@ -158,11 +159,11 @@ public static class VariantCommands
             {
                 foreach (var (v, topKModel) in built)
                 {
-                    var e = Variants.Write(Path.Combine(dir, v.Folder), topKModel, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
+                    var e = VariantFolder.Write(Path.Combine(dir, v.Folder), topKModel, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
                     rows.Add((v.Name, e));
                     output.WriteLine($"{v.Name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
                 }
-                table = Variants.Table(rows);
+                table = VariantFolder.Table(rows);
                 File.WriteAllText(Path.Combine(dir, "topk.md"), "# Top-k variants\n\n" + table);
                 File.WriteAllText(Path.Combine(dir, "topk.json"), JsonSerializer.Serialize(rows.Select(r => new { variant = r.Item1, evaluation = r.Item2 }), ProjectJson.Options));
             });

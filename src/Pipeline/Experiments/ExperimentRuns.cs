@@ -1,11 +1,12 @@
 using System.Globalization;
 using System.Diagnostics;
 using System.Text.Json;
+using Sparsity.Pipeline.Exporting;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 using Sparsity.Pipeline.Commands;
-using Sparsity.Pipeline.Evaluate;
+using Sparsity.Pipeline.Variants;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 using Sparsity.Training.Model;
@@ -104,7 +105,7 @@ public static class ExperimentRuns
         double trainSeconds = clock.Elapsed.TotalSeconds;
 
         var (model, _, _) = Checkpoint.Load(dir);
-        using (model) ExportCommands.WriteExport(model, ExportVariant.Dense, 0f, Path.Combine(dir, "model.onnx"));
+        using (model) CheckedExport.Write(model, ExportVariant.Dense, 0f, Path.Combine(dir, "model.onnx"));
         var heldOut = Analyzer.Run(new AnalysisRequest(Path.Combine(dir, "model.onnx"), s.HeldOutCorpus, s.Tokenizer, spec.Model.SeqLen, spec.Training.BatchSize, null,
             0, 1, 0f, "cpu", 0, Path.Combine(dir, "analysis"), ["Relu"]), null, s.Cancel);
         var evaluation = Evaluate(s, Path.Combine(dir, "model.onnx"));

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using ScottPlot;
 using Sparsity.Export;
-using Sparsity.Pipeline.Evaluate;
+using Sparsity.Pipeline.Variants;
 using static Sparsity.Pipeline.Experiments.Md;
 
 namespace Sparsity.Pipeline.Experiments;

@@ -4,7 +4,7 @@ using Onnx;
 using Sparsity.Export;
 using Sparsity.Training;
 
-namespace Sparsity.Pipeline;
+namespace Sparsity.Pipeline.Runtime;
 
 /// <summary>A batch of windows to check a graph on: ids and padding mask, row-major [Batch, SeqLen].</summary>
 public sealed record ProbeBatch(long[] Ids, long[] Mask, int Batch, int SeqLen)

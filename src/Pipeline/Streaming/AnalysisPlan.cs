@@ -3,8 +3,9 @@ using Microsoft.ML.Data;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Pipeline.Runtime;
 
-namespace Sparsity.Pipeline.Analyze;
+namespace Sparsity.Pipeline.Streaming;
 
 /// <summary>Adds one scored row's outputs of a layer to its accumulator.</summary>
 public delegate void LayerReader(LayerUnitUse use, bool[] realToken, float threshold, int batch, int seqLen);

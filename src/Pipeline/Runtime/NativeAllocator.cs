@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Sparsity.Pipeline;
+namespace Sparsity.Pipeline.Runtime;
 
 /// <summary>
 /// libtorch frees and re-allocates the same multi-megabyte buffers every training step; glibc serves

@@ -3,7 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using Sparsity.Export;
 
-namespace Sparsity.Pipeline;
+namespace Sparsity.Pipeline.Runtime;
 
 /// <summary>ONNX Runtime sessions on in-memory graphs, of any size.</summary>
 public static class OrtSession

@@ -1,7 +1,7 @@
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 using Sparsity.Training.Data;
 
-namespace Sparsity.Pipeline.Bench;
+namespace Sparsity.Pipeline.Benchmarking;
 
 /// <summary>
 /// The held-out text tokenized and packed once, so every contender runs on identical batches of

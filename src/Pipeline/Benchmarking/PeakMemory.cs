@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Sparsity.Pipeline.Bench;
+namespace Sparsity.Pipeline.Benchmarking;
 
 /// <summary>Peak resident memory of a child run of this tool, read from /proc (VmHWM is the kernel's high-water mark).</summary>
 public static class PeakMemory

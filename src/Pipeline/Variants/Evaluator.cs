@@ -3,11 +3,12 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
 using Sparsity.Training.Data;
+using Sparsity.Pipeline.Runtime;
 
-namespace Sparsity.Pipeline.Evaluate;
+namespace Sparsity.Pipeline.Variants;
 
 /// <summary>What to evaluate and how.</summary>
 public sealed record EvaluationRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens = null,

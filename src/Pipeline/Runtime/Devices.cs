@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Sparsity.Training;
 
-namespace Sparsity.Pipeline;
+namespace Sparsity.Pipeline.Runtime;
 
 /// <summary>Where ONNX Runtime runs a model: the CPU (<see cref="CudaId"/> null) or CUDA device N.</summary>
 public sealed record Device(int? CudaId)

@@ -4,7 +4,7 @@ using Onnx;
 using Sparsity.Export;
 using Sparsity.Training;
 
-namespace Sparsity.Pipeline;
+namespace Sparsity.Pipeline.Runtime;
 
 /// <summary>
 /// The one ONNX Runtime runner: a session on a bound graph (inputs <c>input_ids</c> and, if it reads one,

@@ -7,13 +7,13 @@ using Sparsity.Export;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 
-namespace Sparsity.Pipeline.Evaluate;
+namespace Sparsity.Pipeline.Variants;
 
 /// <summary>
 /// Deployable variant folders: model.onnx (logits only), its sidecar, the mask that made it, the tokenizer
 /// files, evaluation.json and a model card (README.md) with its numbers beside the reference model's.
 /// </summary>
-public static class Variants
+public static class VariantFolder
 {
     /// <summary>Writes one variant into <paramref name="dir"/> (a folder being written by <see cref="OutputFolder.Write"/>) and returns its evaluation.</summary>
     public static Evaluation Write(string dir, ModelProto model, string title, string command, EvaluationRequest evaluation,

@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Sparsity.Pipeline.Analyze;
+namespace Sparsity.Pipeline.Streaming;
 
 /// <summary>A document as the corpus view streams it.</summary>
 public sealed class DocumentRow

@@ -9,8 +9,9 @@ using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Training;
 using Sparsity.Training.Data;
+using Sparsity.Pipeline.Runtime;
 
-namespace Sparsity.Pipeline.Analyze;
+namespace Sparsity.Pipeline.Streaming;
 
 /// <summary>What <c>analyze</c> was asked.</summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,

@@ -2,12 +2,13 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Pipeline.Analyze;
+using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
 using TorchSharp;
 using static TorchSharp.torch;
+using Sparsity.Pipeline.Runtime;
 
-namespace Sparsity.Pipeline.Bench;
+namespace Sparsity.Pipeline.Benchmarking;
 
 /// <summary>
 /// What a user would otherwise run to get the same numbers, each from a model file to statistics in memory
@@ -20,7 +21,7 @@ public static class Contenders
     {
         var proto = OnnxGraph.WithOnlyOutput(OnnxGraph.Load(onnxModel), "logits");
         long vocab = GraphInputs.VocabularySize(proto) ?? throw new InvalidOperationException("No vocabulary size.");
-        using var runner = new ModelRunner(GraphInputs.Bind(proto).Model, Device.Cpu, threads, data.BatchSize, data.SeqLen, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
+        using var runner = new ModelRunner(GraphInputs.Bind(proto).Model, Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
         foreach (var (ids, mask) in data.Batches) runner.Run(ids, mask);
     }
 
@@ -33,7 +34,7 @@ public static class Contenders
         var plan = AnalysisPlan.For(OnnxGraph.Load(onnxModel), ["Relu"], 0f, dense: true);
         if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
         var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf).Select(d => (long)d).ToArray())).ToList();
-        using var runner = new ModelRunner(plan.Graph, Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
+        using var runner = new ModelRunner(plan.Graph, Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
         var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
         var realToken = new bool[data.BatchSize * data.SeqLen];
         foreach (var batch in data.Batches)

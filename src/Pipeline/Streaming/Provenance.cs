@@ -3,7 +3,7 @@ using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Training.Data;
 
-namespace Sparsity.Pipeline.Analyze;
+namespace Sparsity.Pipeline.Streaming;
 
 /// <summary>Fingerprints of what an analysis read, recorded in its header so that only shards of one run merge.</summary>
 public static class Provenance

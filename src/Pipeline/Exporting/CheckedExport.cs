@@ -1,0 +1,65 @@
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using Sparsity.Export;
+using Sparsity.Pipeline.Runtime;
+using Sparsity.Training;
+using Sparsity.Training.Model;
+using static TorchSharp.torch;
+
+namespace Sparsity.Pipeline.Exporting;
+
+/// <summary>
+/// Export as a library call: the TorchSharp model written as ONNX with its sidecar, after ONNX Runtime's logits were
+/// checked against TorchSharp's (as llm.c checks against PyTorch). Nothing is written when they disagree.
+/// </summary>
+public static class CheckedExport
+{
+    /// <summary>Largest logit difference accepted.</summary>
+    public const float Tolerance = 1e-4f;
+
+    /// <summary>
+    /// Exports <paramref name="model"/> to <paramref name="path"/> (and <c>.mlp.json</c>); the dense variant is first checked
+    /// against TorchSharp. Returns the graph and the parity figure (dense only).
+    /// </summary>
+    public static (ModelProto Model, float? Parity) Write(ReluTransformer model, ExportVariant variant, float threshold, string path)
+    {
+        var proto = ModelExporter.Export(model, variant, threshold);
+        float? parity = null;
+        if (variant == ExportVariant.Dense)
+        {
+            float diff = MaxLogitDifference(model, proto);
+            if (!(diff <= Tolerance))
+                throw new InvalidOperationException($"The exported graph disagrees with TorchSharp by {diff:E2} (> {Tolerance:E0}); nothing was written. Please report this.");
+            parity = diff;
+        }
+        OnnxGraph.Save(proto, path);
+        MlpSidecar.Write(path, MlpSites.Find(proto));
+        return (proto, parity);
+    }
+
+    /// <summary>Max |logits| difference between ONNX Runtime and TorchSharp on seeded random ids [2, min(32, seq_len)].</summary>
+    public static float MaxLogitDifference(ReluTransformer model, ModelProto proto)
+    {
+        var c = model.Config;
+        int batch = 2, seq = Math.Min(32, c.SeqLen);
+        var random = new Random(0);
+        long[] ids = Enumerable.Range(0, batch * seq).Select(_ => (long)random.Next(c.VocabSize)).ToArray();
+
+        model.eval();
+        float[] expected;
+        using (no_grad())
+        using (var input = tensor(ids, new long[] { batch, seq }))
+        using (var logits = model.forward(input))
+            expected = logits.data<float>().ToArray();
+
+        using var options = new SessionOptions();
+        using var session = OrtSession.Open(proto, options);
+        using var value = OrtValue.CreateTensorValueFromMemory(ids, new long[] { batch, seq });
+        using var runOptions = new RunOptions();
+        using var results = session.Run(runOptions, ["input_ids"], [value], ["logits"]);
+        var actual = results[0].GetTensorDataAsSpan<float>();
+        float max = 0;
+        for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(actual[i] - expected[i]));
+        return max;
+    }
+}
