@@ -18,13 +18,6 @@ public static class ExportCommands
         DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true,
     };
 
-    // The three graph commands start alike: read the model, find its MLP sites.
-    internal static (Onnx.ModelProto Model, IReadOnlyList<MlpSite> Sites) LoadSites(System.CommandLine.ParseResult parse, Option<string> model, Option<string[]> activation)
-    {
-        var proto = OnnxGraph.Load(parse.GetValue(model)!);
-        return (proto, MlpSites.Find(proto, parse.GetValue(activation)));
-    }
-
     public static Command Export(TextWriter output)
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder written by `train`.", Required = true };
@@ -55,12 +48,8 @@ public static class ExportCommands
         var command = new Command("instrument", "Expose the MLP activations of any ONNX graph as outputs, in layer order, and describe them in a sidecar JSON.") { model, outPath, activation };
         command.SetAction(parse =>
         {
-            var (proto, sites) = LoadSites(parse, model, activation);
             string path = parse.GetValue(outPath)!;
-            var instrumented = Surgery.Instrument(proto, sites);
-            GraphCheck.Verify(instrumented, "instrumented graph", VariantCommands.Probe(proto), reference: proto);
-            OnnxGraph.Save(instrumented, path);
-            MlpSidecar.Write(path, sites);
+            var sites = CheckedExport.Instrument(OnnxGraph.Load(parse.GetValue(model)!), parse.GetValue(activation)!, path);
             foreach (var s in sites)
                 output.WriteLine($"layer {s.Layer}: {s.Node} → {s.Output}  d_ff {s.DFf}  {s.Layout}  {(s.Gate is { } g ? $"gate {g.Op}({g.Weight})  " : "")}up {s.Up.Op}({s.Up.Weight}{(s.Up.TransB == 1 ? ", transB" : "")})  down {s.Down.Op}({s.Down.Weight}{(s.Down.TransB == 1 ? ", transB" : "")})");
             output.WriteLine($"Wrote {path} and {MlpSidecar.PathFor(path)}");

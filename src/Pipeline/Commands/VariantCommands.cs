@@ -39,7 +39,6 @@ public static class VariantCommands
     }
 
     internal static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
-    static bool IsFile(string path) => path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
 
     public static Command Evaluate(TextWriter output)
     {
@@ -52,14 +51,8 @@ public static class VariantCommands
         command.SetAction(p =>
         {
             var e = Evaluator.Run(eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) });
-            string table = VariantFolder.Table([(e.Model, e)]);
-            output.WriteLine(table);
-            if (p.GetValue(outDir) is string dir)
-                OutputFolder.Write(dir, "evaluate", d =>
-                {
-                    File.WriteAllText(Path.Combine(d, "evaluation.json"), JsonSerializer.Serialize(e, ProjectJson.Options));
-                    File.WriteAllText(Path.Combine(d, "evaluation.md"), table);
-                });
+            output.WriteLine(VariantFolder.Table([(e.Model, e)]));
+            if (p.GetValue(outDir) is string dir) VariantFolder.WriteEvaluation(dir, e);
             return 0;
         });
         return command;
@@ -83,35 +76,21 @@ public static class VariantCommands
         foreach (var o in eval.All) command.Add(o);
         command.SetAction(p =>
         {
-            var (proto, sites) = ExportCommands.LoadSites(p, model, activation);
-            if (p.GetValue(stats) is string statsFile) RequireStatsOf(statsFile, p.GetValue(model)!);
+            string path = p.GetValue(outPath)!;
             var unitMask = BuildMask(p, mask, stats, deadOnly, minFrequency, keepFraction, flopReduction);
-            var (pruned, prunedSites, report) = Surgery.Prune(proto, sites, unitMask);
+            var request = VariantFolder.IsModelFile(path) ? null : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
+            var result = Pruning.Run(new PruneRequest(p.GetValue(model)!, unitMask, path, p.GetValue(activation)!, p.GetValue(stats), p.GetValue(deadOnly),
+                request, p.GetValue(allowStatsCorpus), CommandLine(p)));
+            var report = result.Report;
             output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)} ({unitMask.Rule})");
             output.WriteLine($"Parameters: {report.ParametersBefore:N0} → {report.ParametersAfter:N0} ({100.0 * report.ParametersAfter / report.ParametersBefore:0.0} %); bytes: {report.BytesBefore:N0} → {report.BytesAfter:N0}");
-            // Dead units are dead on the text the statistics came from: on a batch of it the pruned model must be exact.
-            var statsBatch = p.GetValue(deadOnly) && p.GetValue(stats) is string sp ? StatsBatch(sp, GraphInputs.VocabularySize(proto)) : null;
-            if (statsBatch != null)
-                output.WriteLine($"Exact on the statistics' text: max |Δ logits| = {GraphCheck.Verify(pruned, "pruned graph", statsBatch, reference: proto):E2} on a batch of {statsBatch.Batch} × {statsBatch.SeqLen}.");
-            else
-                GraphCheck.Verify(pruned, "pruned graph", Probe(proto));
-            string path = p.GetValue(outPath)!;
-            if (IsFile(path))
+            if (result.ExactOn is { } batch) output.WriteLine($"Exact on the statistics' text: max |Δ logits| = {result.MaxLogitChange:E2} on a batch of {batch.Batch} × {batch.SeqLen}.");
+            if (result.Pruned is { } pruned)
             {
-                OnnxGraph.Save(pruned, path);
-                MlpSidecar.Write(path, prunedSites);
-                output.WriteLine($"Wrote {path}");
-                return 0;
+                output.WriteLine(VariantFolder.Table([("input model", result.Reference!), ("pruned", pruned)]));
+                output.WriteLine($"Wrote {path}/ (model.onnx, mask.json, evaluation.json, README.md)");
             }
-            OutputFolder.RequireWritable(path, "prune");
-            var request = eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
-            if (p.GetValue(stats) is string statsPath && !p.GetValue(allowStatsCorpus) && SameFile(StatsCorpus(statsPath), request.Corpus))
-                throw new UserInputException($"--eval-corpus is the text the statistics came from ({request.Corpus}): evaluate on held-out text, or pass --allow-stats-corpus.");
-            var reference = Evaluator.Run(request);
-            Evaluation result = null!;
-            OutputFolder.Write(path, "prune", dir => result = VariantFolder.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, unitMask));
-            output.WriteLine(VariantFolder.Table([("input model", reference), ("pruned", result)]));
-            output.WriteLine($"Wrote {path}/ (model.onnx, mask.json, evaluation.json, README.md)");
+            else output.WriteLine($"Wrote {path}");
             return 0;
         });
         return command;
@@ -129,45 +108,18 @@ public static class VariantCommands
         foreach (var o in eval.All) command.Add(o);
         command.SetAction(p =>
         {
-            var (proto, sites) = ExportCommands.LoadSites(p, model, activation);
             if ((p.GetValue(k) == null) == (p.GetValue(kPerLayer) == null)) throw new UserInputException("Give either --k or --k-per-layer.");
             var variants = p.GetValue(kPerLayer) is string perLayer
-                ? [(Name: "k=" + perLayer.Replace(',', '/'), Folder: "k_" + perLayer.Replace(',', '_'), Ks: Ints(perLayer, "--k-per-layer"))]
-                : Ints(p.GetValue(k)!, "--k").Select(v => (Name: $"k={v}", Folder: $"k{v}", Ks: new List<int> { v })).ToList();
+                ? [new TopKVariant("k=" + perLayer.Replace(',', '/'), "k_" + perLayer.Replace(',', '_'), Ints(perLayer, "--k-per-layer"))]
+                : Ints(p.GetValue(k)!, "--k").Select(v => new TopKVariant($"k={v}", $"k{v}", [v])).ToList();
             string path = p.GetValue(outPath)!;
-            if (IsFile(path))
-            {
-                if (variants.Count != 1) throw new UserInputException("A .onnx --out takes one variant: give one --k, or write a folder.");
-                var topK = Surgery.InsertTopK(proto, sites, variants[0].Ks);
-                if (sites.All(s => variants[0].Ks[variants[0].Ks.Count == 1 ? 0 : s.Layer] == s.DFf))
-                    output.WriteLine($"Note: k equals d_ff in every layer, so this model computes exactly what the input model does (checked: max |Δ logits| = {GraphCheck.Verify(topK, "Top-k graph", Probe(proto), reference: proto):E2}).");
-                else
-                    GraphCheck.Verify(topK, "Top-k graph", Probe(proto));
-                OnnxGraph.Save(topK, path);
-                MlpSidecar.Write(path, sites);
-                output.WriteLine($"Top-k ({variants[0].Name}) inserted in {sites.Count} layers. Wrote {path}");
-                return 0;
-            }
-            OutputFolder.RequireWritable(path, "topk");
-            var built = variants.Select(v => (Variant: v, Model: Surgery.InsertTopK(proto, sites, v.Ks))).ToList(); // every k checked before any long work
-            foreach (var (v, m) in built) GraphCheck.Verify(m, $"Top-k graph ({v.Name})", Probe(proto), reference: sites.All(s => v.Ks[v.Ks.Count == 1 ? 0 : s.Layer] == s.DFf) ? proto : null);
-            var request = eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
-            var reference = Evaluator.Run(request);
-            var rows = new List<(string, Evaluation)> { ("dense", reference) };
-            string table = "";
-            OutputFolder.Write(path, "topk", dir =>
-            {
-                foreach (var (v, topKModel) in built)
-                {
-                    var e = VariantFolder.Write(Path.Combine(dir, v.Folder), topKModel, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(p.GetValue(model))}", CommandLine(p), request, reference, null);
-                    rows.Add((v.Name, e));
-                    output.WriteLine($"{v.Name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
-                }
-                table = VariantFolder.Table(rows);
-                File.WriteAllText(Path.Combine(dir, "topk.md"), "# Top-k variants\n\n" + table);
-                File.WriteAllText(Path.Combine(dir, "topk.json"), JsonSerializer.Serialize(rows.Select(r => new { variant = r.Item1, evaluation = r.Item2 }), ProjectJson.Options));
-            });
-            output.WriteLine(table);
+            var request = VariantFolder.IsModelFile(path) ? null : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
+            var result = TopKVariants.Run(new TopKRequest(p.GetValue(model)!, variants, path, p.GetValue(activation)!, request, CommandLine(p)));
+            if (result.MaxLogitChange is float change)
+                output.WriteLine($"Note: k equals d_ff in every layer, so this model computes exactly what the input model does (checked: max |Δ logits| = {change:E2}).");
+            foreach (var (name, e) in result.Rows.Skip(1))
+                output.WriteLine($"{name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
+            output.WriteLine(result.Table ?? $"Top-k ({variants[0].Name}) inserted in {result.Layers} layers. Wrote {path}");
             return 0;
         });
         return command;
@@ -186,31 +138,6 @@ public static class VariantCommands
         if (p.GetValue(keepFraction) is double kf) return MaskRules.KeepFraction(s, kf);
         return MaskRules.FlopReduction(s, p.GetValue(flopReduction)!.Value);
     }
-
-    // A mask from another model's statistics would remove the wrong units: the stats record the model's SHA-256.
-    static void RequireStatsOf(string statsPath, string modelPath)
-    {
-        var s = SparsityStats.Load(statsPath);
-        if (s.ModelSha256 != null && s.ModelSha256 != Provenance.ModelSha256(modelPath))
-            throw new UserInputException($"{statsPath} describes another model ({s.Model}, SHA-256 {s.ModelSha256[..12]}…), not {modelPath}: analyze this model first.");
-    }
-
-    // A probe batch of seeded ids for checking that a written graph loads and runs.
-    internal static ProbeBatch Probe(Onnx.ModelProto model) => ProbeBatch.Random(GraphInputs.VocabularySize(model) ?? 2);
-
-    // The first batch of the text the statistics came from, when it is still readable; null otherwise.
-    static ProbeBatch? StatsBatch(string statsPath, long? vocab)
-    {
-        var s = SparsityStats.Load(statsPath);
-        if (!File.Exists(s.Corpus) && !Directory.Exists(s.Corpus)) return null;
-        var tokenizer = TextTokenizer.FromSpec(s.Tokenizer);
-        var documents = TextDocuments.Read(s.Corpus).Select(d => tokenizer.Encode(d).Select(i => (long)i).ToArray());
-        var first = CorpusBatches.Pack(documents, s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue, new StreamCounters()).FirstOrDefault();
-        return first == null ? null : new ProbeBatch(first.InputIds, first.AttentionMask, s.BatchSize, s.SeqLen);
-    }
-
-    static string StatsCorpus(string statsPath) => SparsityStats.Load(statsPath).Corpus;
-    static bool SameFile(string a, string b) => Path.GetFullPath(a) == Path.GetFullPath(b);
 
     static List<int> Ints(string list, string option) => list.Split(',').Select(s => int.TryParse(s.Trim(), out int v) ? v
         : throw new UserInputException($"{option} '{s}' is not an integer.")).ToList();

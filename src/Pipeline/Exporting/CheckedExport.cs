@@ -62,4 +62,18 @@ public static class CheckedExport
         for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(actual[i] - expected[i]));
         return max;
     }
+
+    /// <summary>
+    /// Writes <paramref name="model"/> with every MLP activation exposed as an output (in layer order) and its sidecar,
+    /// after checking in ONNX Runtime that the logits are unchanged. Returns the MLP sites found.
+    /// </summary>
+    public static IReadOnlyList<MlpSite> Instrument(ModelProto model, IReadOnlyList<string> activations, string path)
+    {
+        var sites = MlpSites.Find(model, activations);
+        var instrumented = Surgery.Instrument(model, sites);
+        GraphCheck.Verify(instrumented, "instrumented graph", ProbeBatch.For(model), reference: model);
+        OnnxGraph.Save(instrumented, path);
+        MlpSidecar.Write(path, sites);
+        return sites;
+    }
 }

@@ -2,7 +2,6 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using Sparsity.Export;
-using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Runtime;
 
@@ -15,6 +14,9 @@ public sealed record ProbeBatch(long[] Ids, long[] Mask, int Batch, int SeqLen)
         var random = new Random(seed);
         return new ProbeBatch(Enumerable.Range(0, batch * seqLen).Select(_ => random.NextInt64(Math.Max(1, vocab))).ToArray(), Enumerable.Repeat(1L, batch * seqLen).ToArray(), batch, seqLen);
     }
+
+    /// <summary>Seeded random ids within <paramref name="model"/>'s vocabulary: what a written graph is checked on.</summary>
+    public static ProbeBatch For(ModelProto model) => Random(GraphInputs.VocabularySize(model) ?? 2);
 }
 
 /// <summary>

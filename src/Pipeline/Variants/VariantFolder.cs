@@ -4,6 +4,7 @@ using System.Text.Json;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Pipeline.Runtime;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 
@@ -33,6 +34,16 @@ public static class VariantFolder
         File.WriteAllText(Path.Combine(dir, "README.md"), ModelCard(title, command, spec, mask, [("reference", reference), (title, result)]));
         return result;
     }
+
+    /// <summary>Writes <c>evaluate</c>'s output folder: evaluation.json and the table as evaluation.md.</summary>
+    public static void WriteEvaluation(string outDir, Evaluation e) => OutputFolder.Write(outDir, "evaluate", dir =>
+    {
+        File.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(e, ProjectJson.Options));
+        File.WriteAllText(Path.Combine(dir, "evaluation.md"), Table([(e.Model, e)]));
+    });
+
+    /// <summary>True when an --out names a .onnx file (the graph only) rather than a variant folder.</summary>
+    public static bool IsModelFile(string path) => path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>A Markdown table comparing evaluations; ratios are against the first row.</summary>
     public static string Table(IReadOnlyList<(string Name, Evaluation E)> rows)
