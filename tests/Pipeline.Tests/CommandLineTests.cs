@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using Sparsity.Pipeline.Report;
 using Sparsity.Pipeline;
 using Sparsity.Training;
 
@@ -74,5 +75,5 @@ public class CommandLineTests
     [TestCase(1, 5, 22, "1:05:22")]
     [TestCase(0, 0, 0, "0:00")]
     public void ProgressClockKeepsHours(int hours, int minutes, int seconds, string expected) =>
-        Assert.That(ProgressPrinter.Clock(new TimeSpan(hours, minutes, seconds)), Is.EqualTo(expected));
+        Assert.That(Markdown.Clock(new TimeSpan(hours, minutes, seconds)), Is.EqualTo(expected));
 }

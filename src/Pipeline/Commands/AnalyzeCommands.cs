@@ -38,7 +38,7 @@ public static class AnalyzeCommands
             var request = new AnalysisRequest(parse.GetValue(model)!, parse.GetValue(corpus)!, parse.GetValue(tokenizer)!, parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
                 parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!);
-            var stats = Analyzer.Run(request, new AnalysisProgressPrinter(output, interactive), cancel);
+            var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);
         });
@@ -116,31 +116,5 @@ public static class AnalyzeCommands
         foreach (var l in s.Layers)
             output.WriteLine($"{l.Index,5}  {l.DFf,5}  {l.NonzeroFraction,7:0.0000}  {l.PerTokenUnitsMean,11:0.0}  {l.PerSequenceUnitsMean,14:0.0}  {l.PerBatchUnitsMean,11:0.0}  {l.UnitsEverActive,11}  {l.DeadUnits,4}");
         output.WriteLine($"Wrote {Path.Combine(dir, SparsityStats.FileName)}");
-    }
-}
-
-/// <summary>Tokens done, tokens/s and time left: one overwritten line on a terminal, a line every 10 % otherwise.</summary>
-public sealed class AnalysisProgressPrinter(TextWriter output, bool interactive) : IProgress<AnalysisProgress>
-{
-    int _lastDecile = -1;
-
-    public void Report(AnalysisProgress p)
-    {
-        string left = p.Remaining is TimeSpan r ? ProgressPrinter.Clock(r) : "?";
-        string line = $"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s  documents {p.Documents}/{p.TotalDocuments}  elapsed {ProgressPrinter.Clock(p.Elapsed)}  left {left}";
-        if (interactive) { output.Write("\r" + line); if (p.Documents == p.TotalDocuments) output.WriteLine(); return; }
-        int decile = (int)(10 * p.Documents / Math.Max(1, p.TotalDocuments));
-        if (decile != _lastDecile) { _lastDecile = decile; output.WriteLine(line); }
-        if (p.Timing is { } t) output.WriteLine(Describe(t));
-    }
-
-    /// <summary>The timing breakdown as one paragraph.</summary>
-    public static string Describe(StreamTiming t)
-    {
-        double total = t.ModelSeconds + t.WaitSeconds + t.CountSeconds;
-        return string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"Timing over {t.Batches} batches after the first: {t.MsPerBatch:0.00} ms per batch = {t.BatchTokens / t.MsPerBatch * 1000:N0} tokens/s; " +
-            $"the floor (the model alone on one batch, outputs bound, median of {t.FloorRuns}) {t.FloorMsPerBatch:0.00} ms = {t.BatchTokens / t.FloorMsPerBatch * 1000:N0} tokens/s; " +
-            $"ratio {t.RatioToFloor:0.00}. Of the stream's time: model run {100 * t.ModelSeconds / total:0.0} %, waiting for the next batch {100 * t.WaitSeconds / total:0.0} %, counting {100 * t.CountSeconds / total:0.0} %.");
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Sparsity.Pipeline.Report;
 using Sparsity.Pipeline.Experiments;
 using Sparsity.Training;
 using Sparsity.Training.Data;
@@ -36,7 +37,7 @@ public static class ExperimentCommand
             var training = recipe.Training with { Steps = parse.GetValue(steps) ?? recipe.Training.Steps };
             training.Validate();
             var setup = new ExperimentSetup(parse.GetValue(preset)!, recipe.Model with { VocabSize = tok.VocabSize ?? recipe.Model.VocabSize }, training,
-                parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(tokenizer)!, parse.GetValue(work)!, output, interactive, cancel);
+                parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(tokenizer)!, parse.GetValue(work)!, output, new ConsoleProgress(output, interactive), cancel);
 
             string reportPath = parse.GetValue(report)!;
             string reportDir = Path.GetDirectoryName(Path.GetFullPath(reportPath))!;
@@ -54,10 +55,10 @@ public static class ExperimentCommand
                 double trained = setup.Used.Values.Sum(r => r.TrainSeconds);
                 string section = $"## {e.Title}\n\n" +
                                  $"_Reproduce: `dotnet cake --target=Experiment-{char.ToUpperInvariant(e.Name[0])}{e.Name[1..]}`, or `{VariantCommands.CommandLine(parse).Replace(" all ", $" {e.Name} ")}`. " +
-                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {MachineDescription.Brief() + ", no GPU used"}; its {setup.Used.Count} training run{(setup.Used.Count == 1 ? "" : "s")} took {ProgressPrinter.Clock(TimeSpan.FromSeconds(trained))} " +
-                                 $"(shared with other experiments and reused when unchanged), this report {ProgressPrinter.Clock(clock.Elapsed)}._\n\n" + body;
+                                 $"Ran {DateTime.Now:yyyy-MM-dd} on {MachineDescription.Brief() + ", no GPU used"}; its {setup.Used.Count} training run{(setup.Used.Count == 1 ? "" : "s")} took {Markdown.Clock(TimeSpan.FromSeconds(trained))} " +
+                                 $"(shared with other experiments and reused when unchanged), this report {Markdown.Clock(clock.Elapsed)}._\n\n" + body;
                 AtomicFile.WriteAllText(Path.Combine(figures.Dir, e.Name + ".md"), section);
-                output.WriteLine($"{e.Name}: done in {ProgressPrinter.Clock(clock.Elapsed)}.");
+                output.WriteLine($"{e.Name}: done in {Markdown.Clock(clock.Elapsed)}.");
             }
             AtomicFile.WriteAllText(reportPath, Assemble(figures, setup));
             output.WriteLine($"Wrote {reportPath} (sections and plots in {figures.Dir}).");

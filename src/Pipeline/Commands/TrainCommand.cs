@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Sparsity.Pipeline.Report;
 using Sparsity.Training;
 using Sparsity.Training.Data;
 
@@ -65,9 +66,9 @@ public static class TrainCommand
             output.WriteLine($"Training {model.Layers} layers × d_ff {model.DFf} (d_model {model.DModel}, vocab {model.VocabSize}, seq_len {model.SeqLen}" +
                              $"{(model.UsesTopK ? $", top-k {model.TopK}" : "")}) for {options.Steps} steps of {options.BatchSize} windows on {(options.Threads > 0 ? options.Threads : Environment.ProcessorCount)} threads.");
             var summary = Trainer.Run(new TrainRequest(model, options, tok, parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(outDir)!),
-                new ProgressPrinter(output, interactive), cancel);
+                new ConsoleProgress(output, interactive), cancel);
 
-            output.WriteLine($"Trained on {summary.TrainTokens:N0} tokens ({summary.HeldOutTokens:N0} held out) in {ProgressPrinter.Clock(summary.Elapsed)}: " +
+            output.WriteLine($"Trained on {summary.TrainTokens:N0} tokens ({summary.HeldOutTokens:N0} held out) in {Markdown.Clock(summary.Elapsed)}: " +
                              $"loss {summary.FinalLoss:0.000}, held-out loss {summary.FinalHeldOutLoss:0.000}.");
             output.WriteLine("layer  nonzero fraction (first → last tracked)  silent for the last 10 %  masked");
             for (int l = 0; l < model.Layers; l++)

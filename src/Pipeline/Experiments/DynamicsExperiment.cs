@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Sparsity.Pipeline.Report;
-using static Sparsity.Pipeline.Experiments.Md;
+using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Experiments;
 
@@ -19,7 +19,7 @@ public static class DynamicsExperiment
 
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"Nonzero fraction (mean fraction of a layer's {run.Spec.Model.DFf} units active per token) on the training batch of the step, " +
-                      $"from `sparsity.jsonl` of the base run ({s.PresetName} preset, trained in {ProgressPrinter.Clock(TimeSpan.FromSeconds(run.TrainSeconds))}).").AppendLine();
+                      $"from `sparsity.jsonl` of the base run ({s.PresetName} preset, trained in {Clock(TimeSpan.FromSeconds(run.TrainSeconds))}).").AppendLine();
         md.AppendLine(Table(["step", "training loss", .. Enumerable.Range(0, layers).Select(l => $"layer {l}"), "mean"],
             rows.Select(e => (IReadOnlyList<string>)[e.Step.ToString(), F(e.Loss), .. e.Layers!.Select(l => F(l.NonzeroFraction)), F(e.Layers!.Average(l => l.NonzeroFraction))])));
         md.AppendLine(f.Add("dynamics.png", SparsityReport.Trajectory(run.Log.ToList()), "nonzero fraction during training")).AppendLine();

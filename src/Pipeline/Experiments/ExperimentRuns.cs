@@ -1,11 +1,11 @@
 using System.Globalization;
 using System.Diagnostics;
 using System.Text.Json;
+using Sparsity.Pipeline.Report;
 using Sparsity.Pipeline.Exporting;
 using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Pipeline.Commands;
 using Sparsity.Pipeline.Variants;
 using Sparsity.Training;
 using Sparsity.Training.Data;
@@ -22,10 +22,10 @@ namespace Sparsity.Pipeline.Experiments;
 /// <param name="Tokenizer">Tokenizer spec.</param>
 /// <param name="WorkDir">One folder per run; a run whose recipe is unchanged is reused, not retrained.</param>
 /// <param name="Output">Progress and results.</param>
-/// <param name="Interactive">Whether progress may redraw one terminal line.</param>
+/// <param name="Progress">Where training runs report their progress.</param>
 /// <param name="Cancel">Stops training between steps.</param>
 public sealed record ExperimentSetup(string PresetName, ModelConfig Model, TrainOptions Training, string TrainCorpus, string HeldOutCorpus,
-    string Tokenizer, string WorkDir, TextWriter Output, bool Interactive, CancellationToken Cancel)
+    string Tokenizer, string WorkDir, TextWriter Output, IProgress<TrainProgress> Progress, CancellationToken Cancel)
 {
     /// <summary>Runs asked for so far, by name (an experiment's report states what its runs cost).</summary>
     public Dictionary<string, RunOutcome> Used { get; } = [];
@@ -101,7 +101,7 @@ public static class ExperimentRuns
                            $"{(spec.Training.MaskUnusedAt > 0 ? $", masking at step {spec.Training.MaskUnusedAt} (window {spec.Training.MaskWindow})" : "")} for {spec.Training.Steps} steps.");
         var clock = Stopwatch.StartNew();
         var summary = Trainer.Run(new TrainRequest(spec.Model, spec.Training, TextTokenizer.FromSpec(s.Tokenizer), s.TrainCorpus, s.HeldOutCorpus, dir),
-            new ProgressPrinter(s.Output, s.Interactive), s.Cancel);
+            s.Progress, s.Cancel);
         double trainSeconds = clock.Elapsed.TotalSeconds;
 
         var (model, _, _) = Checkpoint.Load(dir);
@@ -110,7 +110,7 @@ public static class ExperimentRuns
             0, 1, 0f, "cpu", 0, Path.Combine(dir, "analysis"), ["Relu"]), null, s.Cancel);
         var evaluation = Evaluate(s, Path.Combine(dir, "model.onnx"));
         AtomicFile.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(evaluation, ProjectJson.Options));
-        s.Output.WriteLine($"Run {spec.Name}: trained in {ProgressPrinter.Clock(summary.Elapsed)}; held-out loss {evaluation.Loss:0.0000}, " +
+        s.Output.WriteLine($"Run {spec.Name}: trained in {Markdown.Clock(summary.Elapsed)}; held-out loss {evaluation.Loss:0.0000}, " +
                            $"nonzero {string.Join(" ", heldOut.Layers.Select(l => l.NonzeroFraction.ToString("0.000")))}.");
         return new RunRecord(key, trainSeconds);
     }

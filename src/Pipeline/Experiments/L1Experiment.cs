@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using ScottPlot;
-using static Sparsity.Pipeline.Experiments.Md;
+using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Experiments;
 

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using Sparsity.Analysis;
 using Sparsity.Pipeline.Report;
-using static Sparsity.Pipeline.Experiments.Md;
+using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Experiments;
 

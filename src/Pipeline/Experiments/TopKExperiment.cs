@@ -3,7 +3,7 @@ using System.Text;
 using ScottPlot;
 using Sparsity.Export;
 using Sparsity.Pipeline.Variants;
-using static Sparsity.Pipeline.Experiments.Md;
+using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Experiments;
 

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using ScottPlot;
 using Sparsity.Analysis;
-using static Sparsity.Pipeline.Experiments.Md;
+using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Experiments;
 
@@ -29,7 +29,7 @@ public static class WidthExperiment
                       "Active units per token on the held-out text, per layer and averaged over layers.").AppendLine();
         md.AppendLine(Table(["d_ff", .. Enumerable.Range(0, layers).Select(l => $"units/token L{l}"), "mean units/token", "mean nonzero fraction", "held-out loss", "training time"],
             runs.Select((r, i) => (IReadOnlyList<string>)[r.Spec.Model.DFf.ToString(), .. r.HeldOut.Layers.Select(l => F(l.PerTokenUnitsMean, "0.0")), F(mean[i], "0.0"),
-                F(r.MeanNonzeroFraction), F(r.Evaluation.Loss, "0.0000"), ProgressPrinter.Clock(TimeSpan.FromSeconds(r.TrainSeconds))])));
+                F(r.MeanNonzeroFraction), F(r.Evaluation.Loss, "0.0000"), Clock(TimeSpan.FromSeconds(r.TrainSeconds))])));
 
         var fits = new List<(string Name, double[] Counts, ScalingFit Power, ScalingFit Sqrt)> { ("mean over layers", mean, WidthScaling.PowerLaw(n, mean), WidthScaling.SquareRootLaw(n, mean)) };
         for (int l = 0; l < layers; l++)

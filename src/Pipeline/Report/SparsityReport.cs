@@ -47,10 +47,9 @@ public static class SparsityReport
         md.AppendLine(inv, $"a unit is active when its activation exceeds {stats.Threshold}. Shards: {string.Join(", ", stats.Shards)}. Written by {stats.Producer}.").AppendLine();
         if (stats.Precision == "fp16")
             md.AppendLine("The model ran in fp16 (`--precision fp16`): a unit whose activation lies within fp16 rounding of the threshold may be counted differently from an fp32 run.").AppendLine();
-        md.AppendLine("| layer | d_ff | nonzero fraction | units / token | units / sequence | units / batch | ever active | dead | down-proj. FLOPs saved |");
-        md.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var l in stats.Layers)
-            md.AppendLine(inv, $"| {l.Index} | {l.DFf} | {l.NonzeroFraction:0.0000} | {l.PerTokenUnitsMean:0.0} ± {l.PerTokenUnits.StandardDeviation:0.0} | {l.PerSequenceUnitsMean:0.0} | {l.PerBatchUnitsMean:0.0} | {l.UnitsEverActive} | {l.DeadUnits} | {l.DownProjectionFlopReduction:P1} |");
+        md.Append(Markdown.Table(["layer", "d_ff", "nonzero fraction", "units / token", "units / sequence", "units / batch", "ever active", "dead", "down-proj. FLOPs saved"],
+            stats.Layers.Select(l => new[] { $"{l.Index}", $"{l.DFf}", Markdown.F(l.NonzeroFraction, "0.0000"), $"{Markdown.F(l.PerTokenUnitsMean, "0.0")} ± {Markdown.F(l.PerTokenUnits.StandardDeviation, "0.0")}",
+                Markdown.F(l.PerSequenceUnitsMean, "0.0"), Markdown.F(l.PerBatchUnitsMean, "0.0"), $"{l.UnitsEverActive}", $"{l.DeadUnits}", l.DownProjectionFlopReduction.ToString("P1", inv) })));
         md.AppendLine().AppendLine(Findings(stats)).AppendLine();
 
         Save(analysisDir, "nonzero_fraction.png", NonzeroFraction(stats));

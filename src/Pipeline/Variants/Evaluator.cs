@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Google.Protobuf;
+using MathNet.Numerics.Statistics;
 using Microsoft.ML.OnnxRuntime;
 using Sparsity.Analysis;
 using Sparsity.Export;
@@ -62,7 +63,7 @@ public static class Evaluator
         return new Evaluation(Path.GetFileName(r.Model), r.Corpus, r.SeqLen, r.BatchSize, clean.Predictions,
             clean.Loss, clean.Perplexity, clean.Accuracy, clean.ExpectedCalibrationError, r.NoiseFraction, noisy.Accuracy,
             Surgery.Parameters(proto), sites.Sum(s => (s.Gate == null ? 4L : 6L) * dModel * s.DFf), sites.Select(s => s.DFf).ToArray(), r.Threads,
-            Percentile(times, 0.5), Percentile(times, 0.1), Percentile(times, 0.9), r.BatchSize * r.SeqLen / (Percentile(times, 0.5) / 1000));
+            SortedArrayStatistics.Quantile(times, 0.5), SortedArrayStatistics.Quantile(times, 0.1), SortedArrayStatistics.Quantile(times, 0.9), r.BatchSize * r.SeqLen / (SortedArrayStatistics.Quantile(times, 0.5) / 1000));
     }
 
     // Predictions inside each window: position t predicts t+1 when both are real tokens; targets are always the clean ids.
@@ -113,8 +114,6 @@ public static class Evaluator
                 throw new UserInputException($"{model} is not a causal language model (changing later tokens changes the outputs at earlier positions): " +
                                              "evaluate, prune --out DIR and topk --out DIR score next-token predictions. analyze, instrument, and prune/topk to a .onnx file work on encoders.");
     }
-
-    static double Percentile(double[] sorted, double p) => sorted[(int)Math.Round(p * (sorted.Length - 1))];
 
     static int DModel(Onnx.ModelProto model, MlpSite site)
     {

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Pipeline.Report;
 using Sparsity.Pipeline.Runtime;
 using Sparsity.Training;
 using Sparsity.Training.Data;
@@ -51,12 +52,18 @@ public static class VariantFolder
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
         var b = rows[0].E;
-        md.AppendLine("| model | units per layer | parameters | MLP FLOPs / token | loss (Δ) | perplexity | accuracy | ECE | accuracy, noisy input | ms / batch (p10–p90) | tokens/s | latency ratio |");
-        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var (name, e) in rows)
-            md.AppendLine(inv, $"| {name} | {string.Join(" / ", e.UnitsPerLayer)} | {e.Parameters:N0} | {e.MlpFlopsPerToken:N0} | {e.Loss:0.0000} ({(e.Loss - b.Loss) / b.Loss:+0.00%;-0.00%;0.00%}) | {e.Perplexity:0.00} | {e.Accuracy:P2} | {e.ExpectedCalibrationError:P2} | {e.NoisyAccuracy:P2} | {e.MedianMsPerBatch:0.00} ({e.P10MsPerBatch:0.00}–{e.P90MsPerBatch:0.00}) | {e.TokensPerSecond:N0} | {e.MedianMsPerBatch / b.MedianMsPerBatch:0.00}× |");
+        md.Append(Markdown.Table(["model", "units per layer", "parameters", "MLP FLOPs / token", "loss (Δ)", "perplexity", "accuracy", "ECE", "accuracy, noisy input", "ms / batch (p10–p90)", "tokens/s", "latency ratio"],
+            rows.Select(r => Row(r.Name, r.E)), align: "ll"));
         md.AppendLine().AppendLine(inv, $"Held-out text `{b.Corpus}`: {b.Predictions:N0} next-token predictions in windows of {b.SeqLen} tokens. ECE over 15 equal-width confidence bins; noisy input: {b.NoiseFraction:P0} of input tokens replaced by random ids (seeded), targets unchanged. Latency: median of timed runs of one batch of {b.BatchSize} × {b.SeqLen} after warm-up, ONNX Runtime CPU with {b.Threads} intra-op threads, logits as the only output.");
         return md.ToString();
+
+        string[] Row(string name, Evaluation e) =>
+        [
+            name, string.Join(" / ", e.UnitsPerLayer), e.Parameters.ToString("N0", inv), e.MlpFlopsPerToken.ToString("N0", inv),
+            string.Create(inv, $"{e.Loss:0.0000} ({(e.Loss - b.Loss) / b.Loss:+0.00%;-0.00%;0.00%})"), Markdown.F(e.Perplexity, "0.00"), e.Accuracy.ToString("P2", inv),
+            e.ExpectedCalibrationError.ToString("P2", inv), e.NoisyAccuracy.ToString("P2", inv), string.Create(inv, $"{e.MedianMsPerBatch:0.00} ({e.P10MsPerBatch:0.00}–{e.P90MsPerBatch:0.00})"),
+            e.TokensPerSecond.ToString("N0", inv), string.Create(inv, $"{e.MedianMsPerBatch / b.MedianMsPerBatch:0.00}×"),
+        ];
     }
 
     static string ModelCard(string title, string command, string tokenizer, UnitMask? mask, IReadOnlyList<(string, Evaluation)> rows)
