@@ -61,3 +61,38 @@ public class BenchTests
         }
     }
 }
+
+[TestFixture]
+public class BenchReportTests
+{
+    static Sparsity.Pipeline.Variants.Evaluation Latency(double ms, int units) => new("m.onnx", "c.txt", 16, 4, 100, 2.5, Math.Exp(2.5), 0.3, 0.02, 0.1, 0.25,
+        1000, 4000, [units, units], 2, ms, ms - 0.5, ms + 0.5, 64 / (ms / 1000));
+
+    [Test]
+    public void TheReportStatesEachRatioAgainstTheBareForwardOnTheSameTokens()
+    {
+        var data = new TokenBatches([], 4, 16, 1000);
+        var request = new BenchRequest("ck", "c.txt", "bytes", 16, 4, 2, 3, "python3", "s.py", 8);
+        var timings = new List<Timing>
+        {
+            new("tokenize", "t", [0.5, 0.5, 0.5], 1000),
+            new("bare forward", "b", [1.0, 2.0, 3.0], 1000),   // median 2
+            new("analyze (stats)", "a", [2.0, 3.0, 9.0], 1000), // median 3: 1.50× bare, 3 / (2 + 0.5) = 1.20× bare + tokenize
+            new("bare forward 8×", "b8", [10.0, 10.0, 10.0], 8000),
+            new("analyze (stats) 8×", "a8", [12.0, 12.0, 12.0], 8000), // against the 8× bare forward: 1.20×, no tokenize column
+        };
+        var agreement = new List<Agreement> { new("analyze (stats)", 1000, [1234, 5678], [3.25, 4.5], [40.25, 50]) };
+        var memory = new List<MemoryRow> { new("1×", 1000, 100_000_000, TimeSpan.FromSeconds(1.5)), new("8×", 8000, 110_000_000, TimeSpan.FromSeconds(9)) };
+        var latency = new List<(string, Sparsity.Pipeline.Variants.Evaluation)> { ("dense", Latency(4, 48)), ("dead-only", Latency(3, 40)) };
+        string dir = TestCorpus.TempDir();
+        string md = BenchReport.Write(new BenchResult(data, request, timings, agreement, memory, latency, null), dir);
+
+        string Row(string first) => md.Split('\n').First(l => l.StartsWith($"| {first} |"));
+        Assert.That(Row("analyze (stats)"), Is.EqualTo("| analyze (stats) | a | 3.000 | 2.000–9.000 | 333 | 1.50 | 1.20 |"));
+        Assert.That(Row("analyze (stats) 8×"), Does.EndWith("| 12.000 | 12.000–12.000 | 667 | 1.20 |  |"));
+        Assert.That(md, Does.Contain("| analyze (stats) | 1,000 | 1,234 / 5,678 | 3.250, 4.500 | 40.25, 50.00 |"));
+        Assert.That(Row("8×"), Is.EqualTo("| 8× | 8,000 | 110.0 | 9.00 | 1.10 |"));
+        Assert.That(Row("dead-only"), Is.EqualTo("| dead-only | 40 / 40 | 3.00 | 2.50–3.50 | 0.75 | 2.5000 |"));
+        Assert.That(File.ReadAllText(Path.Combine(dir, "bench.json")), Does.Contain("\"tokens_per_second\": 333.333"));
+    }
+}

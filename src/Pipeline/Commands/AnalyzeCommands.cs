@@ -53,10 +53,8 @@ public static class AnalyzeCommands
         var command = new Command("merge", "Add the exact counts of analysis shards: the result equals one run over all their batches.") { inputs, outDir, partial };
         command.SetAction(parse =>
         {
-            var folders = parse.GetValue(inputs)!;
-            var merged = SparsityCounts.Merge(folders.Select(SparsityCounts.Load).ToList(), parse.GetValue(partial), folders);
             string dir = parse.GetValue(outDir)!;
-            OutputFolder.Write(dir, "merge", merged.Write);
+            var merged = Shards.Merge(parse.GetValue(inputs)!, parse.GetValue(partial), dir);
             if (merged.Header.MissingShards() is { Count: > 0 } missing)
                 output.WriteLine($"Partial merge: shards {string.Join(", ", missing.Select(m => $"{m}/{merged.Header.ShardCount}"))} are missing; the statistics cover {merged.Header.Shards.Count} of {merged.Header.ShardCount} shards.");
             PrintSummary(output, SparsityStats.From(merged), dir);

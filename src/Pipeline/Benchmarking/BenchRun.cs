@@ -1,0 +1,137 @@
+using System.Diagnostics;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline.Exporting;
+using Sparsity.Pipeline.Streaming;
+using Sparsity.Pipeline.Variants;
+using Sparsity.Training;
+using Sparsity.Training.Data;
+
+namespace Sparsity.Pipeline.Benchmarking;
+
+/// <summary>What <c>bench</c> runs: a checkpoint, held-out text, batch shape, threads, repeats, the PyTorch reference, and the copies for the memory check.</summary>
+public sealed record BenchRequest(string Checkpoint, string Corpus, string Tokenizer, int SeqLen, int BatchSize, int Threads, int Repeats,
+    string Python, string PyTorchScript, int MemoryFactor);
+
+/// <summary>Statistics every contender reports, to check they measured the same thing.</summary>
+public sealed record Agreement(string Contender, long Tokens, long[] ActivePairs, double[] PerTokenMean, double[] PerBatchMean)
+{
+    /// <summary>From per-layer unit use.</summary>
+    public static Agreement Of(string contender, IReadOnlyList<LayerUnitUse> uses) => new(contender, uses[0].Tokens,
+        uses.Select(u => u.TokensPerUnit.ToArray().Sum()).ToArray(), uses.Select(u => u.PerTokenUnitUse.Mean).ToArray(), uses.Select(u => u.PerBatchUnitUse.Mean).ToArray());
+
+    /// <summary>From an analysis folder.</summary>
+    public static Agreement Of(string contender, string analysisDir) => Of(contender, SparsityCounts.Load(analysisDir).Layers.Select(l => l.ToUse()).ToList());
+}
+
+/// <summary>Timings of one contender: wall seconds per repeat.</summary>
+public sealed record Timing(string Contender, string What, double[] Seconds, long Tokens)
+{
+    /// <summary>Median seconds.</summary>
+    public double Median => MathNet.Numerics.Statistics.Statistics.Median(Seconds);
+    /// <summary>Tokens per second at the median.</summary>
+    public double TokensPerSecond => Tokens / Median;
+}
+
+/// <summary>Peak resident memory of one <c>analyze</c> child process.</summary>
+public sealed record MemoryRow(string Corpus, long Tokens, long PeakBytes, TimeSpan Elapsed);
+
+/// <summary>Everything one bench run measured.</summary>
+public sealed record BenchResult(TokenBatches Data, BenchRequest Request, IReadOnlyList<Timing> Timings, IReadOnlyList<Agreement> Agreement,
+    IReadOnlyList<MemoryRow> Memory, IReadOnlyList<(string Name, Evaluation E)> Latency, string? PythonNote);
+
+/// <summary>
+/// The bench harness: analyze against what users would otherwise run (bare forward, a direct ONNX Runtime loop, TorchSharp,
+/// PyTorch hooks) on the same weights, batches and threads, interleaved repeats; peak memory; pruned latency.
+/// </summary>
+public static class BenchRun
+{
+    /// <summary>Runs every contender, writing its work files under <paramref name="work"/>; progress goes to <paramref name="log"/>.</summary>
+    public static BenchResult Run(BenchRequest q, string work, TextWriter log, CancellationToken cancel = default)
+    {
+        string ckpt = q.Checkpoint, text = q.Corpus, tok = q.Tokenizer;
+        int T = q.SeqLen, B = q.BatchSize, n = q.Threads, R = Math.Max(1, q.Repeats);
+        Directory.CreateDirectory(work);
+
+        // Same weights for everyone: export them once.
+        string dense = Path.Combine(work, "model.onnx"), stats = Path.Combine(work, "model.stats.onnx");
+        var (model, _, info) = Checkpoint.Load(ckpt);
+        using (model)
+        {
+            CheckedExport.Write(model, ExportVariant.Dense, 0f, dense);
+            CheckedExport.Write(model, ExportVariant.Stats, 0f, stats);
+        }
+        long vocab = info.Model.VocabSize;
+        var tokenizerObject = TextTokenizer.FromSpec(tok);
+        var data = TokenBatches.From(text, tokenizerObject, T, B, vocab);
+        log.WriteLine($"Bench: {data.Tokens:N0} tokens in {data.Batches.Count} batches of {B} × {T}, {n} threads, {R} repeats after a warm-up.");
+
+        // The same text repeated: fixed costs (loading, ML.NET set-up, writing results) amortise, per-token costs remain.
+        int k = q.MemoryFactor;
+        string copies = Path.Combine(work, $"corpus_x{k}.txt");
+        File.WriteAllLines(copies, Enumerable.Repeat(TextDocuments.Read(text), k).SelectMany(d => d));
+        var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
+        AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, "cpu", n, Path.Combine(work, o), ["Relu"], denseActivations);
+        var results = new Dictionary<string, LayerUnitUse[]>();
+        var contenders = new (string Name, string What, Action Run)[]
+        {
+            ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab)),
+            ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n)),
+            ("analyze (dense)", "`analyze --dense-activations` on model.onnx: activations leave the runtime and are counted in .NET; tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense", text, denseActivations: true))),
+            ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats", text))),
+            ("analyze (any graph)", "`analyze` on model.onnx treated as an external graph: inputs bound, MLPs found and instrumented with in-graph counts", () => Analyzer.Run(Analyze(dense, "analyze-graph", text))),
+            ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n)),
+            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(ckpt, data, n)),
+            ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n)),
+            ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true))),
+            ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies))),
+            ($"analyze (any graph) {k}×", $"`analyze` (any graph) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-graph-large", copies))),
+        };
+        var seconds = contenders.ToDictionary(c => c.Name, _ => new List<double>());
+        for (int r = 0; r <= R; r++)
+        {
+            foreach (var c in contenders) // interleaved, so drift in the machine's speed spreads over all of them
+            {
+                cancel.ThrowIfCancellationRequested();
+                var clock = Stopwatch.StartNew();
+                c.Run();
+                if (r > 0) seconds[c.Name].Add(clock.Elapsed.TotalSeconds);
+            }
+            log.WriteLine(r == 0 ? "warm-up done" : $"repeat {r}/{R}: " + string.Join(", ", contenders.Select(c => $"{c.Name} {seconds[c.Name][^1]:0.000} s")));
+        }
+        var timings = contenders.Select(c => new Timing(c.Name, c.What, seconds[c.Name].ToArray(), c.Name.EndsWith($"{k}×") ? large.Tokens : data.Tokens)).ToList();
+        var agreement = new[] { ("analyze (dense)", "analyze-dense"), ("analyze (stats)", "analyze-stats"), ("analyze (any graph)", "analyze-graph") }
+            .Select(a => Agreement.Of(a.Item1, Path.Combine(work, a.Item2))).Concat(results.Select(kv => Agreement.Of(kv.Key, kv.Value))).ToList();
+
+        string? pythonNote = PyTorchReference.Run(q.Python, q.PyTorchScript, ckpt, data, work, n, R, timings, agreement, log);
+
+        log.WriteLine("Peak memory of analyze (child processes)…");
+        var memory = new[] { (Corpus: text, Label: "1×"), (Corpus: copies, Label: $"{k}×") }.Select(m =>
+        {
+            var (peak, elapsed) = PeakMemory.OfCommand(["analyze", "--model", dense, "--corpus", m.Corpus, "--tokenizer", tok, "--seq-len", $"{T}", "--batch-size", $"{B}",
+                "--threads", $"{n}", "--out", Path.Combine(work, "memory-" + m.Label)]);
+            long tokens = SparsityStats.Load(Path.Combine(work, "memory-" + m.Label, SparsityStats.FileName)).Tokens;
+            return new MemoryRow(m.Label, tokens, peak, elapsed);
+        }).ToList();
+
+        log.WriteLine("Pruned against dense latency (evaluate)…");
+        var heldStats = SparsityStats.Load(Path.Combine(work, "analyze-dense", SparsityStats.FileName));
+        var proto = OnnxGraph.Load(dense);
+        var sites = MlpSites.Find(proto);
+        var latency = new List<(string Name, Evaluation E)>();
+        foreach (var (name, mask) in new (string, UnitMask?)[] { ("dense", null), ("dead-only", Safe(() => MaskRules.DeadOnly(heldStats))), ("flop-reduction 0.5", MaskRules.FlopReduction(heldStats, 0.5)) })
+        {
+            string path = dense;
+            if (mask != null) { path = Path.Combine(work, $"pruned-{name.Replace(' ', '-')}.onnx"); OnnxGraph.Save(Surgery.Prune(proto, sites, mask).Model, path); }
+            latency.Add((name, Evaluator.Run(new EvaluationRequest(path, text, tok, T, B, Threads: n, TimedRuns: 30))));
+        }
+
+        return new BenchResult(data, q, timings, agreement, memory, latency, pythonNote);
+    }
+
+    static UnitMask? Safe(Func<UnitMask> make)
+    {
+        try { return make(); }
+        catch (UserInputException) { return null; } // e.g. no dead unit: nothing to prune
+    }
+}
