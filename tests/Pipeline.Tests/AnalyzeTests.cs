@@ -222,3 +222,30 @@ public class AnalyzeTests
         Assert.That(Assert.Throws<UserInputException>(() => Sparsity.Pipeline.Report.SparsityReport.Write(TestCorpus.TempDir(), null))!.Message, Does.Contain("run `analyze`"));
     }
 }
+
+[TestFixture]
+public class ReadAheadTests
+{
+    [Test]
+    public void ItemsArriveInOrderAndAFailureWhileReadingSurfacesInTheConsumer()
+    {
+        Assert.That(Sparsity.Pipeline.Streaming.ReadAhead.Of(Enumerable.Range(0, 100), capacity: 3).ToList(), Is.EqualTo(Enumerable.Range(0, 100)));
+        static IEnumerable<int> Failing() { yield return 1; yield return 2; throw new UserInputException("bad corpus line 3"); }
+        var seen = new List<int>();
+        var e = Assert.Throws<UserInputException>(() => { foreach (int i in Sparsity.Pipeline.Streaming.ReadAhead.Of(Failing(), capacity: 1)) seen.Add(i); })!;
+        Assert.That(e.Message, Is.EqualTo("bad corpus line 3"));
+        Assert.That(seen, Is.EqualTo(new[] { 1, 2 }));
+    }
+
+    [Test]
+    public void StoppingEarlyStopsTheReader()
+    {
+        int produced = 0;
+        IEnumerable<int> Endless() { while (true) { produced++; yield return produced; } }
+        Assert.That(Sparsity.Pipeline.Streaming.ReadAhead.Of(Endless(), capacity: 2).Take(5).ToList(), Is.EqualTo(new[] { 1, 2, 3, 4, 5 }));
+        int after = produced;
+        Thread.Sleep(50);
+        Assert.That(produced, Is.EqualTo(after), "the reader thread ended with the consumer");
+        Assert.That(after, Is.LessThanOrEqualTo(5 + 2 + 1), "bounded by the capacity");
+    }
+}

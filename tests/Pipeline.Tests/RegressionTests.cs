@@ -82,7 +82,7 @@ public class RegressionTests
         var bytes = Training.Data.TextTokenizer.FromSpec("bytes");
         var documents = File.ReadLines(HookFixture.Corpus).Select(d => bytes.Encode(d).Select(i => (long)i).ToArray());
         float smallest = float.MaxValue;
-        foreach (var batch in CorpusBatches.Pack(documents, 32, 4, null, 0, 1, 256, new StreamCounters()))
+        foreach (var batch in CorpusBatches.Pack(documents, 32, 4, null, 0, 1, 256))
         {
             var outputs = OrtRunner.Run(path, ("input_ids", batch.InputIds, [4, 32]), ("attention_mask", batch.AttentionMask, [4, 32]));
             foreach (string input in inputs)

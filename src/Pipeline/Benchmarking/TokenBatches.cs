@@ -12,11 +12,9 @@ public sealed record TokenBatches(IReadOnlyList<(long[] Ids, long[] Mask)> Batch
     /// <summary>Tokenizes and packs the corpus exactly as <c>analyze</c> does.</summary>
     public static TokenBatches From(string corpus, TextTokenizer tokenizer, int seqLen, int batchSize, long vocab)
     {
-        var counters = new StreamCounters();
-        var documents = TextDocuments.Read(corpus).Select(d => tokenizer.Encode(d).Select(i => (long)i).ToArray());
-        var batches = CorpusBatches.Pack(documents, seqLen, batchSize, null, 0, 1, vocab, counters)
-            .Select(b => ((long[])b.InputIds.Clone(), (long[])b.AttentionMask.Clone())).ToList();
-        return new TokenBatches(batches, batchSize, seqLen, counters.Tokens);
+        var batches = CorpusBatches.Pack(CorpusBatches.Tokens(corpus, tokenizer), seqLen, batchSize, null, 0, 1, vocab)
+            .Select(b => (b.InputIds, b.AttentionMask)).ToList();
+        return new TokenBatches(batches, batchSize, seqLen, batches.Sum(b => b.AttentionMask.Sum()));
     }
 
     /// <summary>int64 little-endian: all ids [n, B, T], then all masks [n, B, T] (numpy.fromfile reads it).</summary>

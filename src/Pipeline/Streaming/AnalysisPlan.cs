@@ -1,5 +1,3 @@
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
@@ -7,17 +5,14 @@ using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;
 
-/// <summary>Adds one scored row's outputs of a layer to its accumulator.</summary>
-public delegate void LayerReader(LayerUnitUse use, bool[] realToken, float threshold, int batch, int seqLen);
-
 /// <summary>An output column of a layer and its shape for a batch of B windows of T tokens.</summary>
 public sealed record LayerOutput(string Name, Func<int, int, int, int[]> ShapeOf)
 {
     public int[] Shape(int batch, int seqLen, int dFf) => ShapeOf(batch, seqLen, dFf);
 }
 
-/// <summary>How to read one layer: its outputs and how they become counts.</summary>
-public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs, Func<DataViewRow, DataViewSchema, LayerReader> Reader);
+/// <summary>What to read of one layer: its outputs (dense activations, or the three in-graph counts).</summary>
+public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs);
 
 /// <summary>
 /// What to run and read for a model: <see cref="Graph"/>, the graph ONNX Runtime runs (its outputs are only what the
@@ -75,42 +70,15 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             true, vocab, maxSeq);
     }
 
-    static LayerPlan DenseLayer(MlpSite site)
-    {
-        var output = new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d]);
-        return new LayerPlan(site.Output, site.DFf, [output], (row, schema) =>
-        {
-            var getter = row.GetGetter<VBuffer<float>>(schema[site.Output]);
-            VBuffer<float> buffer = default;
-            return (use, real, threshold, b, t) =>
-            {
-                getter(ref buffer);
-                use.AddDense(buffer.GetValues(), b, t, real, threshold); // flattened [b·t, d_ff] is the same memory as [b, t, d_ff]
-            };
-        });
-    }
+    static LayerPlan DenseLayer(MlpSite site) =>
+        new(site.Output, site.DFf, [new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d])]);
 
-    static LayerPlan StatsLayer(int layer, int dFf)
-    {
-        string perToken = StatsReduction.ActiveUnitsOutput(layer), perSequence = StatsReduction.UnitsPerSequenceOutput(layer), perUnit = StatsReduction.UnitTokensOutput(layer);
-        return new LayerPlan($"mlp_hidden.{layer}", dFf,
-            [new LayerOutput(perToken, (b, t, _) => [b, t]), new LayerOutput(perSequence, (b, _, _) => [b]), new LayerOutput(perUnit, (_, _, d) => [d])],
-            (row, schema) =>
-            {
-                var tokenGetter = row.GetGetter<VBuffer<long>>(schema[perToken]);
-                var sequenceGetter = row.GetGetter<VBuffer<long>>(schema[perSequence]);
-                var unitGetter = row.GetGetter<VBuffer<long>>(schema[perUnit]);
-                VBuffer<long> tokens = default, sequences = default, units = default;
-                var scratch = new StatsScratch();
-                return (use, real, _, b, t) =>
-                {
-                    tokenGetter(ref tokens);
-                    sequenceGetter(ref sequences);
-                    unitGetter(ref units);
-                    AddStatsBatch(use, real, b, t, tokens.GetValues(), sequences.GetValues(), units.GetValues(), scratch);
-                };
-            });
-    }
+    static LayerPlan StatsLayer(int layer, int dFf) => new($"mlp_hidden.{layer}", dFf,
+    [
+        new LayerOutput(StatsReduction.ActiveUnitsOutput(layer), (b, t, _) => [b, t]),
+        new LayerOutput(StatsReduction.UnitsPerSequenceOutput(layer), (b, _, _) => [b]),
+        new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
+    ]);
 
     /// <summary>
     /// Adds one batch of in-graph counts (<see cref="StatsReduction"/>: active units per token [B, T], distinct units per

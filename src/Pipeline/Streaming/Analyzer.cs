@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -73,10 +72,10 @@ public static class Analyzer
             string modelFile = rewrite ? Path.Combine(dir, "analysis.onnx") : r.Model;
             if (rewrite) OnnxGraph.Save(plan.Graph, modelFile);
             var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
-            var counters = new StreamCounters();
+            long tokens;
             try
             {
-                Stream(r, plan, modelFile, device, vocab, tokenizer, uses, counters, totalDocuments, progress, cancel);
+                tokens = Stream(r, plan, modelFile, device, vocab, tokenizer, uses, totalDocuments, progress, cancel);
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
             {
@@ -86,7 +85,7 @@ public static class Analyzer
             {
                 throw new UserInputException($"ONNX Runtime could not run {Path.GetFileName(r.Model)} on batches of {r.BatchSize} × {r.SeqLen}: {e.GetBaseException().Message.Split('\n')[0]}");
             }
-            if (counters.Tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
+            if (tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
             if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
@@ -98,133 +97,128 @@ public static class Analyzer
         return stats!;
     }
 
-    static void Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, long vocab, TextTokenizer tokenizer,
-        LayerUnitUse[] uses, StreamCounters counters, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
+    // corpus → tokens → windows → batches (an IDataView read one batch ahead) → the model as an ML.NET transform (the
+    // runner for in-graph counts, ApplyOnnxModel for dense activations) → one cursor-driven consumer adding each layer's
+    // counts. Returns the tokens analysed.
+    static long Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, long vocab, TextTokenizer tokenizer,
+        LayerUnitUse[] uses, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
         int B = r.BatchSize, T = r.SeqLen;
         var ml = new MLContext(seed: 0);
-        var documents = ml.Data.LoadFromEnumerable(TextDocuments.Read(r.Corpus).Select(text => new DocumentRow { Text = text }));
-        var tokenized = ml.Transforms.CustomMapping<DocumentRow, TokenRow>(
-            (doc, tokens) => tokens.Ids = tokenizer.Encode(doc.Text).Select(id => (long)id).ToArray(), contractName: "Tokenize").Fit(documents).Transform(documents);
-        var schema = SchemaDefinition.Create(typeof(BatchRow));
-        schema["input_ids"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, B * T);
-        schema["attention_mask"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, B * T);
-        var batches = ml.Data.LoadFromEnumerable(CorpusBatches.Pack(ml.Data.CreateEnumerable<TokenRow>(tokenized, reuseRowObject: false).Select(t => t.Ids),
-            T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab, counters), schema);
+        var batches = CorpusBatches.View(ml, CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer), T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab), B, T);
+        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
+        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape.Select(d => (long)d).ToArray())).ToList()) : null;
+        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, plan.Layers.Count) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
+        using var disposeModel = model as IDisposable;
+        // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
+        // buffers their outputs ahead of us (gigabytes of [B, T, d_ff] activations on Brown), and the runner is single-threaded.
+        var mapper = model.GetRowToRowMapper(batches.Schema);
+        using var input = batches.GetRowCursor(batches.Schema);
+        var columns = runner != null ? [InGraphCounts.Column] : outputs.Select(o => o.Name).ToHashSet();
+        using var scored = mapper.GetRow(input, mapper.OutputSchema.Where(c => columns.Contains(c.Name)));
+        var maskGetter = input.GetGetter<VBuffer<long>>(batches.Schema["attention_mask"]);
+        var idsGetter = input.GetGetter<VBuffer<long>>(batches.Schema["input_ids"]);
+        var documentsGetter = input.GetGetter<long>(batches.Schema["documents_read"]);
+        var layers = runner != null ? CountsReader(scored, plan, B, T) : DenseReader(scored, plan, r.Threshold, B, T);
+
+        VBuffer<long> maskBuffer = default, lastIds = default;
+        var realToken = new bool[B * T];
+        long tokens = 0, batchCount = 0, documents = 0;
+        double model_ = 0, wait = 0, count = 0;
         var clock = Stopwatch.StartNew();
         var lastReport = TimeSpan.Zero;
-        void Report()
+        var step = Stopwatch.StartNew();
+        while (input.MoveNext())
         {
-            if (progress == null || (clock.Elapsed - lastReport).TotalSeconds < 0.5) return;
-            lastReport = clock.Elapsed;
-            progress.Report(Progress(counters, totalDocuments, clock.Elapsed));
+            cancel.ThrowIfCancellationRequested();
+            double waited = step.Elapsed.TotalSeconds;
+            maskGetter(ref maskBuffer);
+            documentsGetter(ref documents);
+            var mask = maskBuffer.GetValues();
+            for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
+            layers.Fetch(); // runs the model
+            double ran = step.Elapsed.TotalSeconds;
+            layers.Add(uses, realToken);
+            if (batchCount++ > 0) (wait, model_, count) = (wait + waited, model_ + ran - waited, count + step.Elapsed.TotalSeconds - ran); // the first batch is start-up
+            if (r.Timing) idsGetter(ref lastIds);
+            if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
+            {
+                lastReport = clock.Elapsed;
+                progress.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed));
+            }
+            step.Restart();
         }
-        if (plan.ReadsCounts)
-        {
-            // In-graph counts: the one runner, on any device. Dense activations (below) go through ML.NET's ApplyOnnxModel.
-            var timing = StreamCounts(r, plan, device, ml.Data.CreateEnumerable<BatchRow>(batches, reuseRowObject: false), uses, Report, cancel);
-            progress?.Report(Progress(counters, totalDocuments, clock.Elapsed) with { Timing = timing });
-            return;
-        }
+        var timing = r.Timing && runner != null && batchCount > 0
+            ? new StreamTiming(batchCount - 1, B * T, model_, wait, count, Floor(runner, lastIds.GetValues(), maskBuffer.GetValues(), runs: 20), 20) : null;
+        progress?.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed) with { Timing = timing });
+        return tokens;
+    }
 
+    // Dense activations through ML.NET's ONNX transform: they leave the runtime and are counted in .NET.
+    static ITransformer ApplyOnnxModel(MLContext ml, AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, IDataView batches,
+        IReadOnlyList<(string Name, int[] Shape)> outputs)
+    {
         var inputs = plan.UsesAttentionMask ? new[] { "input_ids", "attention_mask" } : ["input_ids"];
-        var shapes = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(B, T, l.DFf))))
-            .Concat(inputs.Select(i => (Name: i, Shape: new[] { B, T }))).ToDictionary(p => p.Name, p => p.Item2);
-        var onnx = ml.Transforms.ApplyOnnxModel(new OnnxOptions
+        return ml.Transforms.ApplyOnnxModel(new OnnxOptions
         {
             ModelFile = modelFile,
             InputColumns = inputs,
-            OutputColumns = plan.Layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToArray(),
-            ShapeDictionary = shapes,
+            OutputColumns = outputs.Select(o => o.Name).ToArray(),
+            ShapeDictionary = outputs.Concat(inputs.Select(i => (Name: i, Shape: new[] { r.BatchSize, r.SeqLen }))).ToDictionary(p => p.Name, p => p.Shape),
             GpuDeviceId = device.CudaId,
             FallbackToCpu = false,
             IntraOpNumThreads = r.Threads > 0 ? r.Threads : Environment.ProcessorCount,
             InterOpNumThreads = 1,
-        });
-        using var transformer = onnx.Fit(batches);
-        // Map row by row over one input cursor: the transformed view's own cursor runs the model on
-        // several threads and buffers their [B, T, d_ff] outputs ahead of us (gigabytes on Brown).
-        var mapper = ((ITransformer)transformer).GetRowToRowMapper(batches.Schema);
-        using var input = batches.GetRowCursor(batches.Schema);
-        using var scored = mapper.GetRow(input, mapper.OutputSchema.Where(c => shapes.ContainsKey(c.Name) && !inputs.Contains(c.Name)));
-
-        var maskGetter = input.GetGetter<VBuffer<long>>(batches.Schema["attention_mask"]);
-        var layerReaders = plan.Layers.Select(l => l.Reader(scored, scored.Schema)).ToArray();
-        VBuffer<long> maskBuffer = default;
-        var realToken = new bool[B * T];
-        while (input.MoveNext())
-        {
-            cancel.ThrowIfCancellationRequested();
-            maskGetter(ref maskBuffer);
-            var mask = maskBuffer.GetValues();
-            for (int i = 0; i < realToken.Length; i++) realToken[i] = mask[i] == 1;
-            for (int l = 0; l < uses.Length; l++) layerReaders[l](uses[l], realToken, r.Threshold, B, T);
-            Report();
-        }
-        progress?.Report(Progress(counters, totalDocuments, clock.Elapsed));
+        }).Fit(batches);
     }
 
-    // In-graph counts through the one runner (outputs bound once; on a GPU only the counts leave it), while a second
-    // thread reads, tokenizes and packs the next batches, so host work overlaps the model's.
-    static StreamTiming? StreamCounts(AnalysisRequest r, AnalysisPlan plan, Device device, IEnumerable<BatchRow> batches, LayerUnitUse[] uses, Action report, CancellationToken cancel)
+    /// <summary>Reads one scored row: <see cref="Fetch"/> runs the model (the getters are lazy), <see cref="Add"/> counts.</summary>
+    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], bool[]> Add);
+
+    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, int B, int T)
     {
-        int B = r.BatchSize, T = r.SeqLen;
-        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(B, T, l.DFf).Select(d => (long)d).ToArray()))).ToList();
-        using var runner = new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        using var queue = new BlockingCollection<BatchRow>(boundedCapacity: 4);
-        var producer = Task.Run(() =>
+        var getter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.Column]);
+        VBuffer<long> buffer = default;
+        var scratch = new StatsScratch();
+        return new(() => getter(ref buffer), (uses, real) =>
         {
-            try { foreach (var row in batches) queue.Add(row, stop.Token); }
-            finally { queue.CompleteAdding(); }
-        });
-        long batchCount = 0;
-        double model = 0, wait = 0, count = 0;
-        BatchRow? last = null;
-        try
-        {
-            var realToken = new bool[B * T];
-            var scratch = new StatsScratch();
-            var clock = Stopwatch.StartNew();
-            foreach (var row in queue.GetConsumingEnumerable(stop.Token))
+            var counts = buffer.GetValues();
+            for (int l = 0; l < uses.Length; l++)
             {
-                double waited = clock.Elapsed.TotalSeconds;
-                runner.Run(row.InputIds, row.AttentionMask);
-                double ran = clock.Elapsed.TotalSeconds;
-                for (int i = 0; i < realToken.Length; i++) realToken[i] = row.AttentionMask[i] == 1;
-                for (int l = 0; l < uses.Length; l++)
-                    AnalysisPlan.AddStatsBatch(uses[l], realToken, B, T, runner.Longs(3 * l), runner.Longs(3 * l + 1), runner.Longs(3 * l + 2), scratch);
-                report();
-                if (batchCount++ > 0) (wait, model, count) = (wait + waited, model + ran - waited, count + clock.Elapsed.TotalSeconds - ran); // the first batch is start-up
-                last = row;
-                clock.Restart();
+                int dFf = plan.Layers[l].DFf;
+                AnalysisPlan.AddStatsBatch(uses[l], real, B, T, counts[..(B * T)], counts.Slice(B * T, B), counts.Slice(B * T + B, dFf), scratch);
+                counts = counts[(B * T + B + dFf)..];
             }
-        }
-        finally
+        });
+    }
+
+    static LayerReader DenseReader(DataViewRow scored, AnalysisPlan plan, float threshold, int B, int T)
+    {
+        var getters = plan.Layers.Select(l => scored.GetGetter<VBuffer<float>>(scored.Schema[l.Outputs[0].Name])).ToArray();
+        var buffers = new VBuffer<float>[getters.Length];
+        return new(() => { for (int l = 0; l < getters.Length; l++) getters[l](ref buffers[l]); }, (uses, real) =>
         {
-            stop.Cancel();
-            try { producer.Wait(); }
-            catch (AggregateException) { } // inspected below
-        }
-        // A failure while reading, tokenizing or packing the corpus ends the stream early and surfaces here.
-        if (producer.Exception?.GetBaseException() is { } failure and not OperationCanceledException)
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure is UserInputException ? failure : producer.Exception.InnerException!);
-        if (!r.Timing || last == null) return null;
-        const int runs = 20;
-        var floor = new double[runs];
+            for (int l = 0; l < uses.Length; l++) uses[l].AddDense(buffers[l].GetValues(), B, T, real, threshold); // flattened [b·t, d_ff] is the same memory as [b, t, d_ff]
+        });
+    }
+
+    // The floor: the model alone on one batch with its outputs bound (median of several runs).
+    static double Floor(ModelRunner runner, ReadOnlySpan<long> ids, ReadOnlySpan<long> mask, int runs)
+    {
+        var times = new double[runs];
         for (int i = 0; i < runs; i++)
         {
             var clock = Stopwatch.StartNew();
-            runner.Run(last.InputIds, last.AttentionMask);
-            floor[i] = clock.Elapsed.TotalMilliseconds;
+            runner.Run(ids, mask);
+            times[i] = clock.Elapsed.TotalMilliseconds;
         }
-        return new StreamTiming(batchCount - 1, B * T, model, wait, count, MathNet.Numerics.Statistics.Statistics.Median(floor), runs);
+        return MathNet.Numerics.Statistics.Statistics.Median(times);
     }
 
-    static AnalysisProgress Progress(StreamCounters c, long totalDocuments, TimeSpan elapsed)
+    static AnalysisProgress Progress(long tokens, long batches, long documents, long totalDocuments, TimeSpan elapsed)
     {
-        double fraction = (double)c.Documents / totalDocuments;
+        double fraction = (double)documents / totalDocuments;
         TimeSpan? left = fraction > 0 ? TimeSpan.FromSeconds(elapsed.TotalSeconds * (1 - fraction) / fraction) : null;
-        return new AnalysisProgress(c.Tokens, c.Batches, c.Documents, totalDocuments, c.Tokens / Math.Max(1e-9, elapsed.TotalSeconds), elapsed, left);
+        return new AnalysisProgress(tokens, batches, documents, totalDocuments, tokens / Math.Max(1e-9, elapsed.TotalSeconds), elapsed, left);
     }
 }

@@ -45,8 +45,7 @@ public static class Evaluator
         var noisy = new NextTokenQuality();
         var random = new Random(r.Seed);
         long[]? firstBatch = null, firstMask = null;
-        var documents = TextDocuments.Read(r.Corpus).Select(d => tokenizer.Encode(d).Select(i => (long)i).ToArray());
-        foreach (var batch in CorpusBatches.Pack(documents, r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab, new StreamCounters()))
+        foreach (var batch in CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer), r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab))
         {
             firstBatch ??= batch.InputIds;
             firstMask ??= batch.AttentionMask;

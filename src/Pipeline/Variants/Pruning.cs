@@ -62,8 +62,7 @@ public static class Pruning
         var s = SparsityStats.Load(statsPath);
         if (!File.Exists(s.Corpus) && !Directory.Exists(s.Corpus)) return null;
         var tokenizer = TextTokenizer.FromSpec(s.Tokenizer);
-        var documents = TextDocuments.Read(s.Corpus).Select(d => tokenizer.Encode(d).Select(i => (long)i).ToArray());
-        var first = CorpusBatches.Pack(documents, s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue, new StreamCounters()).FirstOrDefault();
+        var first = CorpusBatches.Pack(CorpusBatches.Tokens(s.Corpus, tokenizer), s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue).FirstOrDefault();
         return first == null ? null : new ProbeBatch(first.InputIds, first.AttentionMask, s.BatchSize, s.SeqLen);
     }
 
