@@ -289,15 +289,18 @@ public class ModelRunnerTests
     {
         // The path a GPU takes (outputs returned by ONNX Runtime, then copied) must read what the bound path reads.
         var plan = Pipeline.Streaming.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f);
-        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, o.Shape(2, 16, l.DFf).Select(d => (long)d).ToArray()))).ToList();
+        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, (long[]?)o.Shape(2, 16, l.DFf).Select(d => (long)d).ToArray()))).ToList();
         var probe = ProbeBatch.Random(256);
         using var bound = new ModelRunner(plan.Graph, Device.Cpu, 2, 2, 16, outputs);
         using var returned = new ModelRunner(plan.Graph, Device.Cpu, 2, 2, 16, outputs, bindOutputs: false);
+        using var unknownShapes = new ModelRunner(plan.Graph, Device.Cpu, 2, 2, 16, outputs.Select(o => (o.Name, (long[]?)null)).ToList());
         bound.Run(probe.Ids, probe.Mask);
         returned.Run(probe.Ids, probe.Mask);
+        unknownShapes.Run(probe.Ids, probe.Mask);
         for (int i = 0; i < outputs.Count; i++)
         {
             Assert.That(returned.Longs(i).ToArray(), Is.EqualTo(bound.Longs(i).ToArray()), outputs[i].Name);
+            Assert.That(unknownShapes.Longs(i).ToArray(), Is.EqualTo(bound.Longs(i).ToArray()), outputs[i].Name + ", sized by the run");
             Assert.That(bound.Longs(i).ToArray().Sum(), Is.GreaterThan(0), "counts, not zeros");
         }
     }

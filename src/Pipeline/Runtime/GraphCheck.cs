@@ -39,7 +39,7 @@ public static class GraphCheck
         {
             actual = Logits(written, batch);
         }
-        catch (OnnxRuntimeException e)
+        catch (Exception e) when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
         {
             throw new UserInputException($"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. This graph form is not supported: please report it with the model.");
         }
@@ -88,30 +88,17 @@ public static class GraphCheck
         return Run(OnnxGraph.WithOnlyOutput(bound, logits), batch)[logits];
     }
 
-    // Runs a bound graph and returns every output as floats (counts are converted).
+    // Runs a bound graph once through the runner and returns every output as floats (counts are converted).
     static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
     {
-        using var options = new SessionOptions { IntraOpNumThreads = 2, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var session = OrtSession.Open(bound, options);
-        long[] shape = [batch.Batch, batch.SeqLen];
-        using var ids = OrtValue.CreateTensorValueFromMemory(batch.Ids, shape);
-        using var mask = OrtValue.CreateTensorValueFromMemory(batch.Mask, shape);
-        bool needsMask = session.InputNames.Contains(GraphInputs.MaskInput);
-        var names = session.OutputNames.ToList();
-        using var runOptions = new RunOptions();
-        using var results = needsMask
-            ? session.Run(runOptions, [GraphInputs.TokenInput, GraphInputs.MaskInput], [ids, mask], names)
-            : session.Run(runOptions, [GraphInputs.TokenInput], [ids], names);
+        var names = bound.Graph.Output.Select(o => o.Name).ToList();
+        using var runner = new ModelRunner(bound, Device.Cpu, threads: 2, batch.Batch, batch.SeqLen, names.Select(n => (n, (long[]?)null)).ToList());
+        runner.Run(batch.Ids, batch.Mask);
         var outputs = new Dictionary<string, float[]>();
         for (int i = 0; i < names.Count; i++)
-            outputs[names[i]] = results[i].GetTensorTypeAndShape().ElementDataType switch
-            {
-                Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float => results[i].GetTensorDataAsSpan<float>().ToArray(),
-                Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Int64 => results[i].GetTensorDataAsSpan<long>().ToArray().Select(v => (float)v).ToArray(),
-                var t => throw new UserInputException($"Output {names[i]} is {t}; relu-sparsity reads float32 logits and activations."),
-            };
+            outputs[names[i]] = runner.IsFloat(i) ? runner.Floats(i).ToArray() : runner.Longs(i).ToArray().Select(v => (float)v).ToArray();
         return outputs;
     }
 
-    static string FirstLine(Exception e) => e.Message.Split('\n')[0];
+    static string FirstLine(Exception e) => (e.InnerException as OnnxRuntimeException ?? e).Message.Split('\n')[0];
 }

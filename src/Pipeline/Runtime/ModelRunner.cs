@@ -10,7 +10,8 @@ namespace Sparsity.Pipeline.Runtime;
 /// The one ONNX Runtime runner: a session on a bound graph (inputs <c>input_ids</c> and, if it reads one,
 /// <c>attention_mask</c>, int64 [batch, seq]) on one device, whose inputs and outputs are bound once to reused host
 /// buffers (I/O binding). A run copies the batch in and only the graph's outputs back; on a GPU the activations stay
-/// there. <c>evaluate</c>, <c>bench</c> and <c>analyze</c> on a GPU run their batches through it.
+/// there. <c>analyze</c>, <c>evaluate</c>, <c>bench</c>, the export parity check and the checks of every written graph
+/// (<see cref="GraphCheck"/>) run their batches through it.
 /// </summary>
 public sealed class ModelRunner : IDisposable
 {
@@ -25,10 +26,11 @@ public sealed class ModelRunner : IDisposable
 
     /// <summary>
     /// Opens <paramref name="bound"/> on <paramref name="device"/> for batches of <paramref name="batch"/> × <paramref name="seqLen"/>;
-    /// <paramref name="outputs"/> are the outputs to compute (float32 or int64) with their shapes for that batch.
-    /// <paramref name="bindOutputs"/> false (always on a GPU) has ONNX Runtime return the outputs, copied into the same buffers.
+    /// <paramref name="outputs"/> are the outputs to compute (float32 or int64) with their shapes for that batch (null: not
+    /// known before the run). <paramref name="bindOutputs"/> false (always on a GPU, and with an unknown shape) has ONNX
+    /// Runtime return the outputs, copied into the same buffers.
     /// </summary>
-    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[] Shape)> outputs, bool bindOutputs = true)
+    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[]? Shape)> outputs, bool bindOutputs = true)
     {
         Batch = batch;
         SeqLen = seqLen;
@@ -45,7 +47,7 @@ public sealed class ModelRunner : IDisposable
         catch (OnnxRuntimeException e)
         {
             _options.Dispose();
-            throw new UserInputException($"ONNX Runtime could not open the model on {device}: {e.Message.Split('\n')[0]}");
+            throw new UserInputException($"ONNX Runtime could not open the model on {device}: {e.Message.Split('\n')[0]}", e);
         }
         _binding = _session.CreateIoBinding();
         long[] shape = [batch, seqLen];
@@ -53,7 +55,7 @@ public sealed class ModelRunner : IDisposable
         _mask = new long[batch * seqLen];
         Bind(GraphInputs.TokenInput, OrtValue.CreateTensorValueFromMemory(_ids, shape), input: true);
         if (_session.InputNames.Contains(GraphInputs.MaskInput)) Bind(GraphInputs.MaskInput, OrtValue.CreateTensorValueFromMemory(_mask, shape), input: true);
-        if (device.CudaId != null || !bindOutputs)
+        if (device.CudaId != null || !bindOutputs || outputs.Any(o => o.Shape == null))
             _onDevice = (_session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).ToArray(),
                          _session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).Select(n => _values[n == GraphInputs.TokenInput ? 0 : 1]).ToArray(),
                          outputs.Select(o => o.Name).ToArray());
@@ -61,18 +63,18 @@ public sealed class ModelRunner : IDisposable
         for (int i = 0; i < outputs.Count; i++)
         {
             var (name, outputShape) = outputs[i];
-            long size = outputShape.Aggregate(1L, (a, d) => a * d);
+            long size = outputShape?.Aggregate(1L, (a, d) => a * d) ?? 0; // unknown: sized by the first run
             switch (_session.OutputMetadata[name].ElementDataType)
             {
                 case TensorElementType.Float:
                     var floats = new float[size];
                     _outputs[i] = floats;
-                    Bind(name, OrtValue.CreateTensorValueFromMemory(floats, outputShape), input: false);
+                    if (outputShape != null) Bind(name, OrtValue.CreateTensorValueFromMemory(floats, outputShape), input: false);
                     break;
                 case TensorElementType.Int64:
                     var longs = new long[size];
                     _outputs[i] = longs;
-                    Bind(name, OrtValue.CreateTensorValueFromMemory(longs, outputShape), input: false);
+                    if (outputShape != null) Bind(name, OrtValue.CreateTensorValueFromMemory(longs, outputShape), input: false);
                     break;
                 case var other:
                     Dispose();
@@ -101,11 +103,15 @@ public sealed class ModelRunner : IDisposable
         using var results = _session.Run(_run, _onDevice.Value.Inputs, _onDevice.Value.Values, _onDevice.Value.Outputs);
         for (int i = 0; i < _outputs.Length; i++)
         {
+            long count = results[i].GetTensorTypeAndShape().ElementCount;
+            if (_outputs[i].Length != count) _outputs[i] = Array.CreateInstance(_outputs[i].GetType().GetElementType()!, count); // a shape not known before
             if (_outputs[i] is float[] f) results[i].GetTensorDataAsSpan<float>().CopyTo(f);
             else results[i].GetTensorDataAsSpan<long>().CopyTo((long[])_outputs[i]);
         }
     }
 
+    /// <summary>Whether output <paramref name="i"/> is float32 (else int64).</summary>
+    public bool IsFloat(int i) => _outputs[i] is float[];
     /// <summary>Float32 output <paramref name="i"/> of the last run.</summary>
     public ReadOnlySpan<float> Floats(int i) => (float[])_outputs[i];
     /// <summary>Int64 output <paramref name="i"/> of the last run.</summary>

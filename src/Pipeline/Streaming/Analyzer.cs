@@ -107,7 +107,7 @@ public static class Analyzer
         var ml = new MLContext(seed: 0);
         var batches = CorpusBatches.View(ml, CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer), T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab), B, T);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
-        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape.Select(d => (long)d).ToArray())).ToList()) : null;
+        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, (long[]?)o.Shape.Select(d => (long)d).ToArray())).ToList()) : null;
         var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, plan.Layers.Count) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
