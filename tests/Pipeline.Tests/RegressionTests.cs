@@ -134,6 +134,25 @@ public class RegressionTests
     }
 
     [Test]
+    public void TheNUnitConstraintPassesWithinToleranceAndNamesEachMetricLayerValueAndLimit()
+    {
+        var stats = Analyze();
+        Assert.That(stats, Sparsity.Checks.Is.WithinSparsityTolerance(stats));
+        string dir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, SparsityStats.FileName), System.Text.Json.JsonSerializer.Serialize(stats, ProjectJson.Options));
+        Assert.That(dir, Sparsity.Checks.Is.WithinSparsityTolerance(Path.Combine(dir, SparsityStats.FileName)), "a folder and a stats.json path");
+
+        var shifted = stats with { Layers = [stats.Layers[0] with { NonzeroFraction = stats.Layers[0].NonzeroFraction + 0.02 }, stats.Layers[1]] };
+        Assert.That(stats, Sparsity.Checks.Is.WithinSparsityTolerance(shifted).For("nonzero_fraction", 0.025));
+        var failure = Assert.Throws<AssertionException>(() => Assert.That(stats, Sparsity.Checks.Is.WithinSparsityTolerance(shifted).For("nonzero_fraction", 0.01)))!;
+        Assert.That(failure.Message, Does.Contain("1 sparsity metric(s) outside tolerance of the baseline:"));
+        Assert.That(failure.Message, Does.Contain(SparsityCheck.Compare(stats, shifted).Single().ToString()));
+        Assert.That(failure.Message, Does.Contain("layer 0 nonzero_fraction: ").And.Contain("tolerance ±0.01"));
+        Assert.Throws<ArgumentException>(() => Sparsity.Checks.Is.WithinSparsityTolerance(stats).For("nonzero", 0.1));
+    }
+
+    [Test]
     public void CheckCommandExitsOneOnDeviationsAndZeroWithin()
     {
         var stats = Analyze();
