@@ -45,7 +45,31 @@ public class CommandLineTests
     {
         var (exit, _, error) = Cli.Run("train", "--tokenizer", "bytes");
         Assert.That(exit, Is.Not.EqualTo(0));
-        Assert.That(error, Does.Contain("--corpus"));
+        Assert.That(error, Does.Contain("Option '--out' is required"));
+    }
+
+    [Test]
+    public void OmittedCorpusAndTokenizerDefaultToTheBuiltInBrownOrNameTheCommandThatBuildsIt()
+    {
+        string previous = Directory.GetCurrentDirectory(), dir = TestCorpus.TempDir();
+        try
+        {
+            Directory.SetCurrentDirectory(dir);
+            var (exit, _, error) = Cli.Run("train", "--preset", "quick", "--out", "ck");
+            Assert.That(exit, Is.EqualTo(2));
+            Assert.That(error.Trim(), Is.EqualTo("error: --corpus was not given and the built-in Brown corpus is not built here (data/brown/train.txt is missing): " +
+                                                 "give --corpus, or build it with `dotnet cake --target=Tokenizer` in a clone of relu-sparsity."));
+            Assert.That(Directory.Exists("ck"), Is.False);
+
+            Directory.CreateDirectory("data/brown/tokenizer");
+            foreach (string f in new[] { "train.txt", "heldout.txt", "tokenizer/vocab.json", "tokenizer/merges.txt" }) File.WriteAllText(Path.Combine("data/brown", f), "x");
+            var note = new StringWriter();
+            var values = Sparsity.Pipeline.Commands.BrownDefaults.Apply(note, ("--corpus", "mine.txt", Sparsity.Pipeline.Commands.BrownDefaults.Kind.TrainingText),
+                ("--heldout", null, Sparsity.Pipeline.Commands.BrownDefaults.Kind.HeldOutText), ("--tokenizer", null, Sparsity.Pipeline.Commands.BrownDefaults.Kind.Tokenizer));
+            Assert.That(values, Is.EqualTo(new[] { "mine.txt", "data/brown/heldout.txt", "bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt" }));
+            Assert.That(note.ToString(), Is.EqualTo("Using the built-in Brown corpus: --heldout data/brown/heldout.txt, --tokenizer bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt." + Environment.NewLine));
+        }
+        finally { Directory.SetCurrentDirectory(previous); }
     }
 
     [Test]

@@ -12,8 +12,8 @@ public static class AnalyzeCommands
     public static Command Analyze(TextWriter output, bool interactive)
     {
         var model = new Option<string>("--model") { Description = "ONNX model: this project's export (dense or stats variant) or any graph with ReLU MLPs.", Required = true };
-        var corpus = new Option<string>("--corpus") { Description = ".txt (one document per line), .jsonl (field text), .tsv (last column), a folder of them, or .gz.", Required = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec (bpe:vocab.json,merges.txt, tiktoken:cl100k_base, bytes, ids, …).", Required = true };
+        var corpus = new Option<string?>("--corpus") { Description = ".txt (one document per line), .jsonl (field text), .tsv (last column), a folder of them, or .gz (default: the built-in Brown held-out text, data/brown/heldout.txt)." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec (bpe:vocab.json,merges.txt, tiktoken:cl100k_base, bytes, ids, …; default: the BPE learned on Brown)." };
         var seqLen = new Option<int>("--seq-len") { Description = "Window length T: documents are cut into non-overlapping windows of T tokens.", Required = true };
         var batch = new Option<int>("--batch-size") { Description = "Windows per batch B (one ONNX Runtime call; per-batch use depends on it).", DefaultValueFactory = _ => 16 };
         var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens." };
@@ -35,7 +35,8 @@ public static class AnalyzeCommands
             string[] parts = parse.GetValue(shard)!.Split('/');
             if (parts.Length != 2 || !int.TryParse(parts[0], out int i) || !int.TryParse(parts[1], out int n))
                 throw new UserInputException($"--shard {parse.GetValue(shard)}: use i/n, for example 0/4.");
-            var request = new AnalysisRequest(parse.GetValue(model)!, parse.GetValue(corpus)!, parse.GetValue(tokenizer)!, parse.GetValue(seqLen),
+            var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
+            var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
                 parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!);
             var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel);

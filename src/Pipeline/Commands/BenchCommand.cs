@@ -10,8 +10,8 @@ public static class BenchCommand
     public static Command Create(TextWriter output)
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder from `train` (its weights are exported and also loaded by TorchSharp and PyTorch).", Required = true };
-        var corpus = new Option<string>("--corpus") { Description = "Text every contender runs on (the held-out split).", Required = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec of the model.", Required = true };
+        var corpus = new Option<string?>("--corpus") { Description = "Text every contender runs on (the held-out split; default: data/brown/heldout.txt)." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec of the model (default: the BPE learned on Brown)." };
         var seqLen = new Option<int>("--seq-len") { Description = "Window length T.", DefaultValueFactory = _ => 128 };
         var batch = new Option<int>("--batch-size") { Description = "Windows per batch B.", DefaultValueFactory = _ => 16 };
         var threads = new Option<int>("--threads") { Description = "Threads for every contender (ONNX Runtime intra-op, TorchSharp, PyTorch).", DefaultValueFactory = _ => Environment.ProcessorCount };
@@ -27,10 +27,12 @@ public static class BenchCommand
         command.SetAction((parse, cancel) =>
         {
             Libtorch.Require("bench");
-            string outFolder = parse.GetValue(outDir)!, ckpt = parse.GetValue(checkpoint)!, text = parse.GetValue(corpus)!;
+            string outFolder = parse.GetValue(outDir)!, ckpt = parse.GetValue(checkpoint)!;
+            var given = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
+            string text = given[0];
             if (!File.Exists(Path.Combine(ckpt, Checkpoint.WeightsFile))) throw new UserInputException($"{ckpt} has no {Checkpoint.WeightsFile}: pass a checkpoint folder written by `train`.");
             if (!File.Exists(text)) throw new UserInputException($"{text} does not exist.");
-            var request = new BenchRequest(ckpt, text, parse.GetValue(tokenizer)!, parse.GetValue(seqLen), parse.GetValue(batch), parse.GetValue(threads), parse.GetValue(repeats),
+            var request = new BenchRequest(ckpt, text, given[1], parse.GetValue(seqLen), parse.GetValue(batch), parse.GetValue(threads), parse.GetValue(repeats),
                 parse.GetValue(python)!, parse.GetValue(script)!, parse.GetValue(factor));
             string md = "";
             OutputFolder.Write(outFolder, "bench", dir => md = BenchReport.Write(BenchRun.Run(request, Path.Combine(dir, "work"), output, cancel), dir));

@@ -16,9 +16,9 @@ public static class ExperimentCommand
     {
         var name = new Argument<string>("name") { Description = "Experiment: " + string.Join(", ", Experiment.All.Select(e => e.Name)) + ", or all." };
         name.AcceptOnlyFromAmong([.. Experiment.All.Select(e => e.Name), "all"]);
-        var corpus = new Option<string>("--corpus") { Description = "Training documents.", Required = true };
-        var heldOut = new Option<string>("--heldout") { Description = "Held-out documents: analysis and evaluation run on them.", Required = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec, e.g. bpe:vocab.json,merges.txt.", Required = true };
+        var corpus = new Option<string?>("--corpus") { Description = "Training documents (default: the built-in Brown corpus, data/brown/train.txt)." };
+        var heldOut = new Option<string?>("--heldout") { Description = "Held-out documents: analysis and evaluation run on them (default: data/brown/heldout.txt)." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec, e.g. bpe:vocab.json,merges.txt (default: the BPE learned on Brown)." };
         var preset = new Option<string>("--preset") { Description = "Base recipe every run varies (quick, paper, or a preset JSON file).", DefaultValueFactory = _ => "quick" };
         var steps = new Option<int?>("--steps") { Description = "Override the preset's steps in every run (for a fast look; results.md says so)." };
         var work = new Option<string>("--work") { Description = "Folder for the runs; a run with an unchanged recipe is reused.", DefaultValueFactory = _ => "experiments/runs" };
@@ -31,13 +31,14 @@ public static class ExperimentCommand
         {
             Libtorch.Require("experiment");
             var recipe = Preset.Load(parse.GetValue(preset)!);
-            var tok = TextTokenizer.FromSpec(parse.GetValue(tokenizer)!);
-            foreach (var path in new[] { parse.GetValue(corpus)!, parse.GetValue(heldOut)! })
+            var (trainText, heldOutText, spec) = TrainCommand.Defaults(output, parse.GetValue(corpus), parse.GetValue(heldOut), parse.GetValue(tokenizer));
+            var tok = TextTokenizer.FromSpec(spec);
+            foreach (var path in new[] { trainText, heldOutText })
                 if (!File.Exists(path) && !Directory.Exists(path)) throw new UserInputException($"{path} does not exist: pass the training and held-out documents.");
             var training = recipe.Training with { Steps = parse.GetValue(steps) ?? recipe.Training.Steps };
             training.Validate();
             var setup = new ExperimentSetup(parse.GetValue(preset)!, recipe.Model with { VocabSize = tok.VocabSize ?? recipe.Model.VocabSize }, training,
-                parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(tokenizer)!, parse.GetValue(work)!, output, new ConsoleProgress(output, interactive), cancel);
+                trainText, heldOutText, spec, parse.GetValue(work)!, output, new ConsoleProgress(output, interactive), cancel);
 
             string reportPath = parse.GetValue(report)!;
             string reportDir = Path.GetDirectoryName(Path.GetFullPath(reportPath))!;

@@ -11,9 +11,9 @@ public static class TrainCommand
     public static Command Create(TextWriter output, bool interactive)
     {
         var preset = new Option<string>("--preset") { Description = "Preset name (quick, paper) or path to a preset JSON file.", DefaultValueFactory = _ => "quick" };
-        var corpus = new Option<string>("--corpus") { Description = "Training documents: .txt (one per line), .jsonl, .tsv, a folder, or .gz.", Required = true };
-        var heldOut = new Option<string>("--heldout") { Description = "Held-out documents (never trained on), same formats.", Required = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec, e.g. bpe:vocab.json,merges.txt or bytes.", Required = true };
+        var corpus = new Option<string?>("--corpus") { Description = "Training documents: .txt (one per line), .jsonl, .tsv, a folder, or .gz (default: the built-in Brown corpus, data/brown/train.txt)." };
+        var heldOut = new Option<string?>("--heldout") { Description = "Held-out documents (never trained on), same formats (default: data/brown/heldout.txt)." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec, e.g. bpe:vocab.json,merges.txt or bytes (default: the BPE learned on Brown, data/brown/tokenizer)." };
         var outDir = new Option<string>("--out") { Description = "Checkpoint folder to write: new, empty, or an earlier checkpoint (replaced, with what was derived from it); a folder with other files is refused.", Required = true };
         var steps = new Option<int?>("--steps") { Description = "Override the preset's steps." };
         var batch = new Option<int?>("--batch-size") { Description = "Override windows per step." };
@@ -37,7 +37,8 @@ public static class TrainCommand
         {
             Libtorch.Require("train");
             var recipe = Preset.Load(parse.GetValue(preset)!);
-            var tok = TextTokenizer.FromSpec(parse.GetValue(tokenizer)!);
+            var (trainText, heldOutText, spec) = Defaults(output, parse.GetValue(corpus), parse.GetValue(heldOut), parse.GetValue(tokenizer));
+            var tok = TextTokenizer.FromSpec(spec);
             var model = recipe.Model with
             {
                 VocabSize = tok.VocabSize ?? recipe.Model.VocabSize,
@@ -65,7 +66,7 @@ public static class TrainCommand
 
             output.WriteLine($"Training {model.Layers} layers × d_ff {model.DFf} (d_model {model.DModel}, vocab {model.VocabSize}, seq_len {model.SeqLen}" +
                              $"{(model.UsesTopK ? $", top-k {model.TopK}" : "")}) for {options.Steps} steps of {options.BatchSize} windows on {(options.Threads > 0 ? options.Threads : Environment.ProcessorCount)} threads.");
-            var summary = Trainer.Run(new TrainRequest(model, options, tok, parse.GetValue(corpus)!, parse.GetValue(heldOut)!, parse.GetValue(outDir)!),
+            var summary = Trainer.Run(new TrainRequest(model, options, tok, trainText, heldOutText, parse.GetValue(outDir)!),
                 new ConsoleProgress(output, interactive), cancel);
 
             output.WriteLine($"Trained on {summary.TrainTokens:N0} tokens ({summary.HeldOutTokens:N0} held out) in {Markdown.Clock(summary.Elapsed)}: " +
@@ -77,5 +78,13 @@ public static class TrainCommand
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    /// <summary>Training text, held-out text and tokenizer: as given, or the built-in Brown ones (said in one line).</summary>
+    internal static (string Train, string HeldOut, string Tokenizer) Defaults(TextWriter output, string? corpus, string? heldOut, string? tokenizer)
+    {
+        var v = BrownDefaults.Apply(output, ("--corpus", corpus, BrownDefaults.Kind.TrainingText), ("--heldout", heldOut, BrownDefaults.Kind.HeldOutText),
+            ("--tokenizer", tokenizer, BrownDefaults.Kind.Tokenizer));
+        return (v[0], v[1], v[2]);
     }
 }

@@ -14,12 +14,12 @@ namespace Sparsity.Pipeline.Commands;
 public static class VariantCommands
 {
     // Evaluation options shared by the three commands.
-    sealed record EvalOptions(Option<string> Corpus, Option<string> Tokenizer, Option<int> SeqLen, Option<int> BatchSize, Option<long?> MaxTokens,
+    sealed record EvalOptions(Option<string?> Corpus, Option<string?> Tokenizer, Option<int> SeqLen, Option<int> BatchSize, Option<long?> MaxTokens,
         Option<double> Noise, Option<int> Threads, Option<int> Runs, Option<string> Device)
     {
         public static EvalOptions Create(bool required, string corpusName) => new(
-            new Option<string>(corpusName) { Description = "Held-out text to evaluate on (.txt, .jsonl, .tsv, folder, .gz).", Required = required },
-            new Option<string>("--tokenizer") { Description = "Tokenizer spec of the model.", Required = required },
+            new Option<string?>(corpusName) { Description = "Held-out text to evaluate on (.txt, .jsonl, .tsv, folder, .gz; default: data/brown/heldout.txt)." },
+            new Option<string?>("--tokenizer") { Description = "Tokenizer spec of the model (default: the BPE learned on Brown)." },
             new Option<int>("--seq-len") { Description = "Window length T.", Required = required },
             new Option<int>("--batch-size") { Description = "Windows per batch (also the timed batch).", DefaultValueFactory = _ => 16 },
             new Option<long?>("--max-tokens") { Description = "Evaluate on at most this many tokens." },
@@ -30,12 +30,14 @@ public static class VariantCommands
 
         public IEnumerable<Option> All => [Corpus, Tokenizer, SeqLen, BatchSize, MaxTokens, Noise, Threads, Runs, Device];
 
-        public EvaluationRequest Request(ParseResult p, string model, TextWriter? note = null) =>
-            new(model, p.GetValue(Corpus) ?? throw new UserInputException($"{Corpus.Name} is required to evaluate variants."),
-                p.GetValue(Tokenizer) ?? throw new UserInputException("--tokenizer is required to evaluate variants."),
-                p.GetValue(SeqLen) is > 0 and var t ? t : throw new UserInputException("--seq-len is required to evaluate variants."),
+        public EvaluationRequest Request(ParseResult p, string model, TextWriter note)
+        {
+            int seqLen = p.GetValue(SeqLen) is > 0 and var t ? t : throw new UserInputException("--seq-len is required to evaluate variants.");
+            var text = BrownDefaults.Apply(note, (Corpus.Name, p.GetValue(Corpus), BrownDefaults.Kind.HeldOutText), (Tokenizer.Name, p.GetValue(Tokenizer), BrownDefaults.Kind.Tokenizer));
+            return new(model, text[0], text[1], seqLen,
                 p.GetValue(BatchSize), p.GetValue(MaxTokens), p.GetValue(Noise), 0, p.GetValue(Threads), 3, Math.Max(1, p.GetValue(Runs)),
                 Device: Devices.Resolve(p.GetValue(Device)!, note));
+        }
     }
 
     internal static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
