@@ -33,6 +33,7 @@ public static class Program
             AnalyzeCommands.Check(output),
             ExperimentCommand.Create(output, interactive),
             BenchCommand.Create(output),
+            DoctorCommand.Create(output),
         };
         var parsed = root.Parse(args);
         try

@@ -49,6 +49,27 @@ public class CommandLineTests
     }
 
     [Test]
+    public void DoctorSaysWhatIsInstalledAndWorking()
+    {
+        var (exit, output, error) = Cli.Run("doctor");
+        Assert.That(exit, Is.EqualTo(0), error);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToDictionary(l => l[4..].Split("  ")[0].Trim());
+        Assert.That(lines.Keys, Is.EqualTo(new[] { "relu-sparsity", ".NET", "ONNX Runtime", "TorchSharp", "loader fix", "CUDA", "presets", "Brown corpus" }));
+        Assert.That(lines["ONNX Runtime"], Does.StartWith("ok  ").And.Contain("1.31").And.Contain("CPUExecutionProvider"));
+        Assert.That(lines["TorchSharp"], Does.StartWith("ok  ").And.Contain("libtorch loads"), "the test host loads TorchSharp");
+        Assert.That(lines["presets"], Does.Contain("paper, quick"));
+    }
+
+    [TestCase("tiktoken:cl100k_base", 100257)]
+    [TestCase("tiktoken:o200k_base", 199999)]
+    public void TiktokenSeparatesDocumentsWithItsEndOfTextToken(string spec, int id)
+    {
+        var tokenizer = Sparsity.Training.Data.TextTokenizer.FromSpec(spec);
+        Assert.That(tokenizer.EndOfTextId, Is.EqualTo(id));
+        Assert.That(tokenizer.VocabSize, Is.GreaterThan(id));
+    }
+
+    [Test]
     public void OmittedCorpusAndTokenizerDefaultToTheBuiltInBrownOrNameTheCommandThatBuildsIt()
     {
         string previous = Directory.GetCurrentDirectory(), dir = TestCorpus.TempDir();

@@ -74,7 +74,10 @@ public sealed class TextTokenizer
                 case "tiktoken" when argument is "cl100k_base" or "o200k_base":
                     // The library exposes no full vocabulary count for tiktoken; these are the encodings' sizes with special tokens.
                     int tiktokenSize = argument == "cl100k_base" ? 100_277 : 200_019;
-                    return new TextTokenizer(spec, TiktokenTokenizer.CreateForEncoding(argument), false, tiktokenSize, []);
+                    var tiktoken = TiktokenTokenizer.CreateForEncoding(argument);
+                    // Documents are separated by the encoding's own <|endoftext|> (100257 in cl100k_base, 199999 in o200k_base).
+                    return new TextTokenizer(spec, tiktoken, false, tiktokenSize, [])
+                    { EndOfTextId = tiktoken.SpecialTokens?.TryGetValue(BytePairEncodingLearner.EndOfText, out int eotId) == true ? eotId : null };
                 case "bpe" when argument.Split(',').Length == 2:
                     string vocab = Resolve(argument.Split(',')[0]), merges = Resolve(argument.Split(',')[1]);
                     var endOfText = new Dictionary<string, int>();
