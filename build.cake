@@ -207,6 +207,38 @@ Task("PublishGpu")
     Information($"{outDir}: {bytes / 1e6:0} MB. Run on a host with an NVIDIA driver, CUDA 13 and cuDNN 9 on LD_LIBRARY_PATH: {outDir}/relu-sparsity analyze --device cuda …");
 });
 
+Task("Pack")
+    .Description("The NuGet packages, into artifacts/: relu-sparsity (the dotnet tool, linux-x64, CPU ONNX Runtime), ReluSparsity.Core, ReluSparsity.Analysis, ReluSparsity.NUnit; then the tool installed from there runs doctor and analyze, and samples/RegressionChecks passes against the packages.")
+    .Does(() =>
+{
+    var artifacts = root.Combine("artifacts");
+    foreach (var old in GetFiles($"{artifacts}/*.nupkg")) DeleteFile(old);
+    foreach (var project in new[] { "Core", "Analysis", "Checks" })
+        DotNetPack($"src/{project}/{project}.csproj", new DotNetPackSettings { Configuration = configuration, OutputDirectory = artifacts });
+    // The tool carries the CPU ONNX Runtime: the CUDA provider would add ~500 MB; GPU hosts use PublishGpu.
+    DotNetPack("src/Pipeline/Pipeline.csproj", new DotNetPackSettings
+    {
+        Configuration = configuration, OutputDirectory = artifacts, MSBuildSettings = new DotNetMSBuildSettings().WithProperty("OnnxRuntimeGpu", "false"),
+    });
+    foreach (var package in GetFiles($"{artifacts}/*.nupkg")) Information($"{package.GetFilename()}: {new System.IO.FileInfo(package.FullPath).Length / 1e6:0.0} MB");
+
+    // Installed as a user would, and run from there.
+    var toolDir = artifacts.Combine("tool-check");
+    if (DirectoryExists(toolDir)) DeleteDirectory(toolDir, new DeleteDirectorySettings { Recursive = true });
+    if (StartProcess("dotnet", $"tool install --tool-path \"{toolDir}\" --add-source \"{artifacts}\" relu-sparsity") != 0) throw new CakeException("dotnet tool install failed.");
+    var tool = toolDir.CombineWithFilePath("relu-sparsity").FullPath;
+    if (StartProcess(tool, "doctor") != 0) throw new CakeException("relu-sparsity doctor failed from the installed tool.");
+    var fixtures = root.Combine("tests/fixtures/external");
+    if (StartProcess(tool, $"analyze --model \"{fixtures.CombineWithFilePath("opt.dynamo.onnx")}\" --corpus \"{fixtures.CombineWithFilePath("heldout.txt")}\" " +
+                           $"--tokenizer bytes --seq-len 32 --batch-size 4 --out \"{toolDir.Combine("analysis")}\"") != 0)
+        throw new CakeException("relu-sparsity analyze failed from the installed tool.");
+
+    // A user's own NUnit project against the packages (restored into its own folder, so a re-pack is seen).
+    var sample = root.Combine("samples/RegressionChecks");
+    if (DirectoryExists(sample.Combine(".packages"))) DeleteDirectory(sample.Combine(".packages"), new DeleteDirectorySettings { Recursive = true });
+    DotNetTest(sample.CombineWithFilePath("RegressionChecks.csproj").FullPath);
+});
+
 Task("TrainExportAnalyze")
     .Description("The main job: train the preset, export it to ONNX, analyze the held-out Brown text, write the report.")
     .IsDependentOn("Train")
