@@ -17,7 +17,8 @@ public static class AnalyzeCommands
         var seqLen = new Option<int>("--seq-len") { Description = "Window length T: documents are cut into non-overlapping windows of T tokens.", Required = true };
         var batch = new Option<int>("--batch-size") { Description = "Windows per batch B (one ONNX Runtime call; per-batch use depends on it).", DefaultValueFactory = _ => 16 };
         var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens." };
-        var shard = new Option<string>("--shard") { Description = "Process batch g only when g mod n = i (i/n); merge shards with `merge`.", DefaultValueFactory = _ => "0/1" };
+        var shard = new Option<string>("--shard") { Description = "Process batch g only when g mod n = i (i/n), or auto: i and n from the scheduler (Slurm job array, Kubernetes Indexed Job); merge shards with `merge`.", DefaultValueFactory = _ => "0/1" };
+        var shardCount = new Option<int?>("--shard-count") { Description = $"With --shard auto on Kubernetes: the number of shards (the Job's completions; or set {ShardChoice.CountVariable})." };
         var threshold = new Option<float>("--threshold") { Description = "A unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
         var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (cuda:0 when CUDA 13 and cuDNN 9 can be loaded, else the CPU; it says which).", DefaultValueFactory = _ => "cpu" };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores).", DefaultValueFactory = _ => 0 };
@@ -28,16 +29,15 @@ public static class AnalyzeCommands
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {
-            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, threshold, device, threads, activation, denseActivations, precision, timing, outDir,
+            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, shardCount, threshold, device, threads, activation, denseActivations, precision, timing, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
-            string[] parts = parse.GetValue(shard)!.Split('/');
-            if (parts.Length != 2 || !int.TryParse(parts[0], out int i) || !int.TryParse(parts[1], out int n))
-                throw new UserInputException($"--shard {parse.GetValue(shard)}: use i/n, for example 0/4.");
+            var chosen = ShardChoice.Parse(parse.GetValue(shard)!, parse.GetValue(shardCount), Environment.GetEnvironmentVariable);
+            if (chosen.Source != "--shard") output.WriteLine($"Shard {chosen.Index}/{chosen.Count} from {chosen.Source}.");
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
-                parse.GetValue(batch), parse.GetValue(maxTokens), i, n, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
+                parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
                 parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!);
             var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
