@@ -22,7 +22,7 @@ public sealed record AnalysisHeader(string Model, string Corpus, string Tokenize
     long? MaxTokens, IReadOnlyList<string> Shards, string Producer,
     string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32")
 {
-    /// <summary>The shard count n of the runs merged here (all equal, <see cref="SparsityCounts.Merge"/> checks).</summary>
+    /// <summary>The shard count n of the runs merged here (all equal, <c>SparsityCounts.Merge</c> checks).</summary>
     public int ShardCount => ParseShard(Shards[0]).Count;
 
     /// <summary>Shard indices 0..n−1 not included here.</summary>
@@ -57,7 +57,7 @@ public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensP
 }
 
 /// <summary>
-/// counts.json: the exact partial counts of one analysis run or shard. <see cref="Merge"/> adds them,
+/// counts.json: the exact partial counts of one analysis run or shard. <c>Merge</c> adds them,
 /// so shards run anywhere combine into exactly the statistics of one run over the whole corpus.
 /// </summary>
 public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCounts> Layers)
@@ -80,47 +80,64 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
     /// and missing shards unless <paramref name="allowPartial"/> (the merged header then lists the shards present).
     /// A merge of merges equals the flat merge. <paramref name="names"/> name the inputs in messages.
     /// </summary>
-    public static SparsityCounts Merge(IReadOnlyList<SparsityCounts> parts, bool allowPartial = false, IReadOnlyList<string>? names = null)
-    {
-        if (parts.Count == 0) throw new UserInputException("Nothing to merge.");
-        string Name(int i) => names?[i] ?? $"input {i + 1}";
-        for (int i = 0; i < parts.Count; i++)
-            if (parts[i].Header.ModelSha256 == null || parts[i].Header.CorpusFingerprint == null || parts[i].Header.TokenizerSha256 == null)
-                throw new UserInputException($"{Name(i)} records no provenance (model, corpus and tokenizer hashes; written before relu-sparsity 0.2.0): re-run analyze to merge it.");
-        var first = parts[0].Header;
-        for (int i = 1; i < parts.Count; i++)
-        {
-            var h = parts[i].Header;
-            foreach (var (field, a, b) in new (string, object?, object?)[]
-            {
-                ("model (SHA-256)", first.ModelSha256, h.ModelSha256), ("corpus (SHA-256)", first.CorpusFingerprint!.Sha256, h.CorpusFingerprint!.Sha256),
-                ("corpus size (bytes)", first.CorpusFingerprint.Bytes, h.CorpusFingerprint.Bytes), ("tokenizer", first.Tokenizer, h.Tokenizer),
-                ("tokenizer files (SHA-256)", first.TokenizerSha256, h.TokenizerSha256), ("seq_len", first.SeqLen, h.SeqLen), ("batch_size", first.BatchSize, h.BatchSize),
-                ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
-                ("precision", first.Precision, h.Precision),
-                ("shard count n", first.ShardCount, h.ShardCount),
-            })
-                if (!Equals(a, b))
-                    throw new UserInputException($"Cannot merge: {field} differs between {Name(0)} ({a ?? "none"}) and {Name(i)} ({b ?? "none"}); only shards of one run belong together.");
-            if (parts[i].Layers.Count != parts[0].Layers.Count || parts[i].Layers.Zip(parts[0].Layers).Any(l => l.First.DFf != l.Second.DFf))
-                throw new UserInputException($"Cannot merge: the layers of {Name(i)} differ from those of {Name(0)}.");
-        }
-        var shards = parts.SelectMany(p => p.Header.Shards).ToList();
-        var repeated = shards.GroupBy(s => s).FirstOrDefault(g => g.Count() > 1);
-        if (repeated != null) throw new UserInputException($"Shard {repeated.Key} appears twice: merging it twice would count its tokens twice.");
+    public static SparsityCounts Merge(IReadOnlyList<SparsityCounts> parts, bool allowPartial = false, IReadOnlyList<string>? names = null) =>
+        Merge(parts.Select((p, i) => (names?[i] ?? $"input {i + 1}", p)), allowPartial);
 
-        var layers = parts[0].Layers.Select((l, i) =>
+    /// <summary>
+    /// The same merge over parts read one at a time (each is dropped once added), so merging a thousand shard folders
+    /// holds one shard and the running sums: memory O(layers × d_ff), whatever the number of shards.
+    /// </summary>
+    public static SparsityCounts Merge(IEnumerable<(string Name, SparsityCounts Part)> parts, bool allowPartial = false)
+    {
+        AnalysisHeader? first = null;
+        string firstName = "";
+        LayerUnitUse[] uses = [];
+        IReadOnlyList<LayerCounts> firstLayers = [];
+        var shards = new HashSet<string>();
+        foreach (var (name, part) in parts)
         {
-            var use = l.ToUse();
-            foreach (var p in parts.Skip(1)) use.Merge(p.Layers[i].ToUse());
-            return LayerCounts.From(l.Name, l.Index, use);
-        }).ToList();
+            var h = part.Header;
+            if (h.ModelSha256 == null || h.CorpusFingerprint == null || h.TokenizerSha256 == null)
+                throw new UserInputException($"{name} records no provenance (model, corpus and tokenizer hashes; written before relu-sparsity 0.2.0): re-run analyze to merge it.");
+            if (first == null)
+            {
+                (first, firstName, firstLayers) = (h, name, part.Layers);
+                uses = part.Layers.Select(l => l.ToUse()).ToArray();
+            }
+            else
+            {
+                RequireSameRun(first, firstName, h, name);
+                if (part.Layers.Count != firstLayers.Count || part.Layers.Zip(firstLayers).Any(l => l.First.DFf != l.Second.DFf))
+                    throw new UserInputException($"Cannot merge: the layers of {name} differ from those of {firstName}.");
+                for (int i = 0; i < uses.Length; i++) uses[i].Merge(part.Layers[i].ToUse());
+            }
+            foreach (string shard in h.Shards)
+                if (!shards.Add(shard)) throw new UserInputException($"Shard {shard} appears twice: merging it twice would count its tokens twice.");
+        }
+        if (first == null) throw new UserInputException("Nothing to merge.");
+        var layers = firstLayers.Select((l, i) => LayerCounts.From(l.Name, l.Index, uses[i])).ToList();
         var header = first with { Shards = shards.OrderBy(s => AnalysisHeader.ParseShard(s).Index).ToList() };
         var missing = header.MissingShards();
         if (missing.Count > 0 && !allowPartial)
             throw new UserInputException($"Shards {string.Join(", ", missing.Select(m => $"{m}/{header.ShardCount}"))} are missing: the merge would not cover the corpus. " +
                                         "Add them, or pass --partial to merge what is here.");
         return new SparsityCounts(header, layers);
+    }
+
+    // Shards of one run share the model, corpus, tokenizer, settings, tool version and shard count.
+    static void RequireSameRun(AnalysisHeader first, string firstName, AnalysisHeader h, string name)
+    {
+        foreach (var (field, a, b) in new (string, object?, object?)[]
+        {
+            ("model (SHA-256)", first.ModelSha256, h.ModelSha256), ("corpus (SHA-256)", first.CorpusFingerprint!.Sha256, h.CorpusFingerprint!.Sha256),
+            ("corpus size (bytes)", first.CorpusFingerprint.Bytes, h.CorpusFingerprint.Bytes), ("tokenizer", first.Tokenizer, h.Tokenizer),
+            ("tokenizer files (SHA-256)", first.TokenizerSha256, h.TokenizerSha256), ("seq_len", first.SeqLen, h.SeqLen), ("batch_size", first.BatchSize, h.BatchSize),
+            ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
+            ("precision", first.Precision, h.Precision),
+            ("shard count n", first.ShardCount, h.ShardCount),
+        })
+            if (!Equals(a, b))
+                throw new UserInputException($"Cannot merge: {field} differs between {firstName} ({a ?? "none"}) and {name} ({b ?? "none"}); only shards of one run belong together.");
     }
 
     /// <summary>

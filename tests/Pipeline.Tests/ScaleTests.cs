@@ -45,3 +45,71 @@ public class ScaleTests
         finally { Environment.SetEnvironmentVariable("JOB_COMPLETION_INDEX", null); }
     }
 }
+
+/// <summary>Merging many shards: a tree of merges equals the flat merge, and a thousand shards merge in seconds and flat memory.</summary>
+[TestFixture]
+public class ManyShardsTests
+{
+    // A synthetic shard i of n: random per-batch counts of `layers` layers of d_ff units, with provenance.
+    internal static SparsityCounts Shard(int i, int n, int layers, int dFf, int batches, int seed)
+    {
+        var random = new Random(seed * 7919 + i);
+        var header = new AnalysisHeader("m.onnx", "c.txt", "bytes", 8, 4, 0f, null, [$"{i}/{n}"], Tool.Producer, "ab12", new CorpusFingerprint("c.txt", 10, "cd34"), "ef56", "fp32");
+        return new SparsityCounts(header, Enumerable.Range(0, layers).Select(l =>
+        {
+            var use = new LayerUnitUse(dFf);
+            for (int b = 0; b < batches; b++)
+            {
+                var perUnit = Enumerable.Range(0, dFf).Select(_ => random.Next(3) == 0 ? (long)random.Next(1, 33) : 0L).ToArray();
+                use.AddBatch(Enumerable.Range(0, 32).Select(_ => random.Next(dFf + 1)).ToArray(), Enumerable.Range(0, 4).Select(_ => random.Next(dFf + 1)).ToArray(), perUnit);
+            }
+            return LayerCounts.From($"mlp_hidden.{l}", l, use);
+        }).ToList());
+    }
+
+    static string Json(SparsityCounts c) => System.Text.Json.JsonSerializer.Serialize(c, ProjectJson.Options);
+
+    [Test]
+    public void ATreeOfMergesEqualsTheFlatMerge()
+    {
+        const int n = 27;
+        var shards = Enumerable.Range(0, n).Select(i => Shard(i, n, 3, 64, 2, seed: 1)).ToList();
+        var flat = SparsityCounts.Merge(shards);
+        // Three levels: groups of three, then of three again, then the rest; partial merges in between.
+        var level1 = shards.Chunk(3).Select(g => SparsityCounts.Merge(g, allowPartial: true)).ToList();
+        var level2 = level1.Chunk(3).Select(g => SparsityCounts.Merge(g, allowPartial: true)).ToList();
+        var tree = SparsityCounts.Merge(level2);
+        Assert.That(Json(tree), Is.EqualTo(Json(flat)));
+        Assert.That(flat.Header.Shards, Has.Count.EqualTo(n));
+        Assert.That(flat.Layers[2].TokensPerUnit.Sum(), Is.EqualTo(shards.Sum(s => s.Layers[2].TokensPerUnit.Sum())));
+        Assert.That(Json(SparsityCounts.Merge(Enumerable.Reverse(shards).ToList())), Is.EqualTo(Json(flat)), "order does not matter");
+        Assert.That(Assert.Throws<UserInputException>(() => SparsityCounts.Merge([level2[0], level1[0]]))!.Message, Does.StartWith("Shard 0/27 appears twice"));
+    }
+
+    [Test, Explicit("Measurement for docs/scale.md: writes 1,000 OPT-125M-shaped shard folders (about 1 GB) and merges them.")]
+    public void AThousandShardFoldersMergeInSecondsAndFlatMemory()
+    {
+        const int n = 1000;
+        string dir = TestCorpus.TempDir();
+        var folders = new List<string>();
+        var write = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < n; i++)
+        {
+            string folder = Path.Combine(dir, $"{i}");
+            Directory.CreateDirectory(folder);
+            Shard(i, n, 12, 3072, 1, seed: 2).Write(folder);
+            folders.Add(folder);
+        }
+        TestContext.Out.WriteLine($"wrote {n} shards in {write.Elapsed.TotalSeconds:0.0} s, {Directory.GetFiles(dir, "counts.json", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) / 1e6:0} MB of counts.json");
+        GC.Collect();
+        long before = GC.GetTotalMemory(true);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var merged = Sparsity.Pipeline.Streaming.Shards.Merge(folders, allowPartial: false, Path.Combine(dir, "merged"));
+        double seconds = clock.Elapsed.TotalSeconds;
+        long after = GC.GetTotalMemory(false);
+        TestContext.Out.WriteLine($"merged {n} shards (12 layers x 3,072 units) in {seconds:0.0} s; managed heap {before / 1e6:0} MB before, {after / 1e6:0} MB after; " +
+                                  $"process peak working set {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e6:0} MB");
+        Assert.That(merged.Header.Shards, Has.Count.EqualTo(n));
+        Assert.That(seconds, Is.LessThan(600));
+    }
+}

@@ -6,13 +6,13 @@ namespace Sparsity.Pipeline.Streaming;
 public static class Shards
 {
     /// <summary>
-    /// Loads the shard folders, merges them (<see cref="SparsityCounts.Merge"/> refuses shards of other runs, repeated
+    /// Loads the shard folders, merges them (<c>SparsityCounts.Merge</c> refuses shards of other runs, repeated
     /// shards, and missing ones unless <paramref name="allowPartial"/>), and writes counts.json, stats.json and the CSVs
     /// into <paramref name="outDir"/>. The result equals one run over all their batches.
     /// </summary>
     public static SparsityCounts Merge(IReadOnlyList<string> folders, bool allowPartial, string outDir)
     {
-        var merged = SparsityCounts.Merge(folders.Select(SparsityCounts.Load).ToList(), allowPartial, folders);
+        var merged = SparsityCounts.Merge(folders.Select(f => (f, SparsityCounts.Load(f))), allowPartial); // one shard in memory at a time
         OutputFolder.Write(outDir, "merge", merged.Write);
         return merged;
     }
