@@ -113,3 +113,90 @@ public class ManyShardsTests
         Assert.That(seconds, Is.LessThan(600));
     }
 }
+
+/// <summary>The corpus formats of big corpora, each streamed and giving the same counts as the same tokens read as text.</summary>
+[TestFixture]
+public class CorpusFormatTests
+{
+    static readonly string Model = HookFixture.PathOf("opt.dynamo.onnx");
+    static List<string> Documents() => Sparsity.Training.Data.TextDocuments.Read(HookFixture.Corpus).ToList();
+
+    // Named as the columns a Hugging Face dataset has.
+    public sealed class TextRow { public string? text { get; set; } }
+    public sealed class Ids32 { public List<int>? input_ids { get; set; } }
+    public sealed class Ids64 { public List<long>? input_ids { get; set; } }
+
+    static void WriteParquet<T>(IEnumerable<T> rows, string path) where T : class, new() =>
+        Parquet.Serialization.ParquetSerializer.SerializeAsync(rows, path, new Parquet.ParquetOptions { RowGroupSize = 5 }).GetAwaiter().GetResult();
+
+    static string Counts(string corpus, string tokenizer, int seqLen = 32)
+    {
+        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, _, error) = Cli.Run("analyze", "--model", Model, "--corpus", corpus, "--tokenizer", tokenizer, "--seq-len", $"{seqLen}", "--batch-size", "4", "--threads", "1", "--out", outDir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        return System.Text.Json.JsonSerializer.Serialize(SparsityCounts.Load(outDir).Layers, ProjectJson.Options);
+    }
+
+    [Test]
+    public void ZstdJsonLinesAndParquetTextReadTheSameDocuments()
+    {
+        string dir = TestCorpus.TempDir(), zst = Path.Combine(dir, "corpus.jsonl.zst"), parquet = Path.Combine(dir, "corpus.parquet");
+        using (var file = File.Create(zst))
+        using (var compressor = new ZstdSharp.CompressionStream(file))
+        using (var writer = new StreamWriter(compressor))
+            foreach (string d in Documents()) writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { text = d, meta = 1 }));
+        WriteParquet(Documents().Select(d => new TextRow { text = d }), parquet);
+
+        Assert.That(Sparsity.Training.Data.TextDocuments.Read(zst), Is.EqualTo(Documents()));
+        Assert.That(Sparsity.Training.Data.TextDocuments.Read(parquet), Is.EqualTo(Documents()), "24 rows in row groups of 5");
+        string text = Counts(HookFixture.Corpus, "bytes");
+        Assert.That(Counts(zst, "bytes"), Is.EqualTo(text));
+        Assert.That(Counts(parquet, "bytes"), Is.EqualTo(text));
+    }
+
+    [Test]
+    public void PreTokenizedParquetAndTokenFilesGiveTheCountsOfTheSameTokens()
+    {
+        string dir = TestCorpus.TempDir();
+        var bytes = Sparsity.Training.Data.TextTokenizer.FromSpec("bytes");
+        var ids = Documents().Select(d => bytes.Encode(d).ToList()).ToList();
+        WriteParquet(ids.Select(d => new Ids32 { input_ids = d }), Path.Combine(dir, "ids32.parquet"));
+        WriteParquet(ids.Select(d => new Ids64 { input_ids = d.Select(i => (long)i).ToList() }), Path.Combine(dir, "ids64.parquet"));
+        string text = Counts(HookFixture.Corpus, "bytes");
+        Assert.That(Counts(Path.Combine(dir, "ids32.parquet"), "ids"), Is.EqualTo(text), "one row per document: the documents and windows of the text");
+        Assert.That(Counts(Path.Combine(dir, "ids64.parquet"), "ids"), Is.EqualTo(text));
+
+        // A token file is one long document (nanoGPT): the same as one line of ids, whatever the chunking.
+        var stream = ids.SelectMany(d => d).ToArray();
+        File.WriteAllBytes(Path.Combine(dir, "tokens.bin"), stream.SelectMany(i => BitConverter.GetBytes((ushort)i)).ToArray());
+        File.WriteAllBytes(Path.Combine(dir, "tokens.u32.bin"), stream.SelectMany(i => BitConverter.GetBytes((uint)i)).ToArray());
+        File.WriteAllText(Path.Combine(dir, "tokens.txt"), string.Join(' ', stream) + "\n");
+        string line = Counts(Path.Combine(dir, "tokens.txt"), "ids");
+        Assert.That(Counts(Path.Combine(dir, "tokens.bin"), "ids"), Is.EqualTo(line));
+        Assert.That(Counts(Path.Combine(dir, "tokens.u32.bin"), "ids"), Is.EqualTo(line));
+        Assert.That(Sparsity.Training.Data.TokenDocuments.Read(Path.Combine(dir, "tokens.bin"), 64).Select(c => c.Length).Take(3), Is.EqualTo(new[] { 64, 64, 64 }), "chunks of whole windows");
+    }
+
+    [Test]
+    public void TokenIdsWithATextTokenizerOrAMalformedFileAreOneLine()
+    {
+        string dir = TestCorpus.TempDir();
+        File.WriteAllBytes(Path.Combine(dir, "odd.u32.bin"), [1, 0, 0, 0, 2, 0]);
+        File.WriteAllBytes(Path.Combine(dir, "ok.bin"), [1, 0, 2, 0]);
+        WriteParquet([new Ids64 { input_ids = [1, 2] }], Path.Combine(dir, "ids.parquet"));
+        File.WriteAllText(Path.Combine(dir, "broken.parquet"), "not parquet");
+        foreach (var (corpus, tokenizer, message) in new[]
+        {
+            ("ok.bin", "bytes", "holds token ids, not text: pass --tokenizer ids"),
+            ("ids.parquet", "bytes", "holds token ids, not text: pass --tokenizer ids"),
+            ("odd.u32.bin", "ids", "not a whole number of uint32 tokens"),
+            ("broken.parquet", "bytes", "is not a readable Parquet file"),
+        })
+        {
+            var (exit, _, error) = Cli.Run("analyze", "--model", Model, "--corpus", Path.Combine(dir, corpus), "--tokenizer", tokenizer, "--seq-len", "8", "--out", Path.Combine(dir, "out-" + corpus));
+            Assert.That(exit, Is.EqualTo(2), corpus);
+            Assert.That(error, Does.Contain(message), corpus);
+            Assert.That(error.Trim().Split('\n'), Has.Length.EqualTo(1), corpus);
+        }
+    }
+}

@@ -12,7 +12,7 @@ public sealed record TokenBatches(IReadOnlyList<(long[] Ids, long[] Mask)> Batch
     /// <summary>Tokenizes and packs the corpus exactly as <c>analyze</c> does.</summary>
     public static TokenBatches From(string corpus, TextTokenizer tokenizer, int seqLen, int batchSize, long vocab)
     {
-        var batches = CorpusBatches.Pack(CorpusBatches.Tokens(corpus, tokenizer), seqLen, batchSize, null, 0, 1, vocab)
+        var batches = CorpusBatches.Pack(CorpusBatches.Tokens(corpus, tokenizer, seqLen), seqLen, batchSize, null, 0, 1, vocab)
             .Select(b => (b.InputIds, b.AttentionMask)).ToList();
         return new TokenBatches(batches, batchSize, seqLen, batches.Sum(b => b.AttentionMask.Sum()));
     }

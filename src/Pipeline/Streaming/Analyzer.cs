@@ -61,7 +61,7 @@ public static class Analyzer
             throw new UserInputException($"The tokenizer has {tv} ids but the model's vocabulary has {mv}: use the model's tokenizer.");
         if (plan.MaxSeqLen is long maxT && r.SeqLen > maxT)
             throw new UserInputException($"--seq-len {r.SeqLen} exceeds what the model can take ({maxT} positions).");
-        long totalDocuments = TextDocuments.Read(r.Corpus).LongCount(); // cheap pre-pass: the estimate of time left
+        long totalDocuments = CorpusBatches.DocumentCount(r.Corpus, tokenizer, r.SeqLen); // cheap pre-pass: the estimate of time left
         if (totalDocuments == 0) throw new UserInputException($"The corpus {r.Corpus} holds no documents.");
 
         SparsityStats? stats = null;
@@ -105,7 +105,7 @@ public static class Analyzer
     {
         int B = r.BatchSize, T = r.SeqLen;
         var ml = new MLContext(seed: 0);
-        var batches = CorpusBatches.View(ml, CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer), T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab), B, T);
+        var batches = CorpusBatches.View(ml, CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, T), T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab), B, T);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
         using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, (long[]?)o.Shape.Select(d => (long)d).ToArray())).ToList()) : null;
         var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, plan.Layers.Count) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);

@@ -22,9 +22,33 @@ public sealed class BatchRow
 /// </summary>
 public static class CorpusBatches
 {
-    /// <summary>The corpus's documents, tokenized, streamed.</summary>
-    public static IEnumerable<long[]> Tokens(string corpus, TextTokenizer tokenizer) =>
-        TextDocuments.Read(corpus).Select(text => tokenizer.Encode(text).Select(id => (long)id).ToArray());
+    /// <summary>
+    /// The corpus's documents as token ids, streamed: text tokenized, or a pre-tokenized corpus (<see cref="TokenDocuments"/>,
+    /// with <c>--tokenizer ids</c>) read in chunks of whole windows of <paramref name="seqLen"/>.
+    /// </summary>
+    public static IEnumerable<long[]> Tokens(string corpus, TextTokenizer tokenizer, int seqLen)
+    {
+        if (!TokenDocuments.Handles(corpus)) return TextDocuments.Read(corpus).Select(text => tokenizer.Encode(text).Select(id => (long)id).ToArray());
+        RequireIds(corpus, tokenizer);
+        return TokenDocuments.Read(corpus, ChunkWindows * seqLen);
+    }
+
+    /// <summary>Documents in the corpus, counted before the stream starts (progress and its estimate of time left).</summary>
+    public static long DocumentCount(string corpus, TextTokenizer tokenizer, int seqLen)
+    {
+        if (!TokenDocuments.Handles(corpus)) return TextDocuments.Read(corpus).LongCount();
+        RequireIds(corpus, tokenizer);
+        return TokenDocuments.Count(corpus, ChunkWindows * seqLen);
+    }
+
+    // A token file is read this many windows at a time.
+    const int ChunkWindows = 4096;
+
+    static void RequireIds(string corpus, TextTokenizer tokenizer)
+    {
+        if (tokenizer.Spec != "ids")
+            throw new UserInputException($"Corpus {corpus} holds token ids, not text: pass --tokenizer ids (the ids must be the model's), not {tokenizer.Spec}.");
+    }
 
     /// <summary>Batches of this shard, streamed; never more than one batch in memory.</summary>
     public static IEnumerable<BatchRow> Pack(IEnumerable<long[]> documents, int seqLen, int batchSize, long? maxTokens,

@@ -45,7 +45,7 @@ public static class Evaluator
         var noisy = new NextTokenQuality();
         var random = new Random(r.Seed);
         long[]? firstBatch = null, firstMask = null;
-        foreach (var batch in CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer), r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab))
+        foreach (var batch in CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab))
         {
             firstBatch ??= batch.InputIds;
             firstMask ??= batch.AttentionMask;

@@ -62,7 +62,7 @@ public static class Pruning
         var s = SparsityStats.Load(statsPath);
         if (!File.Exists(s.Corpus) && !Directory.Exists(s.Corpus)) return null;
         var tokenizer = TextTokenizer.FromSpec(s.Tokenizer);
-        var first = CorpusBatches.Pack(CorpusBatches.Tokens(s.Corpus, tokenizer), s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue).FirstOrDefault();
+        var first = CorpusBatches.Pack(CorpusBatches.Tokens(s.Corpus, tokenizer, s.SeqLen), s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue).FirstOrDefault();
         return first == null ? null : new ProbeBatch(first.InputIds, first.AttentionMask, s.BatchSize, s.SeqLen);
     }
 

@@ -4,9 +4,10 @@ using System.Text.Json;
 namespace Sparsity.Training.Data;
 
 /// <summary>
-/// Streams the documents of a corpus, never holding more than one: a .txt file (one document per
-/// line), .jsonl (field "text"), .tsv (last column), a directory of such files (sorted by path), or a
-/// gzip of any of them (name ending .gz). Blank documents are skipped.
+/// Streams the documents of a corpus, never holding more than one (or one Parquet row group): a .txt file (one
+/// document per line), .jsonl (field "text"), .tsv (last column), .parquet (column "text"), a directory of such files
+/// (sorted by path), or a gzip or zstd of a text file (name ending .gz or .zst, e.g. the Pile's .jsonl.zst). Blank
+/// documents are skipped. Pre-tokenized corpora are <see cref="TokenDocuments"/>.
 /// </summary>
 public static class TextDocuments
 {
@@ -17,11 +18,13 @@ public static class TextDocuments
         if (Directory.Exists(path))
         {
             var files = Files(path);
-            if (files.Count == 0) throw new UserInputException($"Corpus folder {path} holds no .txt, .jsonl or .tsv files (optionally .gz).");
+            if (files.Count == 0) throw new UserInputException($"Corpus folder {path} holds no .txt, .jsonl, .tsv or .parquet files (optionally .gz or .zst).");
             return files.SelectMany(ReadFile);
         }
-        if (!File.Exists(path)) throw new UserInputException($"Corpus {path} does not exist: pass a .txt, .jsonl or .tsv file or a folder of them.");
-        if (FormatOf(path) == null) throw new UserInputException($"Corpus {path} has an unsupported extension: use .txt, .jsonl, .tsv or one of them with .gz.");
+        if (!File.Exists(path)) throw new UserInputException($"Corpus {path} does not exist: pass a .txt, .jsonl, .tsv or .parquet file or a folder of them.");
+        if (TokenDocuments.Handles(path))
+            throw new UserInputException($"Corpus {path} holds token ids, not text: analyze it with --tokenizer ids (the model's own token ids).");
+        if (FormatOf(path) == null) throw new UserInputException($"Corpus {path} has an unsupported extension: use .txt, .jsonl, .tsv, .parquet, one of the first three with .gz or .zst, or token ids (.bin, .u32.bin, .parquet with input_ids).");
         return ReadFile(path);
     }
 
@@ -35,16 +38,29 @@ public static class TextDocuments
 
     static string? FormatOf(string path)
     {
-        string name = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? path[..^3] : path;
+        if (path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase)) return TokenDocuments.Handles(path) ? null : ".parquet";
+        string name = Compression(path) is { } suffix ? path[..^suffix.Length] : path;
         string ext = Path.GetExtension(name).ToLowerInvariant();
         return ext is ".txt" or ".jsonl" or ".tsv" ? ext : null;
     }
 
+    static string? Compression(string path) => new[] { ".gz", ".zst" }.FirstOrDefault(s => path.EndsWith(s, StringComparison.OrdinalIgnoreCase));
+
     static IEnumerable<string> ReadFile(string path)
     {
         string format = FormatOf(path)!;
+        if (format == ".parquet")
+        {
+            foreach (string text in TokenDocuments.ParquetTexts(path)) if (!string.IsNullOrWhiteSpace(text)) yield return text;
+            yield break;
+        }
         using var file = File.OpenRead(path);
-        using Stream stream = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
+        using Stream stream = Compression(path) switch
+        {
+            ".gz" => new GZipStream(file, CompressionMode.Decompress),
+            ".zst" => new ZstdSharp.DecompressionStream(file),
+            _ => file,
+        };
         using var reader = new StreamReader(stream);
         long lineNumber = 0;
         while (reader.ReadLine() is { } line)
