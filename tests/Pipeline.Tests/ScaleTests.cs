@@ -200,3 +200,55 @@ public class CorpusFormatTests
         }
     }
 }
+
+/// <summary>
+/// deploy/kubernetes, read back (no cluster here): the Indexed Job's shard count agrees with its completions, every
+/// pod takes its shard from JOB_COMPLETION_INDEX into its own folder, and the merge Job lists exactly those folders.
+/// </summary>
+[TestFixture]
+public class KubernetesManifestTests
+{
+    static Dictionary<object, object> Load(string file)
+    {
+        string path = Path.Combine(TestCorpus.RepositoryRoot, "deploy", "kubernetes", file);
+        return new YamlDotNet.Serialization.Deserializer().Deserialize<Dictionary<object, object>>(File.ReadAllText(path));
+    }
+
+    static Dictionary<object, object> Map(object node, params string[] keys) =>
+        keys.Aggregate((Dictionary<object, object>)node, (m, k) => (Dictionary<object, object>)m[k]);
+
+    static Dictionary<object, object> Container(Dictionary<object, object> job) =>
+        (Dictionary<object, object>)((List<object>)Map(job, "spec", "template", "spec")["containers"]).Single();
+
+    [Test]
+    public void TheShardJobAndTheMergeJobAgree()
+    {
+        var shards = Load("analyze-shards.yaml");
+        var spec = Map(shards, "spec");
+        Assert.That(shards["kind"], Is.EqualTo("Job"));
+        Assert.That(spec["completionMode"], Is.EqualTo("Indexed"));
+        int completions = int.Parse((string)spec["completions"]);
+        var analyze = Container(shards);
+        var env = ((List<object>)analyze["env"]).Cast<Dictionary<object, object>>().ToDictionary(e => (string)e["name"], e => (string)e["value"]);
+        Assert.That(int.Parse(env[Sparsity.Pipeline.Streaming.ShardChoice.CountVariable]), Is.EqualTo(completions), "the shard count the pods see = completions");
+        var args = ((List<object>)analyze["args"]).Cast<string>().ToList();
+        Assert.That(args[0], Is.EqualTo("analyze"));
+        Assert.That(args[args.IndexOf("--shard") + 1], Is.EqualTo("auto"));
+        string outPattern = args[args.IndexOf("--out") + 1];
+        Assert.That(outPattern, Does.EndWith("$(JOB_COMPLETION_INDEX)"));
+
+        // What each pod would run, through the real option parser: shard i of n.
+        for (int i = 0; i < completions; i++)
+        {
+            var choice = Sparsity.Pipeline.Streaming.ShardChoice.Parse("auto", null, name => name == "JOB_COMPLETION_INDEX" ? $"{i}" : env.GetValueOrDefault(name));
+            Assert.That((choice.Index, choice.Count), Is.EqualTo((i, completions)));
+        }
+
+        var merge = Container(Load("merge-job.yaml"));
+        var mergeArgs = ((List<object>)merge["args"]).Cast<string>().ToList();
+        Assert.That(mergeArgs[0], Is.EqualTo("merge"));
+        var inputs = mergeArgs.Skip(mergeArgs.IndexOf("--inputs") + 1).TakeWhile(a => !a.StartsWith("--")).ToList();
+        Assert.That(inputs, Is.EqualTo(Enumerable.Range(0, completions).Select(i => outPattern.Replace("$(JOB_COMPLETION_INDEX)", $"{i}"))));
+        Assert.That(merge["image"], Is.EqualTo(analyze["image"]));
+    }
+}

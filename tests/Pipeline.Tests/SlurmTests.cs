@@ -14,17 +14,9 @@ namespace Sparsity.Tests;
 [TestFixture, NonParallelizable]
 public class SlurmTests
 {
-    static readonly string Root = FindRoot();
-    static string Script(string name) => Path.Combine(Root, "deploy", "slurm", name);
+    static string Script(string name) => Path.Combine(TestCorpus.RepositoryRoot, "deploy", "slurm", name);
     // The command line built beside the tests runs on the node (same machine, same files).
     static readonly string Tool = $"dotnet {Path.Combine(TestContext.CurrentContext.TestDirectory, "relu-sparsity.dll")}";
-
-    static string FindRoot()
-    {
-        for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Pipeline.sln"))) return dir.FullName;
-        throw new InvalidOperationException("The repository root (Pipeline.sln) is not above the test folder.");
-    }
 
     static (int Exit, string Out, string Err) Bash(params string[] args)
     {

@@ -26,6 +26,16 @@ public static class TestCorpus
     }
 
     /// <summary>A fresh empty folder under the system temp folder.</summary>
+    /// <summary>The repository root (the folder holding Pipeline.sln), above the test binaries.</summary>
+    public static string RepositoryRoot { get; } = FindRoot();
+
+    static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Pipeline.sln"))) return dir.FullName;
+        throw new InvalidOperationException("The repository root (Pipeline.sln) is not above the test folder.");
+    }
+
     public static string TempDir()
     {
         string dir = Path.Combine(Path.GetTempPath(), "relu-sparsity-tests", Guid.NewGuid().ToString("N"));
