@@ -106,11 +106,18 @@ public static class BenchRun
         string? pythonNote = PyTorchReference.Run(q.Python, q.PyTorchScript, ckpt, data, work, n, R, timings, agreement, log);
 
         log.WriteLine("Peak memory of analyze (child processes)…");
-        var memory = new[] { (Corpus: text, Label: "1×"), (Corpus: copies, Label: $"{k}×") }.Select(m =>
+        var formats = BigCorpusFormats.Write(copies, tokenizerObject, work);
+        var memory = new[]
         {
-            var (peak, elapsed) = PeakMemory.OfCommand(["analyze", "--model", dense, "--corpus", m.Corpus, "--tokenizer", tok, "--seq-len", $"{T}", "--batch-size", $"{B}",
-                "--threads", $"{n}", "--out", Path.Combine(work, "memory-" + m.Label)]);
-            long tokens = SparsityStats.Load(Path.Combine(work, "memory-" + m.Label, SparsityStats.FileName)).Tokens;
+            (Corpus: text, Label: "1×", Tokenizer: tok), (Corpus: copies, Label: $"{k}×", Tokenizer: tok),
+            (Corpus: formats.JsonLinesZstd, Label: $"{k}× as .jsonl.zst", Tokenizer: tok), (Corpus: formats.ParquetText, Label: $"{k}× as Parquet (text)", Tokenizer: tok),
+            (Corpus: formats.TokenFile, Label: $"{k}× as token ids (.u32.bin)", Tokenizer: "ids"),
+        }.Select(m =>
+        {
+            string outDir = Path.Combine(work, "memory-" + m.Label.Replace(' ', '_'));
+            var (peak, elapsed) = PeakMemory.OfCommand(["analyze", "--model", dense, "--corpus", m.Corpus, "--tokenizer", m.Tokenizer, "--seq-len", $"{T}", "--batch-size", $"{B}",
+                "--threads", $"{n}", "--out", outDir]);
+            long tokens = SparsityStats.Load(Path.Combine(outDir, SparsityStats.FileName)).Tokens;
             return new MemoryRow(m.Label, tokens, peak, elapsed);
         }).ToList();
 
