@@ -7,6 +7,8 @@
   python3 opt125m.py torch-own DIR [B]  # PyTorch on the Hugging Face OPT of that shape (8 x 512, d_ff 2048, vocabulary 256)
   python3 opt125m.py cpu DIR B T W      # PyTorch 2.x on the CPU with T threads: bare forward and forward hooks, fp32, the
                                         # first W windows in batches of B (what analyze --max-tokens W*256 reads)
+  python3 opt125m.py cpu-decoder ...    # the same without the vocabulary projection (the decoder stack only: what the
+  python3 opt125m.py torch-decoder DIR B  # analysis needs; analyze's graph drops the logits too), CPU or GPU
 
 The ids corpus: 100 documents of 2,560 ids (seeded), i.e. 1,000 windows of 256 = 256,000 tokens, no padding.
 Speed does not depend on the weights, so the model keeps its seeded random initialisation.
@@ -22,6 +24,7 @@ DOCS, DOC_LEN, SEQ = 100, 2560, 256
 SHAPES = {"opt125m": dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12),
           "own": dict(vocab_size=256, hidden_size=512, num_hidden_layers=8, ffn_dim=2048, num_attention_heads=8)}
 SHAPE = "opt125m"
+DECODER_ONLY = False
 
 
 def model():
@@ -82,14 +85,14 @@ def bench_torch(out, batch):
                 hooks = [a.register_forward_hook(hook(i)) for i, a in enumerate(acts)]
             with torch.no_grad():
                 for w in range(3):  # warm-up
-                    m(input_ids=windows[:batch].cuda(), attention_mask=torch.ones(batch, SEQ, dtype=torch.long, device="cuda"), use_cache=False)
+                    run(m, input_ids=windows[:batch].cuda(), attention_mask=torch.ones(batch, SEQ, dtype=torch.long, device="cuda"), use_cache=False)
                 for t in per_unit + active_pairs + per_token_hist:
                     t.zero_()
                 torch.cuda.synchronize()
                 start = time.perf_counter()
                 for b in range(0, windows.shape[0], batch):
                     x = windows[b:b + batch].cuda(non_blocking=True)
-                    m(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
+                    run(m, input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
                 torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
             for h in hooks:
@@ -101,8 +104,14 @@ def bench_torch(out, batch):
             print(key, results[key], flush=True)
         del m
         torch.cuda.empty_cache()
-    with open(f"{out}/pytorch_{SHAPE}_b{batch}.json", "w") as f:
+    results["decoder_only"] = DECODER_ONLY
+    with open(f"{out}/pytorch_{SHAPE}{'_decoder' if DECODER_ONLY else ''}_b{batch}.json", "w") as f:
         json.dump(results, f, indent=1)
+
+
+def run(m, **kwargs):
+    """The model's forward, or with DECODER_ONLY its decoder stack alone (no vocabulary projection)."""
+    return m.model.decoder(**kwargs) if DECODER_ONLY else m(**kwargs)
 
 
 def bench_cpu(out, batch, threads, windows_used):
@@ -112,7 +121,7 @@ def bench_cpu(out, batch, threads, windows_used):
     m = model()
     acts = [layer.activation_fn for layer in m.model.decoder.layers]
     ff = SHAPES[SHAPE]["ffn_dim"]
-    results = {"torch": torch.__version__, "threads": threads, "batch": batch, "seq": SEQ, "tokens": windows.numel(),
+    results = {"torch": torch.__version__, "threads": threads, "batch": batch, "seq": SEQ, "tokens": windows.numel(), "decoder_only": DECODER_ONLY,
                "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")}
     for mode in ["bare", "hooks"]:
         active_pairs = [0 for _ in acts]
@@ -128,27 +137,28 @@ def bench_cpu(out, batch, threads, windows_used):
                 return f
             hooks = [a.register_forward_hook(hook(i)) for i, a in enumerate(acts)]
         with torch.no_grad():
-            m(input_ids=windows[:batch], attention_mask=torch.ones(batch, SEQ, dtype=torch.long), use_cache=False)  # warm-up
+            run(m, input_ids=windows[:batch], attention_mask=torch.ones(batch, SEQ, dtype=torch.long), use_cache=False)  # warm-up
             active_pairs = [0 for _ in acts]
             start = time.perf_counter()
             for b in range(0, windows.shape[0], batch):
                 x = windows[b:b + batch]
-                m(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
+                run(m, input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
             seconds = time.perf_counter() - start
         for h in hooks:
             h.remove()
         results[mode] = {"seconds": seconds, "tokens_per_second": windows.numel() / seconds}
         if mode == "hooks":
             results[mode]["nonzero_fraction"] = [p / (windows.numel() * ff) for p in active_pairs]
-        print(f"cpu {threads} threads", mode, results[mode], flush=True)
-    with open(f"{out}/pytorch_cpu_t{threads}_b{batch}.json", "w") as f:
+        print(f"cpu {threads} threads{' decoder only' if DECODER_ONLY else ''}", mode, results[mode], flush=True)
+    with open(f"{out}/pytorch_cpu{'_decoder' if DECODER_ONLY else ''}_t{threads}_b{batch}.json", "w") as f:
         json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "export":
         export(sys.argv[2])
-    elif sys.argv[1] == "cpu":
+    elif sys.argv[1] in ("cpu", "cpu-decoder"):
+        DECODER_ONLY = sys.argv[1] == "cpu-decoder"
         bench_cpu(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "own-ids":
         SHAPE = "own"
@@ -157,4 +167,5 @@ if __name__ == "__main__":
                 f.write(" ".join(map(str, row)) + "\n")
     else:
         SHAPE = "own" if sys.argv[1] == "torch-own" else "opt125m"
+        DECODER_ONLY = sys.argv[1] == "torch-decoder"
         bench_torch(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 16)
