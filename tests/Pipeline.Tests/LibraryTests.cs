@@ -42,3 +42,20 @@ public class LibraryTests
         Assert.That(topK.Layers, Is.EqualTo(2));
     }
 }
+
+[TestFixture]
+public class CountingThreadTests
+{
+    [Test]
+    public void CountingOnAThreadOfItsOwnGivesTheSameCounts()
+    {
+        string dir = TestCorpus.TempDir();
+        AnalysisRequest Request(string outDir, bool thread) => new(HookFixture.PathOf("llama.dynamo.onnx"), HookFixture.Corpus, "bytes", 32, 4, null, 0, 1, 0f, "cpu", 2,
+            Path.Combine(dir, outDir), ["Relu"], CountingThread: thread);
+        Analyzer.Run(Request("inline", false));
+        Analyzer.Run(Request("thread", true));
+        string Json(string d) => System.Text.Json.JsonSerializer.Serialize(SparsityCounts.Load(Path.Combine(dir, d)).Layers, ProjectJson.Options);
+        Assert.That(Json("thread"), Is.EqualTo(Json("inline")), "18 batches counted on the counting thread, buffers reused");
+        Assert.That(SparsityCounts.Load(Path.Combine(dir, "thread")).Layers[0].UnitsPerBatchHistogram.Sum(), Is.EqualTo(18));
+    }
+}

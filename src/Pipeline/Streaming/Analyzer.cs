@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -12,10 +13,10 @@ using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;
 
-/// <summary>What <c>analyze</c> was asked.</summary>
+/// <summary>What <c>analyze</c> was asked. <c>CountingThread</c>: count each batch on a thread of its own while the next one runs (default: on a GPU only, where the host is otherwise idle).</summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false, string Precision = "fp32");
+    bool Timing = false, string Precision = "fp32", bool? CountingThread = null);
 
 /// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
 public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining,
@@ -119,7 +120,7 @@ public static class Analyzer
         var maskGetter = input.GetGetter<VBuffer<long>>(batches.Schema["attention_mask"]);
         var idsGetter = input.GetGetter<VBuffer<long>>(batches.Schema["input_ids"]);
         var documentsGetter = input.GetGetter<long>(batches.Schema["documents_read"]);
-        var layers = runner != null ? CountsReader(scored, plan, B, T) : DenseReader(scored, plan, r.Threshold, B, T);
+        var layers = runner != null ? CountsReader(scored, plan, B, T, background: r.CountingThread ?? device.CudaId != null) : DenseReader(scored, plan, r.Threshold, B, T);
 
         VBuffer<long> maskBuffer = default, lastIds = default;
         var realToken = new bool[B * T];
@@ -128,26 +129,30 @@ public static class Analyzer
         var clock = Stopwatch.StartNew();
         var lastReport = TimeSpan.Zero;
         var step = Stopwatch.StartNew();
-        while (input.MoveNext())
+        try
         {
-            cancel.ThrowIfCancellationRequested();
-            double waited = step.Elapsed.TotalSeconds;
-            maskGetter(ref maskBuffer);
-            documentsGetter(ref documents);
-            var mask = maskBuffer.GetValues();
-            for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
-            layers.Fetch(); // runs the model
-            double ran = step.Elapsed.TotalSeconds;
-            layers.Add(uses, realToken);
-            if (batchCount++ > 0) (wait, model_, count) = (wait + waited, model_ + ran - waited, count + step.Elapsed.TotalSeconds - ran); // the first batch is start-up
-            if (r.Timing) idsGetter(ref lastIds);
-            if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
+            while (input.MoveNext())
             {
-                lastReport = clock.Elapsed;
-                progress.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed));
+                cancel.ThrowIfCancellationRequested();
+                double waited = step.Elapsed.TotalSeconds;
+                maskGetter(ref maskBuffer);
+                documentsGetter(ref documents);
+                var mask = maskBuffer.GetValues();
+                for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
+                layers.Fetch(); // runs the model
+                double ran = step.Elapsed.TotalSeconds;
+                layers.Add(uses, realToken);
+                if (batchCount++ > 0) (wait, model_, count) = (wait + waited, model_ + ran - waited, count + step.Elapsed.TotalSeconds - ran); // the first batch is start-up
+                if (r.Timing) idsGetter(ref lastIds);
+                if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
+                {
+                    lastReport = clock.Elapsed;
+                    progress.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed));
+                }
+                step.Restart();
             }
-            step.Restart();
         }
+        finally { layers.Finish(); } // the counting thread, if any, has added every batch
         var timing = r.Timing && runner != null && batchCount > 0
             ? new StreamTiming(batchCount - 1, B * T, model_, wait, count, Floor(runner, lastIds.GetValues(), maskBuffer.GetValues(), runs: 20), 20) : null;
         progress?.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed) with { Timing = timing });
@@ -172,23 +177,51 @@ public static class Analyzer
         }).Fit(batches);
     }
 
-    /// <summary>Reads one scored row: <see cref="Fetch"/> runs the model (the getters are lazy), <see cref="Add"/> counts.</summary>
-    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], bool[]> Add);
+    /// <summary>
+    /// Reads one scored row: <see cref="Fetch"/> runs the model (the getters are lazy), <see cref="Add"/> counts (or hands
+    /// the counts to a counting thread), <see cref="Finish"/> waits until every batch is counted.
+    /// </summary>
+    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], bool[]> Add, Action Finish);
 
-    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, int B, int T)
+    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, int B, int T, bool background)
     {
         var getter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.Column]);
         VBuffer<long> buffer = default;
         var scratch = new StatsScratch();
-        return new(() => getter(ref buffer), (uses, real) =>
+        void Count(LayerUnitUse[] uses, bool[] real, ReadOnlySpan<long> counts)
         {
-            var counts = buffer.GetValues();
             for (int l = 0; l < uses.Length; l++)
             {
                 int dFf = plan.Layers[l].DFf;
                 AnalysisPlan.AddStatsBatch(uses[l], real, B, T, counts[..(B * T)], counts.Slice(B * T, B), counts.Slice(B * T + B, dFf), scratch);
                 counts = counts[(B * T + B + dFf)..];
             }
+        }
+        if (!background) return new(() => getter(ref buffer), (uses, real) => Count(uses, real, buffer.GetValues()), () => { });
+
+        // On a GPU the host only waits while the device runs the next batch: count the last one meanwhile, on a thread of
+        // its own (the counts and mask are copied; two batches may wait, their buffers are reused).
+        var queue = new BlockingCollection<(long[] Counts, bool[] Real, LayerUnitUse[] Uses)>(boundedCapacity: 2);
+        var spare = new ConcurrentQueue<(long[] Counts, bool[] Real)>();
+        var failed = new CancellationTokenSource();
+        var worker = Task.Run(() =>
+        {
+            try { foreach (var (counts, real, uses) in queue.GetConsumingEnumerable()) { Count(uses, real, counts); spare.Enqueue((counts, real)); } }
+            catch { failed.Cancel(); throw; }
+        });
+        return new(() => getter(ref buffer), (uses, real) =>
+        {
+            var counts = buffer.GetValues();
+            var (c, r) = spare.TryDequeue(out var reused) && reused.Counts.Length == counts.Length ? reused : (new long[counts.Length], new bool[real.Length]);
+            counts.CopyTo(c);
+            real.CopyTo(r, 0);
+            try { queue.Add((c, r, uses), failed.Token); }
+            catch (OperationCanceledException) { worker.GetAwaiter().GetResult(); } // the counting thread's own error
+        }, () =>
+        {
+            queue.CompleteAdding();
+            try { worker.GetAwaiter().GetResult(); }
+            finally { queue.Dispose(); failed.Dispose(); }
         });
     }
 
@@ -199,7 +232,7 @@ public static class Analyzer
         return new(() => { for (int l = 0; l < getters.Length; l++) getters[l](ref buffers[l]); }, (uses, real) =>
         {
             for (int l = 0; l < uses.Length; l++) uses[l].AddDense(buffers[l].GetValues(), B, T, real, threshold); // flattened [b·t, d_ff] is the same memory as [b, t, d_ff]
-        });
+        }, () => { });
     }
 
     // The floor: the model alone on one batch with its outputs bound (median of several runs).
