@@ -96,3 +96,29 @@ public class BenchReportTests
         Assert.That(File.ReadAllText(Path.Combine(dir, "bench.json")), Does.Contain("\"tokens_per_second\": 333.333"));
     }
 }
+
+[TestFixture]
+public class BenchAnyGraphTests
+{
+    [Test]
+    public void BenchOnAnyGraphRunsWithoutACheckpointAndSaysWhatItLeftOut()
+    {
+        string dir = Path.Combine(TestCorpus.TempDir(), "bench");
+        var (exit, output, error) = Cli.Run("bench", "--model", HookFixture.PathOf("opt.dynamo.onnx"), "--corpus", HookFixture.Corpus, "--tokenizer", "bytes",
+            "--seq-len", "32", "--batch-size", "4", "--threads", "1", "--repeats", "1", "--memory-factor", "2", "--out", dir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        string md = File.ReadAllText(Path.Combine(dir, "bench.md"));
+        foreach (string row in new[] { "| bare forward |", "| analyze (dense) |", "| analyze (any graph) |", "| direct ORT loop |", "| analyze (any graph) 2× |", "| 2× as token ids (.u32.bin) |", "| dead-only |" })
+            Assert.That(md, Does.Contain(row));
+        Assert.That(md, Does.Not.Contain("| TorchSharp |").And.Not.Contain("| analyze (stats) |"));
+        Assert.That(md, Does.Contain("without its checkpoint: the stats-export, TorchSharp and PyTorch-hook rows need the checkpoint and are left out."));
+        // Every contender measured the same thing: the active (token, unit) pairs per layer agree.
+        var agreement = md.Split('\n').Where(l => l.StartsWith("| analyze (dense) | 1,959 |") || l.StartsWith("| analyze (any graph) | 1,959 |") || l.StartsWith("| direct ORT loop | 1,959 |"))
+            .Select(l => l.Split('|')[3]).ToList();
+        Assert.That(agreement, Has.Count.EqualTo(3));
+        Assert.That(agreement.Distinct().Count(), Is.EqualTo(1), string.Join(" / ", agreement));
+
+        (exit, _, error) = Cli.Run("bench", "--checkpoint", "x", "--model", "y.onnx", "--out", Path.Combine(dir, "2"));
+        Assert.That((exit, error.Trim()), Is.EqualTo((2, "error: Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.")));
+    }
+}

@@ -9,9 +9,13 @@ using Sparsity.Training.Data;
 
 namespace Sparsity.Pipeline.Benchmarking;
 
-/// <summary>What <c>bench</c> runs: a checkpoint, held-out text, batch shape, threads, repeats, the PyTorch reference, and the copies for the memory check.</summary>
-public sealed record BenchRequest(string Checkpoint, string Corpus, string Tokenizer, int SeqLen, int BatchSize, int Threads, int Repeats,
-    string Python, string PyTorchScript, int MemoryFactor);
+/// <summary>
+/// What <c>bench</c> runs: a checkpoint (exported here; TorchSharp and PyTorch rows too) or any ONNX graph (<c>Model</c>;
+/// the rows that need the checkpoint are skipped with a note), held-out text, batch shape, threads, repeats, the
+/// PyTorch reference, and the copies for the memory check.
+/// </summary>
+public sealed record BenchRequest(string? Checkpoint, string Corpus, string Tokenizer, int SeqLen, int BatchSize, int Threads, int Repeats,
+    string Python, string PyTorchScript, int MemoryFactor, string? Model = null);
 
 /// <summary>Statistics every contender reports, to check they measured the same thing.</summary>
 public sealed record Agreement(string Contender, long Tokens, long[] ActivePairs, double[] PerTokenMean, double[] PerBatchMean)
@@ -49,19 +53,24 @@ public static class BenchRun
     /// <summary>Runs every contender, writing its work files under <paramref name="work"/>; progress goes to <paramref name="log"/>.</summary>
     public static BenchResult Run(BenchRequest q, string work, TextWriter log, CancellationToken cancel = default)
     {
-        string ckpt = q.Checkpoint, text = q.Corpus, tok = q.Tokenizer;
+        string text = q.Corpus, tok = q.Tokenizer;
         int T = q.SeqLen, B = q.BatchSize, n = q.Threads, R = Math.Max(1, q.Repeats);
         Directory.CreateDirectory(work);
 
-        // Same weights for everyone: export them once.
-        string dense = Path.Combine(work, "model.onnx"), stats = Path.Combine(work, "model.stats.onnx");
-        var (model, _, info) = Checkpoint.Load(ckpt);
-        using (model)
+        // Same weights for everyone: a checkpoint is exported once (dense and stats); a graph is used as given.
+        string dense = q.Model ?? Path.Combine(work, "model.onnx"), stats = Path.Combine(work, "model.stats.onnx");
+        long vocab;
+        if (q.Checkpoint is string checkpoint)
         {
-            CheckedExport.Write(model, ExportVariant.Dense, 0f, dense);
-            CheckedExport.Write(model, ExportVariant.Stats, 0f, stats);
+            var (model, _, info) = Checkpoint.Load(checkpoint);
+            using (model)
+            {
+                CheckedExport.Write(model, ExportVariant.Dense, 0f, dense);
+                CheckedExport.Write(model, ExportVariant.Stats, 0f, stats);
+            }
+            vocab = info.Model.VocabSize;
         }
-        long vocab = info.Model.VocabSize;
+        else vocab = GraphInputs.VocabularySize(OnnxGraph.Load(dense)) ?? throw new UserInputException($"{dense}: cannot tell the vocabulary size; bench needs a language model with a logits output.");
         var tokenizerObject = TextTokenizer.FromSpec(tok);
         var data = TokenBatches.From(text, tokenizerObject, T, B, vocab);
         log.WriteLine($"Bench: {data.Tokens:N0} tokens in {data.Batches.Count} batches of {B} × {T}, {n} threads, {R} repeats after a warm-up.");
@@ -73,7 +82,7 @@ public static class BenchRun
         var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
         AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, "cpu", n, Path.Combine(work, o), ["Relu"], denseActivations);
         var results = new Dictionary<string, LayerUnitUse[]>();
-        var contenders = new (string Name, string What, Action Run)[]
+        var contenders = new List<(string Name, string What, Action Run)>
         {
             ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab)),
             ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n)),
@@ -81,12 +90,14 @@ public static class BenchRun
             ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats", text))),
             ("analyze (any graph)", "`analyze` on model.onnx treated as an external graph: inputs bound, MLPs found and instrumented with in-graph counts", () => Analyzer.Run(Analyze(dense, "analyze-graph", text))),
             ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n)),
-            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(ckpt, data, n)),
+            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(q.Checkpoint!, data, n)),
             ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n)),
             ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true))),
             ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies))),
             ($"analyze (any graph) {k}×", $"`analyze` (any graph) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-graph-large", copies))),
         };
+        // A graph without its checkpoint has no stats export and no TorchSharp model: those rows are left out (said in the notes).
+        if (q.Checkpoint == null) contenders.RemoveAll(c => c.Name.StartsWith("analyze (stats)") || c.Name == "TorchSharp");
         var seconds = contenders.ToDictionary(c => c.Name, _ => new List<double>());
         for (int r = 0; r <= R; r++)
         {
@@ -101,9 +112,11 @@ public static class BenchRun
         }
         var timings = contenders.Select(c => new Timing(c.Name, c.What, seconds[c.Name].ToArray(), c.Name.EndsWith($"{k}×") ? large.Tokens : data.Tokens)).ToList();
         var agreement = new[] { ("analyze (dense)", "analyze-dense"), ("analyze (stats)", "analyze-stats"), ("analyze (any graph)", "analyze-graph") }
+            .Where(a => Directory.Exists(Path.Combine(work, a.Item2)))
             .Select(a => Agreement.Of(a.Item1, Path.Combine(work, a.Item2))).Concat(results.Select(kv => Agreement.Of(kv.Key, kv.Value))).ToList();
 
-        string? pythonNote = PyTorchReference.Run(q.Python, q.PyTorchScript, ckpt, data, work, n, R, timings, agreement, log);
+        string? pythonNote = q.Checkpoint is string ckpt ? PyTorchReference.Run(q.Python, q.PyTorchScript, ckpt, data, work, n, R, timings, agreement, log)
+            : "Benchmarked a graph (--model) without its checkpoint: the stats-export, TorchSharp and PyTorch-hook rows need the checkpoint and are left out.";
 
         log.WriteLine("Peak memory of analyze (child processes)…");
         var formats = BigCorpusFormats.Write(copies, tokenizerObject, work);

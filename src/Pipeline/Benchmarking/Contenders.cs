@@ -19,9 +19,10 @@ public static class Contenders
     /// <summary>The bare forward pass: the model with its logits output only, nothing read back but logits.</summary>
     public static void BareForward(string onnxModel, TokenBatches data, int threads)
     {
-        var proto = OnnxGraph.WithOnlyOutput(OnnxGraph.Load(onnxModel), "logits");
-        long vocab = GraphInputs.VocabularySize(proto) ?? throw new InvalidOperationException("No vocabulary size.");
-        using var runner = new ModelRunner(GraphInputs.Bind(proto).Model, Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, [("logits", [data.BatchSize, data.SeqLen, vocab])]);
+        var (bound, _) = GraphInputs.Bind(OnnxGraph.Load(onnxModel));
+        string logits = GraphInputs.LogitsOutput(bound)?.Name ?? throw new UserInputException($"{onnxModel} has no logits output to time the bare forward pass on.");
+        long vocab = GraphInputs.VocabularySize(bound) ?? throw new UserInputException($"{onnxModel}: cannot tell the vocabulary size.");
+        using var runner = new ModelRunner(OnnxGraph.WithOnlyOutput(bound, logits), Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, [(logits, [data.BatchSize, data.SeqLen, vocab])]);
         foreach (var (ids, mask) in data.Batches) runner.Run(ids, mask);
     }
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Sparsity.Pipeline.Benchmarking;
+using Sparsity.Export;
 using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Commands;
@@ -9,7 +10,8 @@ public static class BenchCommand
 {
     public static Command Create(TextWriter output)
     {
-        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder from `train` (its weights are exported and also loaded by TorchSharp and PyTorch).", Required = true };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint folder from `train` (its weights are exported and also loaded by TorchSharp and PyTorch)." };
+        var model = new Option<string?>("--model") { Description = "Or any ONNX language model (no libtorch needed): the rows that need a checkpoint (stats export, TorchSharp, PyTorch hooks) are left out, and the report says so." };
         var corpus = new Option<string?>("--corpus") { Description = "Text every contender runs on (the held-out split; default: data/brown/heldout.txt)." };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec of the model (default: the BPE learned on Brown)." };
         var seqLen = new Option<int>("--seq-len") { Description = "Window length T.", DefaultValueFactory = _ => 128 };
@@ -22,18 +24,21 @@ public static class BenchCommand
         var outDir = new Option<string>("--out") { Description = "Folder for bench.json and bench.md.", Required = true };
         var command = new Command("bench", "Time analyze against the bare forward pass, a direct ONNX Runtime loop, TorchSharp and PyTorch hooks; peak memory; pruned latency.")
         {
-            checkpoint, corpus, tokenizer, seqLen, batch, threads, repeats, python, script, factor, outDir,
+            checkpoint, model, corpus, tokenizer, seqLen, batch, threads, repeats, python, script, factor, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
-            Libtorch.Require("bench");
-            string outFolder = parse.GetValue(outDir)!, ckpt = parse.GetValue(checkpoint)!;
+            string outFolder = parse.GetValue(outDir)!;
+            string? ckpt = parse.GetValue(checkpoint), graph = parse.GetValue(model);
+            if ((ckpt == null) == (graph == null)) throw new UserInputException("Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.");
+            if (ckpt != null) Libtorch.Require("bench --checkpoint");
             var given = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             string text = given[0];
-            if (!File.Exists(Path.Combine(ckpt, Checkpoint.WeightsFile))) throw new UserInputException($"{ckpt} has no {Checkpoint.WeightsFile}: pass a checkpoint folder written by `train`.");
+            if (ckpt != null && !File.Exists(Path.Combine(ckpt, Checkpoint.WeightsFile))) throw new UserInputException($"{ckpt} has no {Checkpoint.WeightsFile}: pass a checkpoint folder written by `train`.");
+            if (graph != null) OnnxGraph.Load(graph); // a missing or malformed model is one line before any work
             if (!File.Exists(text)) throw new UserInputException($"{text} does not exist.");
             var request = new BenchRequest(ckpt, text, given[1], parse.GetValue(seqLen), parse.GetValue(batch), parse.GetValue(threads), parse.GetValue(repeats),
-                parse.GetValue(python)!, parse.GetValue(script)!, parse.GetValue(factor));
+                parse.GetValue(python)!, parse.GetValue(script)!, parse.GetValue(factor), graph == null ? null : Path.GetFullPath(graph));
             string md = "";
             OutputFolder.Write(outFolder, "bench", dir => md = BenchReport.Write(BenchRun.Run(request, Path.Combine(dir, "work"), output, cancel), dir));
             output.WriteLine(md);
