@@ -33,6 +33,20 @@ public sealed class GraphWriter(GraphProto graph)
         return names;
     }
 
+    /// <summary>
+    /// Adds a node of ONNX Runtime's contrib domain (<see cref="ContribDomain"/>, e.g. MultiHeadAttention); the model
+    /// that holds the graph must import that domain (version 1).
+    /// </summary>
+    public string ContribOp(string op, string hint, string[] inputs, params AttributeProto[] attributes)
+    {
+        string output = Op(op, hint, inputs, attributes);
+        graph.Node[^1].Domain = ContribDomain;
+        return output;
+    }
+
+    /// <summary>ONNX Runtime's contrib operator domain.</summary>
+    public const string ContribDomain = "com.microsoft";
+
     /// <summary>Adds a node whose single output has exactly the given name (graph outputs with stable names).</summary>
     public string Named(string op, string output, string[] inputs, params AttributeProto[] attributes)
     {

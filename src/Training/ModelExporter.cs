@@ -29,8 +29,12 @@ public static class ModelExporter
 {
     /// <summary>Name of the hidden-activation output of layer <paramref name="layer"/> (dense variant).</summary>
     public static string HiddenOutput(int layer) => $"mlp_hidden.{layer}";
-    /// <summary>Builds the graph for <paramref name="model"/>.</summary>
-    public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f)
+    /// <summary>
+    /// Builds the graph for <paramref name="model"/>. <paramref name="fusedAttention"/> writes each layer's attention as
+    /// one ONNX Runtime <c>com.microsoft.MultiHeadAttention</c> node (causal: <c>unidirectional</c>) instead of its
+    /// MatMul, mask, Softmax and MatMul; the same logits, runnable only by ONNX Runtime.
+    /// </summary>
+    public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f, bool fusedAttention = false)
     {
         var c = model.Config;
         var weights = model.named_parameters().Select(p => (p.name, (Tensor)p.parameter))
@@ -72,13 +76,22 @@ public static class ModelExporter
         {
             string p = $"h.{i}";
             var qkv = g.Ops("Split", p + ".attn.qkv", [Linear(LayerNorm(x, p + ".ln_1"), p + ".attn.c_attn", c.DModel, 3 * c.DModel), split], 3, OnnxGraph.Int("axis", -1));
-            string q = g.Op("Transpose", p + ".attn.q", [g.Op("Reshape", p + ".attn.q4", [qkv[0], headShape])], OnnxGraph.Ints("perm", 0, 2, 1, 3)); // (B, H, T, hs)
-            string kT = g.Op("Transpose", p + ".attn.kT", [g.Op("Reshape", p + ".attn.k4", [qkv[1], headShape])], OnnxGraph.Ints("perm", 0, 2, 3, 1)); // (B, H, hs, T)
-            string v = g.Op("Transpose", p + ".attn.v", [g.Op("Reshape", p + ".attn.v4", [qkv[2], headShape])], OnnxGraph.Ints("perm", 0, 2, 1, 3));
-            string scores = g.Op("Where", p + ".attn.masked", [future, negInf, g.Op("Mul", p + ".attn.scaled", [g.Op("MatMul", p + ".attn.qk", [q, kT]), scale])]);
-            string att = g.Op("Softmax", p + ".attn.softmax", [scores], OnnxGraph.Int("axis", -1)); // (B, H, T, T)
-            string y = g.Op("Reshape", p + ".attn.y", [g.Op("Transpose", p + ".attn.yT", [g.Op("MatMul", p + ".attn.av", [att, v])], OnnxGraph.Ints("perm", 0, 2, 1, 3)), modelShape]);
-            x = g.Op("Add", p + ".resid_attn", [x, Linear(y, p + ".attn.c_proj", c.DModel, c.DModel)]);
+            if (fusedAttention)
+            {
+                // (B, T, D) in, (B, T, D) out: heads, scale 1/sqrt(hs) and the causal mask are the operator's.
+                string fused = g.ContribOp("MultiHeadAttention", p + ".attn.mha", [qkv[0], qkv[1], qkv[2]], OnnxGraph.Int("num_heads", c.Heads), OnnxGraph.Int("unidirectional", 1));
+                x = g.Op("Add", p + ".resid_attn", [x, Linear(fused, p + ".attn.c_proj", c.DModel, c.DModel)]);
+            }
+            else
+            {
+                string q = g.Op("Transpose", p + ".attn.q", [g.Op("Reshape", p + ".attn.q4", [qkv[0], headShape])], OnnxGraph.Ints("perm", 0, 2, 1, 3)); // (B, H, T, hs)
+                string kT = g.Op("Transpose", p + ".attn.kT", [g.Op("Reshape", p + ".attn.k4", [qkv[1], headShape])], OnnxGraph.Ints("perm", 0, 2, 3, 1)); // (B, H, hs, T)
+                string v = g.Op("Transpose", p + ".attn.v", [g.Op("Reshape", p + ".attn.v4", [qkv[2], headShape])], OnnxGraph.Ints("perm", 0, 2, 1, 3));
+                string scores = g.Op("Where", p + ".attn.masked", [future, negInf, g.Op("Mul", p + ".attn.scaled", [g.Op("MatMul", p + ".attn.qk", [q, kT]), scale])]);
+                string att = g.Op("Softmax", p + ".attn.softmax", [scores], OnnxGraph.Int("axis", -1)); // (B, H, T, T)
+                string y = g.Op("Reshape", p + ".attn.y", [g.Op("Transpose", p + ".attn.yT", [g.Op("MatMul", p + ".attn.av", [att, v])], OnnxGraph.Ints("perm", 0, 2, 1, 3)), modelShape]);
+                x = g.Op("Add", p + ".resid_attn", [x, Linear(y, p + ".attn.c_proj", c.DModel, c.DModel)]);
+            }
 
             string h = g.Op("Relu", p + ".mlp.relu", [Linear(LayerNorm(x, p + ".ln_2"), p + ".mlp.up", c.DModel, c.DFf)]); // (B, T, d_ff)
             float[] unitMask = W(p + ".mlp.unit_mask");
@@ -99,6 +112,11 @@ public static class ModelExporter
         g.Graph.Output.AddRange(outputs);
         var proto = OnnxGraph.Model(g.Graph, Tool.Producer,
             docString: $"ReLU transformer {c.Layers}x{c.DFf} exported by relu-sparsity ({variant.ToString().ToLowerInvariant()} variant, threshold {threshold}).");
+        if (fusedAttention)
+        {
+            proto.OpsetImport.Add(new OperatorSetIdProto { Domain = GraphWriter.ContribDomain, Version = 1 });
+            OnnxGraph.RemoveDeadNodes(proto.Graph); // the causal mask the fused operator does not need
+        }
         StatsReduction.SetThreshold(proto, threshold);
         return proto;
     }

@@ -54,6 +54,31 @@ public class ExportTests
         }
     }
 
+    [TestCase(1, 1)]
+    [TestCase(3, 24)]
+    public void FusedAttentionGivesTheLogitsAndActivationsOfTheUnfusedGraph(int batch, int seq)
+    {
+        torch.random.manual_seed(22);
+        using var model = new ReluTransformer(Small);
+        model.eval();
+        string unfused = Write(model, ExportVariant.Dense, "dense.onnx"), fused = Path.Combine(TestCorpus.TempDir(), "fused.onnx");
+        var fusedProto = ModelExporter.Export(model, ExportVariant.Dense, fusedAttention: true);
+        OnnxGraph.Save(fusedProto, fused);
+        Assert.That(fusedProto.Graph.Node.Count(n => n.OpType == "MultiHeadAttention" && n.Domain == "com.microsoft"), Is.EqualTo(Small.Layers));
+        Assert.That(fusedProto.Graph.Node.Any(n => n.OpType is "Softmax" or "Trilu"), Is.False, "the unfused attention and its causal mask are gone");
+        long[] ids = RandomIds(batch * seq, seq);
+        var a = OrtRunner.Run(unfused, ("input_ids", ids, new long[] { batch, seq }));
+        var b = OrtRunner.Run(fused, ("input_ids", ids, new long[] { batch, seq }));
+        Assert.That(MaxAbsDiff(a["logits"].Floats!, b["logits"].Floats!), Is.LessThanOrEqualTo(1e-4f));
+        for (int l = 0; l < Small.Layers; l++)
+            Assert.That(MaxAbsDiff(a[ModelExporter.HiddenOutput(l)].Floats!, b[ModelExporter.HiddenOutput(l)].Floats!), Is.LessThanOrEqualTo(1e-4f), $"layer {l}");
+        // The rest of the tool takes it as any graph: its MLPs are found, and a Top-k rewrite of it runs.
+        var sites = MlpSites.Find(fusedProto);
+        Assert.That(sites.Select(site => site.DFf), Is.EqualTo(Enumerable.Repeat(96, Small.Layers)));
+        Assert.That(Sparsity.Pipeline.Runtime.GraphCheck.Verify(Surgery.InsertTopK(fusedProto, sites, [96]), "Top-k graph", Sparsity.Pipeline.Runtime.ProbeBatch.For(fusedProto), reference: fusedProto),
+            Is.LessThanOrEqualTo(1e-4f));
+    }
+
     [Test]
     public void TopKAndUnitMasksAreExportedAsTrained()
     {

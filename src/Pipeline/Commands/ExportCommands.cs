@@ -24,14 +24,15 @@ public static class ExportCommands
         var outPath = OutOption("ONNX file to write; its sidecar <name>.mlp.json is written beside it.");
         var variant = new Option<ExportVariant>("--variant") { Description = "dense: logits + mlp_hidden.{i}; stats: per-token/sequence/unit counts reduced in the runtime.", DefaultValueFactory = _ => ExportVariant.Dense };
         var threshold = new Option<float>("--threshold") { Description = "Stats variant: a unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
-        var command = new Command("export", "Export a checkpoint to ONNX (opset 17) with the MLP hidden layers exposed.") { checkpoint, outPath, variant, threshold };
+        var fused = new Option<bool>("--fused-attention") { Description = "Write each layer's attention as one ONNX Runtime MultiHeadAttention node (com.microsoft, causal): the same logits, faster, ONNX Runtime only." };
+        var command = new Command("export", "Export a checkpoint to ONNX (opset 17) with the MLP hidden layers exposed.") { checkpoint, outPath, variant, threshold, fused };
         command.SetAction(parse =>
         {
             Libtorch.Require("export");
             var (model, _, info) = Checkpoint.Load(parse.GetValue(checkpoint)!);
             using var _ = model;
             string path = parse.GetValue(outPath)!;
-            var (proto, diff) = CheckedExport.Write(model, parse.GetValue(variant), parse.GetValue(threshold), path);
+            var (proto, diff) = CheckedExport.Write(model, parse.GetValue(variant), parse.GetValue(threshold), path, parse.GetValue(fused));
             if (diff is float d) output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {d:E2} on random ids [2, {Math.Min(32, info.Model.SeqLen)}].");
             output.WriteLine($"Exported {info.Model.Layers} layers (d_ff {info.Model.DFf}, {parse.GetValue(variant).ToString().ToLowerInvariant()} variant) to {path} " +
                              $"({new FileInfo(path).Length / 1e6:0.0} MB, {Surgery.Parameters(proto):N0} parameters); outputs: {string.Join(", ", proto.Graph.Output.Select(o => o.Name))}");

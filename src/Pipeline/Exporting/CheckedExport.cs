@@ -20,9 +20,9 @@ public static class CheckedExport
     /// Exports <paramref name="model"/> to <paramref name="path"/> (and <c>.mlp.json</c>); the dense variant is first checked
     /// against TorchSharp. Returns the graph and the parity figure (dense only).
     /// </summary>
-    public static (ModelProto Model, float? Parity) Write(ReluTransformer model, ExportVariant variant, float threshold, string path)
+    public static (ModelProto Model, float? Parity) Write(ReluTransformer model, ExportVariant variant, float threshold, string path, bool fusedAttention = false)
     {
-        var proto = ModelExporter.Export(model, variant, threshold);
+        var proto = ModelExporter.Export(model, variant, threshold, fusedAttention);
         float? parity = null;
         if (variant == ExportVariant.Dense)
         {
