@@ -4,9 +4,7 @@
 #   bash bench/gpu/run.sh WORK_DIR OUT_DIR
 set -euo pipefail
 W=$1; OUT=$2; HERE=$(cd "$(dirname "$0")" && pwd)
-R=$W/relu-sparsity-gpu-linux-x64/relu-sparsity
-CUDNN=$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cudnn', 'lib'))")
-export LD_LIBRARY_PATH=/usr/local/cuda-13/targets/x86_64-linux/lib:$CUDNN:${LD_LIBRARY_PATH:-}
+source "$HERE/env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/machine.txt
 lscpu | grep -E "Model name|^CPU\(s\)" | tee -a $OUT/machine.txt
 [ -f $W/opt125m.onnx ] || python3 $HERE/opt125m.py export $W

@@ -4,9 +4,7 @@
 #   bash bench/gpu/run_fp16.sh WORK_DIR OUT_DIR
 set -euo pipefail
 W=$1; OUT=$2; HERE=$(cd "$(dirname "$0")" && pwd); FX=$HERE/../../tests/fixtures/external
-R=$W/relu-sparsity-gpu-linux-x64/relu-sparsity
-CUDNN=$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cudnn', 'lib'))")
-export LD_LIBRARY_PATH=/usr/local/cuda-13/targets/x86_64-linux/lib:$CUDNN:${LD_LIBRARY_PATH:-}
+source "$HERE/env.sh"
 [ -f $W/opt125m.onnx ] || python3 $HERE/opt125m.py export $W
 mkdir -p $W/results
 for b in 16 64; do for p in fp32 fp16; do

@@ -6,9 +6,7 @@
 #   bash bench/peers/run.sh WORK_DIR OUT_DIR
 set -euo pipefail
 W=$1; OUT=$2; GPU=$(cd "$(dirname "$0")/../gpu" && pwd)
-R=$W/relu-sparsity-gpu-linux-x64/relu-sparsity
-CUDNN=$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cudnn', 'lib'))")
-export LD_LIBRARY_PATH=/usr/local/cuda-13/targets/x86_64-linux/lib:$CUDNN:${LD_LIBRARY_PATH:-}
+source "$GPU/env.sh"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; lscpu | grep -E "Model name|^CPU\(s\)|Thread\(s\) per core|Core\(s\) per socket|Socket\(s\)";
   python3 -c "import torch, transformers, onnxruntime; print('torch', torch.__version__, 'transformers', transformers.__version__, 'onnxruntime (python)', onnxruntime.__version__)"; } | tee $OUT/machine.txt
 [ -f $W/opt125m.onnx ] || python3 $GPU/opt125m.py export $W
