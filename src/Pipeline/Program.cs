@@ -24,6 +24,7 @@ public static class Program
             TrainCommand.Create(output, interactive),
             ExportCommands.Export(output),
             ExportCommands.Instrument(output),
+            ExportCommands.FuseAttention(output),
             VariantCommands.Prune(output),
             VariantCommands.TopK(output),
             VariantCommands.Evaluate(output),

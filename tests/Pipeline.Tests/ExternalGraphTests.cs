@@ -351,3 +351,48 @@ public class Float16Tests
         return ModelExporter.Export(model, ExportVariant.Stats);
     }
 }
+
+/// <summary>fuse-attention on graphs from torch.onnx: fused where the pattern is known, exact, analysed alike; others left alone and said so.</summary>
+[TestFixture]
+public class AttentionFusionTests
+{
+    static string Counts(string model)
+    {
+        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, _, error) = Cli.Run("analyze", "--model", model, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4", "--threads", "2", "--out", outDir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        return JsonSerializer.Serialize(SparsityCounts.Load(outDir).Layers, ProjectJson.Options);
+    }
+
+    [TestCase("opt.torchscript")]
+    [TestCase("gpt2.torchscript")]
+    public void TorchScriptAttentionIsFusedExactly(string graph)
+    {
+        string original = HookFixture.PathOf(graph + ".onnx"), fused = Path.Combine(TestCorpus.TempDir(), "fused.onnx");
+        var (exit, output, error) = Cli.Run("fuse-attention", "--model", original, "--out", fused);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.StartWith("Fused 2 attention block(s) into MultiHeadAttention; max |Δ logits| = "));
+        var model = OnnxGraph.Load(fused);
+        Assert.That(model.Graph.Node.Count(n => n.OpType == "MultiHeadAttention" && n.Domain == "com.microsoft"), Is.EqualTo(2));
+        Assert.That(model.Graph.Node.Any(n => n.OpType == "Softmax"), Is.False);
+        // PyTorch's logits on the fixture's probe, and the same counts as the unfused graph on 1,959 tokens.
+        var fixture = HookFixture.Load(graph.Split('.')[0]);
+        var probe = new ProbeBatch(fixture.Probe.InputIds, Enumerable.Repeat(1L, fixture.Probe.InputIds.Length).ToArray(), fixture.Probe.Shape[0], fixture.Probe.Shape[1]);
+        Assert.That(GraphCheck.Logits(model, probe), Is.EqualTo(fixture.Probe.Logits).Within(1e-4f));
+        Assert.That(Counts(fused), Is.EqualTo(Counts(original)));
+        // And the rest of the tool takes it: dead units pruned, exactly.
+        (exit, _, error) = Cli.Run("topk", "--model", fused, "--k", "256", "--out", Path.Combine(TestCorpus.TempDir(), "k256.onnx"));
+        Assert.That(exit, Is.EqualTo(0), error);
+    }
+
+    [TestCase("llama.dynamo", "queries or keys are not Reshape → Transpose")]
+    [TestCase("gpt_cache.torchscript", "no additive mask before the softmax")]
+    public void AnAttentionItDoesNotKnowIsLeftAloneAndNamed(string graph, string reason)
+    {
+        string outPath = Path.Combine(TestCorpus.TempDir(), "fused.onnx");
+        var (exit, _, error) = Cli.Run("fuse-attention", "--model", HookFixture.PathOf(graph + ".onnx"), "--out", outPath);
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error, Does.StartWith("error: No attention block was recognised (Softmax '").And.Contain(reason).And.EndWith("nothing was written.\n"));
+        Assert.That(File.Exists(outPath), Is.False);
+    }
+}

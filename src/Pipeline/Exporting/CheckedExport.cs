@@ -70,4 +70,30 @@ public static class CheckedExport
         MlpSidecar.Write(path, sites);
         return sites;
     }
+
+    /// <summary>
+    /// Rewrites the causal self-attention of <paramref name="model"/> (any graph) into ONNX Runtime's fused
+    /// MultiHeadAttention (<see cref="AttentionFusion"/>) and writes it, after checking in ONNX Runtime that its logits on
+    /// real tokens equal the original's within 1e-4, on a batch whose windows end in padding. Nothing is written when no
+    /// block matches. Returns the blocks fused, those left as they were (with why), and the largest logit difference.
+    /// </summary>
+    public static (int Fused, IReadOnlyList<string> Skipped, float MaxLogitChange) FuseAttention(ModelProto model, string path)
+    {
+        var result = AttentionFusion.Fuse(model);
+        if (result.Fused == 0)
+            throw new UserInputException($"No attention block was recognised ({(result.Skipped.Count == 0 ? "the graph has no Softmax" : result.Skipped[0])}); nothing was written.");
+        var probe = ProbeBatch.For(model);
+        long[] mask = [.. probe.Mask];
+        for (int w = 0; w < probe.Batch; w++) for (int t = probe.SeqLen - 1 - 3 * w; t < probe.SeqLen; t++) mask[w * probe.SeqLen + t] = 0; // padding at the end
+        float diff = GraphCheck.Verify(result.Model, "graph with fused attention", probe with { Mask = mask }, reference: model);
+        OnnxGraph.Save(result.Model, path);
+        if (TryFindSites(result.Model) is { } sites) MlpSidecar.Write(path, sites);
+        return (result.Fused, result.Skipped, diff);
+    }
+
+    static IReadOnlyList<MlpSite>? TryFindSites(ModelProto model)
+    {
+        try { return MlpSites.Find(model); }
+        catch (UserInputException) { return null; } // a graph without ReLU MLPs may still have its attention fused
+    }
 }
