@@ -6,10 +6,5 @@ set -euo pipefail
 W=$1; OUT=$2; HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/env.sh"
 python3 $HERE/opt125m.py own-ids $W
-for run in "cuda 16 0 256000" "cpu 8 16 65536" "cpu 8 2 32768"; do set -- $run
-  for m in own own.fused; do
-    echo "== $m --device $1 --batch-size $2 --threads $3 --max-tokens $4" | tee -a $OUT/fused.log
-    $R analyze --model $W/$m.onnx --corpus $W/bytes.txt --tokenizer ids --seq-len 256 --batch-size $2 --device $1 --threads $3 --max-tokens $4 --timing \
-      --out $W/fused-$m-$1-$3 2>&1 | grep -E "Timing|error|^ *(0|7) " | tee -a $OUT/fused.log
-  done
-done
+MODELS=(own own.fused); RUNS=("cuda 16 0 256000" "cpu 8 16 65536" "cpu 8 2 32768"); CORPUS=$W/bytes.txt; LOG=fused.log
+timed_runs

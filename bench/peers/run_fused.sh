@@ -7,10 +7,5 @@ W=$1; OUT=$2; GPU=$(cd "$(dirname "$0")/../gpu" && pwd)
 source "$GPU/env.sh"
 [ -f $W/opt125m.onnx ] || python3 $GPU/opt125m.py export $W 2>/dev/null
 $R fuse-attention --model $W/opt125m.onnx --out $W/opt125m.fused.onnx | tee -a $OUT/fused.log
-for run in "cpu 8 16 32768" "cpu 8 2 16384"; do set -- $run
-  for m in opt125m opt125m.fused; do
-    echo "== $m --device $1 --batch-size $2 --threads $3 --max-tokens $4" | tee -a $OUT/fused.log
-    $R analyze --model $W/$m.onnx --corpus $W/ids.txt --tokenizer ids --seq-len 256 --batch-size $2 --device $1 --threads $3 --max-tokens $4 --timing \
-      --out $W/f-$m-$1-$3 2>&1 | grep -E "Timing|error|^ *(0|11) " | tee -a $OUT/fused.log
-  done
-done
+MODELS=(opt125m opt125m.fused); RUNS=("cpu 8 16 32768" "cpu 8 2 16384"); CORPUS=$W/ids.txt; LOG=fused.log
+timed_runs
