@@ -48,7 +48,8 @@ public static class AttentionFusion
         string scores = Unscale(index, add.Input[scoresSide], ref scale);
         if (index.Producer(scores) is not { OpType: "MatMul" } qk) return "the scores are not a MatMul of queries and keys";
         var q = Heads(index, Unscale(index, qk.Input[0], ref scale), [0, 2, 1, 3]);
-        var k = Heads(index, Unscale(index, qk.Input[1], ref scale), [0, 2, 3, 1]);
+        string keys = Unscale(index, qk.Input[1], ref scale);
+        var k = Heads(index, keys, [0, 2, 3, 1]) ?? Heads(index, Unscale(index, FlattenedTranspose(index, keys) ?? "", ref scale), [0, 2, 1, 3]);
         if (q == null || k == null) return "queries or keys are not Reshape → Transpose of [batch, seq, d_model] tensors";
 
         string probs = softmax.Output[0];
@@ -69,12 +70,21 @@ public static class AttentionFusion
             return "the attention output is not transposed back and reshaped to [batch, seq, d_model]";
         if (q.Value.Heads != k.Value.Heads || q.Value.Heads != v.Value.Heads) return "queries, keys and values disagree on the number of heads";
 
-        // The node takes the place of the final Reshape (every input is computed before it) and writes its output.
-        var mha = OnnxGraph.Node("MultiHeadAttention", merge.Name + "/fused_attention", [q.Value.Input, k.Value.Input, v.Value.Input], [merge.Output[0]],
+        // The node goes where the final Reshape is (every input is computed before it). Its [batch, seq, d_model] output
+        // replaces the Reshape's when that reshapes to three axes; otherwise (GPT-2's dynamo export flattens to
+        // [batch·seq, d_model]) the Reshape stays and reads it.
+        var graph = index.Graph;
+        bool toModelShape = (index.Int64s(merge.Input[1])?.Length ?? (index.Producer(merge.Input[1]) is { OpType: "Concat" } c ? c.Input.Count : 0)) == 3;
+        string output = toModelShape ? merge.Output[0] : merge.Output[0] + "/fused_attention";
+        var mha = OnnxGraph.Node("MultiHeadAttention", merge.Name + "/fused_attention", [q.Value.Input, k.Value.Input, v.Value.Input], [output],
             OnnxGraph.Int("num_heads", q.Value.Heads), OnnxGraph.Int("unidirectional", 1), OnnxGraph.Float("scale", (float)scale));
         mha.Domain = GraphWriter.ContribDomain;
-        var graph = index.Graph;
-        graph.Node[graph.Node.IndexOf(merge)] = mha;
+        if (toModelShape) graph.Node[graph.Node.IndexOf(merge)] = mha;
+        else
+        {
+            graph.Node.Insert(graph.Node.IndexOf(merge), mha);
+            merge.Input[0] = output;
+        }
         return null;
     }
 
@@ -94,6 +104,12 @@ public static class AttentionFusion
 
     static double? Scalar(GraphIndex index, string tensor) =>
         index.Constant(tensor) is { } t && t.Dims.Aggregate(1L, (a, d) => a * d) == 1 && t.DataType == (int)TensorProto.Types.DataType.Float ? Surgery.ReadFloats(t)[0] : null;
+
+    // The dynamo exporter transposes the keys' last two axes through three dimensions: Reshape → Transpose(0, 2, 1) →
+    // Reshape back; returns the four-dimensional tensor before it.
+    static string? FlattenedTranspose(GraphIndex index, string tensor) =>
+        index.Producer(tensor) is { OpType: "Reshape" } back && index.Producer(back.Input[0]) is { OpType: "Transpose" } swap && Perm(swap, [0, 2, 1])
+            && index.Producer(swap.Input[0]) is { OpType: "Reshape" } flat ? flat.Input[0] : null;
 
     static bool Perm(NodeProto transpose, long[] perm) =>
         transpose.Attribute.FirstOrDefault(a => a.Name == "perm") is { } p && p.Ints.SequenceEqual(perm);

@@ -352,7 +352,7 @@ public class Float16Tests
     }
 }
 
-/// <summary>fuse-attention on graphs from torch.onnx: fused where the pattern is known, exact, analysed alike; others left alone and said so.</summary>
+/// <summary>fuse-attention on graphs from both torch.onnx exporters: fused where the pattern is known, exact, analysed alike; others left alone and said so.</summary>
 [TestFixture]
 public class AttentionFusionTests
 {
@@ -366,7 +366,10 @@ public class AttentionFusionTests
 
     [TestCase("opt.torchscript")]
     [TestCase("gpt2.torchscript")]
-    public void TorchScriptAttentionIsFusedExactly(string graph)
+    [TestCase("opt.dynamo")]
+    [TestCase("gpt2.dynamo")]
+    [TestCase("opt.ext")]
+    public void OptAndGpt2AttentionIsFusedExactly(string graph)
     {
         string original = HookFixture.PathOf(graph + ".onnx"), fused = Path.Combine(TestCorpus.TempDir(), "fused.onnx");
         var (exit, output, error) = Cli.Run("fuse-attention", "--model", original, "--out", fused);
