@@ -59,6 +59,7 @@ public class BadInputTests
         File.WriteAllText(R("corpus.csv"), "a,b\n");
         File.WriteAllText(R("big-ids.txt"), "1 2 3 999\n");
         File.WriteAllText(R("words.txt"), "1 2 three\n");
+        File.WriteAllBytes(R("tokens.bin"), [1, 0, 2, 0, 3, 0]);
         Directory.CreateDirectory(R("user"));
         File.WriteAllText(R("user/notes.txt"), "mine");
         File.WriteAllText(R("mask.json"), new UnitMask("manual", "test", [new LayerKeep(0, 256, [1, 2, 300])]).ToJson());
@@ -112,6 +113,8 @@ public class BadInputTests
         yield return Case("window longer than the position table", "--seq-len 500 exceeds what the model can take (128 positions)",
             Analyze(Ws("own.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "500"));
         yield return Case("shard index out of range", "--shard 3/2: use i/n with 0 ≤ i < n", AnalyzeOpt("--shard", "3/2"));
+        yield return Case("--shard auto outside a scheduler", "--shard auto: no scheduler's shard variables are set", AnalyzeOpt("--shard", "auto"));
+        yield return Case("token file read with a text tokenizer", "holds token ids, not text: pass --tokenizer ids", Analyze(Opt, Ws("tokens.bin"), Window));
         yield return Case("max tokens not positive", "--max-tokens must be positive", AnalyzeOpt("--max-tokens", "0"));
         yield return Case("unknown device", "--device tpu: use cpu, cuda, cuda:N (N = GPU index) or auto", AnalyzeOpt("--device", "tpu"));
         yield return Case("threshold of a stats export differs", "counts activations above 0.5", Analyze(Ws("own.stats.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "16"));
@@ -131,6 +134,10 @@ public class BadInputTests
         yield return Case("k larger than d_ff", "k = 300 is outside 1..256", ["topk", "--model", Opt, "--k", "300", "--out", Ws("k.onnx")]);
         yield return Case("k not a number", "--k 'ten' is not an integer", ["topk", "--model", Opt, "--k", "ten", "--out", Ws("k.onnx")]);
         yield return Case("encoder given to evaluate", "is not a causal language model", ["evaluate", "--model", Fx("bert.dynamo.onnx"), "--corpus", Held, .. Window]);
+        yield return Case("attention fusion finds no pattern it knows", "No attention block was recognised (Softmax '",
+            ["fuse-attention", "--model", Fx("llama.dynamo.onnx"), "--out", Ws("f.onnx")]);
+        yield return Case("bench given a checkpoint and a model", "Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.",
+            ["bench", "--checkpoint", Ws("nonexistent"), "--model", Opt, "--out", Out]);
         yield return Case("checkpoint folder missing", "is not a checkpoint: config.json is missing", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);
         yield return Case("safetensors header not JSON", "is not a safetensors file (header is not a JSON object)", ["export", "--checkpoint", Ws("ck-header"), "--out", Ws("e.onnx")]);
         yield return Case("safetensors truncated (offsets past the end)", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("ck-offsets"), "--out", Ws("e.onnx")]);
