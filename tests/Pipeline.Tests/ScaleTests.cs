@@ -121,10 +121,6 @@ public class CorpusFormatTests
     static readonly string Model = HookFixture.PathOf("opt.dynamo.onnx");
     static List<string> Documents() => Sparsity.Training.Data.TextDocuments.Read(HookFixture.Corpus).ToList();
 
-    // Named as the columns a Hugging Face dataset has.
-    public sealed class TextRow { public string? text { get; set; } }
-    public sealed class Ids32 { public List<int>? input_ids { get; set; } }
-    public sealed class Ids64 { public List<long>? input_ids { get; set; } }
 
     static void WriteParquet<T>(IEnumerable<T> rows, string path) where T : class, new() =>
         Parquet.Serialization.ParquetSerializer.SerializeAsync(rows, path, new Parquet.ParquetOptions { RowGroupSize = 5 }).GetAwaiter().GetResult();
@@ -145,7 +141,7 @@ public class CorpusFormatTests
         using (var compressor = new ZstdSharp.CompressionStream(file))
         using (var writer = new StreamWriter(compressor))
             foreach (string d in Documents()) writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { text = d, meta = 1 }));
-        WriteParquet(Documents().Select(d => new TextRow { text = d }), parquet);
+        WriteParquet(Documents().Select(d => new Sparsity.Training.Data.TokenDocuments.TextRow { text = d }), parquet);
 
         Assert.That(Sparsity.Training.Data.TextDocuments.Read(zst), Is.EqualTo(Documents()));
         Assert.That(Sparsity.Training.Data.TextDocuments.Read(parquet), Is.EqualTo(Documents()), "24 rows in row groups of 5");
@@ -160,8 +156,8 @@ public class CorpusFormatTests
         string dir = TestCorpus.TempDir();
         var bytes = Sparsity.Training.Data.TextTokenizer.FromSpec("bytes");
         var ids = Documents().Select(d => bytes.Encode(d).ToList()).ToList();
-        WriteParquet(ids.Select(d => new Ids32 { input_ids = d }), Path.Combine(dir, "ids32.parquet"));
-        WriteParquet(ids.Select(d => new Ids64 { input_ids = d.Select(i => (long)i).ToList() }), Path.Combine(dir, "ids64.parquet"));
+        WriteParquet(ids.Select(d => new Sparsity.Training.Data.TokenDocuments.Int32Ids { input_ids = d }), Path.Combine(dir, "ids32.parquet"));
+        WriteParquet(ids.Select(d => new Sparsity.Training.Data.TokenDocuments.Int64Ids { input_ids = d.Select(i => (long)i).ToList() }), Path.Combine(dir, "ids64.parquet"));
         string text = Counts(HookFixture.Corpus, "bytes");
         Assert.That(Counts(Path.Combine(dir, "ids32.parquet"), "ids"), Is.EqualTo(text), "one row per document: the documents and windows of the text");
         Assert.That(Counts(Path.Combine(dir, "ids64.parquet"), "ids"), Is.EqualTo(text));
@@ -183,7 +179,7 @@ public class CorpusFormatTests
         string dir = TestCorpus.TempDir();
         File.WriteAllBytes(Path.Combine(dir, "odd.u32.bin"), [1, 0, 0, 0, 2, 0]);
         File.WriteAllBytes(Path.Combine(dir, "ok.bin"), [1, 0, 2, 0]);
-        WriteParquet([new Ids64 { input_ids = [1, 2] }], Path.Combine(dir, "ids.parquet"));
+        WriteParquet([new Sparsity.Training.Data.TokenDocuments.Int64Ids { input_ids = [1, 2] }], Path.Combine(dir, "ids.parquet"));
         File.WriteAllText(Path.Combine(dir, "broken.parquet"), "not parquet");
         foreach (var (corpus, tokenizer, message) in new[]
         {

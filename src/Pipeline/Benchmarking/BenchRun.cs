@@ -82,22 +82,21 @@ public static class BenchRun
         var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
         AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, "cpu", n, Path.Combine(work, o), ["Relu"], denseActivations);
         var results = new Dictionary<string, LayerUnitUse[]>();
-        var contenders = new List<(string Name, string What, Action Run)>
+        // Rows marked true need the checkpoint (its stats export, its TorchSharp model): a graph alone leaves them out (said in the notes).
+        var contenders = new (string Name, string What, Action Run, bool NeedsCheckpoint)[]
         {
-            ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab)),
-            ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n)),
-            ("analyze (dense)", "`analyze --dense-activations` on model.onnx: activations leave the runtime and are counted in .NET; tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense", text, denseActivations: true))),
-            ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats", text))),
-            ("analyze (any graph)", "`analyze` on model.onnx treated as an external graph: inputs bound, MLPs found and instrumented with in-graph counts", () => Analyzer.Run(Analyze(dense, "analyze-graph", text))),
-            ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n)),
-            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(q.Checkpoint!, data, n)),
-            ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n)),
-            ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true))),
-            ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies))),
-            ($"analyze (any graph) {k}×", $"`analyze` (any graph) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-graph-large", copies))),
-        };
-        // A graph without its checkpoint has no stats export and no TorchSharp model: those rows are left out (said in the notes).
-        if (q.Checkpoint == null) contenders.RemoveAll(c => c.Name.StartsWith("analyze (stats)") || c.Name == "TorchSharp");
+            ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab), false),
+            ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n), false),
+            ("analyze (dense)", "`analyze --dense-activations` on model.onnx: activations leave the runtime and are counted in .NET; tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense", text, denseActivations: true)), false),
+            ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats", text)), true),
+            ("analyze (any graph)", "`analyze` on model.onnx treated as an external graph: inputs bound, MLPs found and instrumented with in-graph counts", () => Analyzer.Run(Analyze(dense, "analyze-graph", text)), false),
+            ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n), false),
+            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(q.Checkpoint!, data, n), true),
+            ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n), false),
+            ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true)), false),
+            ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies)), true),
+            ($"analyze (any graph) {k}×", $"`analyze` (any graph) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-graph-large", copies)), false),
+        }.Where(c => q.Checkpoint != null || !c.NeedsCheckpoint).ToList();
         var seconds = contenders.ToDictionary(c => c.Name, _ => new List<double>());
         for (int r = 0; r <= R; r++)
         {

@@ -20,14 +20,11 @@ public static class BigCorpusFormats
         using (var zstd = new ZstdSharp.CompressionStream(file))
         using (var writer = new StreamWriter(zstd))
             foreach (string d in TextDocuments.Read(corpus)) writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { text = d }));
-        ParquetSerializer.SerializeAsync(TextDocuments.Read(corpus).Select(d => new TextRow { text = d }), files.ParquetText,
+        ParquetSerializer.SerializeAsync(TextDocuments.Read(corpus).Select(d => new TokenDocuments.TextRow { text = d }), files.ParquetText,
             new Parquet.ParquetOptions { RowGroupSize = 256 }).GetAwaiter().GetResult();
         using (var tokens = new BinaryWriter(File.Create(files.TokenFile)))
             foreach (string d in TextDocuments.Read(corpus))
                 foreach (int id in tokenizer.Encode(d)) tokens.Write((uint)id);
         return files;
     }
-
-    // Named as the column.
-    sealed class TextRow { public string? text { get; set; } }
 }

@@ -21,6 +21,7 @@ public sealed class ModelRunner : IDisposable
     readonly OrtIoBinding _binding;
     readonly long[] _ids, _mask;
     readonly Array[] _outputs;
+    readonly bool[] _sizedByRun; // outputs whose shape was not known when the runner was made
     readonly List<OrtValue> _values = [];
     readonly (string[] Inputs, OrtValue[] Values, string[] Outputs)? _onDevice;
 
@@ -60,6 +61,7 @@ public sealed class ModelRunner : IDisposable
                          _session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).Select(n => _values[n == GraphInputs.TokenInput ? 0 : 1]).ToArray(),
                          outputs.Select(o => o.Name).ToArray());
         _outputs = new Array[outputs.Count];
+        _sizedByRun = outputs.Select(o => o.Shape == null).ToArray();
         for (int i = 0; i < outputs.Count; i++)
         {
             var (name, outputShape) = outputs[i];
@@ -103,8 +105,8 @@ public sealed class ModelRunner : IDisposable
         using var results = _session.Run(_run, _onDevice.Value.Inputs, _onDevice.Value.Values, _onDevice.Value.Outputs);
         for (int i = 0; i < _outputs.Length; i++)
         {
-            long count = results[i].GetTensorTypeAndShape().ElementCount;
-            if (_outputs[i].Length != count) _outputs[i] = Array.CreateInstance(_outputs[i].GetType().GetElementType()!, count); // a shape not known before
+            if (_sizedByRun[i] && results[i].GetTensorTypeAndShape().ElementCount is var count && _outputs[i].Length != count)
+                _outputs[i] = Array.CreateInstance(_outputs[i].GetType().GetElementType()!, count);
             if (_outputs[i] is float[] f) results[i].GetTensorDataAsSpan<float>().CopyTo(f);
             else results[i].GetTensorDataAsSpan<long>().CopyTo((long[])_outputs[i]);
         }

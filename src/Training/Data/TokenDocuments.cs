@@ -108,8 +108,12 @@ public static class TokenDocuments
         finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
     }
 
-    // Properties named as the columns: the serializer maps by property name.
-    sealed class TextRow { public string? text { get; set; } }
-    sealed class Int32Ids { public List<int>? input_ids { get; set; } }
-    sealed class Int64Ids { public List<long>? input_ids { get; set; } }
+    // Rows of the Parquet layouts read here (and written by the bench and the tests); properties are named as the
+    // columns, since the serializer maps by property name.
+    /// <summary>A text document: column <c>text</c>.</summary>
+    public sealed class TextRow { public string? text { get; set; } }
+    /// <summary>A pre-tokenized document: column <c>input_ids</c>, int32.</summary>
+    public sealed class Int32Ids { public List<int>? input_ids { get; set; } }
+    /// <summary>A pre-tokenized document: column <c>input_ids</c>, int64.</summary>
+    public sealed class Int64Ids { public List<long>? input_ids { get; set; } }
 }
