@@ -398,4 +398,14 @@ public class AttentionFusionTests
         Assert.That(error, Does.StartWith("error: No attention block was recognised (Softmax '").And.Contain(reason).And.EndWith("nothing was written.\n"));
         Assert.That(File.Exists(outPath), Is.False);
     }
+
+    [Test]
+    public void AnEncodersAttentionIsRefusedByTheExactnessCheck()
+    {
+        string outPath = Path.Combine(TestCorpus.TempDir(), "fused.onnx");
+        var (exit, _, error) = Cli.Run("fuse-attention", "--model", HookFixture.PathOf("bert.dynamo.onnx"), "--out", outPath);
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("its attention is not causal (an encoder?)").And.EndWith("nothing was written.\n"));
+        Assert.That(File.Exists(outPath), Is.False);
+    }
 }

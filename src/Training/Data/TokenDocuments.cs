@@ -20,8 +20,8 @@ public static class TokenDocuments
 
     /// <summary>Whether <paramref name="path"/> is a pre-tokenized file.</summary>
     public static bool Handles(string path) =>
-        path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) ||
-        path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase) && File.Exists(path) && Schema(path).Fields.Any(f => f.Name == IdsColumn);
+        File.Exists(path) && (path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) ||
+        path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase) && Schema(path).Fields.Any(f => f.Name == IdsColumn));
 
     /// <summary>
     /// The documents of a pre-tokenized file; a token file comes in chunks of <paramref name="chunkTokens"/> (a multiple
