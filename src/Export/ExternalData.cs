@@ -13,8 +13,37 @@ public static class ExternalData
 {
     /// <summary>Above this many bytes of tensor data a model is saved with external data (protobuf caps a message at 2 GiB).</summary>
     public const long InlineLimit = 1L << 30;
-    // Tensors smaller than this stay inline even in a model saved with external data (as onnx's own save does).
-    const int SmallTensor = 1024;
+    /// <summary>Tensors smaller than this many bytes stay inline even in a model saved with external data (as onnx's own save does).</summary>
+    public const int SmallTensor = 1024;
+
+    /// <summary>
+    /// A side file written one tensor at a time (page-aligned), for graphs built from weights larger than memory: each
+    /// <see cref="Add"/> writes the values and returns an initializer that points at them under <c>location</c>.
+    /// </summary>
+    public sealed class SideFile(string path, string location) : IDisposable
+    {
+        readonly FileStream _stream = File.Create(path);
+
+        /// <summary>Bytes written so far.</summary>
+        public long Length => _stream.Length;
+
+        /// <summary>Writes <paramref name="values"/> and returns the external initializer describing them.</summary>
+        public TensorProto Add(string name, long[] dims, ReadOnlySpan<float> values)
+        {
+            long offset = (_stream.Position + 4095) / 4096 * 4096;
+            _stream.Position = offset;
+            _stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+            var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float, DataLocation = Location.External };
+            t.Dims.AddRange(dims);
+            t.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
+            t.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            t.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = (values.Length * (long)sizeof(float)).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            return t;
+        }
+
+        /// <summary>Flushes and closes the file.</summary>
+        public void Dispose() => _stream.Dispose();
+    }
 
     /// <summary>True when some initializer of the model lives in a side file.</summary>
     public static bool Uses(ModelProto model) => model.Graph.Initializer.Any(t => t.DataLocation == Location.External);

@@ -55,11 +55,15 @@ public sealed class GraphWriter(GraphProto graph)
         return output;
     }
 
-    /// <summary>Adds a float32 initializer.</summary>
+    /// <summary>When set, large float initializers are written straight into this side file instead of the graph.</summary>
+    public ExternalData.SideFile? Spill { get; init; }
+
+    /// <summary>Adds a float32 initializer (into <see cref="Spill"/> when it is set and the tensor is large).</summary>
     public string Floats(string hint, long[] dims, ReadOnlySpan<float> values)
     {
         string name = Fresh(hint);
-        graph.Initializer.Add(OnnxGraph.FloatTensor(name, dims, values));
+        graph.Initializer.Add(Spill != null && values.Length * sizeof(float) >= ExternalData.SmallTensor
+            ? Spill.Add(name, dims, values) : OnnxGraph.FloatTensor(name, dims, values));
         return name;
     }
 

@@ -50,6 +50,8 @@ public static class Checkpoint
         CheckpointInfo info;
         try { info = JsonSerializer.Deserialize<CheckpointInfo>(File.ReadAllText(configPath), ProjectJson.Options)!; }
         catch (JsonException e) { throw new UserInputException($"{configPath} is not a valid checkpoint config: {e.Message}"); }
+        if (info?.Model == null || info.Tokenizer == null)
+            throw new UserInputException($"{configPath} is neither a relu-sparsity checkpoint config nor a Hugging Face config (it has no model_type).");
         var tokenizer = TextTokenizer.FromSpec(info.Tokenizer, dir);
         var model = new ReluTransformer(info.Model);
         LoadWeights(model, Path.Combine(dir, WeightsFile));

@@ -46,9 +46,24 @@ public static class Safetensors
         });
     }
 
+    /// <summary>One tensor's header entry: dtype (F32, F16 or BF16), shape and absolute byte range in the file.</summary>
+    public sealed record Entry(string Path, string Name, string Dtype, long[] Shape, long Begin, long End);
+
     /// <summary>Reads every tensor as float32 on the CPU, keyed by name.</summary>
     /// <exception cref="UserInputException">The file is not safetensors, its offsets, shapes or dtypes disagree with its size, or it holds an unsupported dtype.</exception>
     public static Dictionary<string, Tensor> Load(string path)
+    {
+        var result = new Dictionary<string, Tensor>();
+        foreach (var entry in Header(path).Values) result[entry.Name] = Read(entry);
+        return result;
+    }
+
+    /// <summary>
+    /// The header of <paramref name="path"/>, every entry checked against the file (dtype supported, byte count = shape ×
+    /// dtype size, range inside the data section), without reading any tensor.
+    /// </summary>
+    /// <exception cref="UserInputException">The file is missing, not safetensors, or its header disagrees with it.</exception>
+    public static Dictionary<string, Entry> Header(string path)
     {
         if (!File.Exists(path)) throw new UserInputException($"Weights file {path} does not exist.");
         using var stream = File.OpenRead(path);
@@ -64,7 +79,7 @@ public static class Safetensors
         catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new UserInputException($"{path} is not a safetensors file (header is not a JSON object)."); }
 
         long dataStart = 8 + (long)headerLength;
-        var result = new Dictionary<string, Tensor>();
+        var result = new Dictionary<string, Entry>();
         foreach (var (name, node) in header)
         {
             if (name == "__metadata__") continue;
@@ -93,18 +108,26 @@ public static class Safetensors
                 throw new UserInputException($"{path}: tensor {name} claims bytes {begin}..{end} of a data section of {stream.Length - dataStart}: the file is truncated or corrupt.");
             if (shape.Any(d => d < 0) || end - begin != shape.Aggregate(1L, (a, d) => a * d) * size)
                 throw new UserInputException($"{path}: tensor {name} holds {end - begin} bytes, but shape [{string.Join(", ", shape)}] in {dtype} needs {shape.Aggregate(1L, (a, d) => a * d) * size}: the file is corrupt.");
-            var raw = new byte[end - begin];
-            stream.Position = dataStart + begin;
-            stream.ReadExactly(raw);
-            result[name] = dtype switch
-            {
-                "F32" => tensor(MemoryMarshalFloat(raw), shape),
-                "F16" => tensor(raw.Chunk(2).Select(b => (float)BitConverter.ToHalf(b)).ToArray(), shape),
-                "BF16" => tensor(raw.Chunk(2).Select(b => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(b) << 16)).ToArray(), shape),
-                _ => throw new UserInputException($"{path}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are supported."),
-            };
+            result[name] = new Entry(path, name, dtype, shape, dataStart + begin, dataStart + end);
         }
         return result;
+    }
+
+    /// <summary>Reads one tensor as float32 on the CPU (F16 and BF16 widened exactly).</summary>
+    public static Tensor Read(Entry entry)
+    {
+        var raw = new byte[entry.End - entry.Begin];
+        using (var stream = File.OpenRead(entry.Path))
+        {
+            stream.Position = entry.Begin;
+            stream.ReadExactly(raw);
+        }
+        if (entry.Dtype == "F32") return tensor(MemoryMarshalFloat(raw), entry.Shape);
+        var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(raw);
+        var values = new float[halves.Length];
+        if (entry.Dtype == "BF16") for (int i = 0; i < values.Length; i++) values[i] = BitConverter.Int32BitsToSingle(halves[i] << 16);
+        else for (int i = 0; i < values.Length; i++) values[i] = (float)BitConverter.UInt16BitsToHalf(halves[i]);
+        return tensor(values, entry.Shape);
     }
 
     static float[] MemoryMarshalFloat(byte[] raw)

@@ -20,22 +20,27 @@ public static class ExportCommands
 
     public static Command Export(TextWriter output)
     {
-        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder written by `train`.", Required = true };
-        var outPath = OutOption("ONNX file to write; its sidecar <name>.mlp.json is written beside it.");
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: written by `train`, or a Hugging Face folder (config.json + safetensors) of an OPT, Llama or Mistral ReLU model.", Required = true };
+        var outPath = OutOption("ONNX file to write; its sidecar <name>.mlp.json is written beside it (and <name>.data for large models).");
         var variant = new Option<ExportVariant>("--variant") { Description = "dense: logits + mlp_hidden.{i}; stats: per-token/sequence/unit counts reduced in the runtime.", DefaultValueFactory = _ => ExportVariant.Dense };
         var threshold = new Option<float>("--threshold") { Description = "Stats variant: a unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
         var fused = new Option<bool>("--fused-attention") { Description = "Write each layer's attention as one ONNX Runtime MultiHeadAttention node (com.microsoft, causal): the same logits, faster, ONNX Runtime only." };
-        var command = new Command("export", "Export a checkpoint to ONNX (opset 17) with the MLP hidden layers exposed.") { checkpoint, outPath, variant, threshold, fused };
+        var skipParity = new Option<bool>("--skip-parity") { Description = "Do not load the model into TorchSharp and ONNX Runtime to compare logits (for checkpoints that do not fit in memory); the graph is then not checked." };
+        var externalAbove = new Option<long>("--external-data-above") { Description = "Stream the weights into <out>.data, one tensor at a time, when they exceed this many bytes as float32.", DefaultValueFactory = _ => ExternalData.InlineLimit };
+        var command = new Command("export", "Export a checkpoint (ours or a Hugging Face OPT/Llama/Mistral ReLU folder) to ONNX (opset 17) with the MLP hidden layers exposed.")
+            { checkpoint, outPath, variant, threshold, fused, skipParity, externalAbove };
         command.SetAction(parse =>
         {
             Libtorch.Require("export");
-            var (model, _, info) = Checkpoint.Load(parse.GetValue(checkpoint)!);
-            using var _ = model;
-            string path = parse.GetValue(outPath)!;
-            var (proto, diff) = CheckedExport.Write(model, parse.GetValue(variant), parse.GetValue(threshold), path, parse.GetValue(fused));
-            if (diff is float d) output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {d:E2} on random ids [2, {Math.Min(32, info.Model.SeqLen)}].");
-            output.WriteLine($"Exported {info.Model.Layers} layers (d_ff {info.Model.DFf}, {parse.GetValue(variant).ToString().ToLowerInvariant()} variant) to {path} " +
-                             $"({new FileInfo(path).Length / 1e6:0.0} MB, {Surgery.Parameters(proto):N0} parameters); outputs: {string.Join(", ", proto.Graph.Output.Select(o => o.Name))}");
+            var v = parse.GetValue(variant);
+            var r = CheckedExport.Run(new ExportRequest(parse.GetValue(checkpoint)!, parse.GetValue(outPath)!, v, parse.GetValue(threshold),
+                parse.GetValue(fused), parse.GetValue(skipParity), parse.GetValue(externalAbove)));
+            var c = r.Config;
+            output.WriteLine($"Source: {r.Source}.");
+            if (r.Parity is float d) output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {d:E2} on random ids [2, {Math.Min(32, c.SeqLen)}].");
+            else if (parse.GetValue(skipParity)) output.WriteLine("Parity: not checked (--skip-parity); the graph was not run.");
+            output.WriteLine($"Exported {c.Layers} layers (d_ff {c.DFf}{(c.GatedMlp ? ", gated" : "")}, {v.ToString().ToLowerInvariant()} variant) to {string.Join(" + ", r.Files.Select(Path.GetFileName))} " +
+                             $"({r.Files.Sum(f => new FileInfo(f).Length) / 1e6:0.0} MB, {r.Parameters:N0} parameters); outputs: {string.Join(", ", r.Outputs)}");
             return 0;
         });
         return command;

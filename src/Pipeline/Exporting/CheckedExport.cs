@@ -3,18 +3,52 @@ using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
 using Sparsity.Training;
 using Sparsity.Training.Model;
+using Sparsity.Analysis;
 using static TorchSharp.torch;
 
 namespace Sparsity.Pipeline.Exporting;
 
 /// <summary>
+/// What <c>export</c> was asked. <paramref name="Checkpoint"/> is a folder written by <c>train</c> or a Hugging Face
+/// checkpoint (<see cref="HuggingFaceCheckpoint"/>). Weights over <paramref name="ExternalDataAbove"/> bytes (float32) are
+/// streamed into <c>&lt;out&gt;.data</c> one tensor at a time. <paramref name="SkipParity"/> writes without comparing
+/// ONNX Runtime with TorchSharp (for models that do not fit in memory twice); the graph is then not run.
+/// </summary>
+public sealed record ExportRequest(string Checkpoint, string Out, ExportVariant Variant = ExportVariant.Dense, float Threshold = 0f,
+    bool FusedAttention = false, bool SkipParity = false, long ExternalDataAbove = ExternalData.InlineLimit);
+
+/// <summary>What was exported: the model, where its weights came from, the parity figure (null when not checked), the graph's outputs and files.</summary>
+public sealed record ExportResult(ModelConfig Config, string Source, float? Parity, long Parameters, IReadOnlyList<string> Outputs, IReadOnlyList<string> Files);
+
+/// <summary>
 /// Export as a library call: the TorchSharp model written as ONNX with its sidecar, after ONNX Runtime's logits were
-/// checked against TorchSharp's (as llm.c checks against PyTorch). Nothing is written when they disagree.
+/// checked against TorchSharp's (as llm.c checks against PyTorch). Files are written into a temporary sibling folder and
+/// moved into place only when the check passed; nothing is written when they disagree.
 /// </summary>
 public static class CheckedExport
 {
     /// <summary>Largest logit difference accepted.</summary>
     public const float Tolerance = 1e-4f;
+
+    /// <summary>Exports the checkpoint <paramref name="r"/> names (ours or Hugging Face's), checked unless asked not to.</summary>
+    public static ExportResult Run(ExportRequest r)
+    {
+        if (!Directory.Exists(r.Checkpoint)) throw new UserInputException($"Checkpoint folder {r.Checkpoint} does not exist.");
+        if (HuggingFaceCheckpoint.IsOne(r.Checkpoint))
+        {
+            var hf = HuggingFaceCheckpoint.Open(r.Checkpoint);
+            using var reference = r.SkipParity || r.Variant != ExportVariant.Dense ? null : hf.Model();
+            var (proto, parity, files) = Write(hf.Config, hf.Weight, reference, r, hf.Description, hf.Float32Bytes);
+            return new ExportResult(hf.Config, hf.Description, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files);
+        }
+        var (model, _, info) = Checkpoint.Load(r.Checkpoint);
+        using (model)
+        {
+            string source = $"relu-sparsity checkpoint {Path.GetFileName(Path.GetFullPath(r.Checkpoint).TrimEnd('/'))} ({info.Steps} steps)";
+            var (proto, parity, files) = Write(model.Config, WeightsOf(model), r.SkipParity ? null : model, r, source, Float32Bytes(model));
+            return new ExportResult(model.Config, source, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files);
+        }
+    }
 
     /// <summary>
     /// Exports <paramref name="model"/> to <paramref name="path"/> (and <c>.mlp.json</c>); the dense variant is first checked
@@ -22,39 +56,70 @@ public static class CheckedExport
     /// </summary>
     public static (ModelProto Model, float? Parity) Write(ReluTransformer model, ExportVariant variant, float threshold, string path, bool fusedAttention = false)
     {
-        var proto = ModelExporter.Export(model, variant, threshold, fusedAttention);
-        float? parity = null;
-        if (variant == ExportVariant.Dense)
-        {
-            float diff = MaxLogitDifference(model, proto);
-            if (!(diff <= Tolerance))
-                throw new InvalidOperationException($"The exported graph disagrees with TorchSharp by {diff:E2} (> {Tolerance:E0}); nothing was written. Please report this.");
-            parity = diff;
-        }
-        OnnxGraph.Save(proto, path);
-        MlpSidecar.Write(path, MlpSites.Find(proto));
+        var (proto, parity, _) = Write(model.Config, WeightsOf(model), model, new ExportRequest("", path, variant, threshold, fusedAttention), "", Float32Bytes(model));
         return (proto, parity);
     }
 
-    /// <summary>Max |logits| difference between ONNX Runtime and TorchSharp on seeded random ids [2, min(32, seq_len)].</summary>
-    public static float MaxLogitDifference(ReluTransformer model, ModelProto proto)
+    static (ModelProto Model, float? Parity, IReadOnlyList<string> Files) Write(ModelConfig config, Func<string, Tensor?> weight, ReluTransformer? reference,
+        ExportRequest r, string source, long bytes)
     {
-        var c = model.Config;
-        int batch = 2, seq = Math.Min(32, c.SeqLen);
-        var random = new Random(0);
-        long[] ids = Enumerable.Range(0, batch * seq).Select(_ => (long)random.Next(c.VocabSize)).ToArray();
+        var probe = ProbeBatch.Random(config.VocabSize, 2, Math.Min(32, config.SeqLen));
+        float[]? expected = reference != null && r.Variant == ExportVariant.Dense ? TorchSharpLogits(reference, probe) : null;
+        string path = Path.GetFullPath(r.Out), name = Path.GetFileName(path), folder = Path.GetDirectoryName(path)!;
+        if (Directory.Exists(path)) throw new UserInputException($"--out {r.Out} is a folder; give the .onnx file to write.");
+        Directory.CreateDirectory(folder);
+        string temp = Path.Combine(folder, $".{name}.partial-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            string tempPath = Path.Combine(temp, name);
+            ModelProto proto;
+            using (var side = bytes > r.ExternalDataAbove ? new ExternalData.SideFile(tempPath + ".data", name + ".data") : null)
+                proto = ModelExporter.Export(config, weight, r.Variant, r.Threshold, r.FusedAttention, side);
+            if (source != "")
+            {
+                proto.DocString += $" Weights from {source}.";
+                proto.MetadataProps.Add(new StringStringEntryProto { Key = "relu_sparsity.source", Value = source });
+            }
+            OnnxGraph.Save(proto, tempPath);
+            MlpSidecar.Write(tempPath, MlpSites.Find(proto));
+            float? parity = null;
+            if (expected != null)
+            {
+                // The files as written, external data included, loaded back: what users will load.
+                var actual = GraphCheck.Logits(OnnxGraph.Load(tempPath), probe);
+                float max = 0;
+                for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(actual[i] - expected[i]));
+                if (!(max <= Tolerance))
+                    throw new InvalidOperationException($"The exported graph disagrees with TorchSharp by {max:E2} (> {Tolerance:E0}); nothing was written. Please report this.");
+                parity = max;
+            }
+            else if (!r.SkipParity) GraphCheck.Runs(OnnxGraph.Load(tempPath), $"exported {r.Variant.ToString().ToLowerInvariant()} graph", probe);
+            var files = Directory.GetFiles(temp).Select(f => Path.Combine(folder, Path.GetFileName(f))).Order().ToList();
+            foreach (string f in Directory.GetFiles(temp)) File.Move(f, Path.Combine(folder, Path.GetFileName(f)), overwrite: true);
+            return (proto, parity, files);
+        }
+        finally
+        {
+            Directory.Delete(temp, recursive: true);
+        }
+    }
 
+    static Func<string, Tensor?> WeightsOf(ReluTransformer model)
+    {
+        var weights = model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).Concat(model.named_buffers()).ToDictionary(p => p.Item1, p => p.Item2);
+        return name => weights.TryGetValue(name, out var t) ? t.detach() : null;
+    }
+
+    static long Float32Bytes(ReluTransformer model) => model.parameters().Sum(p => p.numel()) * sizeof(float);
+
+    static float[] TorchSharpLogits(ReluTransformer model, ProbeBatch probe)
+    {
         model.eval();
-        float[] expected;
         using (no_grad())
-        using (var input = tensor(ids, new long[] { batch, seq }))
+        using (var input = tensor(probe.Ids, new long[] { probe.Batch, probe.SeqLen }))
         using (var logits = model.forward(input))
-            expected = logits.data<float>().ToArray();
-
-        var actual = GraphCheck.Logits(proto, new ProbeBatch(ids, Enumerable.Repeat(1L, ids.Length).ToArray(), batch, seq));
-        float max = 0;
-        for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(actual[i] - expected[i]));
-        return max;
+            return logits.data<float>().ToArray();
     }
 
     /// <summary>

@@ -55,6 +55,16 @@ public static class GraphCheck
         return max;
     }
 
+    /// <summary>Loads and runs <paramref name="written"/> (any outputs, e.g. in-graph statistics) on <paramref name="batch"/>; a failure is an error.</summary>
+    public static void Runs(ModelProto written, string what, ProbeBatch batch)
+    {
+        try { Run(GraphInputs.Bind(written).Item1, batch); }
+        catch (Exception e) when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
+        {
+            throw new UserInputException($"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. Please report it.");
+        }
+    }
+
     /// <summary>
     /// Refuses a site whose flattened [tokens, d_ff] activations are not batch-major: swapping the two windows of a
     /// batch must swap the two halves of its rows, as it does when tokens are flattened [batch, seq] → batch·seq.

@@ -7,7 +7,9 @@ namespace Sparsity.Training.Data;
 /// One tokenizer named by a spec string, the same syntax everywhere a tokenizer is named:
 /// <c>tiktoken:cl100k_base</c>, <c>tiktoken:o200k_base</c>, <c>bpe:&lt;vocab.json&gt;,&lt;merges.txt&gt;</c>
 /// (GPT-2 byte-level format, GPT-2 pre-tokenizer), <c>sentencepiece:&lt;file.model&gt;</c>, <c>wordpiece:&lt;vocab.txt&gt;</c>,
-/// <c>bytes</c> (UTF-8 bytes as ids 0–255) and <c>ids</c> (text already holds whitespace-separated ids).
+/// <c>hf:&lt;folder&gt;</c> (a Hugging Face checkpoint's own tokenizer: tokenizer.model as SentencePiece, else vocab.json and
+/// merges.txt as byte-level BPE; no BOS is added), <c>bytes</c> (UTF-8 bytes as ids 0–255) and <c>ids</c> (text already
+/// holds whitespace-separated ids).
 /// </summary>
 public sealed class TextTokenizer
 {
@@ -95,6 +97,15 @@ public sealed class TextTokenizer
                         var sp = SentencePieceTokenizer.Create(s, addBeginningOfSentence: false, addEndOfSentence: false);
                         return new TextTokenizer(spec, sp, false, MaxId(sp.Vocabulary.Values, sp.SpecialTokens?.Values) + 1, [model]);
                     }
+                case "hf" when argument != "":
+                    string folder = baseDirectory == null || Path.IsPathRooted(argument) ? argument : Path.Combine(baseDirectory, argument);
+                    if (!Directory.Exists(folder)) throw new UserInputException($"Tokenizer folder {folder} (from --tokenizer {spec}) does not exist.");
+                    string Absolute(string file) => Path.GetFullPath(Path.Combine(folder, file));
+                    if (File.Exists(Path.Combine(folder, "tokenizer.model"))) return Rename(FromSpec("sentencepiece:" + Absolute("tokenizer.model")), spec);
+                    if (File.Exists(Path.Combine(folder, "vocab.json")) && File.Exists(Path.Combine(folder, "merges.txt")))
+                        return Rename(FromSpec($"bpe:{Absolute("vocab.json")},{Absolute("merges.txt")}"), spec);
+                    throw new UserInputException($"{folder} has no tokenizer.model (SentencePiece) and no vocab.json with merges.txt (byte-level BPE); " +
+                                                 "relu-sparsity cannot read a tokenizer.json alone: pass its ids with --tokenizer ids, or the vocabulary files with --tokenizer bpe:<vocab.json>,<merges.txt>.");
                 case "wordpiece" when argument != "":
                     string vocabTxt = Resolve(argument);
                     var wp = WordPieceTokenizer.Create(vocabTxt);
@@ -105,8 +116,11 @@ public sealed class TextTokenizer
         {
             throw new UserInputException($"Could not load tokenizer {spec}: {e.Message}");
         }
-        throw new UserInputException($"Unknown tokenizer spec '{spec}': use tiktoken:cl100k_base, tiktoken:o200k_base, bpe:<vocab.json>,<merges.txt>, sentencepiece:<file.model>, wordpiece:<vocab.txt>, bytes or ids.");
+        throw new UserInputException($"Unknown tokenizer spec '{spec}': use tiktoken:cl100k_base, tiktoken:o200k_base, bpe:<vocab.json>,<merges.txt>, sentencepiece:<file.model>, wordpiece:<vocab.txt>, hf:<checkpoint folder>, bytes or ids.");
     }
+
+    // The same tokenizer under the spec the user gave (stored in statistics and checkpoints).
+    static TextTokenizer Rename(TextTokenizer t, string spec) => new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = t.EndOfTextId };
 
     static int MaxId(IEnumerable<int> ids, IEnumerable<int>? special) => Math.Max(ids.Max(), special?.DefaultIfEmpty(0).Max() ?? 0);
 

@@ -1,25 +1,28 @@
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Sparsity.Training.Model;
 
-/// <summary>Pre-LayerNorm block: x + attn(ln_1(x)), then + mlp(ln_2(x)).</summary>
+/// <summary>Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x)). LayerNorm or RMSNorm, as configured.</summary>
 public sealed class Block : nn.Module<Tensor, Tensor>
 {
-    private readonly LayerNorm ln_1;
+    private readonly nn.Module<Tensor, Tensor> ln_1;
     private readonly CausalSelfAttention attn;
-    private readonly LayerNorm ln_2;
+    private readonly nn.Module<Tensor, Tensor> ln_2;
     private readonly Mlp mlp;
 
     public Block(ModelConfig config) : base(nameof(Block))
     {
-        ln_1 = nn.LayerNorm(config.DModel);
-        attn = new CausalSelfAttention(config.DModel, config.Heads);
-        ln_2 = nn.LayerNorm(config.DModel);
-        mlp = new Mlp(config.DModel, config.DFf, config.TopK);
+        ln_1 = Norm(config);
+        attn = new CausalSelfAttention(config);
+        ln_2 = Norm(config);
+        mlp = new Mlp(config.DModel, config.DFf, config.TopK, config.GatedMlp, config.MlpBias);
         RegisterComponents();
     }
+
+    /// <summary>The configured normalization over d_model.</summary>
+    public static nn.Module<Tensor, Tensor> Norm(ModelConfig config) =>
+        config.RmsNorm ? new RmsNorm(config.DModel, config.NormEpsilon) : nn.LayerNorm(config.DModel, config.NormEpsilon);
 
     /// <summary>The block's MLP.</summary>
     public Mlp Mlp => mlp;
@@ -31,8 +34,9 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         x = x + attn.forward(ln_1.forward(x));
-        var h = mlp.Hidden(ln_2.forward(x));
-        x = x + mlp.Down.forward(h);
+        var normed = ln_2.forward(x);
+        var h = mlp.Hidden(normed);
+        x = x + mlp.Output(normed, h);
         hidden = keepHidden ? h.MoveToOuterDisposeScope() : null;
         return x.MoveToOuterDisposeScope();
     }

@@ -5,20 +5,22 @@ using static TorchSharp.torch;
 namespace Sparsity.Training.Model;
 
 /// <summary>
-/// MLP block f(x) = down(mask ⊙ TopK(ReLU(up(x)))). <see cref="Hidden"/> is the activation map
-/// the project measures: the input of the down-projection. Weight keys: up.weight, up.bias,
-/// down.weight, down.bias, unit_mask (1 = unit kept, 0 = masked for the rest of training).
+/// MLP block f(x) = down(h) with h = mask ⊙ TopK(ReLU(up(x))), or, gated (Llama family), f(x) = down(h ⊙ up(x)) with
+/// h = mask ⊙ TopK(ReLU(gate(x))). <see cref="Hidden"/> is h, the activation map the project measures. Weight keys:
+/// up.*, gate.* (gated only), down.*, unit_mask (1 = unit kept, 0 = masked for the rest of training).
 /// </summary>
 public sealed class Mlp : nn.Module<Tensor, Tensor>
 {
     private readonly Linear up;
+    private readonly Linear? gate;
     private readonly Linear down;
     private readonly int topK;
 
-    public Mlp(int dModel, int dFf, int topK) : base(nameof(Mlp))
+    public Mlp(int dModel, int dFf, int topK, bool gated = false, bool bias = true) : base(nameof(Mlp))
     {
-        up = nn.Linear(dModel, dFf);
-        down = nn.Linear(dFf, dModel);
+        up = nn.Linear(dModel, dFf, hasBias: bias);
+        gate = gated ? nn.Linear(dModel, dFf, hasBias: bias) : null;
+        down = nn.Linear(dFf, dModel, hasBias: bias);
         this.topK = topK > 0 && topK < dFf ? topK : 0;
         RegisterComponents();
         register_buffer("unit_mask", ones(dFf));
@@ -31,11 +33,11 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     /// <summary>Per-unit keep flags [d_ff]: 1 = active allowed, 0 = masked.</summary>
     public Tensor UnitMask => get_buffer("unit_mask")!;
 
-    /// <summary>Post-activation hidden layer (B, T, d_ff), after mask and Top-k.</summary>
+    /// <summary>Post-activation hidden layer (B, T, d_ff), after mask and Top-k: the units.</summary>
     public Tensor Hidden(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = nn.functional.relu(up.forward(x)) * UnitMask; // (B, T, d_ff)
+        var h = nn.functional.relu((gate ?? up).forward(x)) * UnitMask; // (B, T, d_ff)
         if (topK > 0)
         {
             // Exactly k kept per token: scatter ones at the k largest (ties broken by index order).
@@ -45,7 +47,14 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         return h.MoveToOuterDisposeScope();
     }
 
-    public override Tensor forward(Tensor x) => down.forward(Hidden(x));
+    /// <summary>The block's output for the normalized input <paramref name="x"/> whose units are <paramref name="hidden"/>.</summary>
+    public Tensor Output(Tensor x, Tensor hidden)
+    {
+        using var scope = NewDisposeScope();
+        return down.forward(gate is null ? hidden : hidden * up.forward(x)).MoveToOuterDisposeScope();
+    }
+
+    public override Tensor forward(Tensor x) => Output(x, Hidden(x));
 
     /// <summary>Sets which units may fire: true = kept.</summary>
     public void SetUnitMask(bool[] keep)

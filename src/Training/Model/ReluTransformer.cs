@@ -5,17 +5,17 @@ using static TorchSharp.torch;
 namespace Sparsity.Training.Model;
 
 /// <summary>
-/// Decoder-only ReLU transformer: token + learned position embeddings, pre-LN blocks, final LN,
-/// output projection (tied to wte unless configured otherwise). Weight keys follow GPT-2 naming:
-/// wte.weight, wpe.weight, h.{i}.ln_1.*, h.{i}.attn.c_attn.*, h.{i}.attn.c_proj.*, h.{i}.ln_2.*,
-/// h.{i}.mlp.up.*, h.{i}.mlp.down.*, h.{i}.mlp.unit_mask, ln_f.*, lm_head.weight (untied only).
+/// Decoder-only ReLU transformer: token embeddings (+ learned positions, or rotary ones in attention), pre-norm
+/// blocks, final norm, output projection (tied to wte unless configured otherwise). Weight keys follow GPT-2 naming:
+/// wte.weight, wpe.weight (learned positions only), h.{i}.ln_1.*, h.{i}.attn.c_attn.*, h.{i}.attn.c_proj.*, h.{i}.ln_2.*,
+/// h.{i}.mlp.up.*, h.{i}.mlp.gate.* (gated only), h.{i}.mlp.down.*, h.{i}.mlp.unit_mask, ln_f.*, lm_head.weight (untied only).
 /// </summary>
 public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
 {
     private readonly Embedding wte;
-    private readonly Embedding wpe;
+    private readonly Embedding? wpe;
     private readonly ModuleList<Block> h;
-    private readonly LayerNorm ln_f;
+    private readonly nn.Module<Tensor, Tensor> ln_f;
     private readonly Linear? lm_head;
 
     public ReluTransformer(ModelConfig config) : base(nameof(ReluTransformer))
@@ -23,9 +23,9 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
         config.Validate();
         Config = config;
         wte = nn.Embedding(config.VocabSize, config.DModel);
-        wpe = nn.Embedding(config.SeqLen, config.DModel);
+        wpe = config.Rotary ? null : nn.Embedding(config.SeqLen, config.DModel);
         h = nn.ModuleList(Enumerable.Range(0, config.Layers).Select(_ => new Block(config)).ToArray());
-        ln_f = nn.LayerNorm(config.DModel);
+        ln_f = Block.Norm(config);
         lm_head = config.TiedEmbeddings ? null : nn.Linear(config.DModel, config.VocabSize, hasBias: false);
         RegisterComponents();
         Initialize();
@@ -48,8 +48,8 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         long t = ids.shape[1];
         if (t > Config.SeqLen) throw new ArgumentException($"Sequence of {t} tokens exceeds the model's seq_len {Config.SeqLen}.");
-        var positions = arange(t, dtype: ScalarType.Int64, device: ids.device);
-        var x = wte.forward(ids) + wpe.forward(positions); // (B, T, C)
+        var x = wte.forward(ids); // (B, T, C)
+        if (wpe != null) x = x + wpe.forward(arange(t, dtype: ScalarType.Int64, device: ids.device));
         var hidden = new Tensor[keepHidden ? Config.Layers : 0];
         for (int i = 0; i < Config.Layers; i++)
         {
