@@ -54,8 +54,11 @@ public static class ModelExporter
             throw new UserInputException("--fused-attention covers multi-head attention with learned positions; this model has rotary or grouped-query attention: export it without the option.");
         float[] Read(string name, bool transpose)
         {
-            using var t = weight(name) ?? throw new UserInputException($"The checkpoint has no tensor {name}.");
-            using var cpu = (transpose ? t.cpu().t() : t.cpu()).to_type(ScalarType.Float32).contiguous();
+            // Streaming: release the previous tensor's arrays before reading the next, so peak memory is set by the largest tensor.
+            if (spill != null) GC.Collect();
+            using var scope = NewDisposeScope();
+            var t = weight(name) ?? throw new UserInputException($"The checkpoint has no tensor {name}.");
+            var cpu = (transpose ? t.cpu().t() : t.cpu()).to_type(ScalarType.Float32).contiguous();
             return cpu.data<float>().ToArray();
         }
         float[] W(string name) => Read(name, false);
@@ -150,9 +153,9 @@ public static class ModelExporter
 
             string normed = Norm(x, p + ".ln_2");
             string h = g.Op("Relu", p + ".mlp.relu", [Linear(normed, p + (c.GatedMlp ? ".mlp.gate" : ".mlp.up"), c.DModel, c.DFf, c.MlpBias)]); // (B, T, d_ff)
-            using (var mask = weight(p + ".mlp.unit_mask"))
+            using (var scope = NewDisposeScope())
             {
-                float[]? unitMask = mask?.cpu().data<float>().ToArray();
+                float[]? unitMask = weight(p + ".mlp.unit_mask")?.cpu().data<float>().ToArray();
                 if (unitMask != null && unitMask.Any(m => m != 1f)) h = g.Op("Mul", p + ".mlp.masked", [h, g.Floats(p + ".mlp.unit_mask", [c.DFf], unitMask)]);
             }
             if (c.UsesTopK) h = g.TopKMask(h, c.TopK, p + ".mlp");

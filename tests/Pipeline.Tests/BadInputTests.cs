@@ -79,6 +79,32 @@ public class BadInputTests
         string log = File.ReadAllText(R("ck-log/sparsity.jsonl"));
         File.WriteAllText(R("ck-log/sparsity.jsonl"), log[..(log.Length - 40)]);
         Run(["analyze", "--model", R("own.onnx"), "--corpus", held, "--tokenizer", "bytes", "--seq-len", "16", "--out", R("own-analysis")]);
+
+        // Hugging Face folders as users bring them, broken: another architecture, a SiLU model, a missing shard, a corrupt header.
+        void CopyHf(string family, string name)
+        {
+            Directory.CreateDirectory(R(name));
+            foreach (string f in Directory.GetFiles(CheckpointReference.Folder(family))) File.Copy(f, Path.Combine(R(name), Path.GetFileName(f)));
+        }
+        void EditConfig(string name, string from, string to)
+        {
+            string config = File.ReadAllText(R(name + "/config.json"));
+            Assert.That(config, Does.Contain(from));
+            File.WriteAllText(R(name + "/config.json"), config.Replace(from, to));
+        }
+        CopyHf("opt", "hf-neox");
+        EditConfig("hf-neox", "\"model_type\": \"opt\"", "\"model_type\": \"gpt_neox\"");
+        CopyHf("llama", "hf-silu");
+        EditConfig("hf-silu", "\"hidden_act\": \"relu\"", "\"hidden_act\": \"silu\"");
+        CopyHf("llama", "hf-shard");
+        File.Delete(R("hf-shard/model-00002-of-00003.safetensors"));
+        CopyHf("mistral", "hf-corrupt");
+        byte[] mistral = File.ReadAllBytes(R("hf-corrupt/model.safetensors"));
+        File.WriteAllBytes(R("hf-corrupt/model.safetensors"), mistral[..(mistral.Length / 2)]);
+        CopyHf("opt", "hf-proj");
+        EditConfig("hf-proj", "\"word_embed_proj_dim\": 64", "\"word_embed_proj_dim\": 32");
+        Directory.CreateDirectory(R("not-a-checkpoint"));
+        File.WriteAllText(R("not-a-checkpoint/config.json"), "{ \"hidden_size\": 64 }");
     }
 
     static void Run(params string[] args)
@@ -138,7 +164,14 @@ public class BadInputTests
             ["fuse-attention", "--model", Fx("llama.dynamo.onnx"), "--out", Ws("f.onnx")]);
         yield return Case("bench given a checkpoint and a model", "Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.",
             ["bench", "--checkpoint", Ws("nonexistent"), "--model", Opt, "--out", Out]);
-        yield return Case("checkpoint folder missing", "is not a checkpoint: config.json is missing", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);
+        yield return Case("checkpoint folder missing", "nonexistent does not exist", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);
+        yield return Case("config.json of neither kind", "is neither a relu-sparsity checkpoint config nor a Hugging Face config", ["export", "--checkpoint", Ws("not-a-checkpoint"), "--out", Ws("e.onnx")]);
+        yield return Case("Hugging Face model type not supported", "model_type 'gpt_neox' is not supported; relu-sparsity reads opt, llama, mistral", ["export", "--checkpoint", Ws("hf-neox"), "--out", Ws("e.onnx")]);
+        yield return Case("Hugging Face model without ReLU", "hidden_act is 'silu', not relu", ["export", "--checkpoint", Ws("hf-silu"), "--out", Ws("e.onnx")]);
+        yield return Case("Hugging Face shard missing", "shard model-00002-of-00003.safetensors named by model.safetensors.index.json is missing", ["export", "--checkpoint", Ws("hf-shard"), "--out", Ws("e.onnx")]);
+        yield return Case("Hugging Face safetensors truncated", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("hf-corrupt"), "--out", Ws("e.onnx")]);
+        yield return Case("OPT with project_in/project_out", "word_embed_proj_dim (32) differs from hidden_size (64)", ["export", "--checkpoint", Ws("hf-proj"), "--out", Ws("e.onnx")]);
+        yield return Case("hf: tokenizer folder without tokenizer files", "has no tokenizer.model (SentencePiece) and no vocab.json with merges.txt", Analyze(Opt, Held, "--tokenizer", "hf:" + Ws("user"), "--seq-len", "32"));
         yield return Case("safetensors header not JSON", "is not a safetensors file (header is not a JSON object)", ["export", "--checkpoint", Ws("ck-header"), "--out", Ws("e.onnx")]);
         yield return Case("safetensors truncated (offsets past the end)", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("ck-offsets"), "--out", Ws("e.onnx")]);
         yield return Case("truncated sparsity.jsonl", "is not a training-log entry (the file is truncated or corrupt)", ["report", "--in", Ws("own-analysis"), "--checkpoint", Ws("ck-log")]);

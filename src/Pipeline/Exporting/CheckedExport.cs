@@ -96,7 +96,12 @@ public static class CheckedExport
             }
             else if (!r.SkipParity) GraphCheck.Runs(OnnxGraph.Load(tempPath), $"exported {r.Variant.ToString().ToLowerInvariant()} graph", probe);
             var files = Directory.GetFiles(temp).Select(f => Path.Combine(folder, Path.GetFileName(f))).Order().ToList();
-            foreach (string f in Directory.GetFiles(temp)) File.Move(f, Path.Combine(folder, Path.GetFileName(f)), overwrite: true);
+            foreach (string f in Directory.GetFiles(temp))
+            {
+                string target = Path.Combine(folder, Path.GetFileName(f));
+                File.Move(f, target, overwrite: true);
+                OutputFolder.Adopt(target); // an export into a checkpoint joins its manifest, like any file written there
+            }
             return (proto, parity, files);
         }
         finally
