@@ -110,6 +110,10 @@ public static class GraphInputs
         return token == null ? null : EmbeddingRows(index, token.Name);
     }
 
+    /// <summary>Longest sequence this project's exports take: rows of the learned position table or of the rotary tables; null for other graphs.</summary>
+    public static long? MaxPositions(ModelProto model) =>
+        model.Graph.Initializer.FirstOrDefault(t => t.Name is "wpe.weight" or "rope.cos")?.Dims[0];
+
     /// <summary>The output holding next-token logits: "logits", else the only float output of rank 3; null when there is none.</summary>
     public static ValueInfoProto? LogitsOutput(ModelProto model)
     {

@@ -25,6 +25,7 @@ public static class Program
             ExportCommands.Export(output),
             ExportCommands.Instrument(output),
             ExportCommands.FuseAttention(output),
+            GenerateCommand.Create(output),
             VariantCommands.Prune(output),
             VariantCommands.TopK(output),
             VariantCommands.Evaluate(output),

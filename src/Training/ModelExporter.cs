@@ -27,6 +27,32 @@ public enum ExportVariant
 /// </summary>
 public static class ModelExporter
 {
+    /// <summary>Cache input of layer <paramref name="layer"/> (<paramref name="part"/> key or value), [batch, kv_heads, past, head_size].</summary>
+    public static string PastInput(int layer, string part) => $"past_key_values.{layer}.{part}";
+    /// <summary>Cache output of layer <paramref name="layer"/>: the past with this call's keys or values appended.</summary>
+    public static string PresentOutput(int layer, string part) => $"present.{layer}.{part}";
+
+    // Positions of the new tokens from a mask over past and new tokens: the count of real tokens before each, (B, T).
+    static string MaskPositions(GraphWriter g, string seqLen)
+    {
+        string counted = g.Op("Sub", "mask_positions", [g.Op("CumSum", "mask_cumsum", ["attention_mask", g.Longs("mask_axis", [], 1)]), g.Longs("one_pos", [], 1)]);
+        string newTokens = g.Op("Slice", "new_positions", [counted, g.Op("Neg", "minus_seq", [g.Op("Unsqueeze", "seq_1d", [seqLen, g.Longs("axis0_pos", [1], 0)])]),
+            g.Longs("slice_end", [1], long.MaxValue), g.Longs("slice_axis", [1], 1)]);
+        return g.Op("Max", "positions", [newTokens, g.Longs("zero_pos", [], 0)]); // padding before the first real token: position 0
+    }
+
+    // True where new token i must not read key j: j > past + i, or j is padding. (B, 1, T, total).
+    static string CacheMask(GraphWriter g, string seqLen)
+    {
+        string total = g.Op("Gather", "total_len", [g.Op("Shape", "mask_shape", ["attention_mask"]), g.Longs("one_total", [], 1)], OnnxGraph.Int("axis", 0));
+        string past = g.Op("Sub", "past_len", [total, seqLen]);
+        string queries = g.Op("Unsqueeze", "query_pos", [g.Op("Range", "query_range", [past, total, g.Longs("step_q", [], 1)]), g.Longs("axis_q", [1], 1)]); // (T, 1)
+        string keys = g.Op("Unsqueeze", "key_pos", [g.Op("Range", "key_range", [g.Longs("zero_k", [], 0), total, g.Longs("step_k", [], 1)]), g.Longs("axis_k", [1], 0)]); // (1, total)
+        string later = g.Op("Greater", "later_keys", [keys, queries]); // (T, total)
+        string padding = g.Op("Unsqueeze", "padding_keys", [g.Op("Equal", "mask_zero", ["attention_mask", g.Longs("zero_m", [], 0)]), g.Longs("axes_m", [2], 1, 2)]); // (B, 1, 1, total)
+        return g.Op("Or", "blocked", [later, padding]);
+    }
+
     /// <summary>Name of the hidden-activation output of layer <paramref name="layer"/> (dense variant).</summary>
     public static string HiddenOutput(int layer) => $"mlp_hidden.{layer}";
     /// <summary>
@@ -48,8 +74,10 @@ public static class ModelExporter
     /// memory can be exported with peak memory near its largest tensor.
     /// </summary>
     public static ModelProto Export(ModelConfig c, Func<string, Tensor?> weight, ExportVariant variant, float threshold = 0f,
-        bool fusedAttention = false, ExternalData.SideFile? spill = null)
+        bool fusedAttention = false, ExternalData.SideFile? spill = null, bool withPast = false)
     {
+        if (withPast && (variant != ExportVariant.Dense || fusedAttention))
+            throw new UserInputException("--with-past writes the dense decoder (logits, mlp_hidden.{i} and the cache); it does not combine with --variant stats or --fused-attention.");
         if (fusedAttention && (c.Rotary || c.KeyValueHeads != c.Heads || c.HeadSize * c.Heads != c.DModel))
             throw new UserInputException("--fused-attention covers multi-head attention with learned positions; this model has rotary or grouped-query attention: export it without the option.");
         float[] Read(string name, bool transpose)
@@ -67,18 +95,28 @@ public static class ModelExporter
         var g = new GraphWriter(new GraphProto { Name = "relu_transformer" }) { Spill = spill };
         g.Graph.Input.Add(OnnxGraph.Value("input_ids", DataType.Int64, "batch", "seq"));
         if (variant == ExportVariant.Stats) g.Graph.Input.Add(OnnxGraph.Value("attention_mask", DataType.Int64, "batch", "seq"));
+        int hs = c.HeadSize, heads = c.Heads, kv = c.KeyValueHeads;
+        if (withPast)
+        {
+            // Optimum / ONNX Runtime GenAI names: the mask covers past and new tokens; positions come from it.
+            g.Graph.Input.Add(OnnxGraph.Value("attention_mask", DataType.Int64, "batch", "total"));
+            for (int i = 0; i < c.Layers; i++)
+                foreach (string part in new[] { "key", "value" }) g.Graph.Input.Add(OnnxGraph.Value(PastInput(i, part), DataType.Float, "batch", kv, "past", hs));
+        }
 
         string wte = g.Floats("wte.weight", [c.VocabSize, c.DModel], W("wte.weight"));
         string seqLen = g.Op("Gather", "seq_len", [g.Op("Shape", "ids_shape", ["input_ids"]), g.Longs("one", [], 1)], OnnxGraph.Int("axis", 0));
-        string positions = g.Op("Range", "positions", [g.Longs("zero", [], 0), seqLen, g.Longs("step", [], 1)]);
+        string positions = withPast ? MaskPositions(g, seqLen) : g.Op("Range", "positions", [g.Longs("zero", [], 0), seqLen, g.Longs("step", [], 1)]);
         string x = g.Op("Gather", "tok_emb", [wte, "input_ids"]);
         string? cos = null, sin = null;
         if (c.Rotary)
         {
-            // The rows of the tables TorchSharp computes, gathered by position: (T, hs), broadcast over batch and heads.
+            // The rows of the tables TorchSharp computes, gathered by position: (T, hs) broadcast over batch and heads, or
+            // with a cache (B, 1, T, hs), each window's positions counted from its mask.
             var (cosTable, sinTable) = Rotary.Tables(c, c.SeqLen);
             using (cosTable) cos = g.Op("Gather", "rope_cos", [g.Floats("rope.cos", [c.SeqLen, c.HeadSize], cosTable.data<float>().ToArray()), positions]);
             using (sinTable) sin = g.Op("Gather", "rope_sin", [g.Floats("rope.sin", [c.SeqLen, c.HeadSize], sinTable.data<float>().ToArray()), positions]);
+            if (withPast) (cos, sin) = (g.Op("Unsqueeze", "rope_cos4", [cos, g.Longs("axis1", [1], 1)]), g.Op("Unsqueeze", "rope_sin4", [sin, g.Longs("axis1b", [1], 1)]));
         }
         else x = g.Op("Add", "embed", [x, g.Op("Gather", "pos_emb", [g.Floats("wpe.weight", [c.SeqLen, c.DModel], W("wpe.weight")), positions])]);
 
@@ -86,8 +124,10 @@ public static class ModelExporter
         string tt = g.Op("Concat", "tt", [g.Op("Unsqueeze", "t0", [seqLen, g.Longs("axis0", [1], 0)]), g.Op("Unsqueeze", "t1", [seqLen, g.Longs("axis0b", [1], 0)])], OnnxGraph.Int("axis", 0));
         string ones = g.Op("ConstantOfShape", "ones_tt", [tt], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
         string future = g.Op("Cast", "future", [g.Op("Trilu", "upper", [ones, g.Longs("k1", [], 1)], OnnxGraph.Int("upper", 1))], OnnxGraph.Int("to", (long)DataType.Bool));
-        string negInf = g.Scalar("neg_inf", float.NegativeInfinity);
-        int hs = c.HeadSize, heads = c.Heads, kv = c.KeyValueHeads;
+        // With a cache, rows may be all padding (left-padded prompts): float.MinValue keeps them finite where −∞ gives NaN.
+        string negInf = g.Scalar("neg_inf", withPast ? float.MinValue : float.NegativeInfinity);
+        // With a cache: key j may be read by new token i when j ≤ past + i and the mask marks j real, (B, 1, T, past + T).
+        string? blocked = withPast ? CacheMask(g, seqLen) : null;
         string headShape = g.Longs("head_shape", [4], 0, 0, heads, hs);
         string kvShape = g.Longs("kv_shape", [4], 0, 0, kv, hs);
         string modelShape = g.Longs("model_shape", [3], 0, 0, heads * hs);
@@ -143,9 +183,15 @@ public static class ModelExporter
                 string k = g.Op("Transpose", p + ".attn.k", [g.Op("Reshape", p + ".attn.k4", [qkv[1], kvShape])], OnnxGraph.Ints("perm", 0, 2, 1, 3)); // (B, KV, T, hs)
                 string v = g.Op("Transpose", p + ".attn.v", [g.Op("Reshape", p + ".attn.v4", [qkv[2], kvShape])], OnnxGraph.Ints("perm", 0, 2, 1, 3));
                 if (c.Rotary) (q, k) = (Rotate(q, p + ".attn.q"), Rotate(k, p + ".attn.k"));
+                if (withPast)
+                {
+                    (k, v) = (g.Named("Concat", PresentOutput(i, "key"), [PastInput(i, "key"), k], OnnxGraph.Int("axis", 2)),
+                              g.Named("Concat", PresentOutput(i, "value"), [PastInput(i, "value"), v], OnnxGraph.Int("axis", 2)));
+                    foreach (string part in new[] { "key", "value" }) outputs.Add(OnnxGraph.Value(PresentOutput(i, part), DataType.Float, "batch", kv, "total", hs));
+                }
                 string kT = g.Op("Transpose", p + ".attn.kT", [Repeat(k, p + ".attn.k", [0, heads, -1, hs])], OnnxGraph.Ints("perm", 0, 1, 3, 2)); // (B, H, hs, T)
                 v = Repeat(v, p + ".attn.v", [0, heads, -1, hs]);
-                string scores = g.Op("Where", p + ".attn.masked", [future, negInf, g.Op("Mul", p + ".attn.scaled", [g.Op("MatMul", p + ".attn.qk", [q, kT]), scale])]);
+                string scores = g.Op("Where", p + ".attn.masked", [blocked ?? future, negInf, g.Op("Mul", p + ".attn.scaled", [g.Op("MatMul", p + ".attn.qk", [q, kT]), scale])]);
                 string att = g.Op("Softmax", p + ".attn.softmax", [scores], OnnxGraph.Int("axis", -1)); // (B, H, T, T)
                 string y = g.Op("Reshape", p + ".attn.y", [g.Op("Transpose", p + ".attn.yT", [g.Op("MatMul", p + ".attn.av", [att, v])], OnnxGraph.Ints("perm", 0, 2, 1, 3)), modelShape]);
                 x = g.Op("Add", p + ".resid_attn", [x, Linear(y, p + ".attn.c_proj", heads * hs, c.DModel, c.AttentionBias)]);

@@ -27,14 +27,15 @@ public static class ExportCommands
         var fused = new Option<bool>("--fused-attention") { Description = "Write each layer's attention as one ONNX Runtime MultiHeadAttention node (com.microsoft, causal): the same logits, faster, ONNX Runtime only." };
         var skipParity = new Option<bool>("--skip-parity") { Description = "Do not load the model into TorchSharp and ONNX Runtime to compare logits (for checkpoints that do not fit in memory); the graph is then not checked." };
         var externalAbove = new Option<long>("--external-data-above") { Description = "Stream the weights into <out>.data, one tensor at a time, when they exceed this many bytes as float32.", DefaultValueFactory = _ => ExternalData.InlineLimit };
+        var withPast = new Option<bool>("--with-past") { Description = "Add a key/value cache: inputs attention_mask [batch, past+seq] and past_key_values.{i}.key/value, outputs present.{i}.key/value (Optimum and ONNX Runtime GenAI naming), for `generate` and deployment." };
         var command = new Command("export", "Export a checkpoint (ours or a Hugging Face OPT/Llama/Mistral ReLU folder) to ONNX (opset 17) with the MLP hidden layers exposed.")
-            { checkpoint, outPath, variant, threshold, fused, skipParity, externalAbove };
+            { checkpoint, outPath, variant, threshold, fused, skipParity, externalAbove, withPast };
         command.SetAction(parse =>
         {
             Libtorch.Require("export");
             var v = parse.GetValue(variant);
             var r = CheckedExport.Run(new ExportRequest(parse.GetValue(checkpoint)!, parse.GetValue(outPath)!, v, parse.GetValue(threshold),
-                parse.GetValue(fused), parse.GetValue(skipParity), parse.GetValue(externalAbove)));
+                parse.GetValue(fused), parse.GetValue(skipParity), parse.GetValue(externalAbove), parse.GetValue(withPast)));
             var c = r.Config;
             output.WriteLine($"Source: {r.Source}.");
             if (r.Parity is float d) output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {d:E2} on random ids [2, {Math.Min(32, c.SeqLen)}].");

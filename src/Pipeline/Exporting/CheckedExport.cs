@@ -12,10 +12,11 @@ namespace Sparsity.Pipeline.Exporting;
 /// What <c>export</c> was asked. <paramref name="Checkpoint"/> is a folder written by <c>train</c> or a Hugging Face
 /// checkpoint (<see cref="HuggingFaceCheckpoint"/>). Weights over <paramref name="ExternalDataAbove"/> bytes (float32) are
 /// streamed into <c>&lt;out&gt;.data</c> one tensor at a time. <paramref name="SkipParity"/> writes without comparing
-/// ONNX Runtime with TorchSharp (for models that do not fit in memory twice); the graph is then not run.
+/// ONNX Runtime with TorchSharp (for models that do not fit in memory twice); the graph is then not run. <paramref name="WithPast"/>
+/// adds the key/value cache inputs and outputs (checked with an empty past; decoding through it: <c>generate</c>).
 /// </summary>
 public sealed record ExportRequest(string Checkpoint, string Out, ExportVariant Variant = ExportVariant.Dense, float Threshold = 0f,
-    bool FusedAttention = false, bool SkipParity = false, long ExternalDataAbove = ExternalData.InlineLimit);
+    bool FusedAttention = false, bool SkipParity = false, long ExternalDataAbove = ExternalData.InlineLimit, bool WithPast = false);
 
 /// <summary>What was exported: the model, where its weights came from, the parity figure (null when not checked), the graph's outputs and files.</summary>
 public sealed record ExportResult(ModelConfig Config, string Source, float? Parity, long Parameters, IReadOnlyList<string> Outputs, IReadOnlyList<string> Files);
@@ -75,7 +76,7 @@ public static class CheckedExport
             string tempPath = Path.Combine(temp, name);
             ModelProto proto;
             using (var side = bytes > r.ExternalDataAbove ? new ExternalData.SideFile(tempPath + ".data", name + ".data") : null)
-                proto = ModelExporter.Export(config, weight, r.Variant, r.Threshold, r.FusedAttention, side);
+                proto = ModelExporter.Export(config, weight, r.Variant, r.Threshold, r.FusedAttention, side, r.WithPast);
             if (source != "")
             {
                 proto.DocString += $" Weights from {source}.";

@@ -112,6 +112,16 @@ public sealed class ModelRunner : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs the session on named inputs of any shape and returns the named outputs (the caller disposes them): what a
+    /// decoding step needs, whose key/value cache grows each call, where the bound buffers of <see cref="Run"/> cannot serve.
+    /// </summary>
+    public IDisposableReadOnlyCollection<OrtValue> RunNamed(IReadOnlyDictionary<string, OrtValue> inputs, IReadOnlyList<string> outputs) =>
+        _session.Run(_run, [.. inputs.Keys], [.. inputs.Values], [.. outputs]);
+
+    /// <summary>Names of the session's inputs.</summary>
+    public IReadOnlyList<string> InputNames => _session.InputNames;
+
     /// <summary>Whether output <paramref name="i"/> is float32 (else int64).</summary>
     public bool IsFloat(int i) => _outputs[i] is float[];
     /// <summary>Float32 output <paramref name="i"/> of the last run.</summary>

@@ -33,7 +33,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
-        long? maxSeq = model.Graph.Initializer.FirstOrDefault(t => t.Name == "wpe.weight")?.Dims[0];
+        long? maxSeq = GraphInputs.MaxPositions(model);
 
         if (outputs.ContainsKey(StatsReduction.UnitTokensOutput(0)) && outputs.ContainsKey(StatsReduction.UnitsPerSequenceOutput(0)))
         {

@@ -1,0 +1,100 @@
+using NUnit.Framework;
+using Sparsity.Export;
+using Sparsity.Pipeline.Exporting;
+using Sparsity.Pipeline.Generation;
+using Sparsity.Pipeline.Runtime;
+using Sparsity.Training;
+
+namespace Sparsity.Tests;
+
+/// <summary>
+/// export --with-past and generate: decoding one token at a time through the key/value cache must give the logits of
+/// the whole sequence computed at once, and greedy tokens must not depend on the cache.
+/// </summary>
+[TestFixture]
+public class GenerationTests
+{
+    static string WithPast(string checkpoint)
+    {
+        string path = Path.Combine(TestCorpus.TempDir(), "past.onnx");
+        var result = CheckedExport.Run(new ExportRequest(checkpoint, path, WithPast: true));
+        Assert.That(result.Parity, Is.LessThanOrEqualTo(1e-4f), "checked with an empty past against TorchSharp");
+        return path;
+    }
+
+    static int[] Tokens(int count, long vocab, int seed)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ => random.Next((int)vocab)).ToArray();
+    }
+
+    // Row t of the whole sequence's logits against the cached decoder's step t.
+    static void AssertStepsEqualTheWholeSequence(string model, int count)
+    {
+        var proto = OnnxGraph.Load(model);
+        long vocab = GraphInputs.VocabularySize(proto)!.Value;
+        int[] tokens = Tokens(count, vocab, seed: 5);
+        float[] whole = GraphCheck.Logits(proto, new ProbeBatch([.. tokens.Select(t => (long)t)], Enumerable.Repeat(1L, count).ToArray(), 1, count));
+        using var cached = new Generator(proto);
+        Assert.That(cached.UsesCache, Is.True);
+        int t = 0;
+        foreach (var step in cached.StepLogits(tokens))
+        {
+            Assert.That(step, Is.EqualTo(whole.AsSpan(t * (int)vocab, (int)vocab).ToArray()).Within(1e-4f), $"token {t}");
+            t++;
+        }
+        Assert.That(t, Is.EqualTo(count));
+    }
+
+    [Test]
+    public void OurExportDecodesThroughItsCacheAsTheWholeSequence()
+    {
+        string splits = TestCorpus.WriteSplits(), ck = Path.Combine(TestCorpus.TempDir(), "ck");
+        var (exit, _, error) = Cli.Run("train", "--corpus", Path.Combine(splits, "train.txt"), "--heldout", Path.Combine(splits, "heldout.txt"), "--tokenizer", "bytes",
+            "--out", ck, "--steps", "10", "--layers", "2", "--d-ff", "64", "--eval-every", "10", "--threads", "2");
+        Assert.That(exit, Is.EqualTo(0), error);
+        AssertStepsEqualTheWholeSequence(WithPast(ck), 24);
+    }
+
+    [TestCase("llama")]
+    [TestCase("opt")]
+    public void HuggingFaceExportsDecodeThroughTheirCache(string family) =>
+        AssertStepsEqualTheWholeSequence(WithPast(CheckpointReference.Folder(family)), 30);
+
+    [Test]
+    public void ExternalGraphsWithACacheDecodeThroughIt() => AssertStepsEqualTheWholeSequence(HookFixture.PathOf("gpt_cache.dynamo.onnx"), 20);
+
+    [TestCase("llama")]
+    [TestCase("mistral")]
+    public void GreedyTokensAreTheSameWithAndWithoutTheCache(string family)
+    {
+        var proto = OnnxGraph.Load(WithPast(CheckpointReference.Folder(family)));
+        int[] prompt = [.. File.ReadAllLines(CheckpointReference.Ids(family))[0].Split(' ').Take(8).Select(int.Parse)];
+        using var cached = new Generator(proto);
+        using var recomputed = new Generator(proto, useCache: false);
+        Assert.That(recomputed.UsesCache, Is.False);
+        var a = cached.Generate(prompt, 30).ToList();
+        var b = recomputed.Generate(prompt, 30).ToList();
+        Assert.That(a, Is.EqualTo(b));
+        Assert.That(a, Has.Count.EqualTo(proto.Graph.Initializer.Any(i => i.Name == "rope.cos" && i.Dims[0] == 32) ? 24 : 30), "stops at the context (Mistral's window of 32)");
+    }
+
+    [Test]
+    public void SamplingIsSeededAndTheCommandStreamsText()
+    {
+        string model = WithPast(CheckpointReference.Folder("opt"));
+        string[] Run(params string[] extra)
+        {
+            var (exit, output, error) = Cli.Run([.. new[] { "generate", "--model", model, "--tokenizer", "hf:" + CheckpointReference.Folder("opt"), "--prompt", "The jury said", "--max-new-tokens", "12" }, .. extra]);
+            Assert.That(exit, Is.EqualTo(0), error);
+            return output.Trim().Split('\n');
+        }
+        var greedy = Run();
+        Assert.That(greedy[0], Does.StartWith("The jury said"));
+        Assert.That(greedy[^1], Does.Contain("12 tokens").And.Contain("key/value cache, greedy"));
+        Assert.That(Run("--no-cache")[0], Is.EqualTo(greedy[0]));
+        Assert.That(Run("--temperature", "0.9", "--seed", "4")[0], Is.EqualTo(Run("--temperature", "0.9", "--seed", "4")[0]));
+        var (exit2, _, error2) = Cli.Run("generate", "--model", model, "--tokenizer", "hf:" + CheckpointReference.Folder("opt"), "--prompt", "x", "--greedy", "--top-k", "5");
+        Assert.That((exit2, error2), Is.EqualTo((2, "error: --greedy and sampling options (--temperature, --top-p, --top-k) exclude each other: give one.\n")));
+    }
+}
