@@ -28,6 +28,7 @@ public static class Program
             GenerateCommand.Create(output),
             VariantCommands.Prune(output),
             VariantCommands.TopK(output),
+            VariantCommands.SparseDecode(output),
             VariantCommands.Evaluate(output),
             AnalyzeCommands.Analyze(output, interactive),
             AnalyzeCommands.Merge(output),
@@ -35,6 +36,7 @@ public static class Program
             AnalyzeCommands.Check(output),
             ExperimentCommand.Create(output, interactive),
             BenchCommand.Create(output),
+            DecodeBenchCommand.Create(output),
             DoctorCommand.Create(output),
         };
         var parsed = root.Parse(args);

@@ -48,3 +48,35 @@ public static class BenchCommand
         return command;
     }
 }
+
+/// <summary><c>decode-bench</c>: batch-1 decoding latency of deployment variants (dense, no cache, sparse-decode, pruned).</summary>
+public static class DecodeBenchCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var models = new Option<string[]>("--model") { Description = "LABEL=PATH of each model to time (the first is the reference); a label ending in ', no cache' recomputes each step.", Required = true, AllowMultipleArgumentsPerToken = true };
+        var corpus = new Option<string?>("--corpus") { Description = "The prompt is the start of this text (default: data/brown/heldout.txt)." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec of the models (default: the BPE learned on Brown)." };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length.", DefaultValueFactory = _ => 64 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to generate (greedy).", DefaultValueFactory = _ => 128 };
+        var threads = new Option<string>("--threads") { Description = "Thread counts, comma-separated.", DefaultValueFactory = _ => "1,2" };
+        var runs = new Option<int>("--runs") { Description = "Timed runs per model and thread count, after one warm-up.", DefaultValueFactory = _ => 5 };
+        var outDir = new Option<string>("--out") { Description = "Folder for decode.md and decode.json.", Required = true };
+        var command = new Command("decode-bench", "Time batch-1 greedy decoding (per-token latency, prefill apart) of several models on one prompt, and check their tokens agree.")
+            { models, corpus, tokenizer, promptTokens, newTokens, threads, runs, outDir };
+        command.SetAction(parse =>
+        {
+            var pairs = parse.GetValue(models)!.Select(m => m.Split('=', 2) is [var label, var path] && label != "" && path != ""
+                ? (label, path) : throw new UserInputException($"--model {m}: give LABEL=PATH.")).ToList();
+            foreach (var (_, path) in pairs) OnnxGraph.Load(path); // a missing model is one line before any work
+            var threadCounts = parse.GetValue(threads)!.Split(',').Select(t => int.TryParse(t, out int n) && n > 0 ? n : throw new UserInputException($"--threads {parse.GetValue(threads)}: give positive integers, comma-separated.")).ToList();
+            var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
+            string md = "";
+            OutputFolder.Write(parse.GetValue(outDir)!, "decode-bench", dir => md = DecodeBench.Run(new DecodeBenchRequest(pairs, text[0], text[1], dir,
+                parse.GetValue(promptTokens), parse.GetValue(newTokens), threadCounts, Math.Max(1, parse.GetValue(runs))), line => output.WriteLine(line)));
+            output.WriteLine(md);
+            return 0;
+        });
+        return command;
+    }
+}

@@ -143,4 +143,25 @@ public static class VariantCommands
 
     static List<int> Ints(string list, string option) => list.Split(',').Select(s => int.TryParse(s.Trim(), out int v) ? v
         : throw new UserInputException($"{option} '{s}' is not an integer.")).ToList();
+
+    public static Command SparseDecode(TextWriter output)
+    {
+        var model = ExportCommands.ModelOption();
+        var stats = new Option<string>("--stats") { Description = "stats.json of this model (from `analyze`): the measured activity per layer.", Required = true };
+        var outPath = new Option<string>("--out") { Description = "model.onnx file (graph and sidecar) or a folder (also MODEL_CARD.md).", Required = true };
+        var breakEven = new Option<double>("--break-even") { Description = "Rewrite layers whose share of active units per token is below this.", DefaultValueFactory = _ => SparseDecoding.DefaultBreakEven };
+        var activation = ExportCommands.ActivationOption();
+        var command = new Command("sparse-decode", "Rewrite MLPs whose units are mostly zero into an exact sparse form (down-projection over active units; gated: up-projection too) that is faster for batch-1 decoding.")
+            { model, stats, outPath, breakEven, activation };
+        command.SetAction(p =>
+        {
+            var r = SparseDecoding.Run(new SparseDecodeRequest(p.GetValue(model)!, p.GetValue(stats)!, p.GetValue(outPath)!, p.GetValue(breakEven), p.GetValue(activation)!, CommandLine(p)));
+            foreach (var c in r.Choices)
+                output.WriteLine($"layer {c.Layer}: {(c.Sparse ? c.SparseUp ? "sparse down- and up-projection" : "sparse down-projection" : "dense")} ({c.Reason})");
+            output.WriteLine($"Exact: max |Δ logits| = {r.MaxLogitChange:E2} against the input model at batch × sequence {string.Join(", ", r.CheckedShapes)}.");
+            output.WriteLine($"Wrote {p.GetValue(outPath)}");
+            return 0;
+        });
+        return command;
+    }
 }

@@ -49,7 +49,7 @@ public static class Pruning
     }
 
     // A mask from another model's statistics would remove the wrong units: the stats record the model's SHA-256.
-    static void RequireStatsOf(string statsPath, string modelPath)
+    internal static void RequireStatsOf(string statsPath, string modelPath)
     {
         var s = SparsityStats.Load(statsPath);
         if (s.ModelSha256 != null && s.ModelSha256 != Provenance.ModelSha256(modelPath))

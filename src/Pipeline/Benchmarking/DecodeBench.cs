@@ -1,0 +1,102 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Sparsity.Export;
+using Sparsity.Pipeline.Generation;
+using Sparsity.Pipeline.Streaming;
+using Sparsity.Training.Data;
+using static Sparsity.Pipeline.Report.Markdown;
+
+namespace Sparsity.Pipeline.Benchmarking;
+
+/// <summary>
+/// What <c>decode-bench</c> was asked: batch-1 greedy generation from <paramref name="PromptTokens"/> tokens of the first
+/// document of <paramref name="Corpus"/>, <paramref name="NewTokens"/> new ones, for each labelled model (the first is the
+/// reference), at each thread count, <paramref name="Runs"/> timed runs after one warm-up. A label ending in
+/// <c>, no cache</c> runs its model recomputing the sequence each step.
+/// </summary>
+public sealed record DecodeBenchRequest(IReadOnlyList<(string Label, string Model)> Models, string Corpus, string Tokenizer, string Out,
+    int PromptTokens = 64, int NewTokens = 128, IReadOnlyList<int>? Threads = null, int Runs = 5);
+
+/// <summary>One model at one thread count: prefill seconds and per-token decode milliseconds over the runs, and its greedy tokens.</summary>
+public sealed record DecodeTiming(string Label, int Threads, double[] PrefillSeconds, double[] DecodeMsPerToken, int[] Tokens)
+{
+    /// <summary>Median decode milliseconds per token.</summary>
+    public double MedianMs => Median(DecodeMsPerToken);
+    /// <summary>Median prefill seconds.</summary>
+    public double MedianPrefill => Median(PrefillSeconds);
+
+    static double Median(double[] v)
+    {
+        var s = v.Order().ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+    }
+}
+
+/// <summary>Per-token decode latency at batch 1, decode timed apart from the prefill: decode.md and decode.json.</summary>
+public static class DecodeBench
+{
+    const string NoCache = ", no cache";
+
+    /// <summary>Runs every model at every thread count; writes <c>decode.md</c> and <c>decode.json</c> into <see cref="DecodeBenchRequest.Out"/>; returns the Markdown.</summary>
+    public static string Run(DecodeBenchRequest r, Action<string>? progress = null)
+    {
+        var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
+        var prompt = CorpusBatches.Tokens(r.Corpus, tokenizer, r.PromptTokens).SelectMany(d => d).Take(r.PromptTokens).Select(t => (int)t).ToList();
+        if (prompt.Count < r.PromptTokens) throw new UserInputException($"{r.Corpus} holds fewer than {r.PromptTokens} tokens for the prompt.");
+        var timings = new List<DecodeTiming>();
+        foreach (int threads in r.Threads ?? [1, 2])
+            foreach (var (label, model) in r.Models)
+            {
+                progress?.Invoke($"{label}, {threads} thread(s)…");
+                using var generator = new Generator(OnnxGraph.Load(model), threads, useCache: !label.EndsWith(NoCache, StringComparison.Ordinal));
+                int[] tokens = [];
+                var prefill = new List<double>();
+                var decode = new List<double>();
+                for (int run = -1; run < r.Runs; run++) // run −1 warms up
+                {
+                    var clock = Stopwatch.StartNew();
+                    double first = 0;
+                    var produced = new List<int>();
+                    foreach (int t in generator.Generate(prompt, r.NewTokens))
+                    {
+                        if (produced.Count == 0) first = clock.Elapsed.TotalSeconds; // prompt through the model, and the first token picked
+                        produced.Add(t);
+                    }
+                    double total = clock.Elapsed.TotalSeconds;
+                    if (run < 0) { tokens = [.. produced]; continue; }
+                    prefill.Add(first);
+                    decode.Add(1000 * (total - first) / Math.Max(1, produced.Count - 1));
+                }
+                timings.Add(new DecodeTiming(label, threads, [.. prefill], [.. decode], tokens));
+            }
+        string md = Markdown(r, timings, prompt.Count);
+        AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.md"), md);
+        AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.json"), JsonSerializer.Serialize(new
+        {
+            machine = MachineDescription.WithRuntimes(), prompt_tokens = prompt.Count, new_tokens = r.NewTokens, runs = r.Runs,
+            models = r.Models.Select(m => new { label = m.Label, model = m.Model }),
+            timings = timings.Select(t => new { label = t.Label, threads = t.Threads, prefill_seconds = t.PrefillSeconds, decode_ms_per_token = t.DecodeMsPerToken, tokens = t.Tokens }),
+        }, ProjectJson.Options));
+        return md;
+    }
+
+    static string Markdown(DecodeBenchRequest r, List<DecodeTiming> timings, int promptTokens)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}. Batch 1, prompt of {promptTokens} tokens, {r.NewTokens} new tokens, greedy; " +
+                           $"median of {r.Runs} runs after a warm-up (min–max in brackets). Decode = the tokens after the first, timed apart from the prefill.").AppendLine();
+        md.AppendLine(Table(["model", "threads", "decode ms/token", "decode tokens/s", "× first model", "prefill s", "greedy tokens = first model's"], timings.Select(t =>
+        {
+            var reference = timings.First(x => x.Threads == t.Threads);
+            return (IReadOnlyList<string>)[t.Label, t.Threads.ToString(inv), $"{F(t.MedianMs, "0.00")} ({F(t.DecodeMsPerToken.Min(), "0.00")}–{F(t.DecodeMsPerToken.Max(), "0.00")})",
+                (1000 / t.MedianMs).ToString("N0", inv), F(reference.MedianMs / t.MedianMs, "0.00"), F(t.MedianPrefill, "0.000"),
+                t.Tokens.SequenceEqual(reference.Tokens) ? "yes" : $"no (first difference at token {Enumerable.Range(0, t.Tokens.Length).FirstOrDefault(i => i >= reference.Tokens.Length || t.Tokens[i] != reference.Tokens[i])})"];
+        }), align: "lr"));
+        md.AppendLine().AppendLine("Models:").AppendLine();
+        foreach (var (label, model) in r.Models) md.AppendLine($"- {label}: `{model}`");
+        return md.ToString();
+    }
+}
