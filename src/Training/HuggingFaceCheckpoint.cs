@@ -43,6 +43,23 @@ public sealed class HuggingFaceCheckpoint
     public IReadOnlyList<string> StoredDtypes { get; }
     /// <summary>What the reader changed or limited (e.g. a sliding window capping the context), or "".</summary>
     public string Note { get; }
+    /// <summary>config.json's end-of-text, beginning-of-text and padding ids (the first of a list; missing ones fall back to end-of-text, then 0).</summary>
+    public (int EndOfText, int BeginningOfText, int Padding) TokenIds
+    {
+        get
+        {
+            var j = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder, "config.json")))!.AsObject();
+            int? Id(string key) => j[key] switch
+            {
+                JsonArray { Count: > 0 } a => a[0]!.GetValue<int>(),
+                JsonNode n when n.GetValueKind() == JsonValueKind.Number => n.GetValue<int>(),
+                _ => null,
+            };
+            int eos = Id("eos_token_id") ?? 0;
+            return (eos, Id("bos_token_id") ?? eos, Id("pad_token_id") ?? eos);
+        }
+    }
+
     /// <summary>Bytes of the weights once widened to float32.</summary>
     public long Float32Bytes => _sources.Values.Sum(s => s.Shape.Aggregate(4L, (a, d) => a * d));
 

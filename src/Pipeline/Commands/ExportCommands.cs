@@ -41,6 +41,7 @@ public static class ExportCommands
             if (r.Parity is float d) output.WriteLine($"Parity: max |logits ONNX Runtime − TorchSharp| = {d:E2} on random ids [2, {Math.Min(32, c.SeqLen)}].");
             else if (parse.GetValue(skipParity)) output.WriteLine("Parity: not checked (--skip-parity); the graph was not run.");
             else output.WriteLine("Checked: the graph loads and runs in ONNX Runtime (the stats variant has no logits to compare).");
+            if (r.Deployment != null) output.WriteLine($"ONNX Runtime GenAI folder: {GenAiFolder.ConfigFile} (decoder type); {r.Deployment}.");
             output.WriteLine($"Exported {c.Layers} layers (d_ff {c.DFf}{(c.GatedMlp ? ", gated" : "")}, {v.ToString().ToLowerInvariant()} variant) to {string.Join(" + ", r.Files.Select(Path.GetFileName))} " +
                              $"({r.Files.Sum(f => new FileInfo(f).Length) / 1e6:0.0} MB, {r.Parameters:N0} parameters); outputs: {string.Join(", ", r.Outputs)}");
             return 0;

@@ -19,7 +19,7 @@ public sealed record ExportRequest(string Checkpoint, string Out, ExportVariant 
     bool FusedAttention = false, bool SkipParity = false, long ExternalDataAbove = ExternalData.InlineLimit, bool WithPast = false);
 
 /// <summary>What was exported: the model, where its weights came from, the parity figure (null when not checked), the graph's outputs and files.</summary>
-public sealed record ExportResult(ModelConfig Config, string Source, float? Parity, long Parameters, IReadOnlyList<string> Outputs, IReadOnlyList<string> Files);
+public sealed record ExportResult(ModelConfig Config, string Source, float? Parity, long Parameters, IReadOnlyList<string> Outputs, IReadOnlyList<string> Files, string? Deployment = null);
 
 /// <summary>
 /// Export as a library call: the TorchSharp model written as ONNX with its sidecar, after ONNX Runtime's logits were
@@ -35,19 +35,33 @@ public static class CheckedExport
     public static ExportResult Run(ExportRequest r)
     {
         if (!Directory.Exists(r.Checkpoint)) throw new UserInputException($"Checkpoint folder {r.Checkpoint} does not exist.");
+        if (!r.WithPast || r.Out.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return Export(r, null);
+        // A graph with a cache written to a folder: the folder ONNX Runtime GenAI loads, swapped in whole.
+        OutputFolder.RequireWritable(r.Out, "export");
+        ExportResult result = null!;
+        OutputFolder.Write(r.Out, "export", dir => result = Export(r with { Out = Path.Combine(dir, "model.onnx") }, dir));
+        return result with { Files = [.. result.Files.Select(f => Path.Combine(r.Out, Path.GetFileName(f))), Path.Combine(r.Out, GenAiFolder.ConfigFile)] };
+    }
+
+    static ExportResult Export(ExportRequest r, string? genAiFolder)
+    {
         if (HuggingFaceCheckpoint.IsOne(r.Checkpoint))
         {
             var hf = HuggingFaceCheckpoint.Open(r.Checkpoint);
             using var reference = r.SkipParity || r.Variant != ExportVariant.Dense ? null : hf.Model();
             var (proto, parity, files) = Write(hf.Config, hf.Weight, reference, r, hf.Description, hf.Float32Bytes);
-            return new ExportResult(hf.Config, hf.Description, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files);
+            string? deployment = genAiFolder == null ? null : GenAiFolder.Write(genAiFolder, "model.onnx", hf.Config, new GenAiFolder.SpecialIds(hf.TokenIds.EndOfText, hf.TokenIds.BeginningOfText, hf.TokenIds.Padding), new TokenizerSource(r.Checkpoint, null));
+            return new ExportResult(hf.Config, hf.Description, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files, deployment);
         }
-        var (model, _, info) = Checkpoint.Load(r.Checkpoint);
+        var (model, tokenizer, info) = Checkpoint.Load(r.Checkpoint);
         using (model)
         {
             string source = $"relu-sparsity checkpoint {Path.GetFileName(Path.GetFullPath(r.Checkpoint).TrimEnd('/'))} ({info.Steps} steps)";
             var (proto, parity, files) = Write(model.Config, WeightsOf(model), r.SkipParity ? null : model, r, source, Float32Bytes(model));
-            return new ExportResult(model.Config, source, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files);
+            int endOfText = tokenizer.EndOfTextId ?? 0;
+            string? deployment = genAiFolder == null ? null : GenAiFolder.Write(genAiFolder, "model.onnx", model.Config,
+                new GenAiFolder.SpecialIds(endOfText, endOfText, endOfText), new TokenizerSource(null, tokenizer));
+            return new ExportResult(model.Config, source, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files, deployment);
         }
     }
 
