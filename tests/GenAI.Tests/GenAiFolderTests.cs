@@ -94,4 +94,26 @@ public class GenAiFolderTests
         var (genAi, ours) = Greedy(folder, bpe, "It was a dark and stormy night; the", 20);
         Assert.That(genAi, Is.EqualTo(ours));
     }
+
+    [Test]
+    public void SparseDecodeAndPruneKeepTheFolderLoadableAndTheGreedyText()
+    {
+        string work = TempDir(), dense = Path.Combine(work, "dense");
+        string spec = "hf:" + Fixture("hf/opt");
+        Run("export", "--checkpoint", Fixture("hf/opt"), "--with-past", "--out", dense);
+        Run("analyze", "--model", Path.Combine(dense, "model.onnx"), "--corpus", Fixture("hf/opt/heldout.ids.txt"), "--tokenizer", "ids", "--seq-len", "32", "--out", Path.Combine(work, "an"));
+        string stats = Path.Combine(work, "an", "stats.json");
+        Run("sparse-decode", "--model", Path.Combine(dense, "model.onnx"), "--stats", stats, "--break-even", "0.5", "--out", Path.Combine(work, "sparse"));
+        Run("prune", "--model", Path.Combine(dense, "model.onnx"), "--stats", stats, "--dead-only", "--eval-corpus", Fixture("hf/heldout.txt"), "--allow-stats-corpus",
+            "--tokenizer", spec, "--seq-len", "32", "--runs", "1", "--out", Path.Combine(work, "pruned"));
+        string prompt = "The committee said that";
+        var (reference, _) = Greedy(dense, spec, prompt, 24);
+        foreach (string variant in new[] { "sparse", "pruned" })
+        {
+            Assert.That(File.Exists(Path.Combine(work, variant, "genai_config.json")), Is.True, variant);
+            var (genAi, ours) = Greedy(Path.Combine(work, variant), spec, prompt, 24);
+            Assert.That(genAi, Is.EqualTo(ours), variant);
+            Assert.That(genAi, Is.EqualTo(reference), $"{variant}: exact rewrites keep the greedy text");
+        }
+    }
 }

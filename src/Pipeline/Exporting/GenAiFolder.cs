@@ -56,6 +56,29 @@ public static class GenAiFolder
     }
 }
 
+/// <summary>Carries a GenAI folder's configuration and tokenizer files over to a variant of its model.</summary>
+public static class GenAiFiles
+{
+    static readonly string[] TokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model"];
+
+    /// <summary>
+    /// When <paramref name="sourceModel"/> sits in a GenAI folder (genai_config.json beside it), copies that configuration
+    /// (its graph file renamed to model.onnx) and the tokenizer files <paramref name="dir"/> lacks; returns whether it did.
+    /// </summary>
+    public static bool CopyBeside(string sourceModel, string dir)
+    {
+        string from = Path.GetDirectoryName(Path.GetFullPath(sourceModel))!;
+        string config = Path.Combine(from, GenAiFolder.ConfigFile);
+        if (!File.Exists(config)) return false;
+        var json = JsonNode.Parse(File.ReadAllText(config))!;
+        if (json["model"]?["decoder"] is JsonObject decoder) decoder["filename"] = "model.onnx";
+        AtomicFile.WriteAllText(Path.Combine(dir, GenAiFolder.ConfigFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        foreach (string f in TokenizerFiles.Where(f => File.Exists(Path.Combine(from, f)) && !File.Exists(Path.Combine(dir, f))))
+            File.Copy(Path.Combine(from, f), Path.Combine(dir, f));
+        return true;
+    }
+}
+
 /// <summary>Where a deployable folder's tokenizer files come from: a Hugging Face folder's own files, or a byte-level BPE spec of ours.</summary>
 public sealed record TokenizerSource(string? HuggingFaceFolder, TextTokenizer? Ours)
 {

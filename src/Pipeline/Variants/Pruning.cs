@@ -44,7 +44,7 @@ public static class Pruning
             throw new UserInputException($"--eval-corpus is the text the statistics came from ({request.Corpus}): evaluate on held-out text, or pass --allow-stats-corpus.");
         var reference = Evaluator.Run(request);
         Evaluation result = null!;
-        OutputFolder.Write(r.Out, "prune", dir => result = VariantFolder.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(r.Model)}", r.CommandLine, request, reference, r.Mask));
+        OutputFolder.Write(r.Out, "prune", dir => result = VariantFolder.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(r.Model)}", r.CommandLine, request, reference, r.Mask, r.Model));
         return new PruneResult(report, change, exactOn, reference, result);
     }
 

@@ -67,6 +67,7 @@ public static class SparseDecoding
             OnnxGraph.Save(rewritten, model);
             MlpSidecar.Write(model, rewrittenSites);
             File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Card(r, result));
+            Exporting.GenAiFiles.CopyBeside(r.Model, dir); // a GenAI folder's variant is one too
         });
         return result;
     }

@@ -51,7 +51,7 @@ public static class TopKVariants
         OutputFolder.Write(r.Out, "topk", dir =>
         {
             foreach (var (v, model) in built)
-                rows.Add((v.Name, VariantFolder.Write(Path.Combine(dir, v.Folder), model, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(r.Model)}", r.CommandLine, request, reference, null)));
+                rows.Add((v.Name, VariantFolder.Write(Path.Combine(dir, v.Folder), model, $"Top-k variant ({v.Name}) of {Path.GetFileNameWithoutExtension(r.Model)}", r.CommandLine, request, reference, null, r.Model)));
             table = VariantFolder.Table(rows);
             File.WriteAllText(Path.Combine(dir, "topk.md"), "# Top-k variants\n\n" + table);
             File.WriteAllText(Path.Combine(dir, "topk.json"), JsonSerializer.Serialize(rows.Select(row => new { variant = row.Item1, evaluation = row.Item2 }), ProjectJson.Options));

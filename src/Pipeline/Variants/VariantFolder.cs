@@ -1,3 +1,4 @@
+using Sparsity.Pipeline.Exporting;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -19,17 +20,20 @@ public static class VariantFolder
 {
     /// <summary>Writes one variant into <paramref name="dir"/> (a folder being written by <see cref="OutputFolder.Write"/>) and returns its evaluation.</summary>
     public static Evaluation Write(string dir, ModelProto model, string title, string command, EvaluationRequest evaluation,
-        Evaluation reference, UnitMask? mask)
+        Evaluation reference, UnitMask? mask, string? sourceModel = null)
     {
         Directory.CreateDirectory(dir);
         string path = Path.Combine(dir, "model.onnx");
-        var deployed = OnnxGraph.WithOnlyOutput(model, GraphInputs.LogitsOutput(model)?.Name ?? "logits");
+        // Deployed: the logits, and the key/value cache of a graph that has one.
+        var deployed = OnnxGraph.WithOnlyOutputs(model, [GraphInputs.LogitsOutput(model)?.Name ?? "logits",
+            .. model.Graph.Output.Select(o => o.Name).Where(n => n.StartsWith("present.", StringComparison.Ordinal))]);
         OnnxGraph.Save(deployed, path);
         MlpSidecar.Write(path, MlpSites.Find(deployed, evaluation.Activations ?? ["Relu"]));
         if (mask != null) File.WriteAllText(Path.Combine(dir, "mask.json"), mask.ToJson());
         var tokenizer = TextTokenizer.FromSpec(evaluation.Tokenizer);
         foreach (string file in tokenizer.Files) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
         string spec = tokenizer.Files.Count == 0 ? tokenizer.Spec : tokenizer.Spec.Split(':')[0] + ":" + string.Join(',', tokenizer.Files.Select(Path.GetFileName));
+        if (sourceModel != null) GenAiFiles.CopyBeside(sourceModel, dir); // a GenAI folder's variant is one too
         var result = Evaluator.Run(evaluation with { Model = path });
         File.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(result, ProjectJson.Options));
         File.WriteAllText(Path.Combine(dir, "README.md"), ModelCard(title, command, spec, mask, [("reference", reference), (title, result)]));
