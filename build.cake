@@ -177,6 +177,23 @@ Task("Experiments")
     .IsDependentOn("Tokenizer")
     .Does(() => Experiment("all"));
 
+var prompt = Argument("prompt", "The jury said");
+var newTokens = Argument("new-tokens", 64);
+Task("Generate")
+    .Description("Train the preset if needed, export it with a key/value cache as an ONNX Runtime GenAI folder (<model>/deploy) and generate from --prompt (greedy).")
+    .IsDependentOn("Tokenizer")
+    .Does(() =>
+{
+    if (!FileExists($"{checkpoint}/model.safetensors"))
+    {
+        var train = string.IsNullOrEmpty(corpus) ? brownDir.CombineWithFilePath("train.txt").FullPath : corpus;
+        var held = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
+        Cli($"train --preset {preset} --corpus \"{train}\" --heldout \"{held}\" --tokenizer \"{tokenizerSpec}\" --out \"{checkpoint}\"");
+    }
+    Cli($"export --checkpoint \"{checkpoint}\" --with-past --out \"{checkpoint}/deploy\"");
+    Cli($"generate --model \"{checkpoint}/deploy/model.onnx\" --tokenizer \"{tokenizerSpec}\" --prompt \"{prompt}\" --max-new-tokens {newTokens}");
+});
+
 Task("Bench")
     .Description("Time analyze against the bare forward, a direct ONNX Runtime loop, TorchSharp and PyTorch hooks (bench/pytorch_hooks.py); peak memory; pruned latency. Needs a trained --model.")
     .IsDependentOn("Tokenizer")
