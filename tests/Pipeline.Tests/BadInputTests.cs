@@ -164,6 +164,12 @@ public class BadInputTests
             ["fuse-attention", "--model", Fx("llama.dynamo.onnx"), "--out", Ws("f.onnx")]);
         yield return Case("bench given a checkpoint and a model", "Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.",
             ["bench", "--checkpoint", Ws("nonexistent"), "--model", Opt, "--out", Out]);
+        yield return Case("sparse-decode where no layer is sparse enough", "No layer is below the break-even of 1.00 % active units",
+            ["sparse-decode", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--break-even", "0.01", "--out", Ws("s.onnx")]);
+        yield return Case("generate asked to be greedy and to sample", "--greedy and sampling options (--temperature, --top-p, --top-k) exclude each other",
+            ["generate", "--model", Opt, "--tokenizer", "bytes", "--prompt", "x", "--greedy", "--temperature", "0.7"]);
+        yield return Case("with-past export of the stats variant", "--with-past writes the dense decoder",
+            ["export", "--checkpoint", Ws("ck"), "--with-past", "--variant", "stats", "--out", Ws("e.onnx")]);
         yield return Case("checkpoint folder missing", "nonexistent does not exist", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);
         yield return Case("config.json of neither kind", "is neither a relu-sparsity checkpoint config nor a Hugging Face config", ["export", "--checkpoint", Ws("not-a-checkpoint"), "--out", Ws("e.onnx")]);
         yield return Case("Hugging Face model type not supported", "model_type 'gpt_neox' is not supported; relu-sparsity reads opt, llama, mistral", ["export", "--checkpoint", Ws("hf-neox"), "--out", Ws("e.onnx")]);

@@ -101,9 +101,9 @@ public sealed class TextTokenizer
                     string folder = baseDirectory == null || Path.IsPathRooted(argument) ? argument : Path.Combine(baseDirectory, argument);
                     if (!Directory.Exists(folder)) throw new UserInputException($"Tokenizer folder {folder} (from --tokenizer {spec}) does not exist.");
                     string Absolute(string file) => Path.GetFullPath(Path.Combine(folder, file));
-                    if (File.Exists(Path.Combine(folder, "tokenizer.model"))) return Rename(FromSpec("sentencepiece:" + Absolute("tokenizer.model")), spec);
+                    if (File.Exists(Path.Combine(folder, "tokenizer.model"))) return Rename(FromSpec("sentencepiece:" + Absolute("tokenizer.model")), spec, folder);
                     if (File.Exists(Path.Combine(folder, "vocab.json")) && File.Exists(Path.Combine(folder, "merges.txt")))
-                        return Rename(FromSpec($"bpe:{Absolute("vocab.json")},{Absolute("merges.txt")}"), spec);
+                        return Rename(FromSpec($"bpe:{Absolute("vocab.json")},{Absolute("merges.txt")}"), spec, folder);
                     throw new UserInputException($"{folder} has no tokenizer.model (SentencePiece) and no vocab.json with merges.txt (byte-level BPE); " +
                                                  "relu-sparsity cannot read a tokenizer.json alone: pass its ids with --tokenizer ids, or the vocabulary files with --tokenizer bpe:<vocab.json>,<merges.txt>.");
                 case "wordpiece" when argument != "":
@@ -119,8 +119,26 @@ public sealed class TextTokenizer
         throw new UserInputException($"Unknown tokenizer spec '{spec}': use tiktoken:cl100k_base, tiktoken:o200k_base, bpe:<vocab.json>,<merges.txt>, sentencepiece:<file.model>, wordpiece:<vocab.txt>, hf:<checkpoint folder>, bytes or ids.");
     }
 
-    // The same tokenizer under the spec the user gave (stored in statistics and checkpoints).
-    static TextTokenizer Rename(TextTokenizer t, string spec) => new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = t.EndOfTextId };
+    // The same tokenizer under the spec the user gave (stored in statistics and checkpoints); a Hugging Face folder's
+    // config.json names its end-of-text id (generation stops there).
+    static TextTokenizer Rename(TextTokenizer t, string spec, string? folder = null) =>
+        new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = (folder == null ? null : ConfigEndOfText(folder)) ?? t.EndOfTextId };
+
+    static int? ConfigEndOfText(string folder)
+    {
+        string config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) return null;
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))?["eos_token_id"] switch
+            {
+                System.Text.Json.Nodes.JsonArray { Count: > 0 } a => a[0]!.GetValue<int>(),
+                System.Text.Json.Nodes.JsonValue v when v.TryGetValue(out int id) => id,
+                _ => null,
+            };
+        }
+        catch (System.Text.Json.JsonException) { return null; }
+    }
 
     static int MaxId(IEnumerable<int> ids, IEnumerable<int>? special) => Math.Max(ids.Max(), special?.DefaultIfEmpty(0).Max() ?? 0);
 

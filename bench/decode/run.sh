@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Batch-1 decoding of deployment variants (BENCHMARKS.md, "Decoding"): for a checkpoint, export it with a key/value
+# cache, measure its activity on the held-out Brown text, write sparse-decode and pruned variants, and time them all.
+#   bench/decode/run.sh CHECKPOINT OUT [TOKENIZER_SPEC] [CORPUS] [SEQ_LEN]
+# Defaults: the Brown tokenizer and held-out text, windows of 128. Needs a built relu-sparsity (dotnet build -c Release).
+set -euo pipefail
+ck=$1; out=$2
+spec=${3:-bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt}
+corpus=${4:-data/brown/heldout.txt}
+seq=${5:-128}
+rs() { dotnet src/Pipeline/bin/Release/net10.0/relu-sparsity.dll "$@"; }
+mkdir -p "$out"
+rs export --checkpoint "$ck" --with-past --out "$out/dense"
+rs analyze --model "$out/dense/model.onnx" --corpus "$corpus" --tokenizer "$spec" --seq-len "$seq" --out "$out/analysis"
+stats=$out/analysis/stats.json
+rs sparse-decode --model "$out/dense/model.onnx" --stats "$stats" --out "$out/sparse"
+rs prune --model "$out/dense/model.onnx" --stats "$stats" --dead-only --out "$out/dead.onnx"
+rs prune --model "$out/dense/model.onnx" --stats "$stats" --keep-fraction 0.5 --out "$out/half.onnx"
+rs analyze --model "$out/half.onnx" --corpus "$corpus" --tokenizer "$spec" --seq-len "$seq" --out "$out/analysis-half"
+rs sparse-decode --model "$out/half.onnx" --stats "$out/analysis-half/stats.json" --out "$out/half-sparse.onnx"
+rs decode-bench --corpus "$corpus" --tokenizer "$spec" --threads 1,2 --runs 5 --out "$out/bench" --model \
+  "dense=$out/dense/model.onnx" "dense, no cache=$out/dense/model.onnx" "sparse-decode=$out/sparse/model.onnx" \
+  "dead units pruned=$out/dead.onnx" "keep 0.5 pruned=$out/half.onnx" "keep 0.5 + sparse-decode=$out/half-sparse.onnx"
