@@ -97,4 +97,19 @@ public class GenerationTests
         var (exit2, _, error2) = Cli.Run("generate", "--model", model, "--tokenizer", "hf:" + CheckpointReference.Folder("opt"), "--prompt", "x", "--greedy", "--top-k", "5");
         Assert.That((exit2, error2), Is.EqualTo((2, "error: --greedy and sampling options (--temperature, --top-p, --top-k) exclude each other: give one.\n")));
     }
+
+    [Test]
+    public void CacheGraphsAreAnalysedAndRewrittenLikeAnyGraph()
+    {
+        string model = WithPast(CheckpointReference.Folder("opt"));
+        string dir = TestCorpus.TempDir();
+        var (exit, output, error) = Cli.Run("topk", "--model", model, "--k", "256", "--out", Path.Combine(dir, "k256.onnx"));
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("computes exactly what the input model does (checked"));
+        var reference = CheckpointReference.Load("opt");
+        (exit, _, error) = Cli.Run("analyze", "--model", model, "--corpus", CheckpointReference.Ids("opt"), "--tokenizer", "ids", "--seq-len", "32", "--batch-size", "4", "--out", Path.Combine(dir, "an"));
+        Assert.That(exit, Is.EqualTo(0), error);
+        var stats = Analysis.SparsityStats.Load(Path.Combine(dir, "an", Analysis.SparsityStats.FileName));
+        Assert.That(stats.Layers.Select(l => l.NonzeroFraction), Is.EqualTo(reference.Layers.Select(l => l.NonzeroFraction)).Within(1e-5), "an empty cache: the hooks' statistics");
+    }
 }
