@@ -2,7 +2,8 @@
 # Batch-1 decoding of deployment variants (BENCHMARKS.md, "Decoding"): for a checkpoint, export it with a key/value
 # cache, measure its activity on the held-out Brown text, write sparse-decode and pruned variants, and time them all.
 #   bench/decode/run.sh CHECKPOINT OUT [TOKENIZER_SPEC] [CORPUS] [SEQ_LEN]
-# Defaults: the Brown tokenizer and held-out text, windows of 128. Needs a built relu-sparsity (dotnet build -c Release).
+# Defaults: the Brown tokenizer and held-out text, windows of 128; PROMPT_TOKENS=64 NEW_TOKENS=128 in the environment.
+# Needs a built relu-sparsity (dotnet build -c Release).
 set -euo pipefail
 ck=$1; out=$2
 spec=${3:-bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt}
@@ -17,7 +18,11 @@ rs sparse-decode --model "$out/dense/model.onnx" --stats "$stats" --out "$out/sp
 rs prune --model "$out/dense/model.onnx" --stats "$stats" --dead-only --out "$out/dead.onnx"
 rs prune --model "$out/dense/model.onnx" --stats "$stats" --keep-fraction 0.5 --out "$out/half.onnx"
 rs analyze --model "$out/half.onnx" --corpus "$corpus" --tokenizer "$spec" --seq-len "$seq" --out "$out/analysis-half"
-rs sparse-decode --model "$out/half.onnx" --stats "$out/analysis-half/stats.json" --out "$out/half-sparse.onnx"
-rs decode-bench --corpus "$corpus" --tokenizer "$spec" --threads 1,2 --runs 5 --out "$out/bench" --model \
-  "dense=$out/dense/model.onnx" "dense, no cache=$out/dense/model.onnx" "sparse-decode=$out/sparse/model.onnx" \
-  "dead units pruned=$out/dead.onnx" "keep 0.5 pruned=$out/half.onnx" "keep 0.5 + sparse-decode=$out/half-sparse.onnx"
+models=("dense=$out/dense/model.onnx" "dense, no cache=$out/dense/model.onnx" "sparse-decode=$out/sparse/model.onnx"
+        "dead units pruned=$out/dead.onnx" "keep 0.5 pruned=$out/half.onnx")
+# After keep-0.5 the kept units are the busiest: a layer may no longer be below the break-even (then it is left out).
+if rs sparse-decode --model "$out/half.onnx" --stats "$out/analysis-half/stats.json" --out "$out/half-sparse.onnx"; then
+  models+=("keep 0.5 + sparse-decode=$out/half-sparse.onnx")
+fi
+rs decode-bench --corpus "$corpus" --tokenizer "$spec" --prompt-tokens "${PROMPT_TOKENS:-64}" --new-tokens "${NEW_TOKENS:-128}" \
+  --threads 1,2 --runs 5 --out "$out/bench" --model "${models[@]}"
