@@ -44,15 +44,17 @@ public static class SparseDecode
             if (narrowUp)
             {
                 var upNode = result.Graph.Node.First(n => n.Name == site.Up.Node);
-                string weight = Columns(g, site.Up, active, p + ".up");
-                string upActive = g.Op("MatMul", p + ".up_matmul", [upNode.Input[0], weight]);
+                string rows = g.Op("Gather", p + ".up_rows", [UnitRows(g, index, site.Up.Weight, unitsFirst: site.Up.TransB == 1), active], OnnxGraph.Int("axis", 0)); // [K, in]
+                string upActive = g.Op("MatMul", p + ".up_matmul", [upNode.Input[0], g.Op("Transpose", p + ".up_t", [rows], OnnxGraph.Ints("perm", 1, 0))]);
                 if (site.Up.Bias != null) upActive = g.Op("Add", p + ".up_bias", [upActive, g.Op("Gather", p + ".up_bias_k", [site.Up.Bias, active], OnnxGraph.Int("axis", 0))]);
                 string gate = g.Op("Gather", p + ".gate_k", [activity, active], OnnxGraph.Int("axis", -1));
                 reads = g.Op("Mul", p + ".product", [gate, upActive]);
             }
             else reads = g.Op("Gather", p + ".units", [down.Input[0], active], OnnxGraph.Int("axis", -1));
             down.Input[0] = reads;
-            down.Input[1] = Rows(g, site.Down, down, active, p + ".down");
+            // The active units' rows of the down-projection, [K, out]: MatMul reads them as they are, Gemm without transB.
+            down.Input[1] = g.Op("Gather", p + ".down_rows", [UnitRows(g, index, site.Down.Weight, unitsFirst: site.Down.TransB == 0), active], OnnxGraph.Int("axis", 0));
+            if (down.OpType == "Gemm") foreach (var a in down.Attribute.Where(a => a.Name == "transB")) a.I = 0;
             up.Add(narrowUp);
         }
         SortTopologically(result.Graph); // first: dead-node removal walks back from the outputs in node order
@@ -69,17 +71,19 @@ public static class SparseDecode
         return index.Consumers(node.Output[0]).FirstOrDefault(n => n.OpType == "Add" && n.Input.Contains(p.Bias))?.Output[0];
     }
 
-    // The up-projection's weight for the active units, as MatMul's [in, K].
-    static string Columns(GraphWriter g, Projection p, string active, string hint) => p.TransB == 1
-        ? g.Op("Transpose", hint + "_t", [g.Op("Gather", hint + "_rows", [p.Weight, active], OnnxGraph.Int("axis", 0))], OnnxGraph.Ints("perm", 1, 0))
-        : g.Op("Gather", hint + "_cols", [p.Weight, active], OnnxGraph.Int("axis", 1));
-
-    // The down-projection's weight for the active units: MatMul [K, out]; Gemm keeps its transB.
-    static string Rows(GraphWriter g, Projection p, NodeProto down, string active, string hint)
+    // The weight with one row per unit: as stored when units come first, else a transposed copy (once per weight), so the
+    // active units are gathered as contiguous rows; a strided column gather measured slower than the dense product.
+    static string UnitRows(GraphWriter g, GraphIndex index, string weight, bool unitsFirst)
     {
-        if (p.TransB == 0) return g.Op("Gather", hint + "_rows", [p.Weight, active], OnnxGraph.Int("axis", 0));
-        string columns = g.Op("Gather", hint + "_cols", [p.Weight, active], OnnxGraph.Int("axis", 1)); // [out, K]
-        return down.OpType == "Gemm" ? columns : g.Op("Transpose", hint + "_t", [columns], OnnxGraph.Ints("perm", 1, 0));
+        if (unitsFirst) return weight;
+        string name = weight + ".unit_rows";
+        if (g.Graph.Initializer.Any(t => t.Name == name)) return name;
+        var stored = index.Initializers[weight];
+        long rows = stored.Dims[0], columns = stored.Dims[1];
+        float[] values = Surgery.ReadFloats(stored), transposed = new float[values.Length];
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < columns; c++) transposed[c * rows + r] = values[r * columns + c];
+        return g.Floats(name, [columns, rows], transposed);
     }
 
     /// <summary>Orders the nodes so each comes after the producers of its inputs (ONNX requires it; rewrites append).</summary>

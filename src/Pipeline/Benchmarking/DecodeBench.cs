@@ -14,7 +14,7 @@ namespace Sparsity.Pipeline.Benchmarking;
 /// What <c>decode-bench</c> was asked: batch-1 greedy generation from <paramref name="PromptTokens"/> tokens of the first
 /// document of <paramref name="Corpus"/>, <paramref name="NewTokens"/> new ones, for each labelled model (the first is the
 /// reference), at each thread count, <paramref name="Runs"/> timed runs after one warm-up. A label ending in
-/// <c>, no cache</c> runs its model recomputing the sequence each step.
+/// <c>, no cache</c> runs its model recomputing the sequence each step. The models' runs are interleaved.
 /// </summary>
 public sealed record DecodeBenchRequest(IReadOnlyList<(string Label, string Model)> Models, string Corpus, string Tokenizer, string Out,
     int PromptTokens = 64, int NewTokens = 128, IReadOnlyList<int>? Threads = null, int Runs = 5);
@@ -47,30 +47,42 @@ public static class DecodeBench
         if (prompt.Count < r.PromptTokens) throw new UserInputException($"{r.Corpus} holds fewer than {r.PromptTokens} tokens for the prompt.");
         var timings = new List<DecodeTiming>();
         foreach (int threads in r.Threads ?? [1, 2])
-            foreach (var (label, model) in r.Models)
+        {
+            // All models open at once and their runs interleaved, so drift in the machine's speed spreads over all of them.
+            var generators = r.Models.Select(m => new Generator(OnnxGraph.Load(m.Model), threads, useCache: !m.Label.EndsWith(NoCache, StringComparison.Ordinal))).ToList();
+            try
             {
-                progress?.Invoke($"{label}, {threads} thread(s)…");
-                using var generator = new Generator(OnnxGraph.Load(model), threads, useCache: !label.EndsWith(NoCache, StringComparison.Ordinal));
-                int[] tokens = [];
-                var prefill = new List<double>();
-                var decode = new List<double>();
-                for (int run = -1; run < r.Runs; run++) // run −1 warms up
-                {
-                    var clock = Stopwatch.StartNew();
-                    double first = 0;
-                    var produced = new List<int>();
-                    foreach (int t in generator.Generate(prompt, r.NewTokens))
+                var tokens = generators.Select((g, i) => { progress?.Invoke($"{r.Models[i].Label}, {threads} thread(s): warm-up…"); return Time(g).Tokens; }).ToList();
+                var prefill = r.Models.Select(_ => new List<double>()).ToList();
+                var decode = r.Models.Select(_ => new List<double>()).ToList();
+                for (int run = 0; run < r.Runs; run++)
+                    for (int i = 0; i < generators.Count; i++)
                     {
-                        if (produced.Count == 0) first = clock.Elapsed.TotalSeconds; // prompt through the model, and the first token picked
-                        produced.Add(t);
+                        var (first, perToken, _) = Time(generators[i]);
+                        prefill[i].Add(first);
+                        decode[i].Add(perToken);
                     }
-                    double total = clock.Elapsed.TotalSeconds;
-                    if (run < 0) { tokens = [.. produced]; continue; }
-                    prefill.Add(first);
-                    decode.Add(1000 * (total - first) / Math.Max(1, produced.Count - 1));
-                }
-                timings.Add(new DecodeTiming(label, threads, [.. prefill], [.. decode], tokens));
+                for (int i = 0; i < generators.Count; i++) timings.Add(new DecodeTiming(r.Models[i].Label, threads, [.. prefill[i]], [.. decode[i]], tokens[i]));
             }
+            finally
+            {
+                foreach (var g in generators) g.Dispose();
+            }
+        }
+
+        // One greedy generation: seconds to the first token (the prefill), then milliseconds per later token.
+        (double First, double PerToken, int[] Tokens) Time(Generator generator)
+        {
+            var clock = Stopwatch.StartNew();
+            double first = 0;
+            var produced = new List<int>();
+            foreach (int t in generator.Generate(prompt, r.NewTokens))
+            {
+                if (produced.Count == 0) first = clock.Elapsed.TotalSeconds; // prompt through the model, and the first token picked
+                produced.Add(t);
+            }
+            return (first, 1000 * (clock.Elapsed.TotalSeconds - first) / Math.Max(1, produced.Count - 1), [.. produced]);
+        }
         string md = Markdown(r, timings, prompt.Count);
         AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.md"), md);
         AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.json"), JsonSerializer.Serialize(new
@@ -87,7 +99,7 @@ public static class DecodeBench
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
         md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}. Batch 1, prompt of {promptTokens} tokens, {r.NewTokens} new tokens, greedy; " +
-                           $"median of {r.Runs} runs after a warm-up (min–max in brackets). Decode = the tokens after the first, timed apart from the prefill.").AppendLine();
+                           $"median of {r.Runs} runs after a warm-up, the models' runs interleaved (min–max in brackets). Decode = the tokens after the first, timed apart from the prefill.").AppendLine();
         md.AppendLine(Table(["model", "threads", "decode ms/token", "decode tokens/s", "× first model", "prefill s", "greedy tokens = first model's"], timings.Select(t =>
         {
             var reference = timings.First(x => x.Threads == t.Threads);
