@@ -3,15 +3,16 @@
 # cache, measure its activity on the held-out Brown text, write sparse-decode and pruned variants, and time them all.
 #   bench/decode/run.sh CHECKPOINT OUT [TOKENIZER_SPEC] [CORPUS] [SEQ_LEN]
 # Defaults: the Brown tokenizer and held-out text, windows of 128; PROMPT_TOKENS=64 NEW_TOKENS=128 in the environment.
-# Needs a built relu-sparsity (dotnet build -c Release).
+# Needs a built relu-sparsity (dotnet build -c Release), or RS=path/to/relu-sparsity (e.g. the GPU bundle's);
+# DEVICE=cuda times decode-bench on the GPU.
 set -euo pipefail
 ck=$1; out=$2
 spec=${3:-bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt}
 corpus=${4:-data/brown/heldout.txt}
 seq=${5:-128}
-rs() { dotnet src/Pipeline/bin/Release/net10.0/relu-sparsity.dll "$@"; }
+rs() { if [ -n "${RS:-}" ]; then "$RS" "$@"; else dotnet src/Pipeline/bin/Release/net10.0/relu-sparsity.dll "$@"; fi; }
 mkdir -p "$out"
-rs export --checkpoint "$ck" --with-past --out "$out/dense"
+[ -f "$out/dense/model.onnx" ] || rs export --checkpoint "$ck" --with-past --out "$out/dense"   # a GPU host without libtorch gets the export carried over
 rs analyze --model "$out/dense/model.onnx" --corpus "$corpus" --tokenizer "$spec" --seq-len "$seq" --out "$out/analysis"
 stats=$out/analysis/stats.json
 rs sparse-decode --model "$out/dense/model.onnx" --stats "$stats" --out "$out/sparse"
@@ -25,4 +26,4 @@ if rs sparse-decode --model "$out/half.onnx" --stats "$out/analysis-half/stats.j
   models+=("keep 0.5 + sparse-decode=$out/half-sparse.onnx")
 fi
 rs decode-bench --corpus "$corpus" --tokenizer "$spec" --prompt-tokens "${PROMPT_TOKENS:-64}" --new-tokens "${NEW_TOKENS:-128}" \
-  --threads 1,2 --runs 5 --out "$out/bench" --model "${models[@]}"
+  --threads 1,2 --runs 5 --device "${DEVICE:-cpu}" --out "$out/bench" --model "${models[@]}"

@@ -17,7 +17,7 @@ namespace Sparsity.Pipeline.Benchmarking;
 /// <c>, no cache</c> runs its model recomputing the sequence each step. The models' runs are interleaved.
 /// </summary>
 public sealed record DecodeBenchRequest(IReadOnlyList<(string Label, string Model)> Models, string Corpus, string Tokenizer, string Out,
-    int PromptTokens = 64, int NewTokens = 128, IReadOnlyList<int>? Threads = null, int Runs = 5);
+    int PromptTokens = 64, int NewTokens = 128, IReadOnlyList<int>? Threads = null, int Runs = 5, Runtime.Device? Device = null);
 
 /// <summary>One model at one thread count: prefill seconds and per-token decode milliseconds over the runs, and its greedy tokens.</summary>
 public sealed record DecodeTiming(string Label, int Threads, double[] PrefillSeconds, double[] DecodeMsPerToken, int[] Tokens)
@@ -49,7 +49,7 @@ public static class DecodeBench
         foreach (int threads in r.Threads ?? [1, 2])
         {
             // All models open at once and their runs interleaved, so drift in the machine's speed spreads over all of them.
-            var generators = r.Models.Select(m => new Generator(OnnxGraph.Load(m.Model), threads, useCache: !m.Label.EndsWith(NoCache, StringComparison.Ordinal))).ToList();
+            var generators = r.Models.Select(m => new Generator(OnnxGraph.Load(m.Model), threads, useCache: !m.Label.EndsWith(NoCache, StringComparison.Ordinal), r.Device)).ToList();
             try
             {
                 var tokens = generators.Select((g, i) => { progress?.Invoke($"{r.Models[i].Label}, {threads} thread(s): warm-up…"); return Time(g).Tokens; }).ToList();
@@ -98,7 +98,7 @@ public static class DecodeBench
     {
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
-        md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}. Batch 1, prompt of {promptTokens} tokens, {r.NewTokens} new tokens, greedy; " +
+        md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}; device {r.Device ?? Runtime.Device.Cpu}. Batch 1, prompt of {promptTokens} tokens, {r.NewTokens} new tokens, greedy; " +
                            $"median of {r.Runs} runs after a warm-up, the models' runs interleaved (min–max in brackets). Decode = the tokens after the first, timed apart from the prefill.").AppendLine();
         md.AppendLine(Table(["model", "threads", "decode ms/token", "decode tokens/s", "× first model", "prefill s", "greedy tokens = first model's"], timings.Select(t =>
         {

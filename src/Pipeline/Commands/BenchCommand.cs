@@ -61,9 +61,10 @@ public static class DecodeBenchCommand
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to generate (greedy).", DefaultValueFactory = _ => 128 };
         var threads = new Option<string>("--threads") { Description = "Thread counts, comma-separated.", DefaultValueFactory = _ => "1,2" };
         var runs = new Option<int>("--runs") { Description = "Timed runs per model and thread count, after one warm-up.", DefaultValueFactory = _ => 5 };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (the cache returns to host memory each step).", DefaultValueFactory = _ => "cpu" };
         var outDir = new Option<string>("--out") { Description = "Folder for decode.md and decode.json.", Required = true };
         var command = new Command("decode-bench", "Time batch-1 greedy decoding (per-token latency, prefill apart) of several models on one prompt, and check their tokens agree.")
-            { models, corpus, tokenizer, promptTokens, newTokens, threads, runs, outDir };
+            { models, corpus, tokenizer, promptTokens, newTokens, threads, runs, device, outDir };
         command.SetAction(parse =>
         {
             var pairs = parse.GetValue(models)!.Select(m => m.Split('=', 2) is [var label, var path] && label != "" && path != ""
@@ -73,7 +74,8 @@ public static class DecodeBenchCommand
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             string md = "";
             OutputFolder.Write(parse.GetValue(outDir)!, "decode-bench", dir => md = DecodeBench.Run(new DecodeBenchRequest(pairs, text[0], text[1], dir,
-                parse.GetValue(promptTokens), parse.GetValue(newTokens), threadCounts, Math.Max(1, parse.GetValue(runs))), line => output.WriteLine(line)));
+                parse.GetValue(promptTokens), parse.GetValue(newTokens), threadCounts, Math.Max(1, parse.GetValue(runs)), Runtime.Devices.Resolve(parse.GetValue(device)!, output)),
+                line => output.WriteLine(line)));
             output.WriteLine(md);
             return 0;
         });

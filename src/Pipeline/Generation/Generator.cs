@@ -22,8 +22,11 @@ public sealed class Generator : IDisposable
     readonly string _logits;
     readonly bool _mask, _positions;
 
-    /// <summary>Opens <paramref name="model"/>; <paramref name="useCache"/> false recomputes even when the graph has a cache.</summary>
-    public Generator(ModelProto model, int threads = 2, bool useCache = true)
+    /// <summary>
+    /// Opens <paramref name="model"/> on <paramref name="device"/> (default the CPU); <paramref name="useCache"/> false
+    /// recomputes even when the graph has a cache. Inputs and the cache live in host memory between steps.
+    /// </summary>
+    public Generator(ModelProto model, int threads = 2, bool useCache = true, Device? device = null)
     {
         MaxPositions = GraphInputs.MaxPositions(model);
         bool cached = useCache && model.Graph.Input.Any(i => i.Name.StartsWith(PastPrefix, StringComparison.Ordinal));
@@ -43,7 +46,7 @@ public sealed class Generator : IDisposable
         _logits = GraphInputs.LogitsOutput(graph)?.Name ?? throw new UserInputException("The model has no logits output (an output named logits, or a single float output of rank 3): it cannot generate.");
         var outputs = new List<(string, long[]?)> { (_logits, null) };
         outputs.AddRange(_cache.Select(c => (c.Output, (long[]?)null)));
-        _runner = new ModelRunner(graph, Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
+        _runner = new ModelRunner(graph, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
         _mask = _runner.InputNames.Contains(GraphInputs.MaskInput);
         _positions = _runner.InputNames.Contains("position_ids");
         UsesCache = cached;
