@@ -38,7 +38,8 @@ public class ExternalGraphTests
     static string Family(string graph) => graph.Split('.')[0];
     static string Model(string graph) => HookFixture.PathOf(graph + ".onnx");
 
-    static string Analyze(string model, params string[] extra)
+    /// <summary>analyze on the fixture text as the hook statistics were computed (bytes, windows of 32, batches of 4); returns stats.json.</summary>
+    internal static string Analyze(string model, params string[] extra)
     {
         string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
         var (exit, _, error) = Cli.Run([.. new[] { "analyze", "--model", model, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32",
@@ -356,13 +357,8 @@ public class Float16Tests
 [TestFixture]
 public class AttentionFusionTests
 {
-    static string Counts(string model)
-    {
-        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
-        var (exit, _, error) = Cli.Run("analyze", "--model", model, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4", "--threads", "2", "--out", outDir);
-        Assert.That(exit, Is.EqualTo(0), error);
-        return JsonSerializer.Serialize(SparsityCounts.Load(outDir).Layers, ProjectJson.Options);
-    }
+    static string Counts(string model) =>
+        JsonSerializer.Serialize(SparsityCounts.Load(Path.GetDirectoryName(ExternalGraphTests.Analyze(model))!).Layers, ProjectJson.Options);
 
     [TestCase("opt.torchscript")]
     [TestCase("gpt2.torchscript")]

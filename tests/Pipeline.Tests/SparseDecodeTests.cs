@@ -11,13 +11,7 @@ namespace Sparsity.Tests;
 [TestFixture]
 public class SparseDecodeTests
 {
-    static string AnalyzeBytes(string model)
-    {
-        string dir = Path.Combine(TestCorpus.TempDir(), "analysis");
-        var (exit, _, error) = Cli.Run("analyze", "--model", model, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4", "--threads", "2", "--out", dir);
-        Assert.That(exit, Is.EqualTo(0), error);
-        return Path.Combine(dir, SparsityStats.FileName);
-    }
+    static string AnalyzeBytes(string model) => ExternalGraphTests.Analyze(model);
 
     static void AssertSameLogits(string dense, string sparse, long vocab)
     {
