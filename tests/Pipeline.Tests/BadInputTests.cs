@@ -168,6 +168,8 @@ public class BadInputTests
             ["sparse-decode", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--break-even", "0.01", "--out", Ws("s.onnx")]);
         yield return Case("generate asked to be greedy and to sample", "--greedy and sampling options (--temperature, --top-p, --top-k) exclude each other",
             ["generate", "--model", Opt, "--tokenizer", "bytes", "--prompt", "x", "--greedy", "--temperature", "0.7"]);
+        yield return Case("generate with a temperature of zero", "--temperature must be positive, --top-p in (0, 1] and --top-k at least 0",
+            ["generate", "--model", Opt, "--tokenizer", "bytes", "--prompt", "x", "--temperature", "0"]);
         yield return Case("with-past export of the stats variant", "--with-past writes the dense decoder",
             ["export", "--checkpoint", Ws("ck"), "--with-past", "--variant", "stats", "--out", Ws("e.onnx")]);
         yield return Case("checkpoint folder missing", "nonexistent does not exist", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);

@@ -50,7 +50,8 @@ public static class CheckedExport
             var hf = HuggingFaceCheckpoint.Open(r.Checkpoint);
             using var reference = r.SkipParity || r.Variant != ExportVariant.Dense ? null : hf.Model();
             var (proto, parity, files) = Write(hf.Config, hf.Weight, reference, r, hf.Description, hf.Float32Bytes);
-            string? deployment = genAiFolder == null ? null : GenAiFolder.Write(genAiFolder, "model.onnx", hf.Config, new GenAiFolder.SpecialIds(hf.TokenIds.EndOfText, hf.TokenIds.BeginningOfText, hf.TokenIds.Padding), new TokenizerSource(r.Checkpoint, null));
+            var (eos, bos, pad) = hf.TokenIds;
+            string? deployment = genAiFolder == null ? null : GenAiFolder.Write(genAiFolder, "model.onnx", hf.Config, new GenAiFolder.SpecialIds(eos, bos, pad), new TokenizerSource(r.Checkpoint, null));
             return new ExportResult(hf.Config, hf.Description, parity, Surgery.Parameters(proto), proto.Graph.Output.Select(o => o.Name).ToList(), files, deployment);
         }
         var (model, tokenizer, info) = Checkpoint.Load(r.Checkpoint);

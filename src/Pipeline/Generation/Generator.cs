@@ -75,6 +75,8 @@ public sealed class Generator : IDisposable
     public IEnumerable<int> Generate(IReadOnlyList<int> prompt, int maxNewTokens, Sampling? sampling = null, int? stopAt = null)
     {
         if (prompt.Count == 0) throw new UserInputException("The prompt is empty after tokenization: give some text.");
+        if (sampling != null && (!(sampling.Temperature > 0) || !(sampling.TopP > 0 && sampling.TopP <= 1) || sampling.TopK < 0))
+            throw new UserInputException("--temperature must be positive, --top-p in (0, 1] and --top-k at least 0.");
         if (MaxPositions is long max && prompt.Count >= max) throw new UserInputException($"The prompt has {prompt.Count} tokens; the model takes {max} in all: shorten it.");
         var random = new Random(sampling?.Seed ?? 0);
         var tokens = prompt.ToList();
@@ -100,8 +102,6 @@ public sealed class Generator : IDisposable
 
     static int Sample(float[] logits, Sampling s, Random random)
     {
-        if (!(s.Temperature > 0) || !(s.TopP > 0 && s.TopP <= 1) || s.TopK < 0)
-            throw new UserInputException("--temperature must be positive, --top-p in (0, 1] and --top-k at least 0.");
         var order = Enumerable.Range(0, logits.Length).OrderByDescending(i => logits[i]).ThenBy(i => i).ToList();
         if (s.TopK > 0) order = order.Take(s.TopK).ToList();
         double top = logits[order[0]];
