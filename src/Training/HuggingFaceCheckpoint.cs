@@ -22,9 +22,12 @@ public sealed class HuggingFaceCheckpoint
     readonly Dictionary<string, Safetensors.Entry> _entries;
     readonly Dictionary<string, Source> _sources;
 
-    HuggingFaceCheckpoint(string folder, string modelType, ModelConfig config, Dictionary<string, Safetensors.Entry> entries, Dictionary<string, Source> sources, string note)
+    HuggingFaceCheckpoint(string folder, string modelType, ModelConfig config, Dictionary<string, Safetensors.Entry> entries, Dictionary<string, Source> sources,
+        string note, JsonObject json)
     {
         Folder = folder;
+        int eos = TokenId(json, "eos_token_id") ?? 0;
+        TokenIds = (eos, TokenId(json, "bos_token_id") ?? eos, TokenId(json, "pad_token_id") ?? eos);
         ModelType = modelType;
         Config = config;
         _entries = entries;
@@ -44,21 +47,22 @@ public sealed class HuggingFaceCheckpoint
     /// <summary>What the reader changed or limited (e.g. a sliding window capping the context), or "".</summary>
     public string Note { get; }
     /// <summary>config.json's end-of-text, beginning-of-text and padding ids (the first of a list; missing ones fall back to end-of-text, then 0).</summary>
-    public (int EndOfText, int BeginningOfText, int Padding) TokenIds
+    public (int EndOfText, int BeginningOfText, int Padding) TokenIds { get; }
+
+    /// <summary>The end-of-text id config.json in <paramref name="folder"/> names (the first of a list); null when there is none or no readable config.</summary>
+    public static int? EndOfTextId(string folder)
     {
-        get
-        {
-            var j = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder, "config.json")))!.AsObject();
-            int? Id(string key) => j[key] switch
-            {
-                JsonArray { Count: > 0 } a => a[0]!.GetValue<int>(),
-                JsonNode n when n.GetValueKind() == JsonValueKind.Number => n.GetValue<int>(),
-                _ => null,
-            };
-            int eos = Id("eos_token_id") ?? 0;
-            return (eos, Id("bos_token_id") ?? eos, Id("pad_token_id") ?? eos);
-        }
+        try { return JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "config.json"))) is JsonObject j ? TokenId(j, "eos_token_id") : null; }
+        catch (Exception e) when (e is JsonException or IOException) { return null; }
     }
+
+    // A token id of config.json: a number, or the first of a list.
+    static int? TokenId(JsonObject j, string key) => j[key] switch
+    {
+        JsonArray { Count: > 0 } a when a[0] is JsonValue v && v.TryGetValue(out int first) => first,
+        JsonValue v when v.TryGetValue(out int id) => id,
+        _ => null,
+    };
 
     /// <summary>Bytes of the weights once widened to float32.</summary>
     public long Float32Bytes => _sources.Values.Sum(s => s.Shape.Aggregate(4L, (a, d) => a * d));
@@ -101,7 +105,7 @@ public sealed class HuggingFaceCheckpoint
             if (!stored.SequenceEqual(source.Shape))
                 throw new UserInputException($"{folder}: {string.Join(" + ", source.Names)} has shape [{string.Join(", ", stored)}], config.json implies [{string.Join(", ", source.Shape)}]; the weights do not match the config.");
         }
-        return new HuggingFaceCheckpoint(folder, type, config, entries, sources, note);
+        return new HuggingFaceCheckpoint(folder, type, config, entries, sources, note, json);
     }
 
     /// <summary>Every tensor the model needs, by this project's name (see <see cref="ReluTransformer"/>).</summary>

@@ -41,6 +41,14 @@ public static class ModelExporter
         return g.Op("Max", "positions", [newTokens, g.Longs("zero_pos", [], 0)]); // padding before the first real token: position 0
     }
 
+    // True strictly above the diagonal (T, T): a token never attends to later ones.
+    static string CausalMask(GraphWriter g, string seqLen)
+    {
+        string tt = g.Op("Concat", "tt", [g.Op("Unsqueeze", "t0", [seqLen, g.Longs("axis0", [1], 0)]), g.Op("Unsqueeze", "t1", [seqLen, g.Longs("axis0b", [1], 0)])], OnnxGraph.Int("axis", 0));
+        string ones = g.Op("ConstantOfShape", "ones_tt", [tt], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
+        return g.Op("Cast", "future", [g.Op("Trilu", "upper", [ones, g.Longs("k1", [], 1)], OnnxGraph.Int("upper", 1))], OnnxGraph.Int("to", (long)DataType.Bool));
+    }
+
     // True where new token i must not read key j: j > past + i, or j is padding. (B, 1, T, total).
     static string CacheMask(GraphWriter g, string seqLen)
     {
@@ -60,11 +68,15 @@ public static class ModelExporter
     /// one ONNX Runtime <c>com.microsoft.MultiHeadAttention</c> node (causal: <c>unidirectional</c>) instead of its
     /// MatMul, mask, Softmax and MatMul; the same logits, runnable only by ONNX Runtime.
     /// </summary>
-    public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f, bool fusedAttention = false)
+    public static ModelProto Export(ReluTransformer model, ExportVariant variant, float threshold = 0f, bool fusedAttention = false) =>
+        Export(model.Config, WeightsOf(model), variant, threshold, fusedAttention);
+
+    /// <summary>The model's parameters and buffers by state-dict name, as <see cref="Export(ModelConfig, Func{string, Tensor?}, ExportVariant, float, bool, ExternalData.SideFile?, bool)"/> reads them.</summary>
+    public static Func<string, Tensor?> WeightsOf(ReluTransformer model)
     {
         var weights = model.named_parameters().Select(p => (p.name, (Tensor)p.parameter))
             .Concat(model.named_buffers()).ToDictionary(p => p.Item1, p => p.Item2);
-        return Export(model.Config, name => weights.TryGetValue(name, out var t) ? t.detach() : null, variant, threshold, fusedAttention);
+        return name => weights.TryGetValue(name, out var t) ? t.detach() : null;
     }
 
     /// <summary>
@@ -120,14 +132,11 @@ public static class ModelExporter
         }
         else x = g.Op("Add", "embed", [x, g.Op("Gather", "pos_emb", [g.Floats("wpe.weight", [c.SeqLen, c.DModel], W("wpe.weight")), positions])]);
 
-        // Causal mask: true strictly above the diagonal (a token never attends to later ones).
-        string tt = g.Op("Concat", "tt", [g.Op("Unsqueeze", "t0", [seqLen, g.Longs("axis0", [1], 0)]), g.Op("Unsqueeze", "t1", [seqLen, g.Longs("axis0b", [1], 0)])], OnnxGraph.Int("axis", 0));
-        string ones = g.Op("ConstantOfShape", "ones_tt", [tt], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
-        string future = g.Op("Cast", "future", [g.Op("Trilu", "upper", [ones, g.Longs("k1", [], 1)], OnnxGraph.Int("upper", 1))], OnnxGraph.Int("to", (long)DataType.Bool));
+        // Causal mask: true where a token must not look: strictly above the diagonal (T, T), or with a cache where key j is
+        // after past + i or padding (B, 1, T, past + T).
+        string blocked = withPast ? CacheMask(g, seqLen) : CausalMask(g, seqLen);
         // With a cache, rows may be all padding (left-padded prompts): float.MinValue keeps them finite where −∞ gives NaN.
         string negInf = g.Scalar("neg_inf", withPast ? float.MinValue : float.NegativeInfinity);
-        // With a cache: key j may be read by new token i when j ≤ past + i and the mask marks j real, (B, 1, T, past + T).
-        string? blocked = withPast ? CacheMask(g, seqLen) : null;
         string headShape = g.Longs("head_shape", [4], 0, 0, heads, hs);
         string kvShape = g.Longs("kv_shape", [4], 0, 0, kv, hs);
         string modelShape = g.Longs("model_shape", [3], 0, 0, heads * hs);
@@ -191,7 +200,7 @@ public static class ModelExporter
                 }
                 string kT = g.Op("Transpose", p + ".attn.kT", [Repeat(k, p + ".attn.k", [0, heads, -1, hs])], OnnxGraph.Ints("perm", 0, 1, 3, 2)); // (B, H, hs, T)
                 v = Repeat(v, p + ".attn.v", [0, heads, -1, hs]);
-                string scores = g.Op("Where", p + ".attn.masked", [blocked ?? future, negInf, g.Op("Mul", p + ".attn.scaled", [g.Op("MatMul", p + ".attn.qk", [q, kT]), scale])]);
+                string scores = g.Op("Where", p + ".attn.masked", [blocked, negInf, g.Op("Mul", p + ".attn.scaled", [g.Op("MatMul", p + ".attn.qk", [q, kT]), scale])]);
                 string att = g.Op("Softmax", p + ".attn.softmax", [scores], OnnxGraph.Int("axis", -1)); // (B, H, T, T)
                 string y = g.Op("Reshape", p + ".attn.y", [g.Op("Transpose", p + ".attn.yT", [g.Op("MatMul", p + ".attn.av", [att, v])], OnnxGraph.Ints("perm", 0, 2, 1, 3)), modelShape]);
                 x = g.Op("Add", p + ".resid_attn", [x, Linear(y, p + ".attn.c_proj", heads * hs, c.DModel, c.AttentionBias)]);

@@ -37,7 +37,6 @@ public static class CheckedExport
         if (!Directory.Exists(r.Checkpoint)) throw new UserInputException($"Checkpoint folder {r.Checkpoint} does not exist.");
         if (!r.WithPast || r.Out.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return Export(r, null);
         // A graph with a cache written to a folder: the folder ONNX Runtime GenAI loads, swapped in whole.
-        OutputFolder.RequireWritable(r.Out, "export");
         ExportResult result = null!;
         OutputFolder.Write(r.Out, "export", dir => result = Export(r with { Out = Path.Combine(dir, "model.onnx") }, dir));
         return result with { Files = [.. result.Files.Select(f => Path.Combine(r.Out, Path.GetFileName(f))), Path.Combine(r.Out, GenAiFolder.ConfigFile)] };
@@ -58,7 +57,7 @@ public static class CheckedExport
         using (model)
         {
             string source = $"relu-sparsity checkpoint {Path.GetFileName(Path.GetFullPath(r.Checkpoint).TrimEnd('/'))} ({info.Steps} steps)";
-            var (proto, parity, files) = Write(model.Config, WeightsOf(model), r.SkipParity ? null : model, r, source, Float32Bytes(model));
+            var (proto, parity, files) = Write(model.Config, ModelExporter.WeightsOf(model), r.SkipParity ? null : model, r, source, Float32Bytes(model));
             int endOfText = tokenizer.EndOfTextId ?? 0;
             string? deployment = genAiFolder == null ? null : GenAiFolder.Write(genAiFolder, "model.onnx", model.Config,
                 new GenAiFolder.SpecialIds(endOfText, endOfText, endOfText), new TokenizerSource(null, tokenizer));
@@ -72,7 +71,7 @@ public static class CheckedExport
     /// </summary>
     public static (ModelProto Model, float? Parity) Write(ReluTransformer model, ExportVariant variant, float threshold, string path, bool fusedAttention = false)
     {
-        var (proto, parity, _) = Write(model.Config, WeightsOf(model), model, new ExportRequest("", path, variant, threshold, fusedAttention), "", Float32Bytes(model));
+        var (proto, parity, _) = Write(model.Config, ModelExporter.WeightsOf(model), model, new ExportRequest("", path, variant, threshold, fusedAttention), "", Float32Bytes(model));
         return (proto, parity);
     }
 
@@ -124,12 +123,6 @@ public static class CheckedExport
         {
             Directory.Delete(temp, recursive: true);
         }
-    }
-
-    static Func<string, Tensor?> WeightsOf(ReluTransformer model)
-    {
-        var weights = model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).Concat(model.named_buffers()).ToDictionary(p => p.Item1, p => p.Item2);
-        return name => weights.TryGetValue(name, out var t) ? t.detach() : null;
     }
 
     static long Float32Bytes(ReluTransformer model) => model.parameters().Sum(p => p.numel()) * sizeof(float);

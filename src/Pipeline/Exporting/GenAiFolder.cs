@@ -16,6 +16,9 @@ public static class GenAiFolder
     /// <summary>The GenAI configuration file.</summary>
     public const string ConfigFile = "genai_config.json";
 
+    /// <summary>Tokenizer files of a Hugging Face folder that travel with a deployable folder.</summary>
+    public static readonly IReadOnlyList<string> TokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model"];
+
     /// <summary>Token ids GenAI needs: end of text (stops generation), beginning of text and padding.</summary>
     public sealed record SpecialIds(int EndOfText, int BeginningOfText, int Padding);
 
@@ -59,8 +62,6 @@ public static class GenAiFolder
 /// <summary>Carries a GenAI folder's configuration and tokenizer files over to a variant of its model.</summary>
 public static class GenAiFiles
 {
-    static readonly string[] TokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model"];
-
     /// <summary>
     /// When <paramref name="sourceModel"/> sits in a GenAI folder (genai_config.json beside it), copies that configuration
     /// (its graph file renamed to model.onnx) and the tokenizer files <paramref name="dir"/> lacks; returns whether it did.
@@ -73,7 +74,7 @@ public static class GenAiFiles
         var json = JsonNode.Parse(File.ReadAllText(config))!;
         if (json["model"]?["decoder"] is JsonObject decoder) decoder["filename"] = "model.onnx";
         AtomicFile.WriteAllText(Path.Combine(dir, GenAiFolder.ConfigFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        foreach (string f in TokenizerFiles.Where(f => File.Exists(Path.Combine(from, f)) && !File.Exists(Path.Combine(dir, f))))
+        foreach (string f in GenAiFolder.TokenizerFiles.Where(f => File.Exists(Path.Combine(from, f)) && !File.Exists(Path.Combine(dir, f))))
             File.Copy(Path.Combine(from, f), Path.Combine(dir, f));
         return true;
     }
@@ -82,14 +83,12 @@ public static class GenAiFiles
 /// <summary>Where a deployable folder's tokenizer files come from: a Hugging Face folder's own files, or a byte-level BPE spec of ours.</summary>
 public sealed record TokenizerSource(string? HuggingFaceFolder, TextTokenizer? Ours)
 {
-    static readonly string[] HuggingFaceFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model"];
-
     /// <summary>Copies or writes the tokenizer files; returns what GenAI will read.</summary>
     public string WriteInto(string dir)
     {
         if (HuggingFaceFolder != null)
         {
-            var copied = HuggingFaceFiles.Where(f => File.Exists(Path.Combine(HuggingFaceFolder, f))).ToList();
+            var copied = GenAiFolder.TokenizerFiles.Where(f => File.Exists(Path.Combine(HuggingFaceFolder, f))).ToList();
             foreach (string f in copied) File.Copy(Path.Combine(HuggingFaceFolder, f), Path.Combine(dir, f), overwrite: true);
             return copied.Contains("tokenizer.json")
                 ? $"tokenizer: the checkpoint's own ({string.Join(", ", copied)})"

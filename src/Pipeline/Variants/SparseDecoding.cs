@@ -29,6 +29,7 @@ public static class SparseDecoding
     public static SparseDecodeResult Run(SparseDecodeRequest r)
     {
         if (!(r.BreakEven > 0 && r.BreakEven <= 1)) throw new UserInputException($"--break-even {r.BreakEven}: give a fraction of units in (0, 1].");
+        if (!VariantFolder.IsModelFile(r.Out)) OutputFolder.RequireWritable(r.Out, "sparse-decode"); // before the work, as every folder command
         var proto = OnnxGraph.Load(r.Model);
         var sites = MlpSites.Find(proto, r.Activations);
         Pruning.RequireStatsOf(r.Stats, r.Model);
@@ -60,7 +61,6 @@ public static class SparseDecoding
             MlpSidecar.Write(r.Out, rewrittenSites);
             return result;
         }
-        OutputFolder.RequireWritable(r.Out, "sparse-decode");
         OutputFolder.Write(r.Out, "sparse-decode", dir =>
         {
             string model = Path.Combine(dir, "model.onnx");

@@ -122,23 +122,7 @@ public sealed class TextTokenizer
     // The same tokenizer under the spec the user gave (stored in statistics and checkpoints); a Hugging Face folder's
     // config.json names its end-of-text id (generation stops there).
     static TextTokenizer Rename(TextTokenizer t, string spec, string? folder = null) =>
-        new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = (folder == null ? null : ConfigEndOfText(folder)) ?? t.EndOfTextId };
-
-    static int? ConfigEndOfText(string folder)
-    {
-        string config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) return null;
-        try
-        {
-            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))?["eos_token_id"] switch
-            {
-                System.Text.Json.Nodes.JsonArray { Count: > 0 } a => a[0]!.GetValue<int>(),
-                System.Text.Json.Nodes.JsonValue v when v.TryGetValue(out int id) => id,
-                _ => null,
-            };
-        }
-        catch (System.Text.Json.JsonException) { return null; }
-    }
+        new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = (folder == null ? null : HuggingFaceCheckpoint.EndOfTextId(folder)) ?? t.EndOfTextId };
 
     static int MaxId(IEnumerable<int> ids, IEnumerable<int>? special) => Math.Max(ids.Max(), special?.DefaultIfEmpty(0).Max() ?? 0);
 
