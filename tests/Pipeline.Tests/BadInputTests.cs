@@ -170,6 +170,10 @@ public class BadInputTests
             ["generate", "--model", Opt, "--tokenizer", "bytes", "--prompt", "x", "--greedy", "--temperature", "0.7"]);
         yield return Case("generate with a temperature of zero", "--temperature must be positive, --top-p in (0, 1] and --top-k at least 0",
             ["generate", "--model", Opt, "--tokenizer", "bytes", "--prompt", "x", "--temperature", "0"]);
+        yield return Case("generate with an encoder", "is not a causal language model (changing later tokens changes the outputs at earlier positions): generate",
+            ["generate", "--model", Fx("bert.dynamo.onnx"), "--tokenizer", "bytes", "--prompt", "hi"]);
+        yield return Case("generate past an external graph's context", "the sequence is probably longer than the model's context; ask for fewer with --max-new-tokens",
+            ["generate", "--model", Fx("gpt_cache.dynamo.onnx"), "--tokenizer", "bytes", "--prompt", "The jury", "--max-new-tokens", "100"]);
         yield return Case("with-past export of the stats variant", "--with-past writes the dense decoder",
             ["export", "--checkpoint", Ws("ck"), "--with-past", "--variant", "stats", "--out", Ws("e.onnx")]);
         yield return Case("checkpoint folder missing", "nonexistent does not exist", ["export", "--checkpoint", Ws("nonexistent"), "--out", Ws("e.onnx")]);

@@ -28,6 +28,7 @@ public sealed class Generator : IDisposable
     /// </summary>
     public Generator(ModelProto model, int threads = 2, bool useCache = true, Device? device = null)
     {
+        GraphCheck.RequireCausal(model, GraphInputs.VocabularySize(model) ?? 2, "The model", "generate continues text one token at a time from the last position's logits.");
         MaxPositions = GraphInputs.MaxPositions(model);
         bool cached = useCache && model.Graph.Input.Any(i => i.Name.StartsWith(PastPrefix, StringComparison.Ordinal));
         var graph = model;
@@ -136,8 +137,14 @@ public sealed class Generator : IDisposable
             if (g._mask) inputs[GraphInputs.MaskInput] = Own(owned, Enumerable.Repeat(1L, end).ToArray(), [1, end]);
             if (g._positions) inputs["position_ids"] = Own(owned, Enumerable.Range(start, ids.Length).Select(p => (long)p).ToArray(), [1, ids.Length]);
             for (int i = 0; i < g._cache.Count; i++) inputs[g._cache[i].Input] = _last == null ? _empty[i] : _last[i + 1];
-            var results = g._runner.RunNamed(inputs, [g._logits, .. g._cache.Select(c => c.Output)]);
-            foreach (var v in owned) v.Dispose();
+            IDisposableReadOnlyCollection<OrtValue> results;
+            try { results = g._runner.RunNamed(inputs, [g._logits, .. g._cache.Select(c => c.Output)]); }
+            catch (OnnxRuntimeException e)
+            {
+                // Graphs from elsewhere do not say how long a context they take; running past it fails inside the runtime.
+                throw new UserInputException($"ONNX Runtime could not run the model on {end} tokens ({e.Message.Split('\n')[0].Trim()}): the sequence is probably longer than the model's context; ask for fewer with --max-new-tokens.");
+            }
+            finally { foreach (var v in owned) v.Dispose(); }
             var all = results[0].GetTensorDataAsSpan<float>();
             int vocab = (int)results[0].GetTensorTypeAndShape().Shape[^1];
             float[] last = all[^vocab..].ToArray();

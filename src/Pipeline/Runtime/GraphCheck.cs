@@ -55,6 +55,23 @@ public static class GraphCheck
         return max;
     }
 
+    /// <summary>
+    /// Refuses a model that is not a causal language model: changing the second half of a window must leave the first
+    /// half's outputs exactly alone (decoders give 0; a trained encoder moves them by 1e-4 and more). Next-token scores and
+    /// generation mean something only then; <paramref name="consequence"/> says what needs it.
+    /// </summary>
+    public static void RequireCausal(ModelProto model, long vocab, string name, string consequence)
+    {
+        const int T = 16;
+        var probe = ProbeBatch.Random(vocab, 1, T, seed: 5);
+        long[] changed = (long[])probe.Ids.Clone();
+        for (int i = T / 2; i < T; i++) changed[i] = (changed[i] + 1 + vocab / 3) % vocab;
+        float[] a = Logits(model, probe), b = Logits(model, probe with { Ids = changed });
+        for (int i = 0; i < T / 2 * vocab; i++)
+            if (Math.Abs(a[i] - b[i]) > 1e-5f)
+                throw new UserInputException($"{name} is not a causal language model (changing later tokens changes the outputs at earlier positions): {consequence}");
+    }
+
     /// <summary>Loads and runs <paramref name="written"/> (any outputs, e.g. in-graph statistics) on <paramref name="batch"/>; a failure is an error.</summary>
     public static void Runs(ModelProto written, string what, ProbeBatch batch)
     {

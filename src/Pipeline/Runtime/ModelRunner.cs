@@ -17,7 +17,7 @@ public sealed class ModelRunner : IDisposable
 {
     readonly SessionOptions _options;
     readonly InferenceSession _session;
-    readonly RunOptions _run = new();
+    readonly RunOptions _run = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL }; // a failing run is reported once, by its exception
     readonly OrtIoBinding _binding;
     readonly long[] _ids, _mask;
     readonly Array[] _outputs;

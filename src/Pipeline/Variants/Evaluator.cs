@@ -38,7 +38,8 @@ public static class Evaluator
         var sites = MlpSitesOrNone(proto, r.Activations ?? ["Relu"]);
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var deployed = OnnxGraph.WithOnlyOutput(proto, logits);
-        RequireCausal(deployed, vocab, r.Model);
+        GraphCheck.RequireCausal(deployed, vocab, r.Model,
+            "evaluate, prune --out DIR and topk --out DIR score next-token predictions. analyze, instrument, and prune/topk to a .onnx file work on encoders.");
 
         using var runner = new ModelRunner(deployed, r.Device ?? Device.Cpu, r.Threads, r.BatchSize, r.SeqLen, [(logits, [r.BatchSize, r.SeqLen, vocab])]);
         var clean = new NextTokenQuality();
@@ -97,21 +98,6 @@ public static class Evaluator
     {
         try { return MlpSites.Find(model, activations); }
         catch (UserInputException) { return []; }
-    }
-
-    // Next-token scores mean something only for a causal model: changing the second half of a window must leave the
-    // first half's outputs exactly alone (decoders give 0; a trained encoder moves them by 1e-4 and more).
-    static void RequireCausal(Onnx.ModelProto deployed, long vocab, string model)
-    {
-        const int T = 16;
-        var probe = ProbeBatch.Random(vocab, 1, T, seed: 5);
-        long[] changed = (long[])probe.Ids.Clone();
-        for (int i = T / 2; i < T; i++) changed[i] = (changed[i] + 1 + vocab / 3) % vocab;
-        float[] a = GraphCheck.Logits(deployed, probe), b = GraphCheck.Logits(deployed, probe with { Ids = changed });
-        for (int i = 0; i < T / 2 * vocab; i++)
-            if (Math.Abs(a[i] - b[i]) > 1e-5f)
-                throw new UserInputException($"{model} is not a causal language model (changing later tokens changes the outputs at earlier positions): " +
-                                             "evaluate, prune --out DIR and topk --out DIR score next-token predictions. analyze, instrument, and prune/topk to a .onnx file work on encoders.");
     }
 
     static int DModel(Onnx.ModelProto model, MlpSite site)
