@@ -18,9 +18,10 @@ namespace Sparsity.Analysis;
 /// <param name="CorpusFingerprint">The corpus as read: path, bytes and SHA-256 of its files.</param>
 /// <param name="TokenizerSha256">SHA-256 of the tokenizer spec's kind and the bytes of the files it names (the spec itself for built-in ones).</param>
 /// <param name="Precision">The model's compute precision: fp32, or fp16 (units within fp16 rounding of zero may flip).</param>
+/// <param name="TopExamples">K of <c>--top-examples</c>: the folder holds each unit's K largest activations (<see cref="UnitExamples"/>); 0 for none.</param>
 public sealed record AnalysisHeader(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, float Threshold,
     long? MaxTokens, IReadOnlyList<string> Shards, string Producer,
-    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32")
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32", int TopExamples = 0)
 {
     /// <summary>The shard count n of the runs merged here (all equal, <c>SparsityCounts.Merge</c> checks).</summary>
     public int ShardCount => ParseShard(Shards[0]).Count;
@@ -133,7 +134,7 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
             ("corpus size (bytes)", first.CorpusFingerprint.Bytes, h.CorpusFingerprint.Bytes), ("tokenizer", first.Tokenizer, h.Tokenizer),
             ("tokenizer files (SHA-256)", first.TokenizerSha256, h.TokenizerSha256), ("seq_len", first.SeqLen, h.SeqLen), ("batch_size", first.BatchSize, h.BatchSize),
             ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
-            ("precision", first.Precision, h.Precision),
+            ("precision", first.Precision, h.Precision), ("top examples K", first.TopExamples, h.TopExamples),
             ("shard count n", first.ShardCount, h.ShardCount),
         })
             if (!Equals(a, b))

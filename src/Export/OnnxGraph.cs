@@ -24,6 +24,9 @@ public static class OnnxGraph
 
     /// <summary>An integer attribute.</summary>
     public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+    /// <summary>A string attribute.</summary>
+    public static AttributeProto String(string name, string value) =>
+        new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(value) };
     /// <summary>A float attribute.</summary>
     public static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
     /// <summary>An integer-list attribute.</summary>

@@ -142,7 +142,7 @@ public static class Surgery
     /// its only outputs, so ONNX Runtime computes nothing the counts do not need and only compact tensors leave it.
     /// An attention_mask input is added when the model has none (it then serves only the counts).
     /// </summary>
-    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold)
+    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0)
     {
         var result = bound.Clone();
         var g = new GraphWriter(result.Graph);
@@ -152,7 +152,7 @@ public static class Surgery
         string batchSeq = g.Op("Shape", "stats/batch_seq", [GraphInputs.TokenInput]);
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
         var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
-            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float)).ToList();
+            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float, topExamples)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);

@@ -33,6 +33,7 @@ public static class Program
             AnalyzeCommands.Analyze(output, interactive),
             AnalyzeCommands.Merge(output),
             AnalyzeCommands.Report(output),
+            AnalyzeCommands.Unit(output),
             AnalyzeCommands.Check(output),
             ExperimentCommand.Create(output, interactive),
             BenchCommand.Create(output),

@@ -26,10 +26,11 @@ public static class AnalyzeCommands
         var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
         var precision = new Option<string>("--precision") { Description = "fp32, or fp16 on a GPU: weights and compute in fp16, counts in fp32 (units within fp16 rounding of zero may flip; stats.json records it).", DefaultValueFactory = _ => "fp32" };
         var timing = new Option<bool>("--timing") { Description = "Say where a batch's time goes (model run, waiting for input, counting) and how far analysis is from the model alone (the floor)." };
+        var topExamples = new Option<int>("--top-examples") { Description = "Keep each unit's K largest activations (document, position, value) and the histogram of its values, for `report`'s unit dashboard and `unit` (0 = off).", DefaultValueFactory = _ => 0 };
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {
-            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, shardCount, threshold, device, threads, activation, denseActivations, precision, timing, outDir,
+            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, shardCount, threshold, device, threads, activation, topExamples, denseActivations, precision, timing, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
@@ -38,7 +39,7 @@ public static class AnalyzeCommands
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
-                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!);
+                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!, TopExamples: parse.GetValue(topExamples));
             var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);
@@ -68,11 +69,31 @@ public static class AnalyzeCommands
     {
         var input = new Option<string>("--in") { Description = "Analysis folder (stats.json) written by analyze or merge.", Required = true };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint folder of the model, to plot its training trajectory and unit death steps." };
-        var command = new Command("report", "Write report.md with PNG plots of an analysis (and of training, given the checkpoint).") { input, checkpoint };
+        var corpus = new Option<string?>("--corpus") { Description = "With --top-examples analyses: the analysed corpus, if it has moved (checked against its recorded SHA-256)." };
+        var command = new Command("report", "Write report.md with PNG plots of an analysis (and of training, given the checkpoint); with top examples, units.html, the unit dashboard.") { input, checkpoint, corpus };
         command.SetAction(parse =>
         {
-            string path = Sparsity.Pipeline.Report.SparsityReport.Write(parse.GetValue(input)!, parse.GetValue(checkpoint));
+            string path = Sparsity.Pipeline.Report.SparsityReport.Write(parse.GetValue(input)!, parse.GetValue(checkpoint), parse.GetValue(corpus));
             output.WriteLine($"Wrote {path}");
+            if (File.Exists(Path.Combine(parse.GetValue(input)!, Sparsity.Pipeline.Report.UnitDashboard.FileName)))
+                output.WriteLine($"Wrote {Path.Combine(parse.GetValue(input)!, Sparsity.Pipeline.Report.UnitDashboard.FileName)}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command Unit(TextWriter output)
+    {
+        var stats = new Option<string>("--stats") { Description = "Analysis folder written by analyze --top-examples (or merge).", Required = true };
+        var layer = new Option<int>("--layer") { Description = "Layer index.", Required = true };
+        var unit = new Option<int>("--unit") { Description = "Unit (hidden neuron) index in the layer.", Required = true };
+        var corpus = new Option<string?>("--corpus") { Description = "The analysed corpus, if it has moved (default: the path the analysis recorded; checked against its SHA-256)." };
+        var command = new Command("unit", "Print one unit's frequency, activation histogram and top contexts.") { stats, layer, unit, corpus };
+        command.SetAction(parse =>
+        {
+            var contexts = Sparsity.Pipeline.Report.UnitContexts.Open(parse.GetValue(stats)!, parse.GetValue(corpus));
+            var view = contexts.Views([(parse.GetValue(layer), parse.GetValue(unit))])[0];
+            Sparsity.Pipeline.Report.UnitText.Print(output, view, contexts.Counts.Header);
             return 0;
         });
         return command;

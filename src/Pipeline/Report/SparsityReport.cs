@@ -17,7 +17,7 @@ public static class SparsityReport
     const int Width = 900, Height = 500;
 
     /// <summary>Writes report.md and its PNGs into <paramref name="analysisDir"/>; returns the report path.</summary>
-    public static string Write(string analysisDir, string? checkpointDir)
+    public static string Write(string analysisDir, string? checkpointDir, string? corpus = null)
     {
         string statsPath = Path.Combine(analysisDir, SparsityStats.FileName);
         if (!File.Exists(statsPath)) throw new UserInputException($"{analysisDir} has no {SparsityStats.FileName}: run `analyze` (or `merge`) first.");
@@ -77,9 +77,26 @@ public static class SparsityReport
             md.AppendLine(inv, $"Step from which each unit never fired again on a training token (Wild & Anderson §4.2); units that fired on the last step ({death.LastStep}) are alive and not counted. Silent for the last 10 % of training, per layer: {string.Join(" / ", death.Layers.Select(d => d.SilentForLastTenth))}.").AppendLine();
             md.AppendLine("![death steps](death_steps.png)").AppendLine();
         }
+        if (SparsityCounts.Load(analysisDir).Header.TopExamples > 0) md.Append(Units(analysisDir, corpus));
         string report = Path.Combine(analysisDir, "report.md");
         AtomicFile.WriteAllText(report, md.ToString());
         return report;
+    }
+
+    // The unit dashboard (units.html) and, in the report, its units with their strongest context.
+    static string Units(string analysisDir, string? corpus)
+    {
+        var shown = UnitDashboard.Write(analysisDir, UnitContexts.Open(analysisDir, corpus));
+        var md = new StringBuilder("## What fires the units\n\n");
+        md.AppendLine($"[{UnitDashboard.FileName}]({UnitDashboard.FileName}) (one self-contained page: open it in a browser) shows, for each layer, the most and least frequent units, dead or nearly dead ones and a random sample, each with the histogram of its activation values and its top contexts. Their strongest context:").AppendLine();
+        md.Append(Markdown.Table(["layer", "unit", "why", "frequency", "top activation", "context"], shown.Select(s =>
+        {
+            var top = s.View.Contexts.FirstOrDefault();
+            string lead = top == null || !char.IsWhiteSpace(top.Token.FirstOrDefault()) ? "" : " "; // Markdown bolds no leading space
+            string context = top == null ? "never active" : $"{string.Concat(top.Before)}{lead}**{top.Token.Trim()}**{string.Concat(top.After)}".Replace("|", "\\|").Replace("\n", " ").Trim();
+            return new[] { $"{s.View.Layer}", $"{s.View.Unit}", s.Why, Markdown.F(s.View.Frequency, "0.00000"), top == null ? "–" : Markdown.F(top.Example.Value, "0.000"), context };
+        })));
+        return md.AppendLine().ToString();
     }
 
     static string Findings(SparsityStats s)

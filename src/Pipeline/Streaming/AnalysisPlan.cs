@@ -23,14 +23,15 @@ public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> 
 public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<LayerPlan> Layers, ModelProto Graph, bool Rewritten,
     bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null)
 {
-    /// <summary>The graph returns in-graph counts (three outputs per layer), not dense activations.</summary>
-    public bool ReadsCounts => Layers.All(l => l.Outputs.Count == 3);
+    /// <summary>The graph returns in-graph counts (three outputs per layer, six with top examples), not dense activations.</summary>
+    public bool ReadsCounts => Layers.All(l => l.Outputs.Count >= 3);
 
     /// <summary>
     /// Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts;
-    /// <paramref name="float16"/> runs the model in fp16 (<see cref="Float16"/>), its counts still in float32.
+    /// <paramref name="float16"/> runs the model in fp16 (<see cref="Float16"/>), its counts still in float32;
+    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top K activations of a batch and their histogram to the counts.
     /// </summary>
-    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false)
+    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false, int topExamples = 0)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = GraphInputs.MaxPositions(model);
@@ -43,6 +44,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
                 .Select(i => StatsLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
             if (float16)
                 throw new UserInputException("--precision fp16 converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in fp16: analyze the dense export (model.onnx) instead.");
+            if (topExamples > 0)
+                throw new UserInputException("--top-examples needs the activations, which this stats export reduces to counts when it is written: analyze the dense export (model.onnx) instead.");
             string? baked = model.MetadataProps.FirstOrDefault(p => p.Key == StatsReduction.ThresholdMetadata)?.Value;
             var needed = layers.SelectMany(l => l.Outputs.Select(o => o.Name)).ToList();
             bool extra = model.Graph.Output.Any(o => !needed.Contains(o.Name));
@@ -61,23 +64,33 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), float16 ? Float16.Convert(instrumented) : instrumented, true,
                 inputs.HasAttentionMask, vocab, maxSeq);
         }
+        long opset = bound.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 0;
+        if (topExamples > 0 && opset < StatsReduction.HistogramOpset)
+            throw new UserInputException($"--top-examples bins activations inside the graph with ScatterElements(reduction=add), which needs opset {StatsReduction.HistogramOpset}; " +
+                                         $"this graph is opset {opset}: re-export it at opset {StatsReduction.HistogramOpset} or later, or add --dense-activations (counted in .NET, slower).");
         if (float16)
         {
             bound = Float16.Convert(bound); // the counts added below cast the activations back to float32
             sites = MlpSites.Find(bound, activations);
         }
-        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf)).ToList(), Surgery.InstrumentStats(bound, sites, threshold), true,
+        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples)).ToList(), Surgery.InstrumentStats(bound, sites, threshold, topExamples), true,
             true, vocab, maxSeq);
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>
         new(site.Output, site.DFf, [new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d])]);
 
-    static LayerPlan StatsLayer(int layer, int dFf) => new($"mlp_hidden.{layer}", dFf,
+    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0) => new($"mlp_hidden.{layer}", dFf,
     [
         new LayerOutput(StatsReduction.ActiveUnitsOutput(layer), (b, t, _) => [b, t]),
         new LayerOutput(StatsReduction.UnitsPerSequenceOutput(layer), (b, _, _) => [b]),
         new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
+        .. topExamples > 0 ? new[]
+        {
+            new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, d) => [topExamples, d]),
+            new LayerOutput(StatsReduction.TopTokensOutput(layer), (_, _, d) => [topExamples, d]),
+            new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
+        } : Array.Empty<LayerOutput>(),
     ]);
 
     /// <summary>
@@ -98,6 +111,32 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         }
         use.AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerToken),
                      System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerSequence), perUnit);
+    }
+}
+
+/// <summary>Where the windows of one batch come from: per window, its document index and its first token's offset there.</summary>
+public sealed record BatchOrigin(long[] WindowDocument, long[] WindowStart, int SeqLen)
+{
+    /// <summary>The (document, position) of the token at flat index b·seq + t of the batch.</summary>
+    public (long Document, int Position) Of(long flat) => (WindowDocument[flat / SeqLen], (int)(WindowStart[flat / SeqLen] + flat % SeqLen));
+
+    /// <summary>
+    /// Adds one batch's in-graph top examples (<see cref="StatsReduction.TopValuesOutput"/>, [K, d_ff] values and flat token
+    /// indices, each unit's column best first) and histogram ([bins, d_ff]) to a layer's accumulators; values at or below
+    /// <paramref name="threshold"/> (fewer than K active tokens) are not examples.
+    /// </summary>
+    public void AddTopExamples(LayerExamples layer, ReadOnlySpan<float> values, ReadOnlySpan<long> tokens, ReadOnlySpan<long> histogram, float threshold)
+    {
+        int dFf = layer.Top.DFf;
+        for (int r = 0; r < values.Length / dFf; r++)
+            for (int u = 0; u < dFf; u++)
+            {
+                float v = values[r * dFf + u];
+                if (!(v > threshold)) continue;
+                var (document, position) = Of(tokens[r * dFf + u]);
+                layer.Top.Add(u, new TopExample(v, document, position));
+            }
+        layer.Histogram.AddBinMajor(histogram);
     }
 }
 

@@ -13,10 +13,14 @@ using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;
 
-/// <summary>What <c>analyze</c> was asked. <c>CountingThread</c>: count each batch on a thread of its own while the next one runs (default: on a GPU only, where the host is otherwise idle).</summary>
+/// <summary>
+/// What <c>analyze</c> was asked. <c>CountingThread</c>: count each batch on a thread of its own while the next one runs
+/// (default: on a GPU only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K largest activations
+/// and the histogram of its values (<see cref="UnitExamples"/>); 0 for none.
+/// </summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false, string Precision = "fp32", bool? CountingThread = null);
+    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0);
 
 /// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
 public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining,
@@ -48,13 +52,18 @@ public static class Analyzer
         if (r.SeqLen < 1 || r.BatchSize < 1) throw new UserInputException("--seq-len and --batch-size must be at least 1.");
         if (r.ShardCount < 1 || r.ShardIndex < 0 || r.ShardIndex >= r.ShardCount) throw new UserInputException($"--shard {r.ShardIndex}/{r.ShardCount}: use i/n with 0 ≤ i < n.");
         if (r.MaxTokens is <= 0) throw new UserInputException("--max-tokens must be positive.");
+        if (r.TopExamples < 0) throw new UserInputException($"--top-examples {r.TopExamples}: use a count K ≥ 1, or 0 for none.");
+        if (r.TopExamples > (long)r.BatchSize * r.SeqLen)
+            throw new UserInputException($"--top-examples {r.TopExamples} exceeds the {r.BatchSize * r.SeqLen} tokens of a batch ({r.BatchSize} × {r.SeqLen}): use a smaller K or larger batches.");
+        if (r.TopExamples > 0 && r.Threshold < 0)
+            throw new UserInputException($"--top-examples ranks activations above the threshold, which must be ≥ 0 (got {r.Threshold}): ReLU activations are never negative.");
         var device = Devices.Resolve(r.Device);
         if (r.Precision is not ("fp32" or "fp16")) throw new UserInputException($"--precision {r.Precision}: use fp32 or fp16.");
         if (r.Precision == "fp16" && device.CudaId == null)
             throw new UserInputException("--precision fp16 runs on a GPU only (ONNX Runtime's CPU provider lacks fp16 kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
-        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, r.Precision == "fp16");
+        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, r.Precision == "fp16", r.DenseActivations ? 0 : r.TopExamples);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -73,10 +82,11 @@ public static class Analyzer
             string modelFile = rewrite ? Path.Combine(dir, "analysis.onnx") : r.Model;
             if (rewrite) OnnxGraph.Save(plan.Graph, modelFile);
             var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
+            var examples = r.TopExamples > 0 ? UnitExamples.Empty(plan.Layers.Select(l => l.DFf).ToList(), r.TopExamples) : null;
             long tokens;
             try
             {
-                tokens = Stream(r, plan, modelFile, device, vocab, tokenizer, uses, totalDocuments, progress, cancel);
+                tokens = Stream(r, plan, modelFile, device, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
             {
@@ -90,8 +100,9 @@ public static class Analyzer
             if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
-                [$"{r.ShardIndex}/{r.ShardCount}"], Tool.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), r.Precision);
+                [$"{r.ShardIndex}/{r.ShardCount}"], Tool.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), r.Precision, r.TopExamples);
             var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i])).ToList());
+            examples?.Write(dir);
             counts.Write(dir);
             stats = SparsityStats.From(counts);
         });
@@ -102,27 +113,31 @@ public static class Analyzer
     // runner for in-graph counts, ApplyOnnxModel for dense activations) → one cursor-driven consumer adding each layer's
     // counts. Returns the tokens analysed.
     static long Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, long vocab, TextTokenizer tokenizer,
-        LayerUnitUse[] uses, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
+        LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
         int B = r.BatchSize, T = r.SeqLen;
         var ml = new MLContext(seed: 0);
         var batches = CorpusBatches.View(ml, CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, T), T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab), B, T);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
         using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, (long[]?)o.Shape.Select(d => (long)d).ToArray())).ToList()) : null;
-        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, plan.Layers.Count) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
+        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Count) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
         // buffers their outputs ahead of us (gigabytes of [B, T, d_ff] activations on Brown), and the runner is single-threaded.
         var mapper = model.GetRowToRowMapper(batches.Schema);
         using var input = batches.GetRowCursor(batches.Schema);
-        var columns = runner != null ? [InGraphCounts.Column] : outputs.Select(o => o.Name).ToHashSet();
+        var columns = runner != null ? [InGraphCounts.Column, InGraphCounts.ValuesColumn] : outputs.Select(o => o.Name).ToHashSet();
         using var scored = mapper.GetRow(input, mapper.OutputSchema.Where(c => columns.Contains(c.Name)));
         var maskGetter = input.GetGetter<VBuffer<long>>(batches.Schema["attention_mask"]);
         var idsGetter = input.GetGetter<VBuffer<long>>(batches.Schema["input_ids"]);
         var documentsGetter = input.GetGetter<long>(batches.Schema["documents_read"]);
-        var layers = runner != null ? CountsReader(scored, plan, B, T, background: r.CountingThread ?? device.CudaId != null) : DenseReader(scored, plan, r.Threshold, B, T);
+        var windowDocumentGetter = input.GetGetter<VBuffer<long>>(batches.Schema["window_document"]);
+        var windowStartGetter = input.GetGetter<VBuffer<long>>(batches.Schema["window_start"]);
+        var layers = runner != null ? CountsReader(scored, plan, r.Threshold, B, T, background: r.CountingThread ?? device.CudaId != null)
+            : DenseReader(scored, plan, r.Threshold, B, T);
 
-        VBuffer<long> maskBuffer = default, lastIds = default;
+        VBuffer<long> maskBuffer = default, lastIds = default, windowDocument = default, windowStart = default;
+        var origin = new BatchOrigin(new long[B], new long[B], T);
         var realToken = new bool[B * T];
         long tokens = 0, batchCount = 0, documents = 0;
         double model_ = 0, wait = 0, count = 0;
@@ -139,9 +154,16 @@ public static class Analyzer
                 documentsGetter(ref documents);
                 var mask = maskBuffer.GetValues();
                 for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
+                if (examples != null)
+                {
+                    windowDocumentGetter(ref windowDocument);
+                    windowStartGetter(ref windowStart);
+                    windowDocument.GetValues().CopyTo(origin.WindowDocument);
+                    windowStart.GetValues().CopyTo(origin.WindowStart);
+                }
                 layers.Fetch(); // runs the model
                 double ran = step.Elapsed.TotalSeconds;
-                layers.Add(uses, realToken);
+                layers.Add(uses, examples, realToken, origin);
                 if (batchCount++ > 0) (wait, model_, count) = (wait + waited, model_ + ran - waited, count + step.Elapsed.TotalSeconds - ran); // the first batch is start-up
                 if (r.Timing) idsGetter(ref lastIds);
                 if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
@@ -181,41 +203,68 @@ public static class Analyzer
     /// Reads one scored row: <see cref="Fetch"/> runs the model (the getters are lazy), <see cref="Add"/> counts (or hands
     /// the counts to a counting thread), <see cref="Finish"/> waits until every batch is counted.
     /// </summary>
-    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], bool[]> Add, Action Finish);
+    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], UnitExamples?, bool[], BatchOrigin> Add, Action Finish);
 
-    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, int B, int T, bool background)
+    // One batch's in-graph outputs, copied for the counting thread.
+    sealed record CountedBatch(long[] Counts, float[] Values, bool[] Real, BatchOrigin Origin);
+
+    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, float threshold, int B, int T, bool background)
     {
         var getter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.Column]);
+        var valuesGetter = scored.GetGetter<VBuffer<float>>(scored.Schema[InGraphCounts.ValuesColumn]);
         VBuffer<long> buffer = default;
+        VBuffer<float> valuesBuffer = default;
         var scratch = new StatsScratch();
-        void Count(LayerUnitUse[] uses, bool[] real, ReadOnlySpan<long> counts)
+        void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] real, BatchOrigin origin, ReadOnlySpan<long> counts, ReadOnlySpan<float> values)
         {
             for (int l = 0; l < uses.Length; l++)
             {
                 int dFf = plan.Layers[l].DFf;
                 AnalysisPlan.AddStatsBatch(uses[l], real, B, T, counts[..(B * T)], counts.Slice(B * T, B), counts.Slice(B * T + B, dFf), scratch);
                 counts = counts[(B * T + B + dFf)..];
+                if (examples == null) continue;
+                int top = examples.K * dFf, bins = Sparsity.Export.StatsReduction.HistogramBins * dFf;
+                origin.AddTopExamples(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, bins), threshold);
+                counts = counts[(top + bins)..];
+                values = values[top..];
             }
         }
-        if (!background) return new(() => getter(ref buffer), (uses, real) => Count(uses, real, buffer.GetValues()), () => { });
+        void Fetch()
+        {
+            getter(ref buffer);
+            valuesGetter(ref valuesBuffer);
+        }
+        if (!background) return new(Fetch, (uses, examples, real, origin) => Count(uses, examples, real, origin, buffer.GetValues(), valuesBuffer.GetValues()), () => { });
 
         // On a GPU the host only waits while the device runs the next batch: count the last one meanwhile, on a thread of
-        // its own (the counts and mask are copied; two batches may wait, their buffers are reused).
-        var queue = new BlockingCollection<(long[] Counts, bool[] Real, LayerUnitUse[] Uses)>(boundedCapacity: 2);
-        var spare = new ConcurrentQueue<(long[] Counts, bool[] Real)>();
+        // its own (outputs, mask and origin are copied; two batches may wait, their buffers are reused).
+        var queue = new BlockingCollection<(CountedBatch Batch, LayerUnitUse[] Uses, UnitExamples? Examples)>(boundedCapacity: 2);
+        var spare = new ConcurrentQueue<CountedBatch>();
         var failed = new CancellationTokenSource();
         var worker = Task.Run(() =>
         {
-            try { foreach (var (counts, real, uses) in queue.GetConsumingEnumerable()) { Count(uses, real, counts); spare.Enqueue((counts, real)); } }
+            try
+            {
+                foreach (var (batch, uses, examples) in queue.GetConsumingEnumerable())
+                {
+                    Count(uses, examples, batch.Real, batch.Origin, batch.Counts, batch.Values);
+                    spare.Enqueue(batch);
+                }
+            }
             catch { failed.Cancel(); throw; }
         });
-        return new(() => getter(ref buffer), (uses, real) =>
+        return new(Fetch, (uses, examples, real, origin) =>
         {
             var counts = buffer.GetValues();
-            var (c, r) = spare.TryDequeue(out var reused) && reused.Counts.Length == counts.Length ? reused : (new long[counts.Length], new bool[real.Length]);
-            counts.CopyTo(c);
-            real.CopyTo(r, 0);
-            try { queue.Add((c, r, uses), failed.Token); }
+            var values = valuesBuffer.GetValues();
+            var batch = spare.TryDequeue(out var reused) && reused.Counts.Length == counts.Length && reused.Values.Length == values.Length ? reused
+                : new CountedBatch(new long[counts.Length], new float[values.Length], new bool[real.Length], new BatchOrigin(new long[B], new long[B], T));
+            counts.CopyTo(batch.Counts);
+            values.CopyTo(batch.Values);
+            real.CopyTo(batch.Real, 0);
+            origin.WindowDocument.CopyTo(batch.Origin.WindowDocument, 0);
+            origin.WindowStart.CopyTo(batch.Origin.WindowStart, 0);
+            try { queue.Add((batch, uses, examples), failed.Token); }
             catch (OperationCanceledException) { worker.GetAwaiter().GetResult(); } // the counting thread's own error
         }, () =>
         {
@@ -229,9 +278,16 @@ public static class Analyzer
     {
         var getters = plan.Layers.Select(l => scored.GetGetter<VBuffer<float>>(scored.Schema[l.Outputs[0].Name])).ToArray();
         var buffers = new VBuffer<float>[getters.Length];
-        return new(() => { for (int l = 0; l < getters.Length; l++) getters[l](ref buffers[l]); }, (uses, real) =>
+        return new(() => { for (int l = 0; l < getters.Length; l++) getters[l](ref buffers[l]); }, (uses, examples, real, origin) =>
         {
-            for (int l = 0; l < uses.Length; l++) uses[l].AddDense(buffers[l].GetValues(), B, T, real, threshold); // flattened [b·t, d_ff] is the same memory as [b, t, d_ff]
+            for (int l = 0; l < uses.Length; l++)
+            {
+                var activations = buffers[l].GetValues(); // flattened [b·t, d_ff] is the same memory as [b, t, d_ff]
+                uses[l].AddDense(activations, B, T, real, threshold);
+                if (examples == null) continue;
+                examples.Layers[l].Top.AddDense(activations, real, row => origin.Of(row), threshold);
+                examples.Layers[l].Histogram.AddDense(activations, real, T, threshold);
+            }
         }, () => { });
     }
 

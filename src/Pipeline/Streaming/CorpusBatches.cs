@@ -12,6 +12,10 @@ public sealed class BatchRow
     [ColumnName("attention_mask")] public long[] AttentionMask = [];
     /// <summary>Documents of the corpus read when this batch was cut (progress and its estimate of time left).</summary>
     [ColumnName("documents_read")] public long DocumentsRead;
+    /// <summary>Per window: the index of its document in the stream (−1 for a filler window), where top examples point.</summary>
+    [ColumnName("window_document")] public long[] WindowDocument = [];
+    /// <summary>Per window: the offset of its first token in its document.</summary>
+    [ColumnName("window_start")] public long[] WindowStart = [];
 }
 
 /// <summary>
@@ -56,6 +60,9 @@ public static class CorpusBatches
     {
         var ids = new long[batchSize * seqLen];
         var mask = new long[batchSize * seqLen];
+        var windowDocument = new long[batchSize];
+        var windowStart = new long[batchSize];
+        Array.Fill(windowDocument, -1);
         int window = 0;
         long tokens = 0, batchIndex = 0, documentsRead = 0;
         foreach (long[] doc in documents)
@@ -74,21 +81,25 @@ public static class CorpusBatches
                     mask[window * seqLen + t] = 1;
                 }
                 tokens += length;
+                (windowDocument[window], windowStart[window]) = (documentsRead - 1, start);
                 if (++window == batchSize)
                 {
-                    if (batchIndex++ % shardCount == shardIndex) yield return Emit(ids, mask, documentsRead);
+                    if (batchIndex++ % shardCount == shardIndex) yield return Emit(ids, mask, documentsRead, windowDocument, windowStart);
                     Array.Clear(ids);
                     Array.Clear(mask);
+                    Array.Fill(windowDocument, -1);
+                    Array.Clear(windowStart);
                     window = 0;
                 }
             }
             if (maxTokens is long max && tokens >= max) break;
         }
-        if (window > 0 && batchIndex % shardCount == shardIndex) yield return Emit(ids, mask, documentsRead);
+        if (window > 0 && batchIndex % shardCount == shardIndex) yield return Emit(ids, mask, documentsRead, windowDocument, windowStart);
     }
 
-    static BatchRow Emit(long[] ids, long[] mask, long documentsRead) =>
-        new() { InputIds = (long[])ids.Clone(), AttentionMask = (long[])mask.Clone(), DocumentsRead = documentsRead };
+    static BatchRow Emit(long[] ids, long[] mask, long documentsRead, long[] windowDocument, long[] windowStart) =>
+        new() { InputIds = (long[])ids.Clone(), AttentionMask = (long[])mask.Clone(), DocumentsRead = documentsRead,
+                WindowDocument = (long[])windowDocument.Clone(), WindowStart = (long[])windowStart.Clone() };
 
     /// <summary>
     /// The batches as an ML.NET source (columns input_ids and attention_mask, int64 vectors of B·T; documents_read), read
@@ -110,6 +121,8 @@ public static class CorpusBatches
         var schema = SchemaDefinition.Create(typeof(BatchRow));
         schema["input_ids"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, batchSize * seqLen);
         schema["attention_mask"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, batchSize * seqLen);
+        schema["window_document"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, batchSize);
+        schema["window_start"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, batchSize);
         return schema;
     }
 }

@@ -8,12 +8,30 @@ public static class Shards
     /// <summary>
     /// Loads the shard folders, merges them (<c>SparsityCounts.Merge</c> refuses shards of other runs, repeated
     /// shards, and missing ones unless <paramref name="allowPartial"/>), and writes counts.json, stats.json and the CSVs
-    /// into <paramref name="outDir"/>. The result equals one run over all their batches.
+    /// into <paramref name="outDir"/>, with the top examples and histograms of runs with <c>--top-examples</c>. The
+    /// result equals one run over all their batches, byte for byte in the example files.
     /// </summary>
     public static SparsityCounts Merge(IReadOnlyList<string> folders, bool allowPartial, string outDir)
     {
-        var merged = SparsityCounts.Merge(folders.Select(f => (f, SparsityCounts.Load(f))), allowPartial); // one shard in memory at a time
-        OutputFolder.Write(outDir, "merge", merged.Write);
+        UnitExamples? examples = null;
+        IEnumerable<(string, SparsityCounts)> Parts()
+        {
+            foreach (string folder in folders) // one shard in memory at a time
+            {
+                var part = SparsityCounts.Load(folder);
+                yield return (folder, part); // checked against the first before its examples are read
+                if (part.Header.TopExamples == 0) continue;
+                var read = UnitExamples.Load(folder, part.Header.TopExamples, part.Layers.Select(l => l.DFf).ToList());
+                if (examples == null) examples = read;
+                else examples.Merge(read);
+            }
+        }
+        var merged = SparsityCounts.Merge(Parts(), allowPartial);
+        OutputFolder.Write(outDir, "merge", dir =>
+        {
+            examples?.Write(dir);
+            merged.Write(dir);
+        });
         return merged;
     }
 }
