@@ -118,11 +118,12 @@ Task("Analyze")
 {
     var text = string.IsNullOrEmpty(heldOut) ? brownDir.CombineWithFilePath("heldout.txt").FullPath : heldOut;
     var model = string.IsNullOrEmpty(onnxModel) ? $"{checkpoint}/model.onnx" : onnxModel;
-    Cli($"analyze --model \"{model}\" --corpus \"{text}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize} --out \"{analysisDir}\"");
+    // K = 20 top examples per unit: the report's unit dashboard (units.html) shows what fires them.
+    Cli($"analyze --model \"{model}\" --corpus \"{text}\" --tokenizer \"{tokenizerSpec}\" --seq-len {seqLen} --batch-size {batchSize} --top-examples 20 --out \"{analysisDir}\"");
 });
 
 Task("Report")
-    .Description("Write report.md with PNG plots for the analysis (and the training log of the checkpoint).")
+    .Description("Write report.md with PNG plots for the analysis (and the training log of the checkpoint), and units.html, the unit dashboard.")
     .IsDependentOn("Build")
     .Does(() =>
 {
