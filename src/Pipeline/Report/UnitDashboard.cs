@@ -7,7 +7,7 @@ namespace Sparsity.Pipeline.Report;
 
 /// <summary>
 /// units.html: one self-contained page (no server, no network: the histograms are inline SVG, the search box a few lines
-/// of script) showing, per layer, the units <see cref="UnitContexts.Sample"/> picks, each with its frequency, the
+/// of script; units.html#L/U opens filtered to one unit) showing, per layer, the units <see cref="UnitContexts.Sample"/> picks, each with its frequency, the
 /// histogram of its activation values and its top contexts with the firing token highlighted.
 /// </summary>
 public static class UnitDashboard
@@ -36,7 +36,7 @@ public static class UnitDashboard
         html.Append("<p><input id=\"search\" placeholder=\"layer/unit, e.g. 1/37, or text\" oninput=\"filter(this.value)\"> <span id=\"count\" class=\"meta\"></span></p>\n");
         foreach (var layer in shown.GroupBy(s => s.v.Layer))
         {
-            html.Append(inv, $"<h2>Layer {layer.Key}</h2>\n");
+            html.Append(inv, $"<section><h2>Layer {layer.Key}</h2>\n");
             foreach (var (view, why) in layer)
             {
                 string text = string.Join(" ", view.Contexts.Select(c => c.Token));
@@ -48,10 +48,14 @@ public static class UnitDashboard
                         .Append(inv, $" <span class=\"meta\">doc {c.Example.Document}, token {c.Example.Position}</span></div>\n");
                 html.Append("</div>\n");
             }
+            html.Append("</section>\n");
         }
         html.Append("<script>\nfunction filter(q){q=q.trim().toLowerCase();let n=0;for(const d of document.querySelectorAll('.unit')){")
             .Append("const show=!q||d.dataset.id===q||d.dataset.id.startsWith(q+'/')||(q.includes('/')?false:d.dataset.text.includes(q));")
-            .Append("d.style.display=show?'':'none';if(show)n++;}document.getElementById('count').textContent=n+' units';}\nfilter('');\n</script>\n</body></html>\n");
+            .Append("d.style.display=show?'':'none';if(show)n++;}")
+            .Append("for(const s of document.querySelectorAll('section'))s.style.display=[...s.querySelectorAll('.unit')].some(d=>d.style.display!=='none')?'':'none';")
+            .Append("document.getElementById('count').textContent=n+(n===1?' unit':' units');}\n")
+            .Append("const q0=decodeURIComponent(location.hash.slice(1));document.getElementById('search').value=q0;filter(q0);\n</script>\n</body></html>\n");
         AtomicFile.WriteAllText(Path.Combine(analysisDir, FileName), html.ToString());
         return shown;
     }
