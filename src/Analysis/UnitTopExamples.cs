@@ -70,6 +70,17 @@ public sealed class UnitTopExamples
         }
     }
 
+    /// <summary>
+    /// Writes each unit's floor into <paramref name="floors"/>: only an activation above it can still enter the unit's top K
+    /// (the threshold while fewer than K are kept, then the largest float below the K-th best, since an equal value of
+    /// another token may precede it). The K-th best only rises, so an older floor is lower and admits a superset.
+    /// </summary>
+    public void WriteFloors(Span<float> floors, float threshold)
+    {
+        for (int u = 0; u < DFf; u++)
+            floors[u] = _count[u] < K ? threshold : MathF.BitDecrement(_examples[u * K + K - 1].Value);
+    }
+
     /// <summary>Adds another accumulator of the same layer and K.</summary>
     public void Merge(UnitTopExamples other)
     {

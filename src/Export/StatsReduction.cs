@@ -17,10 +17,15 @@ public static class StatsReduction
     public static string UnitsPerSequenceOutput(int layer) => $"units_per_sequence.{layer}";
     /// <summary>Per-unit active-token counts over the batch.</summary>
     public static string UnitTokensOutput(int layer) => $"unit_tokens.{layer}";
-    /// <summary>Layer <paramref name="layer"/>'s K largest activations per unit in the batch, [K, d_ff] (0 where fewer were active).</summary>
+    /// <summary>
+    /// Input of layer <paramref name="layer"/>, float32 [d_ff]: an activation of unit u is a top-example candidate when it
+    /// is above floor[u] (the threshold while the unit has fewer than K examples, then just below its K-th best so far).
+    /// </summary>
+    public static string TopFloorInput(int layer) => $"top_floor.{layer}";
+    /// <summary>Layer <paramref name="layer"/>'s candidates in the batch, [candidates]: each one's flat index token·d_ff + unit, token = b·seq + t, in row-major order.</summary>
+    public static string TopCandidatesOutput(int layer) => $"top_candidates.{layer}";
+    /// <summary>The activation of each of <see cref="TopCandidatesOutput"/>, [candidates].</summary>
     public static string TopValuesOutput(int layer) => $"top_values.{layer}";
-    /// <summary>Where each of <see cref="TopValuesOutput"/> happened: the token's flat index b·seq + t in the batch, [K, d_ff].</summary>
-    public static string TopTokensOutput(int layer) => $"top_tokens.{layer}";
     /// <summary>Layer <paramref name="layer"/>'s active values in the batch's first window per power-of-two bin and unit, [22, d_ff] (the bins of Analysis' ActivationHistogram).</summary>
     public static string HistogramOutput(int layer) => $"activation_histogram.{layer}";
     /// <summary>Bins of <see cref="HistogramOutput"/>; bin 1 starts at 2^<see cref="HistogramLowestExponent"/>.</summary>
@@ -48,10 +53,10 @@ public static class StatsReduction
     /// [batch·seq, d_ff] when <paramref name="batchSeqShape"/> gives [batch, seq] to view it as such).
     /// <paramref name="isFloat32"/> false casts fp16/bf16 activations first (the threshold is float32).
     /// </summary>
-    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's K largest activations of the batch and the histogram of its
-    /// active values (<see cref="AddTopExamples"/>).
+    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top-example candidates of the batch and the histogram of its
+    /// active values (<see cref="AddTopExamples"/>); K itself is the host's (it sets the floors); <paramref name="opset"/> is the graph's (at least <see cref="HistogramOpset"/>).
     public static IEnumerable<ValueInfoProto> Add(GraphWriter g, string hidden, string realTokens, string? batchSeqShape, float threshold, int layer, int dFf,
-        bool isFloat32 = true, int topExamples = 0)
+        bool isFloat32 = true, int topExamples = 0, long opset = HistogramOpset)
     {
         string p = $"h.{layer}.stats";
         if (batchSeqShape != null)
@@ -70,34 +75,49 @@ public static class StatsReduction
         yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
         if (topExamples > 0)
-            foreach (var output in AddTopExamples(g, g.Op("Mul", p + ".active_values", [hidden, active]), layer, dFf, topExamples)) yield return output;
+            foreach (var output in AddTopExamples(g, hidden, active, realTokens, layer, dFf, opset)) yield return output;
     }
 
     /// <summary>
-    /// From a layer's active values ([batch, seq, d_ff]: the activation where the unit is active on a real token, else 0;
-    /// the threshold is ≥ 0), each unit's <paramref name="k"/> largest over the batch (TopK on the token axis; ties go to
-    /// the lower index, so to the earlier token, as the ONNX spec requires) and the count of its active values in the
+    /// From a layer's activations ([batch, seq, d_ff], float32) and its active mask (1 where the unit is active on a real
+    /// token), the candidates for each unit's top K: the activations above the unit's floor (<see cref="TopFloorInput"/>;
+    /// never below the threshold), which the host raises to its running K-th best, so after the first batches few leave
+    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). The tokens with a
+    /// candidate are found first (a reduction over units, fast on the contiguous axis), so the one op that visits elements
+    /// one by one (NonZero) sees only their rows. And the count of the active values in the
     /// batch's first window per power-of-two bin (a fixed sample, 1/batch of the windows). Only the nonzero values are binned (NonZero, Gather), so the binning touches a few percent of
     /// the activations; the bin is floor(log₂ v), estimated with Log and corrected against exact power-of-two edges,
     /// so it equals the float's binary exponent on any device; ScatterElements adds the ones into [bins · d_ff].
     /// </summary>
-    static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string activeValues, int layer, int dFf, int k)
+    static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string hidden, string active, string realTokens, int layer, int dFf, long opset)
     {
         string p = $"h.{layer}.top";
-        string rows = g.Op("Reshape", p + ".rows", [activeValues, g.Longs(p + ".rows_shape", [2], -1, dFf)]);
-        // TopK along the last axis of [d_ff, tokens] scans contiguous rows: 3× faster than along axis 0 on the CPU provider.
-        string units = g.Op("Transpose", p + ".units", [rows], OnnxGraph.Ints("perm", 1, 0));
-        string[] top = g.Ops("TopK", p + ".topk", [units, g.Longs(p + ".k", [1], k)], 2, OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1))
-            .Select((t, i) => g.Op("Transpose", p + (i == 0 ? ".values_by_rank" : ".tokens_by_rank"), [t], OnnxGraph.Ints("perm", 1, 0))).ToArray();
-        g.Named("Identity", TopValuesOutput(layer), [top[0]]);
-        g.Named("Identity", TopTokensOutput(layer), [top[1]]);
+        g.Graph.Input.Add(OnnxGraph.Value(TopFloorInput(layer), DataType.Float, dFf));
+        string rows = g.Op("Reshape", p + ".rows", [hidden, g.Longs(p + ".rows_shape", [2], -1, dFf)]); // [tokens, d_ff]
+        // v − floor > 0 exactly when v > floor (gradual underflow: distinct floats never subtract to 0), and the floor is never below the threshold.
+        string excess = g.Op("Sub", p + ".excess", [rows, TopFloorInput(layer)]);
+        string tokenMax = opset >= 18 // ReduceMax took its axes as an attribute before opset 18
+            ? g.Op("ReduceMax", p + ".token_max", [excess, g.Longs(p + ".axis_units", [1], -1)], OnnxGraph.Int("keepdims", 0))
+            : g.Op("ReduceMax", p + ".token_max", [excess], OnnxGraph.Ints("axes", -1), OnnxGraph.Int("keepdims", 0));
+        string real = g.Op("Reshape", p + ".real", [realTokens, g.Longs(p + ".real_shape", [1], -1)]);
+        string anyAbove = g.Op("Cast", p + ".token_any", [g.Op("Greater", p + ".token_gt", [tokenMax, g.Scalar(p + ".zero", 0f)])], OnnxGraph.Int("to", (long)DataType.Float));
+        string hot = g.Op("Reshape", p + ".hot", [g.Op("NonZero", p + ".hot_where", [g.Op("Mul", p + ".hot_real", [anyAbove, real])]), g.Longs(p + ".hot_shape", [1], -1)]);
+        string hotAbove = g.Op("Reshape", p + ".hot_above", [g.Op("Greater", p + ".above", [g.Op("Gather", p + ".hot_rows", [excess, hot], OnnxGraph.Int("axis", 0)), g.Scalar(p + ".none", 0f)]),
+            g.Longs(p + ".flat_all", [1], -1)]);
+        string where = g.Op("Reshape", p + ".where", [g.Op("NonZero", p + ".candidates", [hotAbove]), g.Longs(p + ".where_shape", [1], -1)]); // hot row · d_ff + unit
+        string dFfScalar = g.Longs(p + ".d_ff_top", [], dFf);
+        string token = g.Op("Gather", p + ".token", [hot, g.Op("Div", p + ".hot_row", [where, dFfScalar])], OnnxGraph.Int("axis", 0));
+        string candidates = g.Named("Add", TopCandidatesOutput(layer), [g.Op("Mul", p + ".token_row", [token, dFfScalar]), g.Op("Mod", p + ".unit", [where, dFfScalar])]);
+        g.Named("Gather", TopValuesOutput(layer), [g.Op("Reshape", p + ".all", [rows, g.Longs(p + ".all_shape", [1], -1)]), candidates], OnnxGraph.Int("axis", 0));
 
         // The histogram samples the batch's first window: binning every value cost more than the model on the CPU.
-        string firstWindow = g.Op("Gather", p + ".first_window", [activeValues, g.Longs(p + ".window", [], 0)], OnnxGraph.Int("axis", 0));
+        string window = g.Longs(p + ".window", [], 0);
+        string firstWindow = g.Op("Mul", p + ".first_active", [g.Op("Gather", p + ".first_window", [hidden, window], OnnxGraph.Int("axis", 0)),
+            g.Op("Gather", p + ".first_mask", [active, window], OnnxGraph.Int("axis", 0))]);
         string flat = g.Op("Reshape", p + ".flat", [firstWindow, g.Longs(p + ".flat_shape", [1], -1)]);
-        string where = g.Op("Reshape", p + ".where", [g.Op("NonZero", p + ".nonzero", [flat]), g.Longs(p + ".where_shape", [1], -1)]);
-        string values = g.Op("Gather", p + ".values", [flat, where], OnnxGraph.Int("axis", 0));
-        string unit = g.Op("Mod", p + ".unit", [where, g.Longs(p + ".d_ff", [], dFf)]);
+        string nonzero = g.Op("Reshape", p + ".nonzero_flat", [g.Op("NonZero", p + ".nonzero", [flat]), g.Longs(p + ".nonzero_shape", [1], -1)]);
+        string values = g.Op("Gather", p + ".values", [flat, nonzero], OnnxGraph.Int("axis", 0));
+        string binUnit = g.Op("Mod", p + ".bin_unit", [nonzero, g.Longs(p + ".d_ff", [], dFf)]);
         string estimate = g.Op("Floor", p + ".log2", [g.Op("Mul", p + ".log2_scaled", [g.Op("Log", p + ".ln", [values]), g.Scalar(p + ".inv_ln2", (float)(1 / Math.Log(2)))])]);
         string first = g.Op("Cast", p + ".bin_estimate", [g.Op("Clip", p + ".bin_clipped", [g.Op("Add", p + ".bin_offset", [estimate, g.Scalar(p + ".offset", 1 - HistogramLowestExponent)]),
             g.Scalar(p + ".first_bin", 0), g.Scalar(p + ".last_bin", HistogramBins - 1)])], OnnxGraph.Int("to", (long)DataType.Int64));
@@ -109,15 +129,15 @@ public static class StatsReduction
         string down = g.Op("Cast", p + ".down", [g.Op("Less", p + ".below", [values, g.Op("Gather", p + ".lower", [g.Floats(p + ".lower_edges", [HistogramBins], lower), first])])],
             OnnxGraph.Int("to", (long)DataType.Int64));
         string bin = g.Op("Sub", p + ".bin", [g.Op("Add", p + ".bin_up", [first, up]), down]);
-        string target = g.Op("Add", p + ".target", [g.Op("Mul", p + ".bin_row", [bin, g.Longs(p + ".row", [], dFf)]), unit]);
+        string target = g.Op("Add", p + ".target", [g.Op("Mul", p + ".bin_row", [bin, g.Longs(p + ".row", [], dFf)]), binUnit]);
         string ones = g.Op("ConstantOfShape", p + ".ones", [g.Op("Shape", p + ".count", [target])], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
         string zeros = g.Op("ConstantOfShape", p + ".zeros", [g.Longs(p + ".bins", [1], (long)HistogramBins * dFf)], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [0f])));
         // Float sums of ones are exact below 2^24 per bin and batch, in any order (atomics on a GPU).
         string sums = g.Op("ScatterElements", p + ".sums", [zeros, target, ones], OnnxGraph.Int("axis", 0), OnnxGraph.String("reduction", "add"));
         g.Named("Cast", HistogramOutput(layer), [g.Op("Reshape", p + ".histogram", [sums, g.Longs(p + ".histogram_shape", [2], HistogramBins, dFf)])],
             OnnxGraph.Int("to", (long)DataType.Int64));
-        yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, k, dFf);
-        yield return OnnxGraph.Value(TopTokensOutput(layer), DataType.Int64, k, dFf);
+        yield return OnnxGraph.Value(TopCandidatesOutput(layer), DataType.Int64, "candidates");
+        yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, "candidates");
         yield return OnnxGraph.Value(HistogramOutput(layer), DataType.Int64, HistogramBins, dFf);
     }
 }

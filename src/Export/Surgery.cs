@@ -152,7 +152,8 @@ public static class Surgery
         string batchSeq = g.Op("Shape", "stats/batch_seq", [GraphInputs.TokenInput]);
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
         var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
-            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float, topExamples)).ToList();
+            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float, topExamples,
+            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? StatsReduction.HistogramOpset)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);

@@ -290,7 +290,7 @@ public class ModelRunnerTests
     {
         // The path a GPU takes (outputs returned by ONNX Runtime, then copied) must read what the bound path reads.
         var plan = Pipeline.Streaming.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f);
-        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, (long[]?)o.Shape(2, 16, l.DFf).Select(d => (long)d).ToArray()))).ToList();
+        var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, (long[]?)o.Shape(2, 16, l.DFf)!.Select(d => (long)d).ToArray()))).ToList();
         var probe = ProbeBatch.Random(256);
         using var bound = new ModelRunner(plan.Graph, Device.Cpu, 2, 2, 16, outputs);
         using var returned = new ModelRunner(plan.Graph, Device.Cpu, 2, 2, 16, outputs, bindOutputs: false);

@@ -8,16 +8,20 @@ public static class OrtRunner
 {
     public sealed record Output(long[] Shape, float[]? Floats, long[]? Longs);
 
-    public static Dictionary<string, Output> Run(string modelPath, params (string Name, long[] Data, long[] Shape)[] inputs)
+    public static Dictionary<string, Output> Run(string modelPath, params (string Name, long[] Data, long[] Shape)[] inputs) => Run(modelPath, inputs, []);
+
+    /// <summary>The same with float32 vector inputs besides the int64 ones.</summary>
+    public static Dictionary<string, Output> Run(string modelPath, (string Name, long[] Data, long[] Shape)[] inputs, (string Name, float[] Data)[] floats)
     {
         using var options = new SessionOptions { IntraOpNumThreads = 2 };
         using var session = new InferenceSession(modelPath, options);
-        var values = inputs.Select(i => OrtValue.CreateTensorValueFromMemory(i.Data, i.Shape)).ToList();
+        var values = inputs.Select(i => OrtValue.CreateTensorValueFromMemory(i.Data, i.Shape))
+            .Concat(floats.Select(f => OrtValue.CreateTensorValueFromMemory(f.Data, [f.Data.Length]))).ToList();
         try
         {
             using var runOptions = new RunOptions();
             var names = session.OutputNames.ToList();
-            using var results = session.Run(runOptions, inputs.Select(i => i.Name).ToList(), values, names);
+            using var results = session.Run(runOptions, inputs.Select(i => i.Name).Concat(floats.Select(f => f.Name)).ToList(), values, names);
             var outputs = new Dictionary<string, Output>();
             for (int i = 0; i < names.Count; i++)
             {

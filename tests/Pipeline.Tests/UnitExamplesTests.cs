@@ -110,6 +110,66 @@ public class UnitExamplesTests
     }
 
     [Test]
+    public void FloorsAreTheThresholdUntilKAreKeptThenJustBelowTheKthBest()
+    {
+        var top = new UnitTopExamples(dFf: 3, k: 2);
+        top.Add(0, new TopExample(0.75f, 4, 1));
+        top.Add(1, new TopExample(0.5f, 0, 0));
+        top.Add(1, new TopExample(2f, 0, 3));
+        top.Add(1, new TopExample(1f, 2, 0)); // displaces 0.5
+        var floors = new float[3];
+        top.WriteFloors(floors, 0.25f);
+        // Unit 0 keeps one of two, unit 2 none: anything above the threshold may enter. Unit 1 is full: 1.0 itself may
+        // still enter (an equal value of an earlier document precedes the kept one), 0.99999994 may not.
+        Assert.That(floors, Is.EqualTo(new[] { 0.25f, 0.99999994f, 0.25f }));
+        Assert.That(new TopExample(1f, 1, 0).Precedes(top.Of(1)[1]), Is.True);
+    }
+
+    [Test]
+    public void CountingThreadWithLateFloorsGivesTheSameExamples()
+    {
+        // On a GPU the counting thread publishes the floors a batch or two late; later floors are lower, the result the same.
+        string model = OwnModel(), corpus = Corpus();
+        string Run(bool thread)
+        {
+            string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+            Analyzer.Run(new AnalysisRequest(model, corpus, "bytes", 12, 3, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"], CountingThread: thread, TopExamples: K));
+            return outDir;
+        }
+        string inline = Run(false), threaded = Run(true);
+        foreach (string file in new[] { "top_examples_0.csv", "top_examples_1.csv", "activation_histogram_1.csv", "counts.json" })
+            Assert.That(File.ReadAllText(Path.Combine(threaded, file)), Is.EqualTo(File.ReadAllText(Path.Combine(inline, file))), file);
+    }
+
+    [Test]
+    public void OnlyActivationsAboveTheFloorsLeaveTheGraph()
+    {
+        // The instrumented graph returns every active (unit, token) at floors equal to the threshold, and none at +∞.
+        var bound = GraphInputs.Bind(OnnxGraph.Load(OwnModel())).Model;
+        var sites = MlpSites.Find(bound, ["Relu"]);
+        string stats = Path.Combine(TestCorpus.TempDir(), "stats.onnx"), dense = Path.Combine(TestCorpus.TempDir(), "exposed.onnx");
+        OnnxGraph.Save(Surgery.InstrumentStats(bound, sites, 0.05f, topExamples: K), stats);
+        OnnxGraph.Save(Surgery.Instrument(bound, sites), dense);
+        var ids = Enumerable.Range(0, 2 * 16).Select(i => (long)(i * 37 % 256)).ToArray();
+        var mask = Enumerable.Range(0, 2 * 16).Select(i => i % 16 < 11 ? 1L : 0L).ToArray(); // window tails are padding
+        (string, long[], long[])[] inputs = [("input_ids", ids, [2, 16]), ("attention_mask", mask, [2, 16])];
+        var activations = OrtRunner.Run(dense, inputs[..1]); // causal: padding at the tails changes no real token
+        foreach (float floor in new[] { 0.05f, 0.5f, float.PositiveInfinity })
+        {
+            var outputs = OrtRunner.Run(stats, inputs, sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(floor, 64).ToArray())).ToArray());
+            foreach (var site in sites)
+            {
+                float[] hidden = activations[site.Output].Floats!;
+                var expected = Enumerable.Range(0, hidden.Length).Where(i => mask[i / 64] == 1 && hidden[i] > floor && hidden[i] > 0.05f).Select(i => (long)i).ToArray();
+                Assert.That(outputs[StatsReduction.TopCandidatesOutput(site.Layer)].Longs, Is.EqualTo(expected), $"floor {floor}, layer {site.Layer}: candidates");
+                Assert.That(outputs[StatsReduction.TopValuesOutput(site.Layer)].Floats, Is.EqualTo(expected.Select(i => hidden[i]).ToArray()), $"floor {floor}, layer {site.Layer}: values");
+                if (floor == 0.05f) Assert.That(expected, Is.Not.Empty);
+                if (floor == float.PositiveInfinity) Assert.That(expected, Is.Empty);
+            }
+        }
+    }
+
+    [Test]
     public void ExternalOptGraphTopExamplesEqualABruteForce()
     {
         string graph = HookFixture.PathOf("opt.dynamo.onnx"), instrumented = Path.Combine(TestCorpus.TempDir(), "opt.instrumented.onnx");

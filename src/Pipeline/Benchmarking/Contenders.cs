@@ -34,7 +34,7 @@ public static class Contenders
     {
         var plan = AnalysisPlan.For(OnnxGraph.Load(onnxModel), ["Relu"], 0f, dense: true);
         if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
-        var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, (long[]?)l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf).Select(d => (long)d).ToArray())).ToList();
+        var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, (long[]?)l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf)!.Select(d => (long)d).ToArray())).ToList();
         using var runner = new ModelRunner(plan.Graph, Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
         var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
         var realToken = new bool[data.BatchSize * data.SeqLen];

@@ -20,8 +20,8 @@ public static class AnalyzeCommands
         var shard = new Option<string>("--shard") { Description = "Process batch g only when g mod n = i (i/n), or auto: i and n from the scheduler (Slurm job array, Kubernetes Indexed Job); merge shards with `merge`.", DefaultValueFactory = _ => "0/1" };
         var shardCount = new Option<int?>("--shard-count") { Description = $"With --shard auto on Kubernetes: the number of shards (the Job's completions; or set {ShardChoice.CountVariable})." };
         var threshold = new Option<float>("--threshold") { Description = "A unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
-        var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (cuda:0 when CUDA 13 and cuDNN 9 can be loaded, else the CPU; it says which).", DefaultValueFactory = _ => "cpu" };
-        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores).", DefaultValueFactory = _ => 0 };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (cuda:0 when CUDA 13 and cuDNN 9 can be loaded, else the CPU; it says which); several: cuda:0,cuda:1 or cuda:all (the corpus is read once and its batches dealt to the devices; the result equals one device's).", DefaultValueFactory = _ => "cpu" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads of each device's session (0 = all cores).", DefaultValueFactory = _ => 0 };
         var activation = new Option<string[]>("--activation") { Description = "Activation op types of MLP hidden layers (default Relu).", DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
         var precision = new Option<string>("--precision") { Description = "fp32, or fp16 on a GPU: weights and compute in fp16, counts in fp32 (units within fp16 rounding of zero may flip; stats.json records it).", DefaultValueFactory = _ => "fp32" };
@@ -38,7 +38,7 @@ public static class AnalyzeCommands
             if (chosen.Source != "--shard") output.WriteLine($"Shard {chosen.Index}/{chosen.Count} from {chosen.Source}.");
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
-                parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), Devices.Resolve(parse.GetValue(device)!, output).ToString(), parse.GetValue(threads),
+                parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), string.Join(",", Devices.ResolveAll(parse.GetValue(device)!, output)), parse.GetValue(threads),
                 parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!, TopExamples: parse.GetValue(topExamples));
             var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel);
             PrintSummary(output, stats, parse.GetValue(outDir)!);

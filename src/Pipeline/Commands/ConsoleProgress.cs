@@ -34,9 +34,16 @@ public sealed class ConsoleProgress(TextWriter output, bool interactive) : IProg
     public void Report(AnalysisProgress p)
     {
         string left = p.Remaining is TimeSpan r ? Clock(r) : "?";
-        Show($"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s  documents {p.Documents}/{p.TotalDocuments}  elapsed {Clock(p.Elapsed)}  left {left}",
-            (double)p.Documents / Math.Max(1, p.TotalDocuments), keep: p.Documents == p.TotalDocuments);
+        string each = p.Devices == null ? "" : "  (" + string.Join(", ", p.Devices.Select(d => string.Create(CultureInfo.InvariantCulture, $"{d.Device} {d.TokensPerSecond:0}"))) + " tok/s)";
+        bool last = p.Devices?.Any(d => d.Timing != null) ?? false;
+        Show($"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s{each}  documents {p.Documents}/{p.TotalDocuments}  elapsed {Clock(p.Elapsed)}  left {left}",
+            (double)p.Documents / Math.Max(1, p.TotalDocuments), keep: p.Documents == p.TotalDocuments && (p.Devices == null || last));
         if (p.Timing is { } t) output.WriteLine(Describe(t));
+        if (!last) return;
+        foreach (var d in p.Devices!.Where(d => d.Timing != null)) output.WriteLine($"{d.Device}: {Describe(d.Timing!)}");
+        // Steady state of the devices together: each device's rate after its first batch, added.
+        double steady = p.Devices!.Where(d => d.Timing != null).Sum(d => d.Timing!.BatchTokens / d.Timing.MsPerBatch * 1000);
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"All {p.Devices!.Count} devices: {steady:N0} tokens/s in steady state."));
     }
 
     void Show(string line, double fraction, bool keep)

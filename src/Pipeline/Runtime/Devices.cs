@@ -21,7 +21,8 @@ public sealed record Device(int? CudaId)
 }
 
 /// <summary>
-/// Resolves <c>--device cpu|cuda|cuda:N|auto</c>. CUDA is checked before ONNX Runtime is asked for it: the build must
+/// Resolves <c>--device cpu|cuda|cuda:N|auto</c>, or several devices (<c>cuda:0,cuda:1</c>, <c>cuda:all</c>; <c>cpu,cpu</c>
+/// runs the same code path on one machine). CUDA is checked before ONNX Runtime is asked for it: the build must
 /// carry the CUDA provider and the libraries it loads must be found, or the error names the missing library and what
 /// to install. <c>auto</c> takes cuda:0 when that check passes and says which it chose; never a silent fallback.
 /// </summary>
@@ -50,6 +51,37 @@ public static class Devices
         if (CudaProblem() is string reason) throw new UserInputException($"--device {option}: {reason}.");
         return new Device(id);
     }
+
+    /// <summary>
+    /// The devices <paramref name="option"/> names: one (as <see cref="Resolve"/>), a comma-separated list, or
+    /// <c>cuda:all</c> (every GPU the CUDA runtime sees, so CUDA_VISIBLE_DEVICES and a scheduler's allocation apply).
+    /// A GPU named twice is refused; the CPU may be named several times (one session each).
+    /// </summary>
+    public static IReadOnlyList<Device> ResolveAll(string option, TextWriter? note = null)
+    {
+        if (option == "cuda:all")
+        {
+            if (CudaProblem() is string reason) throw new UserInputException($"--device cuda:all: {reason}.");
+            int count = GpuCount();
+            if (count < 1) throw new UserInputException("--device cuda:all: the CUDA runtime sees no GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES).");
+            note?.WriteLine($"--device cuda:all: using {string.Join(",", Enumerable.Range(0, count).Select(i => $"cuda:{i}"))}.");
+            return Enumerable.Range(0, count).Select(i => new Device(i)).ToList();
+        }
+        string[] parts = option.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length == 1) return [Resolve(option, note)];
+        if (parts.Any(p => p is "auto" or "cuda:all" or ""))
+            throw new UserInputException($"--device {option}: a list names devices (cpu, cuda:N); auto and cuda:all stand alone.");
+        var devices = parts.Select(p => Resolve(p)).ToList();
+        if (devices.Where(d => d.CudaId != null).GroupBy(d => d.CudaId).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new UserInputException($"--device {option}: cuda:{twice.Key} is named twice; name each GPU once.");
+        return devices;
+    }
+
+    [DllImport("libcudart.so.13", EntryPoint = "cudaGetDeviceCount")]
+    static extern int CudaGetDeviceCount(out int count);
+
+    // The CUDA runtime's count (0 on an error such as no device), asked only after CudaProblem found libcudart.
+    static int GpuCount() => CudaGetDeviceCount(out int count) == 0 ? count : 0;
 
     /// <summary>Null when the CUDA provider can start here; otherwise why not, and what to do about it.</summary>
     public static string? CudaProblem()

@@ -22,6 +22,8 @@ public sealed class ModelRunner : IDisposable
     readonly long[] _ids, _mask;
     readonly Array[] _outputs;
     readonly bool[] _sizedByRun; // outputs whose shape was not known when the runner was made
+    readonly int[] _lengths; // elements of each output in the last run (buffers of outputs sized by the run only grow)
+    readonly Dictionary<string, float[]> _floatInputs = [];
     readonly List<OrtValue> _values = [];
     readonly (string[] Inputs, OrtValue[] Values, string[] Outputs)? _onDevice;
 
@@ -29,9 +31,11 @@ public sealed class ModelRunner : IDisposable
     /// Opens <paramref name="bound"/> on <paramref name="device"/> for batches of <paramref name="batch"/> × <paramref name="seqLen"/>;
     /// <paramref name="outputs"/> are the outputs to compute (float32 or int64) with their shapes for that batch (null: not
     /// known before the run). <paramref name="bindOutputs"/> false (always on a GPU, and with an unknown shape) has ONNX
-    /// Runtime return the outputs, copied into the same buffers.
+    /// Runtime return the outputs, copied into the same buffers. <paramref name="floatInputs"/>: further float32 vector
+    /// inputs of the graph, written through <see cref="FloatInput"/> before a run.
     /// </summary>
-    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[]? Shape)> outputs, bool bindOutputs = true)
+    public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[]? Shape)> outputs, bool bindOutputs = true,
+        IReadOnlyList<(string Name, int Length)>? floatInputs = null)
     {
         Batch = batch;
         SeqLen = seqLen;
@@ -55,17 +59,28 @@ public sealed class ModelRunner : IDisposable
         _ids = new long[batch * seqLen];
         _mask = new long[batch * seqLen];
         Bind(GraphInputs.TokenInput, OrtValue.CreateTensorValueFromMemory(_ids, shape), input: true);
-        if (_session.InputNames.Contains(GraphInputs.MaskInput)) Bind(GraphInputs.MaskInput, OrtValue.CreateTensorValueFromMemory(_mask, shape), input: true);
+        var inputs = new List<(string Name, OrtValue Value)> { (GraphInputs.TokenInput, _values[0]) };
+        if (_session.InputNames.Contains(GraphInputs.MaskInput))
+        {
+            Bind(GraphInputs.MaskInput, OrtValue.CreateTensorValueFromMemory(_mask, shape), input: true);
+            inputs.Add((GraphInputs.MaskInput, _values[^1]));
+        }
+        foreach (var (name, length) in floatInputs ?? [])
+        {
+            var buffer = _floatInputs[name] = new float[length];
+            Bind(name, OrtValue.CreateTensorValueFromMemory(buffer, [length]), input: true);
+            inputs.Add((name, _values[^1]));
+        }
         if (device.CudaId != null || !bindOutputs || outputs.Any(o => o.Shape == null))
-            _onDevice = (_session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).ToArray(),
-                         _session.InputNames.Where(n => n is GraphInputs.TokenInput or GraphInputs.MaskInput).Select(n => _values[n == GraphInputs.TokenInput ? 0 : 1]).ToArray(),
-                         outputs.Select(o => o.Name).ToArray());
+            _onDevice = (inputs.Select(i => i.Name).ToArray(), inputs.Select(i => i.Value).ToArray(), outputs.Select(o => o.Name).ToArray());
         _outputs = new Array[outputs.Count];
         _sizedByRun = outputs.Select(o => o.Shape == null).ToArray();
+        _lengths = new int[outputs.Count];
         for (int i = 0; i < outputs.Count; i++)
         {
             var (name, outputShape) = outputs[i];
-            long size = outputShape?.Aggregate(1L, (a, d) => a * d) ?? 0; // unknown: sized by the first run
+            long size = outputShape?.Aggregate(1L, (a, d) => a * d) ?? 0; // unknown: sized by each run
+            _lengths[i] = (int)size;
             switch (_session.OutputMetadata[name].ElementDataType)
             {
                 case TensorElementType.Float:
@@ -105,8 +120,12 @@ public sealed class ModelRunner : IDisposable
         using var results = _session.Run(_run, _onDevice.Value.Inputs, _onDevice.Value.Values, _onDevice.Value.Outputs);
         for (int i = 0; i < _outputs.Length; i++)
         {
-            if (_sizedByRun[i] && results[i].GetTensorTypeAndShape().ElementCount is var count && _outputs[i].Length != count)
-                _outputs[i] = Array.CreateInstance(_outputs[i].GetType().GetElementType()!, count);
+            if (_sizedByRun[i])
+            {
+                int count = checked((int)results[i].GetTensorTypeAndShape().ElementCount);
+                if (_outputs[i].Length < count) _outputs[i] = Array.CreateInstance(_outputs[i].GetType().GetElementType()!, Math.Max(count, 2 * _outputs[i].Length));
+                _lengths[i] = count;
+            }
             if (_outputs[i] is float[] f) results[i].GetTensorDataAsSpan<float>().CopyTo(f);
             else results[i].GetTensorDataAsSpan<long>().CopyTo((long[])_outputs[i]);
         }
@@ -125,9 +144,11 @@ public sealed class ModelRunner : IDisposable
     /// <summary>Whether output <paramref name="i"/> is float32 (else int64).</summary>
     public bool IsFloat(int i) => _outputs[i] is float[];
     /// <summary>Float32 output <paramref name="i"/> of the last run.</summary>
-    public ReadOnlySpan<float> Floats(int i) => (float[])_outputs[i];
+    public ReadOnlySpan<float> Floats(int i) => ((float[])_outputs[i]).AsSpan(0, _lengths[i]);
     /// <summary>Int64 output <paramref name="i"/> of the last run.</summary>
-    public ReadOnlySpan<long> Longs(int i) => (long[])_outputs[i];
+    public ReadOnlySpan<long> Longs(int i) => ((long[])_outputs[i]).AsSpan(0, _lengths[i]);
+    /// <summary>The buffer of float input <paramref name="name"/> (given at construction), read by the next run.</summary>
+    public Span<float> FloatInput(string name) => _floatInputs[name];
 
     void Bind(string name, OrtValue value, bool input)
     {

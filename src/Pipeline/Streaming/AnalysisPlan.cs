@@ -5,10 +5,10 @@ using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;
 
-/// <summary>An output column of a layer and its shape for a batch of B windows of T tokens.</summary>
-public sealed record LayerOutput(string Name, Func<int, int, int, int[]> ShapeOf)
+/// <summary>An output column of a layer and its shape for a batch of B windows of T tokens (null: known only after the run).</summary>
+public sealed record LayerOutput(string Name, Func<int, int, int, int[]?> ShapeOf)
 {
-    public int[] Shape(int batch, int seqLen, int dFf) => ShapeOf(batch, seqLen, dFf);
+    public int[]? Shape(int batch, int seqLen, int dFf) => ShapeOf(batch, seqLen, dFf);
 }
 
 /// <summary>What to read of one layer: its outputs (dense activations, or the three in-graph counts).</summary>
@@ -87,8 +87,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
         .. topExamples > 0 ? new[]
         {
-            new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, d) => [topExamples, d]),
-            new LayerOutput(StatsReduction.TopTokensOutput(layer), (_, _, d) => [topExamples, d]),
+            new LayerOutput(StatsReduction.TopCandidatesOutput(layer), (_, _, _) => null),
+            new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, _) => null),
             new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
         } : Array.Empty<LayerOutput>(),
     ]);
@@ -121,21 +121,17 @@ public sealed record BatchOrigin(long[] WindowDocument, long[] WindowStart, int 
     public (long Document, int Position) Of(long flat) => (WindowDocument[flat / SeqLen], (int)(WindowStart[flat / SeqLen] + flat % SeqLen));
 
     /// <summary>
-    /// Adds one batch's in-graph top examples (<see cref="StatsReduction.TopValuesOutput"/>, [K, d_ff] values and flat token
-    /// indices, each unit's column best first) and histogram ([bins, d_ff]) to a layer's accumulators; values at or below
-    /// <paramref name="threshold"/> (fewer than K active tokens) are not examples.
+    /// Adds one batch's in-graph top-example candidates (<see cref="StatsReduction.TopCandidatesOutput"/>: flat indices
+    /// token·d_ff + unit, and their values) and histogram ([bins, d_ff]) to a layer's accumulators.
     /// </summary>
-    public void AddTopExamples(LayerExamples layer, ReadOnlySpan<float> values, ReadOnlySpan<long> tokens, ReadOnlySpan<long> histogram, float threshold)
+    public void AddTopExamples(LayerExamples layer, ReadOnlySpan<float> values, ReadOnlySpan<long> candidates, ReadOnlySpan<long> histogram)
     {
         int dFf = layer.Top.DFf;
-        for (int r = 0; r < values.Length / dFf; r++)
-            for (int u = 0; u < dFf; u++)
-            {
-                float v = values[r * dFf + u];
-                if (!(v > threshold)) continue;
-                var (document, position) = Of(tokens[r * dFf + u]);
-                layer.Top.Add(u, new TopExample(v, document, position));
-            }
+        for (int i = 0; i < candidates.Length; i++)
+        {
+            var (document, position) = Of(candidates[i] / dFf);
+            layer.Top.Add((int)(candidates[i] % dFf), new TopExample(values[i], document, position));
+        }
         layer.Histogram.AddBinMajor(histogram);
     }
 }

@@ -22,9 +22,15 @@ public sealed record AnalysisRequest(string Model, string Corpus, string Tokeniz
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
     bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0);
 
-/// <summary>Progress of an analysis: tokens so far, rate, and an estimate of the time left.</summary>
+/// <summary>
+/// Progress of an analysis: tokens so far, rate, and an estimate of the time left; on several devices, each one's share
+/// (<see cref="Devices"/>, with its timing in the last report).
+/// </summary>
 public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining,
-    StreamTiming? Timing = null);
+    StreamTiming? Timing = null, IReadOnlyList<DeviceRate>? Devices = null);
+
+/// <summary>One device's share of an analysis on several: its tokens and rate so far, and its timing (<c>--timing</c>) at the end.</summary>
+public sealed record DeviceRate(string Device, long Tokens, double TokensPerSecond, StreamTiming? Timing = null);
 
 /// <summary>
 /// Where a batch's time went (<c>analyze --timing</c>), after the first batch (start-up, CUDA initialisation):
@@ -57,9 +63,9 @@ public static class Analyzer
             throw new UserInputException($"--top-examples {r.TopExamples} exceeds the {r.BatchSize * r.SeqLen} tokens of a batch ({r.BatchSize} × {r.SeqLen}): use a smaller K or larger batches.");
         if (r.TopExamples > 0 && r.Threshold < 0)
             throw new UserInputException($"--top-examples ranks activations above the threshold, which must be ≥ 0 (got {r.Threshold}): ReLU activations are never negative.");
-        var device = Devices.Resolve(r.Device);
+        var devices = Devices.ResolveAll(r.Device);
         if (r.Precision is not ("fp32" or "fp16")) throw new UserInputException($"--precision {r.Precision}: use fp32 or fp16.");
-        if (r.Precision == "fp16" && device.CudaId == null)
+        if (r.Precision == "fp16" && devices.Any(d => d.CudaId == null))
             throw new UserInputException("--precision fp16 runs on a GPU only (ONNX Runtime's CPU provider lacks fp16 kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
@@ -86,7 +92,7 @@ public static class Analyzer
             long tokens;
             try
             {
-                tokens = Stream(r, plan, modelFile, device, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
+                tokens = Stream(r, plan, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
             {
@@ -109,31 +115,70 @@ public static class Analyzer
         return stats!;
     }
 
-    // corpus → tokens → windows → batches (an IDataView read one batch ahead) → the model as an ML.NET transform (the
-    // runner for in-graph counts, ApplyOnnxModel for dense activations) → one cursor-driven consumer adding each layer's
-    // counts. Returns the tokens analysed.
-    static long Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, long vocab, TextTokenizer tokenizer,
+    // corpus → tokens → windows → batches, read once; on one device streamed through it, on several dealt to them (each
+    // takes the next batch when it is ready), each device counting into accumulators of its own, added when all are done:
+    // the counts are integers and the top examples totally ordered, so the result equals one device's, bit for bit.
+    static long Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, IReadOnlyList<Device> devices, long vocab, TextTokenizer tokenizer,
+        LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
+    {
+        var batches = CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab);
+        if (devices.Count == 1) return StreamOn(r, plan, modelFile, devices[0], batches, readAhead: true, uses, examples, totalDocuments, progress, cancel);
+
+        using var dealer = new Dealer<BatchRow>(batches, Math.Max(2 * devices.Count, CorpusBatches.ReadAheadBatches(r.BatchSize, r.SeqLen)));
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        var perDevice = new MultiDeviceProgress(devices, totalDocuments, progress);
+        var parts = devices.Select(_ => (Uses: plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray(),
+            Examples: examples == null ? null : UnitExamples.Empty(plan.Layers.Select(l => l.DFf).ToList(), examples.K))).ToArray();
+        var runs = devices.Select((device, i) => Task.Run(() =>
+        {
+            try { return StreamOn(r, plan, modelFile, device, dealer.Take(), readAhead: false, parts[i].Uses, parts[i].Examples, totalDocuments, perDevice.For(i), failed.Token); }
+            catch { failed.Cancel(); dealer.Stop(); throw; } // one device failing stops the others
+        })).ToArray();
+        try { Task.WaitAll(runs); }
+        catch (AggregateException)
+        {
+            if (dealer.Failure is UserInputException reading) throw reading; // the corpus, not a device
+            cancel.ThrowIfCancellationRequested();
+            int i = Array.FindIndex(runs, t => t.IsFaulted && t.Exception!.GetBaseException() is not OperationCanceledException);
+            var error = runs[i].Exception!.GetBaseException();
+            throw new UserInputException($"Device {i} ({devices[i]}) of --device {r.Device} failed, so the analysis stopped: {error.Message.Split('\n')[0]}", error);
+        }
+        for (int i = 0; i < devices.Count; i++)
+        {
+            for (int l = 0; l < uses.Length; l++) uses[l].Merge(parts[i].Uses[l]);
+            if (examples != null) examples.Merge(parts[i].Examples!);
+        }
+        perDevice.Finish();
+        return runs.Sum(t => t.Result);
+    }
+
+    // One device's stream: batches (an IDataView, read ahead on a thread of its own unless dealt) → the model as an ML.NET
+    // transform (the runner for in-graph counts, ApplyOnnxModel for dense activations) → one cursor-driven consumer adding
+    // each layer's counts. Returns the tokens analysed.
+    static long StreamOn(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, IEnumerable<BatchRow> batchRows, bool readAhead,
         LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
         int B = r.BatchSize, T = r.SeqLen;
         var ml = new MLContext(seed: 0);
-        var batches = CorpusBatches.View(ml, CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, T), T, B, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab), B, T);
+        var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
-        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, (long[]?)o.Shape.Select(d => (long)d).ToArray())).ToList()) : null;
-        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Count) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
+        var floors = plan.ReadsCounts && examples != null ? new TopFloors(examples, r.Threshold, plan.Sites.Select(s => StatsReduction.TopFloorInput(s.Layer)).ToList()) : null;
+        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList(),
+            floatInputs: floors?.Inputs) : null;
+        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Count, floors) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
         // buffers their outputs ahead of us (gigabytes of [B, T, d_ff] activations on Brown), and the runner is single-threaded.
         var mapper = model.GetRowToRowMapper(batches.Schema);
         using var input = batches.GetRowCursor(batches.Schema);
-        var columns = runner != null ? [InGraphCounts.Column, InGraphCounts.ValuesColumn] : outputs.Select(o => o.Name).ToHashSet();
+        var columns = runner != null ? [InGraphCounts.Column, InGraphCounts.ValuesColumn, InGraphCounts.LengthsColumn] : outputs.Select(o => o.Name).ToHashSet();
         using var scored = mapper.GetRow(input, mapper.OutputSchema.Where(c => columns.Contains(c.Name)));
         var maskGetter = input.GetGetter<VBuffer<long>>(batches.Schema["attention_mask"]);
         var idsGetter = input.GetGetter<VBuffer<long>>(batches.Schema["input_ids"]);
         var documentsGetter = input.GetGetter<long>(batches.Schema["documents_read"]);
         var windowDocumentGetter = input.GetGetter<VBuffer<long>>(batches.Schema["window_document"]);
         var windowStartGetter = input.GetGetter<VBuffer<long>>(batches.Schema["window_start"]);
-        var layers = runner != null ? CountsReader(scored, plan, r.Threshold, B, T, background: r.CountingThread ?? device.CudaId != null)
+        var layers = runner != null ? CountsReader(scored, plan, floors, B, T, background: r.CountingThread ?? device.CudaId != null)
             : DenseReader(scored, plan, r.Threshold, B, T);
 
         VBuffer<long> maskBuffer = default, lastIds = default, windowDocument = default, windowStart = default;
@@ -183,7 +228,7 @@ public static class Analyzer
 
     // Dense activations through ML.NET's ONNX transform: they leave the runtime and are counted in .NET.
     static ITransformer ApplyOnnxModel(MLContext ml, AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, IDataView batches,
-        IReadOnlyList<(string Name, int[] Shape)> outputs)
+        IReadOnlyList<(string Name, int[]? Shape)> outputs)
     {
         var inputs = plan.UsesAttentionMask ? new[] { "input_ids", "attention_mask" } : ["input_ids"];
         return ml.Transforms.ApplyOnnxModel(new OnnxOptions
@@ -191,7 +236,7 @@ public static class Analyzer
             ModelFile = modelFile,
             InputColumns = inputs,
             OutputColumns = outputs.Select(o => o.Name).ToArray(),
-            ShapeDictionary = outputs.Concat(inputs.Select(i => (Name: i, Shape: new[] { r.BatchSize, r.SeqLen }))).ToDictionary(p => p.Name, p => p.Shape),
+            ShapeDictionary = outputs.Select(o => (o.Name, Shape: o.Shape!)).Concat(inputs.Select(i => (Name: i, Shape: new[] { r.BatchSize, r.SeqLen }))).ToDictionary(p => p.Name, p => p.Shape),
             GpuDeviceId = device.CudaId,
             FallbackToCpu = false,
             IntraOpNumThreads = r.Threads > 0 ? r.Threads : Environment.ProcessorCount,
@@ -205,36 +250,43 @@ public static class Analyzer
     /// </summary>
     sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], UnitExamples?, bool[], BatchOrigin> Add, Action Finish);
 
-    // One batch's in-graph outputs, copied for the counting thread.
-    sealed record CountedBatch(long[] Counts, float[] Values, bool[] Real, BatchOrigin Origin);
+    // One batch's in-graph outputs, copied for the counting thread (buffers reused, so they may be longer than the batch's).
+    sealed record CountedBatch(long[] Counts, float[] Values, long[] Lengths, bool[] Real, BatchOrigin Origin);
 
-    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, float threshold, int B, int T, bool background)
+    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, TopFloors? floors, int B, int T, bool background)
     {
         var getter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.Column]);
         var valuesGetter = scored.GetGetter<VBuffer<float>>(scored.Schema[InGraphCounts.ValuesColumn]);
-        VBuffer<long> buffer = default;
+        var lengthsGetter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.LengthsColumn]);
+        VBuffer<long> buffer = default, lengthsBuffer = default;
         VBuffer<float> valuesBuffer = default;
         var scratch = new StatsScratch();
-        void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] real, BatchOrigin origin, ReadOnlySpan<long> counts, ReadOnlySpan<float> values)
+        // Walks the outputs in the plan's order, three per layer and three more with top examples: int64 ones from counts, float32 ones from values.
+        void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] real, BatchOrigin origin, ReadOnlySpan<long> counts, ReadOnlySpan<float> values, ReadOnlySpan<long> lengths)
         {
             for (int l = 0; l < uses.Length; l++)
             {
                 int dFf = plan.Layers[l].DFf;
                 AnalysisPlan.AddStatsBatch(uses[l], real, B, T, counts[..(B * T)], counts.Slice(B * T, B), counts.Slice(B * T + B, dFf), scratch);
                 counts = counts[(B * T + B + dFf)..];
+                lengths = lengths[3..];
                 if (examples == null) continue;
-                int top = examples.K * dFf, bins = Sparsity.Export.StatsReduction.HistogramBins * dFf;
-                origin.AddTopExamples(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, bins), threshold);
-                counts = counts[(top + bins)..];
-                values = values[top..];
+                int candidates = (int)lengths[0], bins = (int)lengths[2];
+                origin.AddTopExamples(examples.Layers[l], values[..candidates], counts[..candidates], counts.Slice(candidates, bins));
+                counts = counts[(candidates + bins)..];
+                values = values[candidates..];
+                lengths = lengths[3..];
             }
+            floors?.Publish();
         }
         void Fetch()
         {
             getter(ref buffer);
             valuesGetter(ref valuesBuffer);
+            lengthsGetter(ref lengthsBuffer);
         }
-        if (!background) return new(Fetch, (uses, examples, real, origin) => Count(uses, examples, real, origin, buffer.GetValues(), valuesBuffer.GetValues()), () => { });
+        if (!background)
+            return new(Fetch, (uses, examples, real, origin) => Count(uses, examples, real, origin, buffer.GetValues(), valuesBuffer.GetValues(), lengthsBuffer.GetValues()), () => { });
 
         // On a GPU the host only waits while the device runs the next batch: count the last one meanwhile, on a thread of
         // its own (outputs, mask and origin are copied; two batches may wait, their buffers are reused).
@@ -247,7 +299,7 @@ public static class Analyzer
             {
                 foreach (var (batch, uses, examples) in queue.GetConsumingEnumerable())
                 {
-                    Count(uses, examples, batch.Real, batch.Origin, batch.Counts, batch.Values);
+                    Count(uses, examples, batch.Real, batch.Origin, batch.Counts, batch.Values, batch.Lengths);
                     spare.Enqueue(batch);
                 }
             }
@@ -257,10 +309,12 @@ public static class Analyzer
         {
             var counts = buffer.GetValues();
             var values = valuesBuffer.GetValues();
-            var batch = spare.TryDequeue(out var reused) && reused.Counts.Length == counts.Length && reused.Values.Length == values.Length ? reused
-                : new CountedBatch(new long[counts.Length], new float[values.Length], new bool[real.Length], new BatchOrigin(new long[B], new long[B], T));
+            var lengths = lengthsBuffer.GetValues();
+            var batch = spare.TryDequeue(out var reused) && reused.Counts.Length >= counts.Length && reused.Values.Length >= values.Length ? reused
+                : new CountedBatch(new long[counts.Length], new float[values.Length], new long[lengths.Length], new bool[real.Length], new BatchOrigin(new long[B], new long[B], T));
             counts.CopyTo(batch.Counts);
             values.CopyTo(batch.Values);
+            lengths.CopyTo(batch.Lengths);
             real.CopyTo(batch.Real, 0);
             origin.WindowDocument.CopyTo(batch.Origin.WindowDocument, 0);
             origin.WindowStart.CopyTo(batch.Origin.WindowStart, 0);

@@ -103,10 +103,14 @@ public static class CorpusBatches
 
     /// <summary>
     /// The batches as an ML.NET source (columns input_ids and attention_mask, int64 vectors of B·T; documents_read), read
-    /// on a second thread up to <see cref="ReadAheadBytes"/> ahead, so reading and tokenizing overlap the model's run.
+    /// on a second thread up to <see cref="ReadAheadBytes"/> ahead, so reading and tokenizing overlap the model's run
+    /// (<paramref name="readAhead"/> false: the batches are already read ahead, as a <see cref="Dealer{T}"/> deals them).
     /// </summary>
-    public static IDataView View(MLContext ml, IEnumerable<BatchRow> batches, int batchSize, int seqLen) =>
-        ml.Data.LoadFromEnumerable(ReadAhead.Of(batches, (int)Math.Clamp(ReadAheadBytes / (16L * batchSize * seqLen), 4, 4096)), Schema(batchSize, seqLen));
+    public static IDataView View(MLContext ml, IEnumerable<BatchRow> batches, int batchSize, int seqLen, bool readAhead = true) =>
+        ml.Data.LoadFromEnumerable(readAhead ? ReadAhead.Of(batches, ReadAheadBatches(batchSize, seqLen)) : batches, Schema(batchSize, seqLen));
+
+    /// <summary>Batches of B × T that fit in <see cref="ReadAheadBytes"/> (at least 4).</summary>
+    public static int ReadAheadBatches(int batchSize, int seqLen) => (int)Math.Clamp(ReadAheadBytes / (16L * batchSize * seqLen), 4, 4096);
 
     /// <summary>
     /// How far the reading thread may run ahead, in bytes of batches (ids and mask, 16 bytes a token). Far enough that it

@@ -1,5 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Sparsity.Analysis;
+using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;
@@ -9,14 +11,44 @@ public sealed class CountsRow
 {
     [ColumnName(InGraphCounts.Column), VectorType] public long[] Counts = [];
     [ColumnName(InGraphCounts.ValuesColumn), VectorType] public float[] Values = [];
+    [ColumnName(InGraphCounts.LengthsColumn), VectorType] public long[] Lengths = [];
+}
+
+/// <summary>
+/// The floors (<see cref="StatsReduction.TopFloorInput"/>) the next batch's graph compares activations with: published by
+/// whoever adds batches to the examples (the counting thread on a GPU), copied into the runner before each run. A floor
+/// published a batch late is lower, so it only lets more candidates out; the result is the same.
+/// </summary>
+public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyList<string> inputs)
+{
+    float[][] _current = examples.Layers.Select(l => Enumerable.Repeat(threshold, l.Top.DFf).ToArray()).ToArray();
+
+    /// <summary>The graph inputs and their lengths, for <see cref="ModelRunner"/>.</summary>
+    public IReadOnlyList<(string Name, int Length)> Inputs => inputs.Select((name, l) => (name, examples.Layers[l].Top.DFf)).ToList();
+
+    /// <summary>Takes the floors of the examples as they are now (call on the thread that adds to them).</summary>
+    public void Publish()
+    {
+        var next = examples.Layers.Select(l => new float[l.Top.DFf]).ToArray();
+        for (int l = 0; l < next.Length; l++) examples.Layers[l].Top.WriteFloors(next[l], threshold);
+        Volatile.Write(ref _current, next);
+    }
+
+    /// <summary>Writes the latest published floors into the runner's inputs.</summary>
+    public void CopyTo(ModelRunner runner)
+    {
+        var current = Volatile.Read(ref _current);
+        for (int l = 0; l < current.Length; l++) current[l].CopyTo(runner.FloatInput(inputs[l]));
+    }
 }
 
 /// <summary>
 /// The one ONNX Runtime runner behind an ML.NET transform: each batch row goes through <see cref="ModelRunner"/> (outputs
 /// bound once; on a GPU only the counts leave it) and comes out as a column holding, layer after layer, the graph's
 /// int64 outputs (<see cref="Sparsity.Export.StatsReduction"/>): active units per token [B·T], distinct units per
-/// window [B], tokens per unit [d_ff], and with top examples the tokens [K·d_ff] and histogram [bins·d_ff]; the top
-/// values [K·d_ff] go to a float column. ApplyOnnxModel would allocate every input and output afresh on every batch.
+/// window [B], tokens per unit [d_ff], and with top examples the candidates [n] and histogram [bins·d_ff]; the candidates'
+/// values [n] go to a float column, and every output's length to a third (candidates vary per batch). ApplyOnnxModel
+/// would allocate every input and output afresh on every batch.
 /// </summary>
 public static class InGraphCounts
 {
@@ -24,22 +56,29 @@ public static class InGraphCounts
     public const string Column = "in_graph_counts";
     /// <summary>Name of the float32 column (top values; empty without top examples).</summary>
     public const string ValuesColumn = "in_graph_values";
+    /// <summary>Name of the column of each output's element count, in output order.</summary>
+    public const string LengthsColumn = "in_graph_lengths";
 
-    /// <summary>The transform, fitted on <paramref name="batches"/>. The runner is not thread-safe: read it through one cursor.</summary>
-    public static ITransformer Fit(MLContext ml, IDataView batches, ModelRunner runner, int outputs)
+    /// <summary>
+    /// The transform, fitted on <paramref name="batches"/>; <paramref name="floors"/> feeds the top-example floors when
+    /// asked for. The runner is not thread-safe: read it through one cursor.
+    /// </summary>
+    public static ITransformer Fit(MLContext ml, IDataView batches, ModelRunner runner, int outputs, TopFloors? floors)
     {
-        var estimator = ml.Transforms.CustomMapping<BatchRow, CountsRow>((batch, row) => Run(runner, outputs, batch, row), contractName: null,
+        var estimator = ml.Transforms.CustomMapping<BatchRow, CountsRow>((batch, row) => Run(runner, outputs, floors, batch, row), contractName: null,
             inputSchemaDefinition: CorpusBatches.Schema(runner.Batch, runner.SeqLen));
         return estimator.Fit(batches);
     }
 
-    static void Run(ModelRunner runner, int outputs, BatchRow batch, CountsRow row)
+    static void Run(ModelRunner runner, int outputs, TopFloors? floors, BatchRow batch, CountsRow row)
     {
+        floors?.CopyTo(runner);
         runner.Run(batch.InputIds, batch.AttentionMask);
         int longs = 0, floats = 0;
+        if (row.Lengths.Length != outputs) row.Lengths = new long[outputs];
         for (int i = 0; i < outputs; i++)
-            if (runner.IsFloat(i)) floats += runner.Floats(i).Length;
-            else longs += runner.Longs(i).Length;
+            if (runner.IsFloat(i)) floats += (int)(row.Lengths[i] = runner.Floats(i).Length);
+            else longs += (int)(row.Lengths[i] = runner.Longs(i).Length);
         if (row.Counts.Length != longs) row.Counts = new long[longs];
         if (row.Values.Length != floats) row.Values = new float[floats];
         Span<long> counts = row.Counts;

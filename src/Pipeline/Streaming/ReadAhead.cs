@@ -35,3 +35,50 @@ public static class ReadAhead
         }
     }
 }
+
+/// <summary>
+/// One sequence read once on a background thread and dealt to several consumers, each taking the next item when it is
+/// ready (so a faster device takes more); at most <c>capacity</c> items wait. A failure while reading is rethrown to
+/// every consumer; <see cref="Stop"/> (a consumer failed) ends every consumer's enumeration with a cancellation.
+/// </summary>
+public sealed class Dealer<T> : IDisposable
+{
+    readonly BlockingCollection<T> _queue;
+    readonly CancellationTokenSource _stop = new();
+    readonly Task _producer;
+    Exception? _failure;
+
+    public Dealer(IEnumerable<T> source, int capacity)
+    {
+        _queue = new BlockingCollection<T>(boundedCapacity: capacity);
+        _producer = Task.Run(() =>
+        {
+            try { foreach (var item in source) _queue.Add(item, _stop.Token); }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+            catch (Exception e) { _failure = e; }
+            finally { _queue.CompleteAdding(); }
+        });
+    }
+
+    /// <summary>The reading failed (rethrown to the consumers too).</summary>
+    public Exception? Failure => _failure;
+
+    /// <summary>One consumer's share: the items it takes, until the source ends.</summary>
+    public IEnumerable<T> Take()
+    {
+        foreach (var item in _queue.GetConsumingEnumerable(_stop.Token)) yield return item;
+        _producer.Wait();
+        if (_failure != null) ExceptionDispatchInfo.Capture(_failure).Throw();
+    }
+
+    /// <summary>Stops reading and ends every consumer's enumeration.</summary>
+    public void Stop() => _stop.Cancel();
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        try { _producer.Wait(); } catch (AggregateException) { }
+        _queue.Dispose();
+        _stop.Dispose();
+    }
+}
