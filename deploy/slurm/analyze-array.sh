@@ -11,7 +11,8 @@ Usage: analyze-array.sh --tasks N --out DIR [--partition P] [--gpus-per-task G] 
   --tasks N          shards, one array task each (task i writes DIR/shards/i; a retried task replaces its own shard)
   --out DIR          shards in DIR/shards, the merged analysis in DIR/merged, job logs in DIR/logs
   --partition P      Slurm partition (default: the cluster's default)
-  --gpus-per-task G  GPUs for each task (add --device cuda to the analyze options)
+  --gpus-per-task G  GPUs for each task; each task then analyses with --device cuda:all (every GPU Slurm gave it,
+                     its batches dealt to them) unless the analyze options name a --device
   --time T           time limit of each task (Slurm's format, e.g. 02:00:00)
   --cpus-per-task C  CPU cores of each task (analyze's --threads defaults to all it sees)
   --tool CMD         how to run relu-sparsity on the nodes (default: $RELU_SPARSITY or relu-sparsity)
@@ -48,6 +49,14 @@ for a in "$@"; do
   case "$a" in --shard|--shard=*|--shard-count|--out|--out=*) fail "do not pass $a after --: each task gets --shard auto and --out DIR/shards/<i>." ;; esac
 done
 command -v sbatch >/dev/null || fail "sbatch is not on PATH: run this on a Slurm login node."
+
+# A task's GPUs are the ones Slurm makes visible to it (CUDA_VISIBLE_DEVICES): cuda:all uses them all.
+if [[ -n "$gpus" ]]; then
+  [[ "$gpus" =~ ^[1-9][0-9]*$ ]] || fail "--gpus-per-task G: a count of GPUs, at least 1."
+  device_given=0
+  for a in "$@"; do case "$a" in --device|--device=*) device_given=1 ;; esac; done
+  [[ $device_given == 1 ]] || set -- "$@" --device cuda:all
+fi
 
 out="$(mkdir -p "$out" && cd "$out" && pwd)"
 mkdir -p "$out/shards" "$out/logs" "$out/jobs"

@@ -71,6 +71,25 @@ public class SlurmTests
         Assert.That(Directory.Exists(Path.Combine(dir, "slurm", "merged")), Is.False);
     }
 
+    [TestCase(null, "--device cuda:all")]
+    [TestCase("cuda:1", "--device cuda:1")]
+    public void GpusPerTaskPassTheTasksGpusToAnalyze(string? device, string expected)
+    {
+        // A stand-in sbatch records what it was asked (this one-node cluster has no GPU to schedule).
+        string dir = TestCorpus.TempDir(), bin = Path.Combine(dir, "bin");
+        Directory.CreateDirectory(bin);
+        File.WriteAllText(Path.Combine(bin, "sbatch"), $"#!/usr/bin/env bash\necho \"$*\" >> {dir}/sbatch-args\necho 1234\n");
+        Bash("-c", $"chmod +x {bin}/sbatch");
+        string[] extra = device == null ? [] : ["--device", device];
+        var (exit, output, error) = Bash(["-c", $"PATH={bin}:$PATH exec bash \"$0\" \"$@\"", Script("analyze-array.sh"), "--tasks", "2", "--gpus-per-task", "4",
+            "--out", Path.Combine(dir, "slurm"), "--tool", Tool, "--", .. Analyze(extra)]);
+        Assert.That(exit, Is.EqualTo(0), output + error);
+        Assert.That(File.ReadAllText(Path.Combine(dir, "sbatch-args")), Does.Contain("--gpus-per-task 4"));
+        string task = File.ReadAllText(Path.Combine(dir, "slurm", "jobs", "analyze.sbatch"));
+        Assert.That(task, Does.Contain(expected + " --shard auto"));
+        Assert.That(System.Text.RegularExpressions.Regex.Matches(task, "--device"), Has.Count.EqualTo(1));
+    }
+
     [TestCase(new[] { "--out", "x", "--", "--model", "m" }, "--tasks N is required")]
     [TestCase(new[] { "--tasks", "2", "--out", "x", "--", "--model", "m", "--shard", "0/2" }, "do not pass --shard after --")]
     [TestCase(new[] { "--tasks", "2", "--out", "x" }, "give the analyze options after --")]
