@@ -86,8 +86,9 @@ public static class StatsReduction
     /// candidate are found first (a reduction over units, fast on the contiguous axis), so the one op that visits elements
     /// one by one (NonZero) sees only their rows. And the count of the active values in the
     /// batch's first window per power-of-two bin (a fixed sample, 1/batch of the windows). Only the nonzero values are binned (NonZero, Gather), so the binning touches a few percent of
-    /// the activations; the bin is floor(log₂ v), estimated with Log and corrected against exact power-of-two edges,
-    /// so it equals the float's binary exponent on any device; ScatterElements adds the ones into [bins · d_ff].
+    /// the activations; the bin is the number of power-of-two edges the value reaches (floor(log₂ v) + 11, clipped to the
+    /// bins), from exact comparisons, so it equals the float's binary exponent on any device; ScatterElements adds the
+    /// ones into [bins · d_ff].
     /// </summary>
     static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string hidden, string active, string realTokens, int layer, int dFf, long opset)
     {
@@ -118,17 +119,12 @@ public static class StatsReduction
         string nonzero = g.Op("Reshape", p + ".nonzero_flat", [g.Op("NonZero", p + ".nonzero", [flat]), g.Longs(p + ".nonzero_shape", [1], -1)]);
         string values = g.Op("Gather", p + ".values", [flat, nonzero], OnnxGraph.Int("axis", 0));
         string binUnit = g.Op("Mod", p + ".bin_unit", [nonzero, g.Longs(p + ".d_ff", [], dFf)]);
-        string estimate = g.Op("Floor", p + ".log2", [g.Op("Mul", p + ".log2_scaled", [g.Op("Log", p + ".ln", [values]), g.Scalar(p + ".inv_ln2", (float)(1 / Math.Log(2)))])]);
-        string first = g.Op("Cast", p + ".bin_estimate", [g.Op("Clip", p + ".bin_clipped", [g.Op("Add", p + ".bin_offset", [estimate, g.Scalar(p + ".offset", 1 - HistogramLowestExponent)]),
-            g.Scalar(p + ".first_bin", 0), g.Scalar(p + ".last_bin", HistogramBins - 1)])], OnnxGraph.Int("to", (long)DataType.Int64));
-        // Bin b holds [lower[b], upper[b]); Log may miss by one next to a power of two, which the exact edges correct.
-        var lower = Enumerable.Range(0, HistogramBins).Select(b => b == 0 ? float.NegativeInfinity : MathF.Pow(2, b - 1 + HistogramLowestExponent)).ToArray();
-        var upper = Enumerable.Range(0, HistogramBins).Select(b => b == HistogramBins - 1 ? float.PositiveInfinity : MathF.Pow(2, b + HistogramLowestExponent)).ToArray();
-        string up = g.Op("Cast", p + ".up", [g.Op("GreaterOrEqual", p + ".above", [values, g.Op("Gather", p + ".upper", [g.Floats(p + ".upper_edges", [HistogramBins], upper), first])])],
+        // The bin is the number of edges 2^-10, 2^-9, …, 2^10 the value reaches: exact comparisons, the same on any device.
+        var edges = Enumerable.Range(0, HistogramBins - 1).Select(e => MathF.Pow(2, e + HistogramLowestExponent)).ToArray();
+        string reached = g.Op("Cast", p + ".reached", [g.Op("GreaterOrEqual", p + ".reaches", [g.Op("Unsqueeze", p + ".column", [values, g.Longs(p + ".last", [1], -1)]),
+            g.Floats(p + ".edges", [HistogramBins - 1], edges)])], OnnxGraph.Int("to", (long)DataType.Float));
+        string bin = g.Op("Cast", p + ".bin", [g.Op("ReduceSum", p + ".bin_f", [reached, g.Longs(p + ".axis_edges", [1], -1)], OnnxGraph.Int("keepdims", 0))],
             OnnxGraph.Int("to", (long)DataType.Int64));
-        string down = g.Op("Cast", p + ".down", [g.Op("Less", p + ".below", [values, g.Op("Gather", p + ".lower", [g.Floats(p + ".lower_edges", [HistogramBins], lower), first])])],
-            OnnxGraph.Int("to", (long)DataType.Int64));
-        string bin = g.Op("Sub", p + ".bin", [g.Op("Add", p + ".bin_up", [first, up]), down]);
         string target = g.Op("Add", p + ".target", [g.Op("Mul", p + ".bin_row", [bin, g.Longs(p + ".row", [], dFf)]), binUnit]);
         string ones = g.Op("ConstantOfShape", p + ".ones", [g.Op("Shape", p + ".count", [target])], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
         string zeros = g.Op("ConstantOfShape", p + ".zeros", [g.Longs(p + ".bins", [1], (long)HistogramBins * dFf)], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [0f])));
