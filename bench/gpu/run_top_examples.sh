@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Overhead of analyze --top-examples 20 over statistics alone (BENCHMARKS.md "Top examples"), on the GPU machine:
 #   GPU: the OPT-125M-shaped torch.onnx graph of run.sh, 256,000 generated ids, batch 16 x 256, fp32;
-#   CPU, 2 threads: the quick model on Brown's held-out text (carried: models/quick, data/brown), batch 16 x 128.
+#   CPU, 2 threads: the quick model on Brown's held-out text (carried: models/quick/model.onnx, data/brown/heldout.txt,
+#   data/brown/tokenizer), batch 16 x 128, and on 8 copies of it.
 # Settings interleaved, ROUNDS rounds; steady state from --timing.
 #   bash bench/gpu/run_top_examples.sh WORK_DIR OUT_DIR [ROUNDS]
 set -euo pipefail
@@ -22,6 +23,16 @@ for round in $(seq $ROUNDS); do
     $R analyze --model $REPO/models/quick/model.onnx --corpus $REPO/data/brown/heldout.txt \
       --tokenizer bpe:$REPO/data/brown/tokenizer/vocab.json,$REPO/data/brown/tokenizer/merges.txt --seq-len 128 --batch-size 16 --device cpu --threads 2 \
       --top-examples $k --timing --out $W/top-cpu-$k 2>&1 | grep -E "Timing|error" | tee -a $OUT/$LOG
+  done
+done
+# CPU, 2 threads, a longer corpus (8 copies of the held-out text, 196 batches): the floors have more batches to rise.
+mkdir -p $W/held8 && for i in $(seq 8); do ln -sf $REPO/data/brown/heldout.txt $W/held8/h$i.txt; done
+for round in $(seq $ROUNDS); do
+  for k in 0 20; do
+    echo "== long round $round cpu2 k=$k" | tee -a $OUT/$LOG
+    $R analyze --model $REPO/models/quick/model.onnx --corpus $W/held8 \
+      --tokenizer bpe:$REPO/data/brown/tokenizer/vocab.json,$REPO/data/brown/tokenizer/merges.txt --seq-len 128 --batch-size 16 --device cpu --threads 2 \
+      --top-examples $k --timing --out $W/top-long-$k 2>&1 | grep -E "Timing|error" | tee -a $OUT/$LOG
   done
 done
 # The examples of the GPU run equal the CPU's? (fp32 kernels differ, so values may differ in the last bits; the units and tokens should agree.)

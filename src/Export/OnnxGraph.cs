@@ -136,12 +136,17 @@ public static class OnnxGraph
             var node = graph.Node[i];
             if (!node.Output.Any(needed.Contains)) continue;
             live.Add(node);
-            foreach (string input in node.Input) needed.Add(input);
+            foreach (string input in Reads(node)) needed.Add(input);
         }
         foreach (var node in graph.Node.Where(n => !live.Contains(n)).ToList()) graph.Node.Remove(node);
-        var used = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
+        var used = graph.Node.SelectMany(Reads).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
         foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList()) graph.Initializer.Remove(t);
     }
+
+    // What a node reads: its inputs, and for control flow (If, Loop, Scan) every name its subgraphs read, outer values
+    // among them (subgraph-local names are unique in the model, so they match nothing outside).
+    static IEnumerable<string> Reads(NodeProto node) => node.Input.Concat(node.Attribute
+        .SelectMany(a => a.G != null ? [a.G] : a.Graphs).SelectMany(graph => graph.Node.SelectMany(Reads).Concat(graph.Output.Select(o => o.Name))));
 
     /// <summary>
     /// Writes a model atomically (temporary name, then rename); a model over <see cref="ExternalData.InlineLimit"/> bytes of

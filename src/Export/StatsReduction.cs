@@ -22,6 +22,11 @@ public static class StatsReduction
     /// is above floor[u] (the threshold while the unit has fewer than K examples, then just below its K-th best so far).
     /// </summary>
     public static string TopFloorInput(int layer) => $"top_floor.{layer}";
+    /// <summary>
+    /// Input, float32 [1]: 1 while the host has no floors yet (the first batches), so each unit's candidates are its K
+    /// largest activations of the batch (TopK), bounded whatever the floors; 0 once the floors are set.
+    /// </summary>
+    public const string TopColdInput = "top_cold";
     /// <summary>Layer <paramref name="layer"/>'s candidates in the batch, [candidates]: each one's flat index token·d_ff + unit, token = b·seq + t, in row-major order.</summary>
     public static string TopCandidatesOutput(int layer) => $"top_candidates.{layer}";
     /// <summary>The activation of each of <see cref="TopCandidatesOutput"/>, [candidates].</summary>
@@ -54,7 +59,7 @@ public static class StatsReduction
     /// <paramref name="isFloat32"/> false casts fp16/bf16 activations first (the threshold is float32).
     /// </summary>
     /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top-example candidates of the batch and the histogram of its
-    /// active values (<see cref="AddTopExamples"/>); K itself is the host's (it sets the floors); <paramref name="opset"/> is the graph's (at least <see cref="HistogramOpset"/>).
+    /// active values (<see cref="AddTopExamples"/>); <paramref name="opset"/> is the graph's (at least <see cref="HistogramOpset"/>).
     public static IEnumerable<ValueInfoProto> Add(GraphWriter g, string hidden, string realTokens, string? batchSeqShape, float threshold, int layer, int dFf,
         bool isFloat32 = true, int topExamples = 0, long opset = HistogramOpset)
     {
@@ -75,42 +80,42 @@ public static class StatsReduction
         yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
         if (topExamples > 0)
-            foreach (var output in AddTopExamples(g, hidden, active, realTokens, layer, dFf, opset)) yield return output;
+            foreach (var output in AddTopExamples(g, hidden, active, realTokens, layer, dFf, topExamples, opset)) yield return output;
     }
 
     /// <summary>
     /// From a layer's activations ([batch, seq, d_ff], float32) and its active mask (1 where the unit is active on a real
     /// token), the candidates for each unit's top K: the activations above the unit's floor (<see cref="TopFloorInput"/>;
     /// never below the threshold), which the host raises to its running K-th best, so after the first batches few leave
-    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). The tokens with a
-    /// candidate are found first (a reduction over units, fast on the contiguous axis), so the one op that visits elements
-    /// one by one (NonZero) sees only their rows. And the count of the active values in the
+    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). Until the host
+    /// has floors (<see cref="TopColdInput"/>), an If runs that TopK instead, so the first batch returns K per unit, not
+    /// every active value. And the count of the active values in the
     /// batch's first window per power-of-two bin (a fixed sample, 1/batch of the windows). Only the nonzero values are binned (NonZero, Gather), so the binning touches a few percent of
     /// the activations; the bin is the number of power-of-two edges the value reaches (floor(log₂ v) + 11, clipped to the
     /// bins), from exact comparisons, so it equals the float's binary exponent on any device; ScatterElements adds the
     /// ones into [bins · d_ff].
     /// </summary>
-    static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string hidden, string active, string realTokens, int layer, int dFf, long opset)
+    static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string hidden, string active, string realTokens, int layer, int dFf, int k, long opset)
     {
         string p = $"h.{layer}.top";
         g.Graph.Input.Add(OnnxGraph.Value(TopFloorInput(layer), DataType.Float, dFf));
+        if (!g.Graph.Input.Any(i => i.Name == TopColdInput))
+            g.Graph.Input.Add(OnnxGraph.Value(TopColdInput, DataType.Float, 1));
         string rows = g.Op("Reshape", p + ".rows", [hidden, g.Longs(p + ".rows_shape", [2], -1, dFf)]); // [tokens, d_ff]
-        // v − floor > 0 exactly when v > floor (gradual underflow: distinct floats never subtract to 0), and the floor is never below the threshold.
-        string excess = g.Op("Sub", p + ".excess", [rows, TopFloorInput(layer)]);
-        string tokenMax = opset >= 18 // ReduceMax took its axes as an attribute before opset 18
-            ? g.Op("ReduceMax", p + ".token_max", [excess, g.Longs(p + ".axis_units", [1], -1)], OnnxGraph.Int("keepdims", 0))
-            : g.Op("ReduceMax", p + ".token_max", [excess], OnnxGraph.Ints("axes", -1), OnnxGraph.Int("keepdims", 0));
-        string real = g.Op("Reshape", p + ".real", [realTokens, g.Longs(p + ".real_shape", [1], -1)]);
-        string anyAbove = g.Op("Cast", p + ".token_any", [g.Op("Greater", p + ".token_gt", [tokenMax, g.Scalar(p + ".zero", 0f)])], OnnxGraph.Int("to", (long)DataType.Float));
-        string hot = g.Op("Reshape", p + ".hot", [g.Op("NonZero", p + ".hot_where", [g.Op("Mul", p + ".hot_real", [anyAbove, real])]), g.Longs(p + ".hot_shape", [1], -1)]);
-        string hotAbove = g.Op("Reshape", p + ".hot_above", [g.Op("Greater", p + ".above", [g.Op("Gather", p + ".hot_rows", [excess, hot], OnnxGraph.Int("axis", 0)), g.Scalar(p + ".none", 0f)]),
-            g.Longs(p + ".flat_all", [1], -1)]);
-        string where = g.Op("Reshape", p + ".where", [g.Op("NonZero", p + ".candidates", [hotAbove]), g.Longs(p + ".where_shape", [1], -1)]); // hot row · d_ff + unit
-        string dFfScalar = g.Longs(p + ".d_ff_top", [], dFf);
-        string token = g.Op("Gather", p + ".token", [hot, g.Op("Div", p + ".hot_row", [where, dFfScalar])], OnnxGraph.Int("axis", 0));
-        string candidates = g.Named("Add", TopCandidatesOutput(layer), [g.Op("Mul", p + ".token_row", [token, dFfScalar]), g.Op("Mod", p + ".unit", [where, dFfScalar])]);
-        g.Named("Gather", TopValuesOutput(layer), [g.Op("Reshape", p + ".all", [rows, g.Longs(p + ".all_shape", [1], -1)]), candidates], OnnxGraph.Int("axis", 0));
-
+        string cold = g.Op("Cast", p + ".is_cold", [g.Op("Reshape", p + ".cold_scalar", [TopColdInput, g.Longs(p + ".scalar", [0])])], OnnxGraph.Int("to", (long)DataType.Bool));
+        var coldBranch = new GraphWriter(new GraphProto { Name = p + ".cold" });
+        var warmBranch = new GraphWriter(new GraphProto { Name = p + ".warm" });
+        ColdCandidates(coldBranch, p + ".cold", rows, active, TopFloorInput(layer), dFf, k);
+        WarmCandidates(warmBranch, p + ".warm", rows, realTokens, TopFloorInput(layer), dFf, opset);
+        g.Graph.Node.Add(new NodeProto
+        {
+            OpType = "If", Name = g.Fresh(p + ".if"), Input = { cold }, Output = { TopCandidatesOutput(layer), TopValuesOutput(layer) },
+            Attribute =
+            {
+                new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = coldBranch.Graph },
+                new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = warmBranch.Graph },
+            },
+        });
         // The histogram samples the batch's first window: binning every value cost more than the model on the CPU.
         string window = g.Longs(p + ".window", [], 0);
         string firstWindow = g.Op("Mul", p + ".first_active", [g.Op("Gather", p + ".first_window", [hidden, window], OnnxGraph.Int("axis", 0)),
@@ -135,5 +140,47 @@ public static class StatsReduction
         yield return OnnxGraph.Value(TopCandidatesOutput(layer), DataType.Int64, "candidates");
         yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, "candidates");
         yield return OnnxGraph.Value(HistogramOutput(layer), DataType.Int64, HistogramBins, dFf);
+    }
+
+    // While the floors know nothing (the first batches), every active value is above them: a per-batch TopK over each
+    // unit's tokens bounds what leaves to K per unit (ties to the earlier token, as the ONNX spec requires).
+    static void ColdCandidates(GraphWriter g, string p, string rows, string active, string floor, int dFf, int k)
+    {
+        string activeValues = g.Op("Mul", p + ".active_values", [rows, g.Op("Reshape", p + ".active_rows", [active, g.Longs(p + ".rows_shape", [2], -1, dFf)])]);
+        // TopK along the last axis of [d_ff, tokens] scans contiguous rows: 3× faster than along axis 0 on the CPU provider.
+        string[] top = g.Ops("TopK", p + ".topk", [g.Op("Transpose", p + ".units", [activeValues], OnnxGraph.Ints("perm", 1, 0)), g.Longs(p + ".k", [1], k)], 2,
+            OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1)); // [d_ff, K] values and token indices
+        string flat = g.Longs(p + ".flat", [1], -1);
+        string kept = g.Op("Reshape", p + ".kept", [g.Op("NonZero", p + ".kept_where", [g.Op("Reshape", p + ".above_flat",
+            [g.Op("Greater", p + ".above", [top[0], g.Op("Unsqueeze", p + ".floor_column", [floor, g.Longs(p + ".axis", [1], 1)])]), flat])]), flat]);
+        string unit = g.Op("Div", p + ".unit", [kept, g.Longs(p + ".k_scalar", [], k)]);
+        string token = g.Op("Gather", p + ".token", [g.Op("Reshape", p + ".tokens_flat", [top[1], flat]), kept], OnnxGraph.Int("axis", 0));
+        g.Named("Add", p + ".candidates", [g.Op("Mul", p + ".token_row", [token, g.Longs(p + ".d_ff", [], dFf)]), unit]);
+        g.Named("Gather", p + ".values", [g.Op("Reshape", p + ".values_flat", [top[0], flat]), kept], OnnxGraph.Int("axis", 0));
+        g.Graph.Output.Add(OnnxGraph.Value(p + ".candidates", DataType.Int64, "candidates"));
+        g.Graph.Output.Add(OnnxGraph.Value(p + ".values", DataType.Float, "candidates"));
+    }
+
+    // Once the floors are set: the tokens with an activation above its unit's floor are found first (a reduction over
+    // units, fast on the contiguous axis), so NonZero, which visits elements one by one, sees only their rows.
+    static void WarmCandidates(GraphWriter g, string p, string rows, string realTokens, string floor, int dFf, long opset)
+    {
+        // v − floor > 0 exactly when v > floor (gradual underflow: distinct floats never subtract to 0), and the floor is never below the threshold.
+        string excess = g.Op("Sub", p + ".excess", [rows, floor]);
+        string tokenMax = opset >= 18 // ReduceMax took its axes as an attribute before opset 18
+            ? g.Op("ReduceMax", p + ".token_max", [excess, g.Longs(p + ".axis_units", [1], -1)], OnnxGraph.Int("keepdims", 0))
+            : g.Op("ReduceMax", p + ".token_max", [excess], OnnxGraph.Ints("axes", -1), OnnxGraph.Int("keepdims", 0));
+        string real = g.Op("Reshape", p + ".real", [realTokens, g.Longs(p + ".real_shape", [1], -1)]);
+        string anyAbove = g.Op("Cast", p + ".token_any", [g.Op("Greater", p + ".token_gt", [tokenMax, g.Scalar(p + ".zero", 0f)])], OnnxGraph.Int("to", (long)DataType.Float));
+        string hot = g.Op("Reshape", p + ".hot", [g.Op("NonZero", p + ".hot_where", [g.Op("Mul", p + ".hot_real", [anyAbove, real])]), g.Longs(p + ".hot_shape", [1], -1)]);
+        string hotAbove = g.Op("Reshape", p + ".hot_above", [g.Op("Greater", p + ".above", [g.Op("Gather", p + ".hot_rows", [excess, hot], OnnxGraph.Int("axis", 0)), g.Scalar(p + ".none", 0f)]),
+            g.Longs(p + ".flat_all", [1], -1)]);
+        string where = g.Op("Reshape", p + ".where", [g.Op("NonZero", p + ".candidates_where", [hotAbove]), g.Longs(p + ".where_shape", [1], -1)]); // hot row · d_ff + unit
+        string dFfScalar = g.Longs(p + ".d_ff", [], dFf);
+        string token = g.Op("Gather", p + ".token", [hot, g.Op("Div", p + ".hot_row", [where, dFfScalar])], OnnxGraph.Int("axis", 0));
+        string candidates = g.Named("Add", p + ".candidates", [g.Op("Mul", p + ".token_row", [token, dFfScalar]), g.Op("Mod", p + ".unit", [where, dFfScalar])]);
+        g.Named("Gather", p + ".values", [g.Op("Reshape", p + ".all", [rows, g.Longs(p + ".all_shape", [1], -1)]), candidates], OnnxGraph.Int("axis", 0));
+        g.Graph.Output.Add(OnnxGraph.Value(p + ".candidates", DataType.Int64, "candidates"));
+        g.Graph.Output.Add(OnnxGraph.Value(p + ".values", DataType.Float, "candidates"));
     }
 }

@@ -156,7 +156,8 @@ public class UnitExamplesTests
         var activations = OrtRunner.Run(dense, inputs[..1]); // causal: padding at the tails changes no real token
         foreach (float floor in new[] { 0.05f, 0.5f, float.PositiveInfinity })
         {
-            var outputs = OrtRunner.Run(stats, inputs, sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(floor, 64).ToArray())).ToArray());
+            var outputs = OrtRunner.Run(stats, inputs, [.. sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(floor, 64).ToArray())),
+                (StatsReduction.TopColdInput, [0f])]);
             foreach (var site in sites)
             {
                 float[] hidden = activations[site.Output].Floats!;
@@ -166,6 +167,19 @@ public class UnitExamplesTests
                 if (floor == 0.05f) Assert.That(expected, Is.Not.Empty);
                 if (floor == float.PositiveInfinity) Assert.That(expected, Is.Empty);
             }
+        }
+        // Before the host has floors (top_cold = 1): each unit's K largest active values of the batch, ties to the earlier token.
+        var cold = OrtRunner.Run(stats, inputs, [.. sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(0.05f, 64).ToArray())),
+            (StatsReduction.TopColdInput, [1f])]);
+        foreach (var site in sites)
+        {
+            float[] hidden = activations[site.Output].Floats!;
+            var expected = Enumerable.Range(0, 64).SelectMany(u => Enumerable.Range(0, 32).Where(t => mask[t] == 1 && hidden[t * 64 + u] > 0.05f)
+                .OrderByDescending(t => hidden[t * 64 + u]).ThenBy(t => t).Take(K).Select(t => (long)t * 64 + u)).Order().ToArray();
+            var candidates = cold[StatsReduction.TopCandidatesOutput(site.Layer)].Longs!;
+            Assert.That(candidates.Order().ToArray(), Is.EqualTo(expected), $"cold, layer {site.Layer}: each unit's top {K}");
+            Assert.That(cold[StatsReduction.TopValuesOutput(site.Layer)].Floats, Is.EqualTo(candidates.Select(i => hidden[i]).ToArray()));
+            Assert.That(expected.Length, Is.LessThan(Enumerable.Range(0, hidden.Length).Count(i => mask[i / 64] == 1 && hidden[i] > 0.05f)), "TopK bounds what leaves");
         }
     }
 
