@@ -4,9 +4,9 @@
 #   CPU, 2 threads: the quick model on Brown's held-out text (carried: models/quick/model.onnx, data/brown/heldout.txt,
 #   data/brown/tokenizer), batch 16 x 128, and on 8 copies of it.
 # Settings interleaved, ROUNDS rounds; steady state from --timing.
-#   bash bench/gpu/run_top_examples.sh WORK_DIR OUT_DIR [ROUNDS]
+#   bash bench/gpu/run_top_examples.sh WORK_DIR OUT_DIR [ROUNDS] [gpu]     (gpu: the GPU rows only)
 set -euo pipefail
-W=$1; OUT=$2; ROUNDS=${3:-3}; HERE=$(cd "$(dirname "$0")" && pwd); REPO=$(cd "$HERE/../.." && pwd)
+W=$1; OUT=$2; ROUNDS=${3:-3}; ONLY=${4:-}; HERE=$(cd "$(dirname "$0")" && pwd); REPO=$(cd "$HERE/../.." && pwd)
 source "$HERE/env.sh"
 LOG=top-examples.log
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/machine.txt
@@ -18,6 +18,7 @@ for round in $(seq $ROUNDS); do
     $R analyze --model $W/opt125m.onnx --corpus $W/ids.txt --tokenizer ids --seq-len 256 --batch-size 16 --device cuda --top-examples $k --timing \
       --out $W/top-gpu-$k 2>&1 | grep -E "Timing|error" | tee -a $OUT/$LOG
   done
+  [ "$ONLY" = gpu ] && continue
   for k in 0 20; do
     echo "== round $round cpu2 k=$k" | tee -a $OUT/$LOG
     $R analyze --model $REPO/models/quick/model.onnx --corpus $REPO/data/brown/heldout.txt \
@@ -25,6 +26,7 @@ for round in $(seq $ROUNDS); do
       --top-examples $k --timing --out $W/top-cpu-$k 2>&1 | grep -E "Timing|error" | tee -a $OUT/$LOG
   done
 done
+[ "$ONLY" = gpu ] && exit 0
 # CPU, 2 threads, a longer corpus (8 copies of the held-out text, 196 batches): the floors have more batches to rise.
 mkdir -p $W/held8 && for i in $(seq 8); do ln -sf $REPO/data/brown/heldout.txt $W/held8/h$i.txt; done
 for round in $(seq $ROUNDS); do

@@ -23,10 +23,11 @@ public static class StatsReduction
     /// </summary>
     public static string TopFloorInput(int layer) => $"top_floor.{layer}";
     /// <summary>
-    /// Input, float32 [1]: 1 while the host has no floors yet (the first batches), so each unit's candidates are its K
-    /// largest activations of the batch (TopK), bounded whatever the floors; 0 once the floors are set.
+    /// Input, float32 [1]: 1 to take each unit's candidates among its K largest activations of the batch (TopK, then the
+    /// floors), bounded whatever the floors: the host asks for it until it has floors (the first batch), and always on a
+    /// GPU, where TopK is cheap and the scan's NonZero calls stall the device; 0 to scan for every value above the floors.
     /// </summary>
-    public const string TopColdInput = "top_cold";
+    public const string TopPerBatchInput = "top_per_batch";
     /// <summary>Layer <paramref name="layer"/>'s candidates in the batch, [candidates]: each one's flat index token·d_ff + unit, token = b·seq + t, in row-major order.</summary>
     public static string TopCandidatesOutput(int layer) => $"top_candidates.{layer}";
     /// <summary>The activation of each of <see cref="TopCandidatesOutput"/>, [candidates].</summary>
@@ -87,9 +88,9 @@ public static class StatsReduction
     /// From a layer's activations ([batch, seq, d_ff], float32) and its active mask (1 where the unit is active on a real
     /// token), the candidates for each unit's top K: the activations above the unit's floor (<see cref="TopFloorInput"/>;
     /// never below the threshold), which the host raises to its running K-th best, so after the first batches few leave
-    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). Until the host
-    /// has floors (<see cref="TopColdInput"/>), an If runs that TopK instead, so the first batch returns K per unit, not
-    /// every active value. And the count of the active values in the
+    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). Where the host
+    /// asks (<see cref="TopPerBatchInput"/>: before it has floors, and on a GPU), an If takes the candidates among each
+    /// unit's per-batch TopK instead, so the first batch returns K per unit, not every active value. And the count of the active values in the
     /// batch's first window per power-of-two bin (a fixed sample, 1/batch of the windows). Only the nonzero values are binned (NonZero, Gather), so the binning touches a few percent of
     /// the activations; the bin is the number of power-of-two edges the value reaches (floor(log₂ v) + 11, clipped to the
     /// bins), from exact comparisons, so it equals the float's binary exponent on any device; ScatterElements adds the
@@ -99,10 +100,10 @@ public static class StatsReduction
     {
         string p = $"h.{layer}.top";
         g.Graph.Input.Add(OnnxGraph.Value(TopFloorInput(layer), DataType.Float, dFf));
-        if (!g.Graph.Input.Any(i => i.Name == TopColdInput))
-            g.Graph.Input.Add(OnnxGraph.Value(TopColdInput, DataType.Float, 1));
+        if (!g.Graph.Input.Any(i => i.Name == TopPerBatchInput))
+            g.Graph.Input.Add(OnnxGraph.Value(TopPerBatchInput, DataType.Float, 1));
         string rows = g.Op("Reshape", p + ".rows", [hidden, g.Longs(p + ".rows_shape", [2], -1, dFf)]); // [tokens, d_ff]
-        string cold = g.Op("Cast", p + ".is_cold", [g.Op("Reshape", p + ".cold_scalar", [TopColdInput, g.Longs(p + ".scalar", [0])])], OnnxGraph.Int("to", (long)DataType.Bool));
+        string cold = g.Op("Cast", p + ".is_cold", [g.Op("Reshape", p + ".cold_scalar", [TopPerBatchInput, g.Longs(p + ".scalar", [0])])], OnnxGraph.Int("to", (long)DataType.Bool));
         var coldBranch = new GraphWriter(new GraphProto { Name = p + ".cold" });
         var warmBranch = new GraphWriter(new GraphProto { Name = p + ".warm" });
         ColdCandidates(coldBranch, p + ".cold", rows, active, TopFloorInput(layer), dFf, k);
@@ -142,8 +143,8 @@ public static class StatsReduction
         yield return OnnxGraph.Value(HistogramOutput(layer), DataType.Int64, HistogramBins, dFf);
     }
 
-    // While the floors know nothing (the first batches), every active value is above them: a per-batch TopK over each
-    // unit's tokens bounds what leaves to K per unit (ties to the earlier token, as the ONNX spec requires).
+    // Each unit's K largest of the batch (ties to the earlier token, as the ONNX spec requires) that are above its floor:
+    // bounded while the floors know nothing (every active value is above the threshold), and without a scan.
     static void ColdCandidates(GraphWriter g, string p, string rows, string active, string floor, int dFf, int k)
     {
         string activeValues = g.Op("Mul", p + ".active_values", [rows, g.Op("Reshape", p + ".active_rows", [active, g.Longs(p + ".rows_shape", [2], -1, dFf)])]);

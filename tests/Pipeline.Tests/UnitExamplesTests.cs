@@ -126,19 +126,22 @@ public class UnitExamplesTests
     }
 
     [Test]
-    public void CountingThreadWithLateFloorsGivesTheSameExamples()
+    public void TheGpuWaysGiveTheSameExamples()
     {
-        // On a GPU the counting thread publishes the floors a batch or two late; later floors are lower, the result the same.
+        // On a GPU the counting thread publishes the floors a batch or two late (later floors are lower), and every batch
+        // takes its candidates from a per-batch TopK: the result is the same as the CPU's scan above current floors.
         string model = OwnModel(), corpus = Corpus();
-        string Run(bool thread)
+        string Run(bool thread, bool perBatch)
         {
             string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
-            Analyzer.Run(new AnalysisRequest(model, corpus, "bytes", 12, 3, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"], CountingThread: thread, TopExamples: K));
+            Analyzer.Run(new AnalysisRequest(model, corpus, "bytes", 12, 3, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"], CountingThread: thread, TopExamples: K,
+                TopPerBatch: perBatch));
             return outDir;
         }
-        string inline = Run(false), threaded = Run(true);
-        foreach (string file in new[] { "top_examples_0.csv", "top_examples_1.csv", "activation_histogram_1.csv", "counts.json" })
-            Assert.That(File.ReadAllText(Path.Combine(threaded, file)), Is.EqualTo(File.ReadAllText(Path.Combine(inline, file))), file);
+        string inline = Run(false, false);
+        foreach (string other in new[] { Run(true, false), Run(false, true), Run(true, true) })
+            foreach (string file in new[] { "top_examples_0.csv", "top_examples_1.csv", "activation_histogram_1.csv", "counts.json" })
+                Assert.That(File.ReadAllText(Path.Combine(other, file)), Is.EqualTo(File.ReadAllText(Path.Combine(inline, file))), file);
     }
 
     [Test]
@@ -157,7 +160,7 @@ public class UnitExamplesTests
         foreach (float floor in new[] { 0.05f, 0.5f, float.PositiveInfinity })
         {
             var outputs = OrtRunner.Run(stats, inputs, [.. sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(floor, 64).ToArray())),
-                (StatsReduction.TopColdInput, [0f])]);
+                (StatsReduction.TopPerBatchInput, [0f])]);
             foreach (var site in sites)
             {
                 float[] hidden = activations[site.Output].Floats!;
@@ -168,9 +171,9 @@ public class UnitExamplesTests
                 if (floor == float.PositiveInfinity) Assert.That(expected, Is.Empty);
             }
         }
-        // Before the host has floors (top_cold = 1): each unit's K largest active values of the batch, ties to the earlier token.
+        // Per batch (top_per_batch = 1, as before the host has floors): each unit's K largest active values of the batch, ties to the earlier token.
         var cold = OrtRunner.Run(stats, inputs, [.. sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(0.05f, 64).ToArray())),
-            (StatsReduction.TopColdInput, [1f])]);
+            (StatsReduction.TopPerBatchInput, [1f])]);
         foreach (var site in sites)
         {
             float[] hidden = activations[site.Output].Floats!;

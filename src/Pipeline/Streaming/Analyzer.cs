@@ -16,11 +16,12 @@ namespace Sparsity.Pipeline.Streaming;
 /// <summary>
 /// What <c>analyze</c> was asked. <c>CountingThread</c>: count each batch on a thread of its own while the next one runs
 /// (default: on a GPU only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K largest activations
-/// and the histogram of its values (<see cref="UnitExamples"/>); 0 for none.
+/// and the histogram of its values (<see cref="UnitExamples"/>); 0 for none. <c>TopPerBatch</c>: take the candidates from a
+/// per-batch TopK on every batch (default: on a GPU).
 /// </summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0);
+    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0, bool? TopPerBatch = null);
 
 /// <summary>
 /// Progress of an analysis: tokens so far, rate, and an estimate of the time left; on several devices, each one's share
@@ -162,7 +163,8 @@ public static class Analyzer
         var ml = new MLContext(seed: 0);
         var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
-        var floors = plan.ReadsCounts && examples != null ? new TopFloors(examples, r.Threshold, plan.Sites.Select(s => StatsReduction.TopFloorInput(s.Layer)).ToList()) : null;
+        var floors = plan.ReadsCounts && examples != null ? new TopFloors(examples, r.Threshold, plan.Sites.Select(s => StatsReduction.TopFloorInput(s.Layer)).ToList(),
+            alwaysPerBatch: r.TopPerBatch ?? device.CudaId != null) : null;
         using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList(),
             floatInputs: floors?.Inputs) : null;
         var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Count, floors) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);

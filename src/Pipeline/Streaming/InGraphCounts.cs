@@ -18,15 +18,16 @@ public sealed class CountsRow
 /// The floors (<see cref="StatsReduction.TopFloorInput"/>) the next batch's graph compares activations with: published by
 /// whoever adds batches to the examples (the counting thread on a GPU), copied into the runner before each run. A floor
 /// published a batch late is lower, so it only lets more candidates out; the result is the same. Until the first batch is
-/// counted there are none, and the graph takes each unit's K largest of the batch (<see cref="StatsReduction.TopColdInput"/>).
+/// counted there are none, and the graph takes each unit's K largest of the batch (<see cref="StatsReduction.TopPerBatchInput"/>);
+/// <c>alwaysPerBatch</c> asks for that on every batch (on a GPU).
 /// </summary>
-public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyList<string> inputs)
+public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyList<string> inputs, bool alwaysPerBatch)
 {
     float[][]? _current; // null until the first batch is counted: the graph then takes each unit's top K of the batch
 
     /// <summary>The graph inputs and their lengths, for <see cref="ModelRunner"/>.</summary>
     public IReadOnlyList<(string Name, int Length)> Inputs =>
-        [.. inputs.Select((name, l) => (name, examples.Layers[l].Top.DFf)), (StatsReduction.TopColdInput, 1)];
+        [.. inputs.Select((name, l) => (name, examples.Layers[l].Top.DFf)), (StatsReduction.TopPerBatchInput, 1)];
 
     /// <summary>Takes the floors of the examples as they are now (call on the thread that adds to them).</summary>
     public void Publish()
@@ -40,7 +41,7 @@ public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyL
     public void CopyTo(ModelRunner runner)
     {
         var current = Volatile.Read(ref _current);
-        runner.FloatInput(StatsReduction.TopColdInput)[0] = current == null ? 1 : 0;
+        runner.FloatInput(StatsReduction.TopPerBatchInput)[0] = current == null || alwaysPerBatch ? 1 : 0;
         for (int l = 0; l < inputs.Count; l++)
             if (current == null) runner.FloatInput(inputs[l]).Fill(threshold);
             else current[l].CopyTo(runner.FloatInput(inputs[l]));
