@@ -1,9 +1,7 @@
 using NUnit.Framework;
-using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
 using Sparsity.Training;
 using Sparsity.Training.Model;
-using TorchSharp;
 
 namespace Sparsity.Tests;
 
@@ -14,15 +12,7 @@ namespace Sparsity.Tests;
 [TestFixture]
 public class MultiDeviceTests
 {
-    static string Model()
-    {
-        torch.random.manual_seed(44);
-        var model = new ReluTransformer(new ModelConfig(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 256));
-        model.eval();
-        string path = Path.Combine(TestCorpus.TempDir(), "dense.onnx");
-        OnnxGraph.Save(ModelExporter.Export(model, ExportVariant.Dense), path);
-        return path;
-    }
+    static string Model() => TinyModels.DenseExport(new ModelConfig(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 256), seed: 44);
 
     static string Corpus()
     {
@@ -92,11 +82,7 @@ public class MultiDeviceTests
     public void AFailingReadStopsEveryDeviceAndWritesNothing()
     {
         // Id 200 is outside this 128-id vocabulary: the reader fails mid-corpus, the devices stop, no folder is left.
-        torch.random.manual_seed(45);
-        var small = new ReluTransformer(new ModelConfig(Layers: 1, DModel: 16, Heads: 2, DFf: 32, SeqLen: 16, VocabSize: 128));
-        small.eval();
-        string model = Path.Combine(TestCorpus.TempDir(), "small.onnx");
-        OnnxGraph.Save(ModelExporter.Export(small, ExportVariant.Dense), model);
+        string model = TinyModels.DenseExport(new ModelConfig(Layers: 1, DModel: 16, Heads: 2, DFf: 32, SeqLen: 16, VocabSize: 128), seed: 45);
         string corpus = Path.Combine(TestCorpus.TempDir(), "corpus.txt");
         File.WriteAllLines(corpus, [.. Enumerable.Range(0, 30).Select(d => string.Join(' ', Enumerable.Range(d, 40).Select(i => i % 128))), "5 200 7"]);
         string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");

@@ -19,15 +19,7 @@ public class UnitExamplesTests
 {
     const int K = 5;
 
-    static string OwnModel()
-    {
-        torch.random.manual_seed(43);
-        var model = new ReluTransformer(new ModelConfig(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 256));
-        model.eval();
-        string path = Path.Combine(TestCorpus.TempDir(), "dense.onnx");
-        OnnxGraph.Save(ModelExporter.Export(model, ExportVariant.Dense), path);
-        return path;
-    }
+    static string OwnModel() => TinyModels.DenseExport(new ModelConfig(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 256), seed: 43);
 
     static string Corpus()
     {
