@@ -141,6 +141,7 @@ public static class Analyzer
             if (dealer.Failure is UserInputException reading) throw reading; // the corpus, not a device
             cancel.ThrowIfCancellationRequested();
             int i = Array.FindIndex(runs, t => t.IsFaulted && t.Exception!.GetBaseException() is not OperationCanceledException);
+            if (i < 0) i = Array.FindIndex(runs, t => t.IsFaulted);
             var error = runs[i].Exception!.GetBaseException();
             throw new UserInputException($"Device {i} ({devices[i]}) of --device {r.Device} failed, so the analysis stopped: {error.Message.Split('\n')[0]}", error);
         }
