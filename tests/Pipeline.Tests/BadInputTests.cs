@@ -143,6 +143,7 @@ public class BadInputTests
         yield return Case("token file read with a text tokenizer", "holds token ids, not text: pass --tokenizer ids", Analyze(Opt, Ws("tokens.bin"), Window));
         yield return Case("max tokens not positive", "--max-tokens must be positive", AnalyzeOpt("--max-tokens", "0"));
         yield return Case("unknown device", "--device tpu: use cpu, cuda, cuda:N (N = GPU index) or auto", AnalyzeOpt("--device", "tpu"));
+        yield return Case("auto inside a device list", "--device cpu,auto: a list names devices (cpu, cuda:N); auto and cuda:all stand alone.", AnalyzeOpt("--device", "cpu,auto"));
         yield return Case("threshold of a stats export differs", "counts activations above 0.5", Analyze(Ws("own.stats.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "16"));
         yield return Case("--out is a file", "is a file; give a folder", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", Held]);
         yield return Case("--out holds a user's file", "already holds files relu-sparsity did not write (notes.txt)", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", Ws("user")]);
