@@ -12,27 +12,8 @@ public static class ReadAhead
     /// </summary>
     public static IEnumerable<T> Of<T>(IEnumerable<T> source, int capacity)
     {
-        using var stop = new CancellationTokenSource();
-        using var queue = new BlockingCollection<T>(boundedCapacity: capacity);
-        Exception? failure = null;
-        var producer = Task.Run(() =>
-        {
-            try { foreach (var item in source) queue.Add(item, stop.Token); }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
-            catch (Exception e) { failure = e; }
-            finally { queue.CompleteAdding(); }
-        });
-        try
-        {
-            foreach (var item in queue.GetConsumingEnumerable()) yield return item;
-            producer.Wait();
-            if (failure != null) ExceptionDispatchInfo.Capture(failure).Throw();
-        }
-        finally
-        {
-            stop.Cancel();
-            producer.Wait();
-        }
+        using var dealer = new Dealer<T>(source, capacity); // dealt to one consumer
+        foreach (var item in dealer.Take()) yield return item;
     }
 }
 
@@ -77,7 +58,7 @@ public sealed class Dealer<T> : IDisposable
     public void Dispose()
     {
         _stop.Cancel();
-        try { _producer.Wait(); } catch (AggregateException) { }
+        _producer.Wait(); // the producer catches its own failures
         _queue.Dispose();
         _stop.Dispose();
     }
