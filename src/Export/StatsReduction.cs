@@ -24,20 +24,25 @@ public static class StatsReduction
     public static string TopFloorInput(int layer) => $"top_floor.{layer}";
     /// <summary>
     /// Input, float32 [1]: 1 to take each unit's candidates among its K largest activations of the batch (TopK, then the
-    /// floors), bounded whatever the floors: the host asks for it until it has floors (the first batch), and always on a
-    /// GPU, where TopK is cheap and the scan's NonZero calls stall the device; 0 to scan for every value above the floors.
+    /// floors), bounded whatever the floors: the host asks for it until it has floors (the first batch); 0 to scan for
+    /// every value above the floors.
     /// </summary>
     public const string TopPerBatchInput = "top_per_batch";
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s token indices (b·seq + t) of each unit's K largest activations in the batch, [d_ff, K],
+    /// with their values in <see cref="TopValuesOutput"/>: the fixed-shape form, for a GPU.
+    /// </summary>
+    public static string TopTokensOutput(int layer) => $"top_tokens.{layer}";
+    /// <summary>Whether <paramref name="output"/> is some layer's <see cref="TopTokensOutput"/>.</summary>
+    public static bool IsTopTokensOutput(string output) => output.StartsWith("top_tokens.", StringComparison.Ordinal);
     /// <summary>Layer <paramref name="layer"/>'s candidates in the batch, [candidates]: each one's flat index token·d_ff + unit, token = b·seq + t, in row-major order.</summary>
     public static string TopCandidatesOutput(int layer) => $"top_candidates.{layer}";
-    /// <summary>The activation of each of <see cref="TopCandidatesOutput"/>, [candidates].</summary>
+    /// <summary>The activation of each of <see cref="TopCandidatesOutput"/>, [candidates] (or of <see cref="TopTokensOutput"/>, [d_ff, K]).</summary>
     public static string TopValuesOutput(int layer) => $"top_values.{layer}";
     /// <summary>Layer <paramref name="layer"/>'s active values in the batch's first window per power-of-two bin and unit, [22, d_ff] (the bins of Analysis' ActivationHistogram).</summary>
     public static string HistogramOutput(int layer) => $"activation_histogram.{layer}";
     /// <summary>Bins of <see cref="HistogramOutput"/>; bin 1 starts at 2^<see cref="HistogramLowestExponent"/>.</summary>
     public const int HistogramBins = 22, HistogramLowestExponent = -10;
-    /// <summary>The opset whose ScatterElements adds (reduction "add"), which the in-graph histograms need.</summary>
-    public const long HistogramOpset = 16;
     /// <summary>Metadata key holding the activity threshold the counts were built with.</summary>
     public const string ThresholdMetadata = "relu_sparsity.threshold";
 
@@ -60,9 +65,10 @@ public static class StatsReduction
     /// <paramref name="isFloat32"/> false casts fp16/bf16 activations first (the threshold is float32).
     /// </summary>
     /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top-example candidates of the batch and the histogram of its
-    /// active values (<see cref="AddTopExamples"/>); <paramref name="opset"/> is the graph's (at least <see cref="HistogramOpset"/>).
+    /// active values (<see cref="AddTopExamples"/>), in the form <paramref name="topPerBatch"/> asks for (true: fixed shapes, for a
+    /// GPU); <paramref name="opset"/> is the graph's.
     public static IEnumerable<ValueInfoProto> Add(GraphWriter g, string hidden, string realTokens, string? batchSeqShape, float threshold, int layer, int dFf,
-        bool isFloat32 = true, int topExamples = 0, long opset = HistogramOpset)
+        bool isFloat32 = true, int topExamples = 0, long opset = 18, bool topPerBatch = false)
     {
         string p = $"h.{layer}.stats";
         if (batchSeqShape != null)
@@ -81,83 +87,106 @@ public static class StatsReduction
         yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
         if (topExamples > 0)
-            foreach (var output in AddTopExamples(g, hidden, active, realTokens, layer, dFf, topExamples, opset)) yield return output;
+            foreach (var output in AddTopExamples(g, hidden, active, realTokens, layer, dFf, topExamples, opset, topPerBatch)) yield return output;
     }
 
     /// <summary>
     /// From a layer's activations ([batch, seq, d_ff], float32) and its active mask (1 where the unit is active on a real
-    /// token), the candidates for each unit's top K: the activations above the unit's floor (<see cref="TopFloorInput"/>;
+    /// token), the candidates for each unit's top K, in one of two forms.
+    /// <para><paramref name="perBatch"/> false (the CPU): the activations above the unit's floor (<see cref="TopFloorInput"/>;
     /// never below the threshold), which the host raises to its running K-th best, so after the first batches few leave
-    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). Where the host
-    /// asks (<see cref="TopPerBatchInput"/>: before it has floors, and on a GPU), an If takes the candidates among each
-    /// unit's per-batch TopK instead, so the first batch returns K per unit, not every active value. And the count of the active values in the
-    /// batch's first window per power-of-two bin (a fixed sample, 1/batch of the windows). Only the nonzero values are binned (NonZero, Gather), so the binning touches a few percent of
-    /// the activations; the bin is the number of power-of-two edges the value reaches (floor(log₂ v) + 11, clipped to the
-    /// bins), from exact comparisons, so it equals the float's binary exponent on any device; ScatterElements adds the
-    /// ones into [bins · d_ff].
+    /// the runtime (a per-batch TopK over every unit's tokens cost 1.13–1.44× the statistics on a CPU). Until the host has
+    /// floors (<see cref="TopPerBatchInput"/>), an If takes the candidates among each unit's per-batch TopK instead, so the
+    /// first batch returns K per unit, not every active value.</para>
+    /// <para><paramref name="perBatch"/> true (a GPU): each unit's K largest of the batch, [d_ff, K] values and token
+    /// indices (<see cref="TopTokensOutput"/>), every batch, with no data-dependent shape: NonZero and If make the device
+    /// wait for the host twelve times a batch, which doubled the graph's time on an H200; the host keeps those above its
+    /// floors.</para>
+    /// And the histogram of the active values in the batch's first window (a fixed sample, 1/batch of the windows).
     /// </summary>
-    static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string hidden, string active, string realTokens, int layer, int dFf, int k, long opset)
+    static IEnumerable<ValueInfoProto> AddTopExamples(GraphWriter g, string hidden, string active, string realTokens, int layer, int dFf, int k, long opset, bool perBatch)
     {
         string p = $"h.{layer}.top";
-        g.Graph.Input.Add(OnnxGraph.Value(TopFloorInput(layer), DataType.Float, dFf));
-        if (!g.Graph.Input.Any(i => i.Name == TopPerBatchInput))
-            g.Graph.Input.Add(OnnxGraph.Value(TopPerBatchInput, DataType.Float, 1));
         string rows = g.Op("Reshape", p + ".rows", [hidden, g.Longs(p + ".rows_shape", [2], -1, dFf)]); // [tokens, d_ff]
-        string cold = g.Op("Cast", p + ".is_cold", [g.Op("Reshape", p + ".cold_scalar", [TopPerBatchInput, g.Longs(p + ".scalar", [0])])], OnnxGraph.Int("to", (long)DataType.Bool));
-        var coldBranch = new GraphWriter(new GraphProto { Name = p + ".cold" });
-        var warmBranch = new GraphWriter(new GraphProto { Name = p + ".warm" });
-        ColdCandidates(coldBranch, p + ".cold", rows, active, TopFloorInput(layer), dFf, k);
-        WarmCandidates(warmBranch, p + ".warm", rows, realTokens, TopFloorInput(layer), dFf, opset);
-        g.Graph.Node.Add(new NodeProto
+        if (perBatch)
         {
-            OpType = "If", Name = g.Fresh(p + ".if"), Input = { cold }, Output = { TopCandidatesOutput(layer), TopValuesOutput(layer) },
-            Attribute =
+            var (values, tokens) = UnitTopK(g, p, rows, active, dFf, k);
+            g.Named("Identity", TopValuesOutput(layer), [values]);
+            g.Named("Identity", TopTokensOutput(layer), [tokens]);
+            yield return OnnxGraph.Value(TopTokensOutput(layer), DataType.Int64, dFf, k);
+            yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, dFf, k);
+        }
+        else
+        {
+            g.Graph.Input.Add(OnnxGraph.Value(TopFloorInput(layer), DataType.Float, dFf));
+            if (!g.Graph.Input.Any(i => i.Name == TopPerBatchInput))
+                g.Graph.Input.Add(OnnxGraph.Value(TopPerBatchInput, DataType.Float, 1));
+            string cold = g.Op("Cast", p + ".is_cold", [g.Op("Reshape", p + ".cold_scalar", [TopPerBatchInput, g.Longs(p + ".scalar", [0])])], OnnxGraph.Int("to", (long)DataType.Bool));
+            var coldBranch = new GraphWriter(new GraphProto { Name = p + ".cold" });
+            var warmBranch = new GraphWriter(new GraphProto { Name = p + ".warm" });
+            ColdCandidates(coldBranch, p + ".cold", rows, active, TopFloorInput(layer), dFf, k);
+            WarmCandidates(warmBranch, p + ".warm", rows, realTokens, TopFloorInput(layer), dFf, opset);
+            g.Graph.Node.Add(new NodeProto
             {
-                new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = coldBranch.Graph },
-                new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = warmBranch.Graph },
-            },
-        });
-        // The histogram samples the batch's first window: binning every value cost more than the model on the CPU.
-        string window = g.Longs(p + ".window", [], 0);
-        string firstWindow = g.Op("Mul", p + ".first_active", [g.Op("Gather", p + ".first_window", [hidden, window], OnnxGraph.Int("axis", 0)),
-            g.Op("Gather", p + ".first_mask", [active, window], OnnxGraph.Int("axis", 0))]);
-        string flat = g.Op("Reshape", p + ".flat", [firstWindow, g.Longs(p + ".flat_shape", [1], -1)]);
-        string nonzero = g.Op("Reshape", p + ".nonzero_flat", [g.Op("NonZero", p + ".nonzero", [flat]), g.Longs(p + ".nonzero_shape", [1], -1)]);
-        string values = g.Op("Gather", p + ".values", [flat, nonzero], OnnxGraph.Int("axis", 0));
-        string binUnit = g.Op("Mod", p + ".bin_unit", [nonzero, g.Longs(p + ".d_ff", [], dFf)]);
-        // The bin is the number of edges 2^-10, 2^-9, …, 2^10 the value reaches: exact comparisons, the same on any device.
-        var edges = Enumerable.Range(0, HistogramBins - 1).Select(e => MathF.Pow(2, e + HistogramLowestExponent)).ToArray();
-        string reached = g.Op("Cast", p + ".reached", [g.Op("GreaterOrEqual", p + ".reaches", [g.Op("Unsqueeze", p + ".column", [values, g.Longs(p + ".last", [1], -1)]),
-            g.Floats(p + ".edges", [HistogramBins - 1], edges)])], OnnxGraph.Int("to", (long)DataType.Float));
-        string bin = g.Op("Cast", p + ".bin", [g.Op("ReduceSum", p + ".bin_f", [reached, g.Longs(p + ".axis_edges", [1], -1)], OnnxGraph.Int("keepdims", 0))],
-            OnnxGraph.Int("to", (long)DataType.Int64));
-        string target = g.Op("Add", p + ".target", [g.Op("Mul", p + ".bin_row", [bin, g.Longs(p + ".row", [], dFf)]), binUnit]);
-        string ones = g.Op("ConstantOfShape", p + ".ones", [g.Op("Shape", p + ".count", [target])], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
-        string zeros = g.Op("ConstantOfShape", p + ".zeros", [g.Longs(p + ".bins", [1], (long)HistogramBins * dFf)], OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [0f])));
-        // Float sums of ones are exact below 2^24 per bin and batch, in any order (atomics on a GPU).
-        string sums = g.Op("ScatterElements", p + ".sums", [zeros, target, ones], OnnxGraph.Int("axis", 0), OnnxGraph.String("reduction", "add"));
-        g.Named("Cast", HistogramOutput(layer), [g.Op("Reshape", p + ".histogram", [sums, g.Longs(p + ".histogram_shape", [2], HistogramBins, dFf)])],
-            OnnxGraph.Int("to", (long)DataType.Int64));
-        yield return OnnxGraph.Value(TopCandidatesOutput(layer), DataType.Int64, "candidates");
-        yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, "candidates");
+                OpType = "If", Name = g.Fresh(p + ".if"), Input = { cold }, Output = { TopCandidatesOutput(layer), TopValuesOutput(layer) },
+                Attribute =
+                {
+                    new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = coldBranch.Graph },
+                    new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = warmBranch.Graph },
+                },
+            });
+            yield return OnnxGraph.Value(TopCandidatesOutput(layer), DataType.Int64, "candidates");
+            yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, "candidates");
+        }
+        AddHistogram(g, p, hidden, active, layer, dFf);
         yield return OnnxGraph.Value(HistogramOutput(layer), DataType.Int64, HistogramBins, dFf);
     }
 
-    // Each unit's K largest of the batch (ties to the earlier token, as the ONNX spec requires) that are above its floor:
-    // bounded while the floors know nothing (every active value is above the threshold), and without a scan.
-    static void ColdCandidates(GraphWriter g, string p, string rows, string active, string floor, int dFf, int k)
+    // The histogram of the first window's active values, in fixed shapes (no NonZero, no scatter): a value's bin is the
+    // number of power-of-two edges 2^-10 … 2^10 it reaches (exact comparisons, so it equals the float's binary exponent
+    // on any device). Summed over tokens, "reaches edge e" gives the active values at or above each edge (inactive ones,
+    // masked to 0, reach none); bin 0 holds the rest of the active values, bin e + 1 those reaching e but not e + 1.
+    static void AddHistogram(GraphWriter g, string p, string hidden, string active, int layer, int dFf)
     {
-        string activeValues = g.Op("Mul", p + ".active_values", [rows, g.Op("Reshape", p + ".active_rows", [active, g.Longs(p + ".rows_shape", [2], -1, dFf)])]);
+        string window = g.Longs(p + ".window", [], 0);
+        string mask = g.Op("Gather", p + ".first_mask", [active, window], OnnxGraph.Int("axis", 0)); // [seq, d_ff]
+        string values = g.Op("Mul", p + ".first_active", [g.Op("Gather", p + ".first_window", [hidden, window], OnnxGraph.Int("axis", 0)), mask]);
+        var edges = Enumerable.Range(0, HistogramBins - 1).Select(e => MathF.Pow(2, e + HistogramLowestExponent)).ToArray();
+        string reached = g.Op("Cast", p + ".reached", [g.Op("GreaterOrEqual", p + ".reaches", [g.Op("Unsqueeze", p + ".column", [values, g.Longs(p + ".last", [1], -1)]),
+            g.Floats(p + ".edges", [HistogramBins - 1], edges)])], OnnxGraph.Int("to", (long)DataType.Float)); // [seq, d_ff, edges]
+        string tokensAxis = g.Longs(p + ".axis_tokens", [1], 0);
+        // Float sums of ones are exact below 2^24, in any order.
+        string atOrAbove = g.Op("ReduceSum", p + ".at_or_above", [reached, tokensAxis], OnnxGraph.Int("keepdims", 0)); // [d_ff, edges]
+        string count = g.Op("ReduceSum", p + ".count", [mask, tokensAxis], OnnxGraph.Int("keepdims", 0)); // [d_ff]
+        string upper = g.Op("Concat", p + ".upper", [g.Op("Unsqueeze", p + ".count_column", [count, g.Longs(p + ".axis_column", [1], 1)]), atOrAbove], OnnxGraph.Int("axis", 1));
+        string lower = g.Op("Pad", p + ".lower", [atOrAbove, g.Longs(p + ".pad_end", [4], 0, 0, 0, 1)]); // a 0 after the last edge
+        string bins = g.Op("Transpose", p + ".bins", [g.Op("Sub", p + ".per_bin", [upper, lower])], OnnxGraph.Ints("perm", 1, 0)); // [bins, d_ff]
+        g.Named("Cast", HistogramOutput(layer), [bins], OnnxGraph.Int("to", (long)DataType.Int64));
+    }
+
+    // Each unit's K largest active values of the batch and their token indices, [d_ff, K] each, largest first (ties to the
+    // earlier token, as the ONNX spec requires); inactive units and padding enter as 0.
+    static (string Values, string Tokens) UnitTopK(GraphWriter g, string p, string rows, string active, int dFf, int k)
+    {
+        string activeValues = g.Op("Mul", p + ".active_values", [rows, g.Op("Reshape", p + ".active_rows", [active, g.Longs(p + ".active_shape", [2], -1, dFf)])]);
         // TopK along the last axis of [d_ff, tokens] scans contiguous rows: 3× faster than along axis 0 on the CPU provider.
         string[] top = g.Ops("TopK", p + ".topk", [g.Op("Transpose", p + ".units", [activeValues], OnnxGraph.Ints("perm", 1, 0)), g.Longs(p + ".k", [1], k)], 2,
-            OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1)); // [d_ff, K] values and token indices
+            OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
+        return (top[0], top[1]);
+    }
+
+    // Each unit's K largest of the batch that are above its floor: bounded while the floors know nothing (every active
+    // value is above the threshold), and without a scan.
+    static void ColdCandidates(GraphWriter g, string p, string rows, string active, string floor, int dFf, int k)
+    {
+        var (values, tokens) = UnitTopK(g, p, rows, active, dFf, k);
         string flat = g.Longs(p + ".flat", [1], -1);
         string kept = g.Op("Reshape", p + ".kept", [g.Op("NonZero", p + ".kept_where", [g.Op("Reshape", p + ".above_flat",
-            [g.Op("Greater", p + ".above", [top[0], g.Op("Unsqueeze", p + ".floor_column", [floor, g.Longs(p + ".axis", [1], 1)])]), flat])]), flat]);
+            [g.Op("Greater", p + ".above", [values, g.Op("Unsqueeze", p + ".floor_column", [floor, g.Longs(p + ".axis", [1], 1)])]), flat])]), flat]);
         string unit = g.Op("Div", p + ".unit", [kept, g.Longs(p + ".k_scalar", [], k)]);
-        string token = g.Op("Gather", p + ".token", [g.Op("Reshape", p + ".tokens_flat", [top[1], flat]), kept], OnnxGraph.Int("axis", 0));
+        string token = g.Op("Gather", p + ".token", [g.Op("Reshape", p + ".tokens_flat", [tokens, flat]), kept], OnnxGraph.Int("axis", 0));
         g.Named("Add", p + ".candidates", [g.Op("Mul", p + ".token_row", [token, g.Longs(p + ".d_ff", [], dFf)]), unit]);
-        g.Named("Gather", p + ".values", [g.Op("Reshape", p + ".values_flat", [top[0], flat]), kept], OnnxGraph.Int("axis", 0));
+        g.Named("Gather", p + ".values", [g.Op("Reshape", p + ".values_flat", [values, flat]), kept], OnnxGraph.Int("axis", 0));
         g.Graph.Output.Add(OnnxGraph.Value(p + ".candidates", DataType.Int64, "candidates"));
         g.Graph.Output.Add(OnnxGraph.Value(p + ".values", DataType.Float, "candidates"));
     }

@@ -147,6 +147,10 @@ public sealed class ModelRunner : IDisposable
     public ReadOnlySpan<float> Floats(int i) => ((float[])_outputs[i]).AsSpan(0, _lengths[i]);
     /// <summary>Int64 output <paramref name="i"/> of the last run.</summary>
     public ReadOnlySpan<long> Longs(int i) => ((long[])_outputs[i]).AsSpan(0, _lengths[i]);
+    /// <summary>Float32 output <paramref name="i"/> of the last run, as memory.</summary>
+    public ReadOnlyMemory<float> FloatsMemory(int i) => ((float[])_outputs[i]).AsMemory(0, _lengths[i]);
+    /// <summary>Int64 output <paramref name="i"/> of the last run, as memory.</summary>
+    public ReadOnlyMemory<long> LongsMemory(int i) => ((long[])_outputs[i]).AsMemory(0, _lengths[i]);
     /// <summary>The buffer of float input <paramref name="name"/> (given at construction), read by the next run.</summary>
     public Span<float> FloatInput(string name) => _floatInputs[name];
 

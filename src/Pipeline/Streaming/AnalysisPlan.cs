@@ -29,9 +29,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// <summary>
     /// Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts;
     /// <paramref name="float16"/> runs the model in fp16 (<see cref="Float16"/>), its counts still in float32;
-    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top K activations of a batch and their histogram to the counts.
+    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top K activations of a batch and their histogram to the counts,
+    /// as each unit's per-batch top K in fixed shapes when <paramref name="topPerBatch"/> (on a GPU), else as the values above floors.
     /// </summary>
-    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false, int topExamples = 0)
+    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false, int topExamples = 0,
+        bool topPerBatch = false)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = GraphInputs.MaxPositions(model);
@@ -64,33 +66,35 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), float16 ? Float16.Convert(instrumented) : instrumented, true,
                 inputs.HasAttentionMask, vocab, maxSeq);
         }
-        long opset = bound.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 0;
-        if (topExamples > 0 && opset < StatsReduction.HistogramOpset)
-            throw new UserInputException($"--top-examples bins activations inside the graph with ScatterElements(reduction=add), which needs opset {StatsReduction.HistogramOpset}; " +
-                                         $"this graph is opset {opset}: re-export it at opset {StatsReduction.HistogramOpset} or later, or add --dense-activations (counted in .NET, slower).");
         if (float16)
         {
             bound = Float16.Convert(bound); // the counts added below cast the activations back to float32
             sites = MlpSites.Find(bound, activations);
         }
-        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples)).ToList(), Surgery.InstrumentStats(bound, sites, threshold, topExamples), true,
+        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, topPerBatch)).ToList(),
+            Surgery.InstrumentStats(bound, sites, threshold, topExamples, topPerBatch), true,
             true, vocab, maxSeq);
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>
         new(site.Output, site.DFf, [new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d])]);
 
-    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0) => new($"mlp_hidden.{layer}", dFf,
+    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0, bool topPerBatch = false) => new($"mlp_hidden.{layer}", dFf,
     [
         new LayerOutput(StatsReduction.ActiveUnitsOutput(layer), (b, t, _) => [b, t]),
         new LayerOutput(StatsReduction.UnitsPerSequenceOutput(layer), (b, _, _) => [b]),
         new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
-        .. topExamples > 0 ? new[]
+        .. topExamples == 0 ? Array.Empty<LayerOutput>() : topPerBatch ? new[]
+        {
+            new LayerOutput(StatsReduction.TopTokensOutput(layer), (_, _, d) => [d, topExamples]),
+            new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, d) => [d, topExamples]),
+            new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
+        } : new[]
         {
             new LayerOutput(StatsReduction.TopCandidatesOutput(layer), (_, _, _) => null),
             new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, _) => null),
             new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
-        } : Array.Empty<LayerOutput>(),
+        },
     ]);
 
     /// <summary>

@@ -16,8 +16,8 @@ namespace Sparsity.Pipeline.Streaming;
 /// <summary>
 /// What <c>analyze</c> was asked. <c>CountingThread</c>: count each batch on a thread of its own while the next one runs
 /// (default: on a GPU only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K largest activations
-/// and the histogram of its values (<see cref="UnitExamples"/>); 0 for none. <c>TopPerBatch</c>: take the candidates from a
-/// per-batch TopK on every batch (default: on a GPU).
+/// and the histogram of its values (<see cref="UnitExamples"/>); 0 for none. <c>TopPerBatch</c>: the graph returns each unit's
+/// per-batch top K in fixed shapes, filtered on the host (default: on GPUs, whose device waits on the host at every data-dependent shape).
 /// </summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
@@ -70,7 +70,8 @@ public static class Analyzer
             throw new UserInputException("--precision fp16 runs on a GPU only (ONNX Runtime's CPU provider lacks fp16 kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
-        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, r.Precision == "fp16", r.DenseActivations ? 0 : r.TopExamples);
+        bool topPerBatch = r.TopPerBatch ?? devices.All(d => d.CudaId != null); // fixed shapes keep a GPU from waiting on the host
+        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, r.Precision == "fp16", r.DenseActivations ? 0 : r.TopExamples, topPerBatch);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -165,10 +166,10 @@ public static class Analyzer
         var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
         var floors = plan.ReadsCounts && examples != null ? new TopFloors(examples, r.Threshold, plan.Sites.Select(s => StatsReduction.TopFloorInput(s.Layer)).ToList(),
-            alwaysPerBatch: r.TopPerBatch ?? device.CudaId != null) : null;
+            perBatch: plan.Layers[0].Outputs.Any(o => StatsReduction.IsTopTokensOutput(o.Name))) : null;
         using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList(),
             floatInputs: floors?.Inputs) : null;
-        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Count, floors) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
+        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Select(o => o.Name).ToList(), floors) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
         // buffers their outputs ahead of us (gigabytes of [B, T, d_ff] activations on Brown), and the runner is single-threaded.

@@ -15,19 +15,27 @@ public sealed class CountsRow
 }
 
 /// <summary>
-/// The floors (<see cref="StatsReduction.TopFloorInput"/>) the next batch's graph compares activations with: published by
-/// whoever adds batches to the examples (the counting thread on a GPU), copied into the runner before each run. A floor
-/// published a batch late is lower, so it only lets more candidates out; the result is the same. Until the first batch is
-/// counted there are none, and the graph takes each unit's K largest of the batch (<see cref="StatsReduction.TopPerBatchInput"/>);
-/// <c>alwaysPerBatch</c> asks for that on every batch (on a GPU).
+/// Each unit's floor (only an activation above it can still enter its top K; <see cref="UnitTopExamples.WriteFloors"/>),
+/// published by whoever adds batches to the examples (the counting thread on a GPU) and applied to the next batch's
+/// candidates. A floor published a batch late is lower, so it only lets more through; the result is the same.
+/// <para>Above floors (<c>perBatch</c> false, the CPU): the floors are graph inputs (<see cref="StatsReduction.TopFloorInput"/>),
+/// copied into the runner before each run; until the first batch is counted there are none, and the graph takes each
+/// unit's K largest of the batch (<see cref="StatsReduction.TopPerBatchInput"/>).</para>
+/// <para>Per batch (a GPU): the graph returns each unit's K largest of every batch in fixed shapes
+/// (<see cref="StatsReduction.TopTokensOutput"/>), and <see cref="Keep"/> keeps those above the floors on the host.</para>
 /// </summary>
-public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyList<string> inputs, bool alwaysPerBatch)
+public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyList<string> inputs, bool perBatch)
 {
-    float[][]? _current; // null until the first batch is counted: the graph then takes each unit's top K of the batch
+    float[][]? _current; // null until the first batch is counted
+    readonly (long[] Candidates, float[] Values)[] _kept = perBatch
+        ? [.. examples.Layers.Select(l => (new long[l.Top.DFf * l.Top.K], new float[l.Top.DFf * l.Top.K]))] : [];
 
-    /// <summary>The graph inputs and their lengths, for <see cref="ModelRunner"/>.</summary>
-    public IReadOnlyList<(string Name, int Length)> Inputs =>
-        [.. inputs.Select((name, l) => (name, examples.Layers[l].Top.DFf)), (StatsReduction.TopPerBatchInput, 1)];
+    /// <summary>Whether the graph returns each unit's per-batch top K (<see cref="Keep"/>) rather than taking floors as inputs.</summary>
+    public bool PerBatch => perBatch;
+
+    /// <summary>The graph inputs and their lengths, for <see cref="ModelRunner"/> (none per batch).</summary>
+    public IReadOnlyList<(string Name, int Length)> Inputs => perBatch ? []
+        : [.. inputs.Select((name, l) => (name, examples.Layers[l].Top.DFf)), (StatsReduction.TopPerBatchInput, 1)];
 
     /// <summary>Takes the floors of the examples as they are now (call on the thread that adds to them).</summary>
     public void Publish()
@@ -37,14 +45,36 @@ public sealed class TopFloors(UnitExamples examples, float threshold, IReadOnlyL
         Volatile.Write(ref _current, next);
     }
 
-    /// <summary>Writes the latest published floors into the runner's inputs.</summary>
+    /// <summary>Writes the latest published floors into the runner's inputs (floors as graph inputs only).</summary>
     public void CopyTo(ModelRunner runner)
     {
+        if (perBatch) return;
         var current = Volatile.Read(ref _current);
-        runner.FloatInput(StatsReduction.TopPerBatchInput)[0] = current == null || alwaysPerBatch ? 1 : 0;
+        runner.FloatInput(StatsReduction.TopPerBatchInput)[0] = current == null ? 1 : 0;
         for (int l = 0; l < inputs.Count; l++)
             if (current == null) runner.FloatInput(inputs[l]).Fill(threshold);
             else current[l].CopyTo(runner.FloatInput(inputs[l]));
+    }
+
+    /// <summary>
+    /// Of layer <paramref name="layer"/>'s per-batch top K ([d_ff, K] token indices and values, largest first), keeps those
+    /// above the floors as candidates (flat token·d_ff + unit, and values); returns them, valid until the next call.
+    /// </summary>
+    public (ReadOnlyMemory<long> Candidates, ReadOnlyMemory<float> Values) Keep(int layer, ReadOnlySpan<long> tokens, ReadOnlySpan<float> values)
+    {
+        var floors = Volatile.Read(ref _current)?[layer];
+        var (candidates, kept) = _kept[layer];
+        int dFf = examples.Layers[layer].Top.DFf, k = examples.Layers[layer].Top.K, n = 0;
+        for (int u = 0; u < dFf; u++)
+        {
+            float floor = floors?[u] ?? threshold; // inactive units and padding entered as 0, never above the threshold (≥ 0)
+            for (int j = u * k; j < (u + 1) * k && values[j] > floor; j++) // largest first: the rest are lower
+            {
+                candidates[n] = tokens[j] * dFf + u;
+                kept[n++] = values[j];
+            }
+        }
+        return (candidates.AsMemory(0, n), kept.AsMemory(0, n));
     }
 }
 
@@ -66,39 +96,45 @@ public static class InGraphCounts
     public const string LengthsColumn = "in_graph_lengths";
 
     /// <summary>
-    /// The transform, fitted on <paramref name="batches"/>; <paramref name="floors"/> feeds the top-example floors when
-    /// asked for. The runner is not thread-safe: read it through one cursor.
+    /// The transform, fitted on <paramref name="batches"/>, reading <paramref name="outputs"/> (the runner's, in order);
+    /// <paramref name="floors"/> feeds the top-example floors when asked for. The runner is not thread-safe: read it
+    /// through one cursor.
     /// </summary>
-    public static ITransformer Fit(MLContext ml, IDataView batches, ModelRunner runner, int outputs, TopFloors? floors)
+    public static ITransformer Fit(MLContext ml, IDataView batches, ModelRunner runner, IReadOnlyList<string> outputs, TopFloors? floors)
     {
         var estimator = ml.Transforms.CustomMapping<BatchRow, CountsRow>((batch, row) => Run(runner, outputs, floors, batch, row), contractName: null,
             inputSchemaDefinition: CorpusBatches.Schema(runner.Batch, runner.SeqLen));
         return estimator.Fit(batches);
     }
 
-    static void Run(ModelRunner runner, int outputs, TopFloors? floors, BatchRow batch, CountsRow row)
+    static void Run(ModelRunner runner, IReadOnlyList<string> outputs, TopFloors? floors, BatchRow batch, CountsRow row)
     {
         floors?.CopyTo(runner);
         runner.Run(batch.InputIds, batch.AttentionMask);
-        int longs = 0, floats = 0;
-        if (row.Lengths.Length != outputs) row.Lengths = new long[outputs];
-        for (int i = 0; i < outputs; i++)
-            if (runner.IsFloat(i)) floats += (int)(row.Lengths[i] = runner.Floats(i).Length);
-            else longs += (int)(row.Lengths[i] = runner.Longs(i).Length);
-        if (row.Counts.Length != longs) row.Counts = new long[longs];
-        if (row.Values.Length != floats) row.Values = new float[floats];
+        // Each output as it goes into the row; a per-batch top K (tokens, then values) becomes the candidates above the floors.
+        var longs = new ReadOnlyMemory<long>[outputs.Count];
+        var floats = new ReadOnlyMemory<float>[outputs.Count];
+        for (int i = 0, top = 0; i < outputs.Count; i++)
+            if (floors is { PerBatch: true } && StatsReduction.IsTopTokensOutput(outputs[i]))
+            {
+                (longs[i], floats[i + 1]) = floors.Keep(top++, runner.Longs(i), runner.Floats(i + 1));
+                i++;
+            }
+            else if (runner.IsFloat(i)) floats[i] = runner.FloatsMemory(i);
+            else longs[i] = runner.LongsMemory(i);
+        if (row.Lengths.Length != outputs.Count) row.Lengths = new long[outputs.Count];
+        for (int i = 0; i < outputs.Count; i++) row.Lengths[i] = longs[i].Length + floats[i].Length;
+        int longCount = longs.Sum(m => m.Length), floatCount = floats.Sum(m => m.Length);
+        if (row.Counts.Length != longCount) row.Counts = new long[longCount];
+        if (row.Values.Length != floatCount) row.Values = new float[floatCount];
         Span<long> counts = row.Counts;
         Span<float> values = row.Values;
-        for (int i = 0; i < outputs; i++)
-            if (runner.IsFloat(i))
-            {
-                runner.Floats(i).CopyTo(values);
-                values = values[runner.Floats(i).Length..];
-            }
-            else
-            {
-                runner.Longs(i).CopyTo(counts);
-                counts = counts[runner.Longs(i).Length..];
-            }
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            longs[i].Span.CopyTo(counts);
+            counts = counts[longs[i].Length..];
+            floats[i].Span.CopyTo(values);
+            values = values[floats[i].Length..];
+        }
     }
 }
