@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Overhead of analyze --top-examples 20 over statistics alone (BENCHMARKS.md "Top examples"), on the GPU machine:
-#   GPU: the OPT-125M-shaped torch.onnx graph of run.sh, 256,000 generated ids, batch 16 x 256, fp32;
+#   GPU: the OPT-125M-shaped torch.onnx graph of run.sh, 256,000 generated ids, batches of 16 and 64 x 256, fp32;
 #   CPU, 2 threads: the quick model on Brown's held-out text (carried: models/quick/model.onnx, data/brown/heldout.txt,
 #   data/brown/tokenizer), batch 16 x 128, and on 8 copies of it.
 # Settings interleaved, ROUNDS rounds; steady state from --timing.
@@ -13,11 +13,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 lscpu | grep -E "Model name|^CPU\(s\)" | tee -a $OUT/machine.txt
 [ -f $W/opt125m.onnx ] || python3 $HERE/opt125m.py export $W
 for round in $(seq $ROUNDS); do
-  for k in 0 20; do
-    echo "== round $round gpu k=$k" | tee -a $OUT/$LOG
-    $R analyze --model $W/opt125m.onnx --corpus $W/ids.txt --tokenizer ids --seq-len 256 --batch-size 16 --device cuda --top-examples $k --timing \
-      --out $W/top-gpu-$k 2>&1 | grep -E "Timing|error" | tee -a $OUT/$LOG
-  done
+  for b in 16 64; do for k in 0 20; do
+    echo "== round $round gpu batch=$b k=$k" | tee -a $OUT/$LOG
+    $R analyze --model $W/opt125m.onnx --corpus $W/ids.txt --tokenizer ids --seq-len 256 --batch-size $b --device cuda --top-examples $k --timing \
+      --out $W/top-gpu-$b-$k 2>&1 | grep -E "Timing|error" | tee -a $OUT/$LOG
+  done; done
   [ "$ONLY" = gpu ] && continue
   for k in 0 20; do
     echo "== round $round cpu2 k=$k" | tee -a $OUT/$LOG
@@ -38,5 +38,5 @@ for round in $(seq $ROUNDS); do
   done
 done
 # The examples of the GPU run equal the CPU's? (fp32 kernels differ, so values may differ in the last bits; the units and tokens should agree.)
-cp $W/top-gpu-20/top_examples_0.csv $OUT/gpu-top_examples_0.csv
+cp $W/top-gpu-16-20/top_examples_0.csv $OUT/gpu-top_examples_0.csv
 cp $W/top-cpu-20/top_examples_1.csv $OUT/cpu-quick-top_examples_1.csv

@@ -112,6 +112,7 @@ public class BenchAnyGraphTests
             Assert.That(md, Does.Contain(row));
         Assert.That(md, Does.Not.Contain("| TorchSharp |").And.Not.Contain("| analyze (stats) |"));
         Assert.That(md, Does.Contain("without its checkpoint: the stats-export, TorchSharp and PyTorch-hook rows need the checkpoint and are left out."));
+        Assert.That(md, Does.Contain("; ONNX Runtime on cpu."));
         // Every contender measured the same thing: the active (token, unit) pairs per layer agree.
         var agreement = md.Split('\n').Where(l => l.StartsWith("| analyze (dense) | 1,959 |") || l.StartsWith("| analyze (any graph) | 1,959 |") || l.StartsWith("| direct ORT loop | 1,959 |"))
             .Select(l => l.Split('|')[3]).ToList();
@@ -120,5 +121,12 @@ public class BenchAnyGraphTests
 
         (exit, _, error) = Cli.Run("bench", "--checkpoint", "x", "--model", "y.onnx", "--out", Path.Combine(dir, "2"));
         Assert.That((exit, error.Trim()), Is.EqualTo((2, "error: Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.")));
+        // --device as analyze takes it: on this machine (no GPU) cuda is one line naming what is missing, and nothing is written.
+        (exit, _, error) = Cli.Run("bench", "--model", HookFixture.PathOf("opt.dynamo.onnx"), "--corpus", HookFixture.Corpus, "--tokenizer", "bytes",
+            "--device", "cuda", "--out", Path.Combine(dir, "3"));
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error.Trim().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(error, Does.Contain("CUDA"));
+        Assert.That(Directory.Exists(Path.Combine(dir, "3")), Is.False);
     }
 }

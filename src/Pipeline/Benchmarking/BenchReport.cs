@@ -16,7 +16,7 @@ public static class BenchReport
         AtomicFile.WriteAllText(Path.Combine(dir, "bench.md"), md);
         AtomicFile.WriteAllText(Path.Combine(dir, "bench.json"), JsonSerializer.Serialize(new
         {
-            machine = MachineDescription.WithRuntimes(), tokens = b.Data.Tokens, batch_size = b.Data.BatchSize, seq_len = b.Data.SeqLen, threads = b.Request.Threads, repeats = b.Request.Repeats,
+            machine = MachineDescription.WithRuntimes(), device = (b.Request.Device ?? Runtime.Device.Cpu).ToString(), tokens = b.Data.Tokens, batch_size = b.Data.BatchSize, seq_len = b.Data.SeqLen, threads = b.Request.Threads, repeats = b.Request.Repeats,
             timings = b.Timings.Select(t => new { contender = t.Contender, what = t.What, seconds = t.Seconds, median = t.Median, tokens_per_second = t.TokensPerSecond }),
             agreement = b.Agreement, memory = b.Memory.Select(m => new { corpus = m.Corpus, m.Tokens, peak_bytes = m.PeakBytes, seconds = m.Elapsed.TotalSeconds }),
             latency = b.Latency.Select(l => new { variant = l.Name, l.E.MedianMsPerBatch, l.E.P10MsPerBatch, l.E.P90MsPerBatch, l.E.Loss, l.E.UnitsPerLayer }),
@@ -31,7 +31,7 @@ public static class BenchReport
         var md = new StringBuilder();
         var bare = b.Timings.First(t => t.Contender == "bare forward");
         var tokenize = b.Timings.First(t => t.Contender == "tokenize");
-        md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}. {b.Data.Tokens:N0} tokens, batches of {b.Data.BatchSize} × {b.Data.SeqLen}, {b.Request.Threads} threads everywhere, median of {b.Request.Repeats} repeats after a warm-up (min–max in brackets).").AppendLine();
+        md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}; ONNX Runtime on {b.Request.Device ?? Runtime.Device.Cpu}. {b.Data.Tokens:N0} tokens, batches of {b.Data.BatchSize} × {b.Data.SeqLen}, {b.Request.Threads} threads everywhere, median of {b.Request.Repeats} repeats after a warm-up (min–max in brackets).").AppendLine();
         md.AppendLine(Table(["contender", "what it runs", "median s", "min–max s", "tokens/s", "× bare forward (same tokens)", "× (bare forward + tokenize)"], b.Timings.Select(t =>
         {
             var reference = b.Timings.FirstOrDefault(r => r.Contender.StartsWith("bare forward") && r.Tokens == t.Tokens) ?? bare; // the bare forward on the same tokens

@@ -12,10 +12,10 @@ namespace Sparsity.Pipeline.Benchmarking;
 /// <summary>
 /// What <c>bench</c> runs: a checkpoint (exported here; TorchSharp and PyTorch rows too) or any ONNX graph (<c>Model</c>;
 /// the rows that need the checkpoint are skipped with a note), held-out text, batch shape, threads, repeats, the
-/// PyTorch reference, and the copies for the memory check.
+/// PyTorch reference, the copies for the memory check, and the device every ONNX Runtime row runs on.
 /// </summary>
 public sealed record BenchRequest(string? Checkpoint, string Corpus, string Tokenizer, int SeqLen, int BatchSize, int Threads, int Repeats,
-    string Python, string PyTorchScript, int MemoryFactor, string? Model = null);
+    string Python, string PyTorchScript, int MemoryFactor, string? Model = null, Runtime.Device? Device = null);
 
 /// <summary>Statistics every contender reports, to check they measured the same thing.</summary>
 public sealed record Agreement(string Contender, long Tokens, long[] ActivePairs, double[] PerTokenMean, double[] PerBatchMean)
@@ -55,6 +55,8 @@ public static class BenchRun
     {
         string text = q.Corpus, tok = q.Tokenizer;
         int T = q.SeqLen, B = q.BatchSize, n = q.Threads, R = Math.Max(1, q.Repeats);
+        var device = q.Device ?? Runtime.Device.Cpu;
+        bool gpu = device.CudaId != null;
         Directory.CreateDirectory(work);
 
         // Same weights for everyone: a checkpoint is exported once (dense and stats); a graph is used as given.
@@ -80,23 +82,23 @@ public static class BenchRun
         string copies = Path.Combine(work, $"corpus_x{k}.txt");
         File.WriteAllLines(copies, Enumerable.Repeat(TextDocuments.Read(text), k).SelectMany(d => d));
         var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
-        AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, "cpu", n, Path.Combine(work, o), ["Relu"], denseActivations);
+        AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, device.ToString(), n, Path.Combine(work, o), ["Relu"], denseActivations);
         var results = new Dictionary<string, LayerUnitUse[]>();
         // Rows marked true need the checkpoint (its stats export, its TorchSharp model): a graph alone leaves them out (said in the notes).
         var contenders = new (string Name, string What, Action Run, bool NeedsCheckpoint)[]
         {
             ("tokenize", "load the tokenizer, read and tokenize the text, pack windows (included in analyze)", () => TokenBatches.From(text, TextTokenizer.FromSpec(tok), T, B, vocab), false),
-            ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n), false),
+            ("bare forward", "ONNX Runtime, logits only, pre-tokenized batches, reused buffers", () => Contenders.BareForward(dense, data, n, device), false),
             ("analyze (dense)", "`analyze --dense-activations` on model.onnx: activations leave the runtime and are counted in .NET; tokenization included, stats written", () => Analyzer.Run(Analyze(dense, "analyze-dense", text, denseActivations: true)), false),
             ("analyze (stats)", "`analyze` on model.stats.onnx: counts reduced inside the graph", () => Analyzer.Run(Analyze(stats, "analyze-stats", text)), true),
             ("analyze (any graph)", "`analyze` on model.onnx treated as an external graph: inputs bound, MLPs found and instrumented with in-graph counts", () => Analyzer.Run(Analyze(dense, "analyze-graph", text)), false),
-            ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n), false),
-            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(q.Checkpoint!, data, n), true),
-            ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n), false),
+            ("direct ORT loop", "ONNX Runtime without ML.NET, hidden outputs into bound buffers, AddDense; pre-tokenized", () => results["direct ORT loop"] = Contenders.DirectStatistics(dense, data, n, device), false),
+            ("TorchSharp", "checkpoint forward returning MLP activations, counts on the device; pre-tokenized", () => results["TorchSharp"] = Contenders.TorchSharpStatistics(q.Checkpoint!, data, n), !gpu),
+            ($"bare forward {k}×", $"the bare forward on the text repeated {k} times", () => Contenders.BareForward(dense, large, n, device), false),
             ($"analyze (dense) {k}×", $"`analyze` (dense) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-dense-large", copies, denseActivations: true)), false),
             ($"analyze (stats) {k}×", $"`analyze` (stats) on the text repeated {k} times", () => Analyzer.Run(Analyze(stats, "analyze-stats-large", copies)), true),
             ($"analyze (any graph) {k}×", $"`analyze` (any graph) on the text repeated {k} times", () => Analyzer.Run(Analyze(dense, "analyze-graph-large", copies)), false),
-        }.Where(c => q.Checkpoint != null || !c.NeedsCheckpoint).ToList();
+        }.Where(c => q.Checkpoint != null || !c.NeedsCheckpoint).Where(c => !(gpu && c.Name == "TorchSharp")).ToList();
         var seconds = contenders.ToDictionary(c => c.Name, _ => new List<double>());
         for (int r = 0; r <= R; r++)
         {
@@ -114,7 +116,9 @@ public static class BenchRun
             .Where(a => Directory.Exists(Path.Combine(work, a.Item2)))
             .Select(a => Agreement.Of(a.Item1, Path.Combine(work, a.Item2))).Concat(results.Select(kv => Agreement.Of(kv.Key, kv.Value))).ToList();
 
-        string? pythonNote = q.Checkpoint is string ckpt ? PyTorchReference.Run(q.Python, q.PyTorchScript, ckpt, data, work, n, R, timings, agreement, log)
+        string? pythonNote = gpu
+            ? $"On {device} the TorchSharp and PyTorch-hook rows are left out: they run on the CPU here (this project's TorchSharp has no CUDA build); bench/gpu/opt125m.py times PyTorch's hooks on the GPU."
+            : q.Checkpoint is string ckpt ? PyTorchReference.Run(q.Python, q.PyTorchScript, ckpt, data, work, n, R, timings, agreement, log)
             : "Benchmarked a graph (--model) without its checkpoint: the stats-export, TorchSharp and PyTorch-hook rows need the checkpoint and are left out.";
 
         log.WriteLine("Peak memory of analyze (child processes)…");
@@ -128,7 +132,7 @@ public static class BenchRun
         {
             string outDir = Path.Combine(work, "memory-" + m.Label.Replace(' ', '_'));
             var (peak, elapsed) = PeakMemory.OfCommand(["analyze", "--model", dense, "--corpus", m.Corpus, "--tokenizer", m.Tokenizer, "--seq-len", $"{T}", "--batch-size", $"{B}",
-                "--threads", $"{n}", "--out", outDir]);
+                "--threads", $"{n}", "--device", device.ToString(), "--out", outDir]);
             long tokens = SparsityStats.Load(Path.Combine(outDir, SparsityStats.FileName)).Tokens;
             return new MemoryRow(m.Label, tokens, peak, elapsed);
         }).ToList();
@@ -142,7 +146,7 @@ public static class BenchRun
         {
             string path = dense;
             if (mask != null) { path = Path.Combine(work, $"pruned-{name.Replace(' ', '-')}.onnx"); OnnxGraph.Save(Surgery.Prune(proto, sites, mask).Model, path); }
-            latency.Add((name, Evaluator.Run(new EvaluationRequest(path, text, tok, T, B, Threads: n, TimedRuns: 30))));
+            latency.Add((name, Evaluator.Run(new EvaluationRequest(path, text, tok, T, B, Threads: n, TimedRuns: 30, Device: device))));
         }
 
         return new BenchResult(data, q, timings, agreement, memory, latency, pythonNote);

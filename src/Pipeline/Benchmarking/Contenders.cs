@@ -17,12 +17,12 @@ namespace Sparsity.Pipeline.Benchmarking;
 public static class Contenders
 {
     /// <summary>The bare forward pass: the model with its logits output only, nothing read back but logits.</summary>
-    public static void BareForward(string onnxModel, TokenBatches data, int threads)
+    public static void BareForward(string onnxModel, TokenBatches data, int threads, Runtime.Device? device = null)
     {
         var (bound, _) = GraphInputs.Bind(OnnxGraph.Load(onnxModel));
         string logits = GraphInputs.LogitsOutput(bound)?.Name ?? throw new UserInputException($"{onnxModel} has no logits output to time the bare forward pass on.");
         long vocab = GraphInputs.VocabularySize(bound) ?? throw new UserInputException($"{onnxModel}: cannot tell the vocabulary size.");
-        using var runner = new ModelRunner(OnnxGraph.WithOnlyOutput(bound, logits), Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, [(logits, [data.BatchSize, data.SeqLen, vocab])]);
+        using var runner = new ModelRunner(OnnxGraph.WithOnlyOutput(bound, logits), device ?? Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, [(logits, [data.BatchSize, data.SeqLen, vocab])]);
         foreach (var (ids, mask) in data.Batches) runner.Run(ids, mask);
     }
 
@@ -30,12 +30,12 @@ public static class Contenders
     /// A direct ONNX Runtime loop with the same statistics as <c>analyze</c>: the MLP activations written into
     /// reused output buffers (bound once, like IOBinding on CPU), counted with <see cref="LayerUnitUse.AddDense"/>.
     /// </summary>
-    public static LayerUnitUse[] DirectStatistics(string onnxModel, TokenBatches data, int threads)
+    public static LayerUnitUse[] DirectStatistics(string onnxModel, TokenBatches data, int threads, Runtime.Device? device = null)
     {
         var plan = AnalysisPlan.For(OnnxGraph.Load(onnxModel), ["Relu"], 0f, dense: true);
         if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
         var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, (long[]?)l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf)!.Select(d => (long)d).ToArray())).ToList();
-        using var runner = new ModelRunner(plan.Graph, Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
+        using var runner = new ModelRunner(plan.Graph, device ?? Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
         var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
         var realToken = new bool[data.BatchSize * data.SeqLen];
         foreach (var batch in data.Batches)

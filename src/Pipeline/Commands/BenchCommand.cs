@@ -21,10 +21,11 @@ public static class BenchCommand
         var python = new Option<string>("--python") { Description = "Python with torch and numpy for the PyTorch-hook reference (skipped, and said so, when it cannot run).", DefaultValueFactory = _ => "/usr/bin/python3" };
         var script = new Option<string>("--pytorch-script") { Description = "The PyTorch-hook reference script.", DefaultValueFactory = _ => "bench/pytorch_hooks.py" };
         var factor = new Option<int>("--memory-factor") { Description = "Peak memory of analyze is measured on the corpus and on this many copies of it.", DefaultValueFactory = _ => 8 };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto: where every ONNX Runtime row runs (analyze, bare forward, direct loop, memory, pruned latency); on a GPU the TorchSharp and PyTorch rows are left out.", DefaultValueFactory = _ => "cpu" };
         var outDir = new Option<string>("--out") { Description = "Folder for bench.json and bench.md.", Required = true };
         var command = new Command("bench", "Time analyze against the bare forward pass, a direct ONNX Runtime loop, TorchSharp and PyTorch hooks; peak memory; pruned latency.")
         {
-            checkpoint, model, corpus, tokenizer, seqLen, batch, threads, repeats, python, script, factor, outDir,
+            checkpoint, model, corpus, tokenizer, seqLen, batch, threads, repeats, python, script, factor, device, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
@@ -38,7 +39,7 @@ public static class BenchCommand
             if (graph != null) OnnxGraph.Load(graph); // a missing or malformed model is one line before any work
             if (!File.Exists(text)) throw new UserInputException($"{text} does not exist.");
             var request = new BenchRequest(ckpt, text, given[1], parse.GetValue(seqLen), parse.GetValue(batch), parse.GetValue(threads), parse.GetValue(repeats),
-                parse.GetValue(python)!, parse.GetValue(script)!, parse.GetValue(factor), graph == null ? null : Path.GetFullPath(graph));
+                parse.GetValue(python)!, parse.GetValue(script)!, parse.GetValue(factor), graph == null ? null : Path.GetFullPath(graph), Runtime.Devices.Resolve(parse.GetValue(device)!, output));
             string md = "";
             OutputFolder.Write(outFolder, "bench", dir => md = BenchReport.Write(BenchRun.Run(request, Path.Combine(dir, "work"), output, cancel), dir));
             output.WriteLine(md);
