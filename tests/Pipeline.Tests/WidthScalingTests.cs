@@ -40,4 +40,37 @@ public class WidthScalingTests
         Assert.Throws<ArgumentException>(() => WidthScaling.SquareRootLaw([1, 2], [1]));
         Assert.Throws<ArgumentException>(() => WidthScaling.PowerLaw([1], [1]));
     }
+
+    [Test]
+    public void SeedSpreadIsTheMeanAndSampleStandardDeviation()
+    {
+        var spread = new SeedSpread([1, 2, 3, 4]);
+        Assert.That(spread.Mean, Is.EqualTo(2.5));
+        Assert.That(spread.StandardDeviation, Is.EqualTo(Math.Sqrt(5.0 / 3)).Within(1e-12)); // (2.25 + 0.25 + 0.25 + 2.25) / 3
+        Assert.That(spread.ToString("0.00"), Is.EqualTo("2.50 ± 1.29"));
+        Assert.That(spread.ValuesText("0"), Is.EqualTo("1 / 2 / 3 / 4"));
+        Assert.That(new SeedSpread([0.25]).ToString("0.00"), Is.EqualTo("0.25"), "one seed: no spread to state");
+        Assert.That(new SeedSpread([0.25]).StandardDeviation, Is.EqualTo(0));
+    }
+
+    [Test]
+    public void BootstrapOverSeedsSpansTheSeedsExponents()
+    {
+        double[] n = [64, 128, 256, 512, 1024, 2048, 4096];
+        IReadOnlyList<double> Law(double alpha) => n.Select(w => 3 * Math.Pow(w, alpha)).ToArray();
+        // Three seeds on one law: every resample is that law.
+        var same = WidthScaling.BootstrapExponent(n, [Law(0.5), Law(0.5), Law(0.5)], resamples: 500);
+        Assert.That((same.Low, same.Exponent, same.High), Is.EqualTo((0.5, 0.5, 0.5)).Using<(double, double, double)>((a, b) =>
+            Math.Abs(a.Item1 - b.Item1) < 1e-9 && Math.Abs(a.Item2 - b.Item2) < 1e-9 && Math.Abs(a.Item3 - b.Item3) < 1e-9 ? 0 : 1));
+        Assert.That(same.Contains(0.5), Is.True);
+        Assert.That(same.Contains(0.51), Is.False);
+        // Seeds at 0.4, 0.5, 0.6: each seed's own fit is exact; a resample drawing one seed three times (1/27 each, above
+        // the 2.5 % tails) is that seed's law, so the 95 % interval runs from 0.4 to 0.6.
+        var spread = WidthScaling.BootstrapExponent(n, [Law(0.4), Law(0.5), Law(0.6)], resamples: 10_000);
+        Assert.That(spread.PerSeed, Is.EqualTo(new[] { 0.4, 0.5, 0.6 }).Within(1e-9));
+        Assert.That(spread.Low, Is.EqualTo(0.4).Within(1e-9));
+        Assert.That(spread.High, Is.EqualTo(0.6).Within(1e-9));
+        Assert.That(spread.Exponent, Is.GreaterThan(0.5).And.LessThan(0.6), "the mean of the counts is dominated by the steeper law at large n");
+        Assert.That(spread.Level, Is.EqualTo(0.95));
+    }
 }
