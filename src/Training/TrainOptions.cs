@@ -35,6 +35,11 @@ public sealed record TrainOptions
     public int MaskUnusedAt { get; init; }
     /// <summary>Steps a unit must have been silent to be masked at <see cref="MaskUnusedAt"/>.</summary>
     public int MaskWindow { get; init; } = 200;
+    /// <summary>
+    /// Train on random labels (Li et al. §3): each next-token target is replaced by a uniformly random token id (seeded),
+    /// the inputs stay the real text. Held-out loss is still measured on the real next tokens.
+    /// </summary>
+    public bool RandomTargets { get; init; }
     /// <summary>A unit is active when its activation exceeds this (0 for ReLU).</summary>
     public float Threshold { get; init; }
     /// <summary>CPU threads for TorchSharp (0 = all cores).</summary>

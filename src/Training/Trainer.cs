@@ -70,6 +70,8 @@ public static class Trainer
         double loss = double.NaN;
         double? heldOutLoss = null;
         var window = new long[B * (T + 1)];
+        var randomTargets = options.RandomTargets ? new long[B * T] : null;
+        var targetRng = new Random(unchecked(options.Seed * 31 + 7)); // its own stream: the windows drawn stay those of the real-label run
         var clock = Stopwatch.StartNew();
         using var log = new StreamWriter(Path.Combine(dir, Checkpoint.LogFile));
 
@@ -100,6 +102,11 @@ public static class Trainer
                 var batch = tensor(window, new long[] { B, T + 1 });
                 var x = batch.narrow(1, 0, T); // (B, T)
                 var y = batch.narrow(1, 1, T);
+                if (randomTargets != null)
+                {
+                    RandomTokens.FillTargets(randomTargets, targetRng, config.VocabSize);
+                    y = tensor(randomTargets, new long[] { B, T });
+                }
                 var (logits, hidden) = model.Forward(x);
                 var ce = nn.functional.cross_entropy(logits.view(-1, config.VocabSize), y.reshape(-1));
                 var total = options.L1 > 0 ? ce + options.L1 * stack(hidden.Select(h => h.abs().mean())).mean() : ce;

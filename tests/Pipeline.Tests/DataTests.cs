@@ -159,4 +159,33 @@ public class CorpusTests
         var e = Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "bad.jsonl")).ToList());
         Assert.That(e!.Message, Does.Contain("bad.jsonl:2 is not valid JSON"));
     }
+
+    [Test]
+    public void RandomTokenCorpusIsSeededUniformAndReadsBackAsIds()
+    {
+        string dir = TestCorpus.TempDir();
+        string a = RandomTokens.WriteCorpus(Path.Combine(dir, "a.txt"), documents: 20, tokensPerDocument: 400, vocabSize: 16, seed: 3);
+        string b = RandomTokens.WriteCorpus(Path.Combine(dir, "b.txt"), documents: 20, tokensPerDocument: 400, vocabSize: 16, seed: 3);
+        string c = RandomTokens.WriteCorpus(Path.Combine(dir, "c.txt"), documents: 20, tokensPerDocument: 400, vocabSize: 16, seed: 4);
+        Assert.That(File.ReadAllText(b), Is.EqualTo(File.ReadAllText(a)), "same seed, same corpus");
+        Assert.That(File.ReadAllText(c), Is.Not.EqualTo(File.ReadAllText(a)));
+        var lines = File.ReadAllLines(a);
+        Assert.That(lines, Has.Length.EqualTo(20));
+        var ids = lines.SelectMany(l => l.Split(' ').Select(int.Parse)).ToArray();
+        Assert.That(ids, Has.Length.EqualTo(8000));
+        Assert.That(ids, Is.All.InRange(0, 15));
+        // Uniform: Pearson's χ² over 16 ids with 15 degrees of freedom; 37.7 is its 0.999 quantile (the seed is fixed, so this is not flaky).
+        double expected = ids.Length / 16.0;
+        double chi2 = ids.GroupBy(i => i).Sum(g => (g.Count() - expected) * (g.Count() - expected) / expected);
+        Assert.That(chi2, Is.LessThan(37.7));
+        Assert.That(ids.Distinct().Count(), Is.EqualTo(16));
+        // The ids tokenizer reads it back as the same ids, document by document.
+        var tokenizer = TextTokenizer.FromSpec("ids");
+        Assert.That(TextDocuments.Read(a).Select(d => tokenizer.Encode(d).ToArray()).SelectMany(x => x), Is.EqualTo(ids));
+
+        var targets = new long[1000];
+        RandomTokens.FillTargets(targets, new Random(1), 7);
+        Assert.That(targets, Is.All.InRange(0L, 6L));
+        Assert.That(targets.Distinct().Count(), Is.EqualTo(7));
+    }
 }

@@ -58,6 +58,20 @@ public class TrainingTests
     }
 
     [Test]
+    public void RandomTargetsCannotBeLearnedAndTheRealTextIsNotLearnedEither()
+    {
+        // Li et al.'s random labels: the inputs are the real text, every next-token target is a random byte. Nothing
+        // predicts a random target, so training loss stays at ln 256 (real targets: below 0.6 of it in the test above),
+        // and the real next tokens of the held-out text are not learned either.
+        string corpus = TestCorpus.WriteSplits();
+        string outDir = Path.Combine(TestCorpus.TempDir(), "random-targets");
+        var summary = Train(corpus, outDir, options: Short with { RandomTargets = true });
+        Assert.That(summary.FinalLoss, Is.EqualTo(Math.Log(256)).Within(0.25));
+        Assert.That(summary.FinalHeldOutLoss, Is.GreaterThan(0.9 * Math.Log(256)));
+        Assert.That(ReadLog(outDir)[^1].Layers!.Select(l => l.NonzeroFraction), Is.All.InRange(0.0, 1.0));
+    }
+
+    [Test]
     public void SameSeedRepeatsTheLossCurve()
     {
         string corpus = TestCorpus.WriteSplits();
