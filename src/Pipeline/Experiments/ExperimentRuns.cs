@@ -24,8 +24,9 @@ namespace Sparsity.Pipeline.Experiments;
 /// <param name="Output">Progress and results.</param>
 /// <param name="Progress">Where training runs report their progress.</param>
 /// <param name="Cancel">Stops training between steps.</param>
+/// <param name="Seeds">Training seeds per configuration (the preset's seed, then the next ones): figures are reported as mean ± sd over them.</param>
 public sealed record ExperimentSetup(string PresetName, ModelConfig Model, TrainOptions Training, string TrainCorpus, string HeldOutCorpus,
-    string Tokenizer, string WorkDir, TextWriter Output, IProgress<TrainProgress> Progress, CancellationToken Cancel)
+    string Tokenizer, string WorkDir, TextWriter Output, IProgress<TrainProgress> Progress, CancellationToken Cancel, int Seeds = 1)
 {
     /// <summary>Runs asked for so far, by name (an experiment's report states what its runs cost).</summary>
     public Dictionary<string, RunOutcome> Used { get; } = [];
@@ -35,7 +36,11 @@ public sealed record ExperimentSetup(string PresetName, ModelConfig Model, Train
 /// <param name="Name">Folder name, e.g. <c>dff_1024</c>.</param>
 /// <param name="Model">Architecture of the run.</param>
 /// <param name="Training">Training options of the run.</param>
-public sealed record RunSpec(string Name, ModelConfig Model, TrainOptions Training);
+/// <param name="Data">Training and held-out documents and tokenizer of the run, when not the setup's (random data).</param>
+public sealed record RunSpec(string Name, ModelConfig Model, TrainOptions Training, RunData? Data = null);
+
+/// <summary>Documents and tokenizer a run trains and is measured on.</summary>
+public sealed record RunData(string TrainCorpus, string HeldOutCorpus, string Tokenizer);
 
 /// <summary>A trained, exported, analysed and evaluated run.</summary>
 /// <param name="Spec">The recipe.</param>
@@ -67,16 +72,25 @@ public static class ExperimentRuns
     sealed record RunKey(RunSpec Spec, string TrainCorpus, string HeldOutCorpus, string Tokenizer);
     sealed record RunRecord(RunKey Key, double TrainSeconds);
 
+    /// <summary>
+    /// The run of <paramref name="spec"/> for each of the setup's seeds (the spec's own seed, then the next ones; folders
+    /// <c>NAME</c>, <c>NAME_seedS</c>), each trained first if missing.
+    /// </summary>
+    public static IReadOnlyList<RunOutcome> EnsureSeeds(ExperimentSetup s, RunSpec spec) =>
+        Enumerable.Range(0, s.Seeds).Select(i => Ensure(s, i == 0 ? spec
+            : spec with { Name = $"{spec.Name}_seed{spec.Training.Seed + i}", Training = spec.Training with { Seed = spec.Training.Seed + i } })).ToList();
+
     /// <summary>Returns the finished run, training it first if no run with this recipe exists.</summary>
     public static RunOutcome Ensure(ExperimentSetup s, RunSpec spec)
     {
         string dir = Path.Combine(s.WorkDir, spec.Name);
-        var key = new RunKey(spec, Path.GetFullPath(s.TrainCorpus), Path.GetFullPath(s.HeldOutCorpus), s.Tokenizer);
+        var data = spec.Data ?? new RunData(s.TrainCorpus, s.HeldOutCorpus, s.Tokenizer);
+        var key = new RunKey(spec with { Data = null }, Path.GetFullPath(data.TrainCorpus), Path.GetFullPath(data.HeldOutCorpus), data.Tokenizer);
         string recordPath = Path.Combine(dir, RecordFile);
         var record = File.Exists(recordPath) ? JsonSerializer.Deserialize<RunRecord>(File.ReadAllText(recordPath), ProjectJson.Options) : null;
         if (record == null || Json(record.Key) != Json(key))
         {
-            record = Make(s, spec, key, dir);
+            record = Make(s, spec, data, key, dir);
             AtomicFile.WriteAllText(recordPath, JsonSerializer.Serialize(record, ProjectJson.Options));
         }
         else s.Output.WriteLine($"Run {spec.Name}: reusing {dir} (same recipe).");
@@ -94,21 +108,22 @@ public static class ExperimentRuns
     public static Evaluation Evaluate(ExperimentSetup s, string onnxModel) =>
         Evaluator.Run(new EvaluationRequest(onnxModel, s.HeldOutCorpus, s.Tokenizer, s.Model.SeqLen, s.Training.BatchSize, Threads: Environment.ProcessorCount));
 
-    static RunRecord Make(ExperimentSetup s, RunSpec spec, RunKey key, string dir)
+    static RunRecord Make(ExperimentSetup s, RunSpec spec, RunData data, RunKey key, string dir)
     {
         s.Output.WriteLine($"Run {spec.Name}: training {spec.Model.Layers} layers × d_ff {spec.Model.DFf}" +
-                           $"{(spec.Model.UsesTopK ? $", top-k {spec.Model.TopK}" : "")}{(spec.Training.L1 > 0 ? $", L1 {spec.Training.L1}" : "")}" +
+                           $"{(spec.Model.UsesTopK ? $", top-k {spec.Model.TopK}" : "")}{(spec.Training.L1 > 0 ? $", L1 {spec.Training.L1}" : "")}{(spec.Training.RandomTargets ? ", random targets" : "")}{(spec.Data != null ? $", on {spec.Data.TrainCorpus}" : "")}, seed {spec.Training.Seed}" +
                            $"{(spec.Training.MaskUnusedAt > 0 ? $", masking at step {spec.Training.MaskUnusedAt} (window {spec.Training.MaskWindow})" : "")} for {spec.Training.Steps} steps.");
         var clock = Stopwatch.StartNew();
-        var summary = Trainer.Run(new TrainRequest(spec.Model, spec.Training, TextTokenizer.FromSpec(s.Tokenizer), s.TrainCorpus, s.HeldOutCorpus, dir),
+        var summary = Trainer.Run(new TrainRequest(spec.Model, spec.Training, TextTokenizer.FromSpec(data.Tokenizer), data.TrainCorpus, data.HeldOutCorpus, dir),
             s.Progress, s.Cancel);
         double trainSeconds = clock.Elapsed.TotalSeconds;
 
         var (model, _, _) = Checkpoint.Load(dir);
         using (model) CheckedExport.Write(model, ExportVariant.Dense, 0f, Path.Combine(dir, "model.onnx"));
-        var heldOut = Analyzer.Run(new AnalysisRequest(Path.Combine(dir, "model.onnx"), s.HeldOutCorpus, s.Tokenizer, spec.Model.SeqLen, spec.Training.BatchSize, null,
+        var heldOut = Analyzer.Run(new AnalysisRequest(Path.Combine(dir, "model.onnx"), data.HeldOutCorpus, data.Tokenizer, spec.Model.SeqLen, spec.Training.BatchSize, null,
             0, 1, 0f, "cpu", 0, Path.Combine(dir, "analysis"), ["Relu"]), null, s.Cancel);
-        var evaluation = Evaluate(s, Path.Combine(dir, "model.onnx"));
+        var evaluation = Evaluator.Run(new EvaluationRequest(Path.Combine(dir, "model.onnx"), data.HeldOutCorpus, data.Tokenizer, s.Model.SeqLen, s.Training.BatchSize,
+            Threads: Environment.ProcessorCount));
         AtomicFile.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(evaluation, ProjectJson.Options));
         s.Output.WriteLine($"Run {spec.Name}: trained in {Markdown.Clock(summary.Elapsed)}; held-out loss {evaluation.Loss:0.0000}, " +
                            $"nonzero {string.Join(" ", heldOut.Layers.Select(l => l.NonzeroFraction.ToString("0.000")))}.");
