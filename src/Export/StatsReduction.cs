@@ -110,8 +110,9 @@ public static class StatsReduction
         string rows = g.Op("Reshape", p + ".rows", [hidden, g.Longs(p + ".rows_shape", [2], -1, dFf)]); // [tokens, d_ff]
         if (perBatch)
         {
-            // One TopK for all layers (AddBatchTopK): on a GPU each TopK call cost about 1 ms whatever the batch.
-            g.Named("Transpose", BatchTopKRows(layer), [ActiveValues(g, p, rows, active, dFf)], OnnxGraph.Ints("perm", 1, 0));
+            var (values, tokens) = UnitTopK(g, p, rows, active, dFf, k);
+            g.Named("Identity", TopValuesOutput(layer), [values]);
+            g.Named("Identity", TopTokensOutput(layer), [tokens]);
             yield return OnnxGraph.Value(TopTokensOutput(layer), DataType.Int64, dFf, k);
             yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, dFf, k);
         }
@@ -163,43 +164,15 @@ public static class StatsReduction
         g.Named("Cast", HistogramOutput(layer), [bins], OnnxGraph.Int("to", (long)DataType.Int64));
     }
 
-    // [tokens, d_ff] activations of active units on real tokens; inactive units and padding are 0.
-    static string ActiveValues(GraphWriter g, string p, string rows, string active, int dFf) =>
-        g.Op("Mul", p + ".active_values", [rows, g.Op("Reshape", p + ".active_rows", [active, g.Longs(p + ".active_shape", [2], -1, dFf)])]);
-
     // Each unit's K largest active values of the batch and their token indices, [d_ff, K] each, largest first (ties to the
     // earlier token, as the ONNX spec requires); inactive units and padding enter as 0.
     static (string Values, string Tokens) UnitTopK(GraphWriter g, string p, string rows, string active, int dFf, int k)
     {
+        string activeValues = g.Op("Mul", p + ".active_values", [rows, g.Op("Reshape", p + ".active_rows", [active, g.Longs(p + ".active_shape", [2], -1, dFf)])]);
         // TopK along the last axis of [d_ff, tokens] scans contiguous rows: 3× faster than along axis 0 on the CPU provider.
-        string[] top = g.Ops("TopK", p + ".topk", [g.Op("Transpose", p + ".units", [ActiveValues(g, p, rows, active, dFf)], OnnxGraph.Ints("perm", 1, 0)),
-            g.Longs(p + ".k", [1], k)], 2, OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
+        string[] top = g.Ops("TopK", p + ".topk", [g.Op("Transpose", p + ".units", [activeValues], OnnxGraph.Ints("perm", 1, 0)), g.Longs(p + ".k", [1], k)], 2,
+            OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
         return (top[0], top[1]);
-    }
-
-    // The [d_ff, tokens] rows layer i contributes to the batch's one TopK.
-    static string BatchTopKRows(int layer) => $"h.{layer}.top.units";
-
-    /// <summary>
-    /// The per-batch form's TopK, once for all layers (<paramref name="layers"/>: each layer and its d_ff, as passed to
-    /// <see cref="Add"/> with topPerBatch): the layers' [d_ff, tokens] rows concatenated, each row's K largest, split back
-    /// into each layer's <see cref="TopValuesOutput"/> and <see cref="TopTokensOutput"/>. On an H200 a TopK call cost about
-    /// 1 ms whether it ranked 4,096 or 16,384 tokens, so twelve layers' calls doubled the graph's time.
-    /// </summary>
-    public static void AddBatchTopK(GraphWriter g, IReadOnlyList<(int Layer, int DFf)> layers, int k)
-    {
-        string rows = layers.Count == 1 ? BatchTopKRows(layers[0].Layer)
-            : g.Op("Concat", "top.rows", [.. layers.Select(l => BatchTopKRows(l.Layer))], OnnxGraph.Int("axis", 0));
-        string[] top = g.Ops("TopK", "top.topk", [rows, g.Longs("top.k", [1], k)], 2, OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
-        foreach (var (source, output) in new[] { (top[0], (Func<int, string>)TopValuesOutput), (top[1], TopTokensOutput) })
-        {
-            var outputs = layers.Select(l => output(l.Layer)).ToArray();
-            if (layers.Count == 1) { g.Named("Identity", outputs[0], [source]); continue; }
-            var sizes = layers.Select(l => (long)l.DFf).ToArray();
-            // Sizes as an input (opset 13 and later, which the counts' ReduceSum needs anyway).
-            g.Graph.Node.Add(new NodeProto { OpType = "Split", Name = g.Fresh("top.split"), Input = { source, g.Longs("top.split_sizes", [sizes.Length], sizes) },
-                Output = { outputs }, Attribute = { OnnxGraph.Int("axis", 0) } });
-        }
     }
 
     // Each unit's K largest of the batch that are above its floor: bounded while the floors know nothing (every active

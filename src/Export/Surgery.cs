@@ -152,10 +152,9 @@ public static class Surgery
         string real = StatsReduction.RealTokens(g, GraphInputs.MaskInput);
         string batchSeq = g.Op("Shape", "stats/batch_seq", [GraphInputs.TokenInput]);
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
-        long opset = result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18;
         var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
-            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float, topExamples, opset, topPerBatch)).ToList();
-        if (topExamples > 0 && topPerBatch) StatsReduction.AddBatchTopK(g, sites.Select(s => (s.Layer, s.DFf)).ToList(), topExamples);
+            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float, topExamples,
+            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, topPerBatch)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);

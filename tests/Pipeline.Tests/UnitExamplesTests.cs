@@ -194,7 +194,6 @@ public class UnitExamplesTests
         string stats = Path.Combine(TestCorpus.TempDir(), "stats.onnx"), dense = Path.Combine(TestCorpus.TempDir(), "exposed.onnx");
         var graph = Surgery.InstrumentStats(bound, sites, 0.05f, topExamples: K, topPerBatch: true);
         Assert.That(graph.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("If", "NonZero", "ScatterElements"), "no data-dependent shapes");
-        Assert.That(graph.Graph.Node.Count(n => n.OpType == "TopK"), Is.EqualTo(1), "one TopK for both layers");
         Assert.That(graph.Graph.Input.Select(i => i.Name), Has.None.StartsWith("top_floor"));
         OnnxGraph.Save(graph, stats);
         OnnxGraph.Save(Surgery.Instrument(bound, sites), dense);
