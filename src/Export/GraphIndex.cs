@@ -46,6 +46,16 @@ public sealed class GraphIndex
         return t.Int64Data.Count > 0 ? t.Int64Data.ToArray() : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray();
     }
 
+    /// <summary>
+    /// The initializer <paramref name="tensor"/> is, directly or through Identity nodes (torch.onnx reads an initializer it
+    /// found identical in several places through Identity, e.g. every layer's zero bias); null when it is computed.
+    /// </summary>
+    public string? InitializerThroughIdentity(string tensor)
+    {
+        for (int i = 0; i < 8 && !Initializers.ContainsKey(tensor) && Producer(tensor) is { OpType: "Identity" } node; i++) tensor = node.Input[0];
+        return Initializers.ContainsKey(tensor) ? tensor : null;
+    }
+
     /// <summary>Follows <paramref name="tensor"/> back through single-input reshaping ops to where its values were computed.</summary>
     public string Source(string tensor)
     {

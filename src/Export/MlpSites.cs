@@ -136,12 +136,12 @@ public static class MlpSites
     {
         if (index.Producer(index.Source(tensor)) is not { } node) return null;
         if (node.OpType == "Gemm" && Weight(node, index) is (string gemmWeight, int gemmTransB))
-            return new Projection("Gemm", node.Name, gemmWeight, node.Input.Count > 2 && index.Initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null, gemmTransB);
+            return new Projection("Gemm", node.Name, gemmWeight, BiasOf(node, index), gemmTransB);
         if (node.OpType == "MatMul" && Weight(node, index) is (string weight, int transB))
             return new Projection("MatMul", node.Name, weight, null, transB);
         if (node.OpType == "Add")
         {
-            int bias = index.Initializers.ContainsKey(node.Input[1]) ? 1 : index.Initializers.ContainsKey(node.Input[0]) ? 0 : -1;
+            int bias = index.InitializerThroughIdentity(node.Input[1]) != null ? 1 : index.InitializerThroughIdentity(node.Input[0]) != null ? 0 : -1;
             if (bias < 0 || index.Producer(index.Source(node.Input[1 - bias])) is not { OpType: "MatMul" } matmul) return null;
             return Weight(matmul, index) is (string w, int t) ? new Projection("MatMul", matmul.Name, w, node.Input[bias], t) : null;
         }
@@ -165,11 +165,12 @@ public static class MlpSites
         return null;
     }
 
+    // The bias as the projection (Gemm's C) or its Add reads it: an initializer, or one read through Identity.
     static string? BiasOf(NodeProto node, GraphIndex index)
     {
-        if (node.OpType == "Gemm") return node.Input.Count > 2 && index.Initializers.ContainsKey(node.Input[2]) ? node.Input[2] : null;
+        if (node.OpType == "Gemm") return node.Input.Count > 2 && index.InitializerThroughIdentity(node.Input[2]) != null ? node.Input[2] : null;
         var add = index.Consumers(node.Output[0]).FirstOrDefault(n => n.OpType == "Add");
-        return add?.Input.FirstOrDefault(i => i != node.Output[0] && index.Initializers.ContainsKey(i));
+        return add?.Input.FirstOrDefault(i => i != node.Output[0] && index.InitializerThroughIdentity(i) != null);
     }
 
     static int TransB(NodeProto node) => (int)(node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I ?? 0);

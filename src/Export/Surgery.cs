@@ -59,21 +59,38 @@ public static class Surgery
         {
             var site = sites[layer.Layer];
             int[] kept = layer.Kept.Order().ToArray();
-            TensorProto Owned(string name) => uses.GetValueOrDefault(name) <= 1 ? initializers[name]
-                : throw new UserInputException($"Initializer {name} of layer {site.Layer} is shared with other nodes; it cannot be pruned in place.");
+            // The initializer `tensor` names (directly or through Identity) as `consumer`'s own, to slice: in place when only
+            // this node reads it, else a copy for this layer (torch.onnx shares identical initializers, e.g. zero biases,
+            // across layers, and each layer keeps other units).
+            TensorProto Own(string tensor, NodeProto consumer)
+            {
+                string name = index.InitializerThroughIdentity(tensor)
+                    ?? throw new UserInputException($"{tensor} of layer {site.Layer} is computed in the graph, not stored; it cannot be pruned.");
+                if (name == tensor && uses.GetValueOrDefault(name) <= 1) return initializers[name];
+                var copy = initializers[name].Clone();
+                copy.Name = g.Fresh($"{name}.layer{site.Layer}");
+                result.Graph.Initializer.Add(copy);
+                initializers[copy.Name] = copy;
+                for (int i = 0; i < consumer.Input.Count; i++) if (consumer.Input[i] == tensor) consumer.Input[i] = copy.Name;
+                return copy;
+            }
+            NodeProto Node(string name) => result.Graph.Node.First(n => n.Name == name);
+            // Who reads a projection's weight (the projection, or the Transpose before it) and its bias (Gemm, or its Add).
+            NodeProto WeightReader(Projection p) => Node(p.Node).Input[1] == p.Weight ? Node(p.Node) : index.Producer(Node(p.Node).Input[1])!;
+            NodeProto BiasReader(Projection p) => p.Op == "Gemm" ? Node(p.Node) : index.Consumers(Node(p.Node).Output[0]).First(n => n.OpType == "Add" && n.Input.Contains(p.Bias!));
 
             foreach (var up in new[] { site.Up, site.Gate }.OfType<Projection>())
             {
-                SliceAxis(Owned(up.Weight), up.TransB == 1 ? 0 : 1, kept);
-                if (up.Bias != null) SliceAxis(Owned(up.Bias), 0, kept);
+                SliceAxis(Own(up.Weight, WeightReader(up)), up.TransB == 1 ? 0 : 1, kept);
+                if (up.Bias != null) SliceAxis(Own(up.Bias, BiasReader(up)), 0, kept);
             }
-            SliceAxis(Owned(site.Down.Weight), site.Down.TransB == 1 ? 1 : 0, kept);
+            SliceAxis(Own(site.Down.Weight, WeightReader(site.Down)), site.Down.TransB == 1 ? 1 : 0, kept);
             foreach (var node in MlpSites.Region(result, site))
             {
-                foreach (string input in node.Input.Where(initializers.ContainsKey))
+                foreach (string input in node.Input.Where(i => index.InitializerThroughIdentity(i) != null).ToList())
                 {
-                    var t = initializers[input];
-                    if (node.OpType == "Mul" && t.Dims.Count == 1 && t.Dims[0] == site.DFf) SliceAxis(Owned(input), 0, kept);
+                    var t = initializers[index.InitializerThroughIdentity(input)!];
+                    if (node.OpType == "Mul" && t.Dims.Count == 1 && t.Dims[0] == site.DFf) SliceAxis(Own(input, node), 0, kept);
                     if (node.OpType == "TopK" && input == node.Input[1]) ClampK(t, kept.Length);
                 }
                 if (node.OpType == "Reshape") NarrowReshape(node, index, g, site.DFf, kept.Length);

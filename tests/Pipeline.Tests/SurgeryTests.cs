@@ -72,6 +72,48 @@ public class SurgeryTests
         }
     }
 
+    [Test]
+    public void PruningLayersThatShareABiasGivesEachLayerItsOwnCopy()
+    {
+        // torch.onnx 2.11 (TorchScript exporter, bench/gpu/opt125m.py export-tiny) found every layer's zero fc1 bias
+        // identical: layer 0's Gemm reads the initializer, the others read it through Identity nodes. Each layer keeps
+        // other units, so each needs its own sliced bias (before, layers 1-5 kept the full bias and ONNX Runtime refused
+        // the pruned graph at run time: "Gemm: Invalid bias shape for broadcast").
+        var model = OnnxGraph.Load(Fixture.PathOf("opt_tiny_torch211.onnx"));
+        var sites = MlpSites.Find(model);
+        Assert.That(sites, Has.Count.EqualTo(6));
+        var index = new GraphIndex(model.Graph);
+        Assert.That(index.Initializers.ContainsKey(sites[1].Up.Bias!), Is.False, "read through Identity");
+        Assert.That(index.InitializerThroughIdentity(sites[1].Up.Bias!), Is.EqualTo(sites[0].Up.Bias));
+        var mask = new UnitMask("test", "every third unit, shifted by layer", sites.Select(s =>
+            new LayerKeep(s.Layer, s.DFf, Enumerable.Range(0, s.DFf).Where(u => (u + s.Layer) % 3 != 0).ToArray())).ToList());
+        var (pruned, _, _) = Surgery.Prune(model, sites, mask);
+        string path = Path.Combine(TestCorpus.TempDir(), "pruned.onnx");
+        OnnxGraph.Save(pruned, path);
+
+        // Reference: the dense graph with the removed units' down-projection inputs zeroed, which takes them out exactly.
+        var reference = model.Clone();
+        foreach (var site in sites)
+        {
+            var weight = reference.Graph.Initializer.Single(t => t.Name == site.Down.Weight);
+            float[] w = Surgery.ReadFloats(weight);
+            long outer = weight.Dims[0], inner = weight.Dims[1];
+            foreach (int u in Enumerable.Range(0, site.DFf).Where(u => (u + site.Layer) % 3 == 0))
+                for (long o = 0; o < (site.Down.TransB == 1 ? outer : inner); o++)
+                    w[site.Down.TransB == 1 ? o * inner + u : u * inner + o] = 0;
+            weight.FloatData.Clear();
+            weight.RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()));
+        }
+        string referencePath = Path.Combine(TestCorpus.TempDir(), "reference.onnx");
+        OnnxGraph.Save(reference, referencePath);
+        var ids = Enumerable.Range(0, 2 * 12).Select(i => (long)(4 + i * 37 % 500)).ToArray();
+        (string, long[], long[])[] inputs = [("input_ids", ids, [2, 12]), ("attention_mask", Enumerable.Repeat(1L, 24).ToArray(), [2, 12])];
+        float[] expected = OrtRunner.Run(referencePath, inputs)["logits"].Floats!, actual = OrtRunner.Run(path, inputs)["logits"].Floats!;
+        Assert.That(MaxAbsDiff(actual, expected), Is.LessThanOrEqualTo(1e-4f));
+        Assert.That(MaxAbsDiff(OrtRunner.Run(Fixture.PathOf("opt_tiny_torch211.onnx"), inputs)["logits"].Floats!, expected), Is.GreaterThan(1e-3f), "the removed units mattered");
+        Assert.That(MlpSites.Find(pruned).Select(s => s.DFf), Is.EqualTo(mask.Layers.Select(l => l.Kept.Length)));
+    }
+
     [TestCase("opt_gemm")]
     [TestCase("gpt_matmul")]
     public void PruningDeadUnitsLeavesLogitsUnchanged(string name)

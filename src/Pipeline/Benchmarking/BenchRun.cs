@@ -145,7 +145,14 @@ public static class BenchRun
         foreach (var (name, mask) in new (string, UnitMask?)[] { ("dense", null), ("dead-only", Safe(() => MaskRules.DeadOnly(heldStats))), ("flop-reduction 0.5", MaskRules.FlopReduction(heldStats, 0.5)) })
         {
             string path = dense;
-            if (mask != null) { path = Path.Combine(work, $"pruned-{name.Replace(' ', '-')}.onnx"); OnnxGraph.Save(Surgery.Prune(proto, sites, mask).Model, path); }
+            if (mask != null && mask.Layers.All(l => l.Kept.Length == l.DFf)) continue; // e.g. dead-only on a model with no dead unit: nothing to prune
+            if (mask != null)
+            {
+                var pruned = Surgery.Prune(proto, sites, mask).Model;
+                Runtime.GraphCheck.Verify(pruned, "pruned graph", Runtime.ProbeBatch.For(proto)); // as `prune` does: a graph that does not run is one clear line
+                path = Path.Combine(work, $"pruned-{name.Replace(' ', '-')}.onnx");
+                OnnxGraph.Save(pruned, path);
+            }
             latency.Add((name, Evaluator.Run(new EvaluationRequest(path, text, tok, T, B, Threads: n, TimedRuns: 30, Device: device))));
         }
 
