@@ -56,6 +56,12 @@ public static class Program
             error.WriteLine($"error: {e.Message.Split('\n')[0]} Nothing was written; check the path and free space.");
             return 2;
         }
+        catch (Exception e) when (e is Microsoft.ML.OnnxRuntime.OnnxRuntimeException || e.GetBaseException() is Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+        {
+            // A graph ONNX Runtime loads but cannot run (a node's shapes disagree at run time): its message, one line.
+            error.WriteLine($"error: ONNX Runtime could not run the model: {e.GetBaseException().Message.Split('\n')[0].Trim()} Nothing was written; check that the graph runs in ONNX Runtime as it is.");
+            return 2;
+        }
         catch (OperationCanceledException)
         {
             error.WriteLine("error: cancelled; no output was written.");

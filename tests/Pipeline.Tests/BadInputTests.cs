@@ -52,6 +52,23 @@ public class BadInputTests
         var pixels = OnnxGraph.Load(opt);
         pixels.Graph.Input.Add(OnnxGraph.Value("pixel_values", TensorProto.Types.DataType.Float, "batch", 3));
         OnnxGraph.Save(pixels, R("pixels.onnx"));
+        // Loads, fails at run time: layer 0's up-projection keeps half its rows, its bias all of them (as pruning left
+        // graphs whose layers shared a bias through Identity).
+        var unrunnable = OnnxGraph.Load(opt);
+        var site = MlpSites.Find(unrunnable)[0];
+        int half = site.DFf / 2;
+        foreach (var (name, unitAxis) in new[] { (site.Up.Weight, site.Up.TransB == 1 ? 0 : 1), (site.Down.Weight, site.Down.TransB == 1 ? 1 : 0) })
+        {
+            var w = unrunnable.Graph.Initializer.Single(t => t.Name == name);
+            float[] all = Surgery.ReadFloats(w);
+            long cols = w.Dims[1];
+            float[] kept = unitAxis == 0 ? all[..(half * (int)cols)]
+                : Enumerable.Range(0, (int)w.Dims[0]).SelectMany(r => all.Skip(r * (int)cols).Take(half)).ToArray();
+            w.Dims[unitAxis] = half;
+            w.FloatData.Clear();
+            w.RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(kept.AsSpan()));
+        }
+        OnnxGraph.Save(unrunnable, R("unrunnable.onnx"));
         Directory.CreateDirectory(R("lonely"));
         File.Copy(HookFixture.PathOf("opt.ext.onnx"), R("lonely/opt.ext.onnx"));
 
@@ -162,6 +179,7 @@ public class BadInputTests
         yield return Case("two pruning rules at once", "give exactly one rule", ["prune", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--dead-only", "--keep-fraction", "0.5", "--out", Ws("p.onnx")]);
         yield return Case("k larger than d_ff", "k = 300 is outside 1..256", ["topk", "--model", Opt, "--k", "300", "--out", Ws("k.onnx")]);
         yield return Case("k not a number", "--k 'ten' is not an integer", ["topk", "--model", Opt, "--k", "ten", "--out", Ws("k.onnx")]);
+        yield return Case("graph that loads but fails at run time", "ONNX Runtime could not run the model", ["evaluate", "--model", Ws("unrunnable.onnx"), "--corpus", Held, .. Window]);
         yield return Case("encoder given to evaluate", "is not a causal language model", ["evaluate", "--model", Fx("bert.dynamo.onnx"), "--corpus", Held, .. Window]);
         yield return Case("attention fusion finds no pattern it knows", "No attention block was recognised (Softmax '",
             ["fuse-attention", "--model", Fx("llama.dynamo.onnx"), "--out", Ws("f.onnx")]);
