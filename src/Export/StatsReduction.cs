@@ -110,7 +110,7 @@ public static class StatsReduction
         string rows = g.Op("Reshape", p + ".rows", [hidden, g.Longs(p + ".rows_shape", [2], -1, dFf)]); // [tokens, d_ff]
         if (perBatch)
         {
-            var (values, tokens) = UnitTopKByWindow(g, p, hidden, active, dFf, k);
+            var (values, tokens) = UnitTopK(g, p, rows, active, dFf, k);
             g.Named("Identity", TopValuesOutput(layer), [values]);
             g.Named("Identity", TopTokensOutput(layer), [tokens]);
             yield return OnnxGraph.Value(TopTokensOutput(layer), DataType.Int64, dFf, k);
@@ -173,27 +173,6 @@ public static class StatsReduction
         string[] top = g.Ops("TopK", p + ".topk", [g.Op("Transpose", p + ".units", [activeValues], OnnxGraph.Ints("perm", 1, 0)), g.Longs(p + ".k", [1], k)], 2,
             OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
         return (top[0], top[1]);
-    }
-
-    // The same as UnitTopK in two stages: each window's K' = min(K, seq) largest of each unit, then the unit's K largest of
-    // those. A unit's top K tokens are among their windows' top K' (fewer than K tokens beat any of them, so fewer than K'
-    // in their own window), and ties still go to the earlier token (windows in order, and within one the earlier first).
-    // On a GPU, TopK's cost follows the rows it ranks, not their length (run 13): many short rows beat d_ff long ones.
-    static (string Values, string Tokens) UnitTopKByWindow(GraphWriter g, string p, string hidden, string active, int dFf, int k)
-    {
-        string units = g.Op("Transpose", p + ".by_window", [g.Op("Mul", p + ".active_windows", [hidden, active])], OnnxGraph.Ints("perm", 2, 0, 1)); // [d_ff, batch, seq]
-        string shape = g.Op("Shape", p + ".shape", [hidden]);
-        string batch = g.Op("Gather", p + ".batch", [shape, g.Longs(p + ".axis_batch", [], 0)], OnnxGraph.Int("axis", 0));
-        string seq = g.Op("Gather", p + ".seq", [shape, g.Longs(p + ".axis_seq", [], 1)], OnnxGraph.Int("axis", 0));
-        string kWindow = g.Op("Min", p + ".k_window", [g.Op("Reshape", p + ".seq_1", [seq, g.Longs(p + ".one", [1], 1)]), g.Longs(p + ".k_all", [1], k)]);
-        string[] window = g.Ops("TopK", p + ".window_topk", [units, kWindow], 2, OnnxGraph.Int("axis", -1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
-        string starts = g.Op("Reshape", p + ".starts", [g.Op("Range", p + ".window_starts", [g.Longs(p + ".zero", [], 0), g.Op("Mul", p + ".tokens", [batch, seq]), seq]),
-            g.Longs(p + ".starts_shape", [3], 1, -1, 1)]); // [1, batch, 1]: b·seq
-        string flat = g.Longs(p + ".per_unit", [2], dFf, -1);
-        string tokens = g.Op("Reshape", p + ".window_tokens", [g.Op("Add", p + ".batch_tokens", [window[1], starts]), flat]); // [d_ff, batch·K']
-        string[] top = g.Ops("TopK", p + ".topk", [g.Op("Reshape", p + ".window_values", [window[0], flat]), g.Longs(p + ".k", [1], k)], 2,
-            OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
-        return (top[0], g.Op("GatherElements", p + ".top_tokens", [tokens, top[1]], OnnxGraph.Int("axis", 1)));
     }
 
     // Each unit's K largest of the batch that are above its floor: bounded while the floors know nothing (every active
