@@ -59,11 +59,6 @@ public static class DynamicsExperiment
         double[] x = tracked[0].Select(e => (double)e.Step).ToArray();
         for (int l = 0; l < layers; l++)
             SeedPlots.Band(plt, x, tracked.Select(t => t.Select(e => e.Layers![l].NonzeroFraction).ToArray()).ToList(), $"layer {l}", Colors.Category10[l % 10]);
-        plt.Axes.SetLimitsY(0, 0.6);
-        plt.ShowLegend(Alignment.LowerLeft);
-        plt.Title("Nonzero fraction during training (band: ± sd over seeds)");
-        plt.XLabel("step");
-        plt.YLabel("fraction of units active per token");
-        return plt;
+        return SparsityReport.TrajectoryAxes(plt, "Nonzero fraction during training (band: ± sd over seeds)");
     }
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using ScottPlot;
 using Sparsity.Analysis;
+using Sparsity.Pipeline.Report;
 using Sparsity.Training.Data;
 using static Sparsity.Pipeline.Report.Markdown;
 
@@ -83,11 +84,6 @@ public static class RandomDataExperiment
             double[] x = tracked[c][0].Select(e => (double)e.Step).ToArray();
             SeedPlots.Band(plt, x, tracked[c].Select(t => t.Select(e => e.Layers!.Average(l => l.NonzeroFraction)).ToArray()).ToList(), names[c], Colors.Category10[c]);
         }
-        plt.Axes.SetLimitsY(0, 0.6);
-        plt.ShowLegend(Alignment.LowerLeft);
-        plt.Title("Mean nonzero fraction during training: real and random data");
-        plt.XLabel("step");
-        plt.YLabel("fraction of units active per token");
-        return plt;
+        return SparsityReport.TrajectoryAxes(plt, "Mean nonzero fraction during training: real and random data");
     }
 }

@@ -173,9 +173,15 @@ public static class SparsityReport
             line.LegendText = $"layer {l}";
             line.LineWidth = 2;
         }
+        return TrajectoryAxes(plt, "Nonzero fraction during training");
+    }
+
+    /// <summary>The axes every nonzero-fraction-over-training plot shares: steps against the fraction of units active per token.</summary>
+    internal static Plot TrajectoryAxes(Plot plt, string title)
+    {
         plt.Axes.SetLimitsY(0, 0.6);
         plt.ShowLegend(Alignment.LowerLeft);
-        plt.Title("Nonzero fraction during training");
+        plt.Title(title);
         plt.XLabel("step");
         plt.YLabel("fraction of units active per token");
         return plt;

@@ -102,34 +102,45 @@ public static class InGraphCounts
     /// </summary>
     public static ITransformer Fit(MLContext ml, IDataView batches, ModelRunner runner, IReadOnlyList<string> outputs, TopFloors? floors)
     {
-        var estimator = ml.Transforms.CustomMapping<BatchRow, CountsRow>((batch, row) => Run(runner, outputs, floors, batch, row), contractName: null,
+        // Which outputs are a per-batch top K (tokens, then values), decided once; the per-output views are reused.
+        bool[] topTokens = outputs.Select(o => floors is { PerBatch: true } && StatsReduction.IsTopTokensOutput(o)).ToArray();
+        var longs = new ReadOnlyMemory<long>[outputs.Count];
+        var floats = new ReadOnlyMemory<float>[outputs.Count];
+        var estimator = ml.Transforms.CustomMapping<BatchRow, CountsRow>((batch, row) => Run(runner, topTokens, floors, longs, floats, batch, row), contractName: null,
             inputSchemaDefinition: CorpusBatches.Schema(runner.Batch, runner.SeqLen));
         return estimator.Fit(batches);
     }
 
-    static void Run(ModelRunner runner, IReadOnlyList<string> outputs, TopFloors? floors, BatchRow batch, CountsRow row)
+    static void Run(ModelRunner runner, bool[] topTokens, TopFloors? floors, ReadOnlyMemory<long>[] longs, ReadOnlyMemory<float>[] floats, BatchRow batch, CountsRow row)
     {
         floors?.CopyTo(runner);
         runner.Run(batch.InputIds, batch.AttentionMask);
         // Each output as it goes into the row; a per-batch top K (tokens, then values) becomes the candidates above the floors.
-        var longs = new ReadOnlyMemory<long>[outputs.Count];
-        var floats = new ReadOnlyMemory<float>[outputs.Count];
-        for (int i = 0, top = 0; i < outputs.Count; i++)
-            if (floors is { PerBatch: true } && StatsReduction.IsTopTokensOutput(outputs[i]))
+        int n = topTokens.Length;
+        for (int i = 0, top = 0; i < n; i++)
+        {
+            (longs[i], floats[i]) = (default, default);
+            if (topTokens[i])
             {
-                (longs[i], floats[i + 1]) = floors.Keep(top++, runner.Longs(i), runner.Floats(i + 1));
-                i++;
+                (longs[i], floats[i + 1]) = floors!.Keep(top++, runner.Longs(i), runner.Floats(i + 1));
+                longs[++i] = default;
             }
             else if (runner.IsFloat(i)) floats[i] = runner.FloatsMemory(i);
             else longs[i] = runner.LongsMemory(i);
-        if (row.Lengths.Length != outputs.Count) row.Lengths = new long[outputs.Count];
-        for (int i = 0; i < outputs.Count; i++) row.Lengths[i] = longs[i].Length + floats[i].Length;
-        int longCount = longs.Sum(m => m.Length), floatCount = floats.Sum(m => m.Length);
+        }
+        if (row.Lengths.Length != n) row.Lengths = new long[n];
+        int longCount = 0, floatCount = 0;
+        for (int i = 0; i < n; i++)
+        {
+            row.Lengths[i] = longs[i].Length + floats[i].Length;
+            longCount += longs[i].Length;
+            floatCount += floats[i].Length;
+        }
         if (row.Counts.Length != longCount) row.Counts = new long[longCount];
         if (row.Values.Length != floatCount) row.Values = new float[floatCount];
         Span<long> counts = row.Counts;
         Span<float> values = row.Values;
-        for (int i = 0; i < outputs.Count; i++)
+        for (int i = 0; i < n; i++)
         {
             longs[i].Span.CopyTo(counts);
             counts = counts[longs[i].Length..];
