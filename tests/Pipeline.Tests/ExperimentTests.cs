@@ -58,7 +58,11 @@ public class ExperimentTests
         Assert.That(results, Does.Contain("percentile bootstrap over seeds"));
         // Random tokens trained on the generated ids; the inversion's analyses are kept beside each base run.
         Assert.That(File.ReadAllText(Path.Combine(dir, "runs", "random_tokens", "experiment.json")), Does.Contain("random_tokens_corpus_v256"));
-        Assert.That(Directory.GetDirectories(Path.Combine(dir, "runs", "base_seed6", "inversion")), Has.Length.EqualTo(15));
+        Assert.That(Directory.GetDirectories(Path.Combine(dir, "runs", "base_seed6", "inversion")), Has.Length.EqualTo(25));
+        // The inversion's saturation figure is the minimum over every setting, seed and layer of the kept analyses.
+        double lowest = new[] { "base", "base_seed6" }.SelectMany(r => Directory.GetDirectories(Path.Combine(dir, "runs", r, "inversion")))
+            .SelectMany(d => SparsityStats.Load(Path.Combine(d, SparsityStats.FileName)).Layers.Select(l => l.PerBatchUnitsMean / l.DFf)).Min();
+        Assert.That(results, Does.Contain($"The lowest per-batch use of any layer, setting and seed is {lowest.ToString("0.000", CultureInfo.InvariantCulture)} of d_ff"));
 
         // Trained Top-k keeps at most k units per token, so its held-out nonzero fraction is at most k / d_ff.
         var topk = SparsityStats.Load(Path.Combine(dir, "runs", "topk_4", "analysis", "stats.json"));

@@ -7,7 +7,7 @@ namespace Sparsity.Pipeline.Experiments;
 static class SeedPlots
 {
     /// <summary>Adds the mean of <paramref name="perSeed"/> (one series per seed, over <paramref name="x"/>) and its ± sd band.</summary>
-    public static void Band(Plot plt, double[] x, IReadOnlyList<double[]> perSeed, string label, Color color, LinePattern? pattern = null)
+    public static void Band(Plot plt, double[] x, IReadOnlyList<double[]> perSeed, string label, Color color, LinePattern? pattern = null, MarkerShape? marker = null)
     {
         var spread = Enumerable.Range(0, x.Length).Select(i => new SeedSpread(perSeed.Select(p => p[i]).ToArray())).ToArray();
         if (perSeed.Count > 1)
@@ -21,6 +21,7 @@ static class SeedPlots
         line.LegendText = label;
         line.LineWidth = 2;
         if (pattern is LinePattern p) line.LinePattern = p;
+        if (marker is MarkerShape m) { line.MarkerShape = m; line.MarkerSize = 6; }
     }
 
     /// <summary>Which seeds the runs are ("seeds 1337, 1338, 1339").</summary>
