@@ -43,6 +43,7 @@ public class ExperimentTests
         Assert.That(Directory.GetDirectories(Path.Combine(dir, "runs")).Select(Path.GetFileName).Order(), Is.EqualTo(
             configurations.Concat(configurations.Select(c => c + "_seed6")).Append("topk_applied").Append("random_tokens_corpus_v256").Order()));
         Assert.That(results, Does.Contain("2 seeds per configuration (5, 6)"));
+        Assert.That(results, Does.Contain("the 38 training runs behind this report took"));
 
         // Seeds aggregate as mean ± sample sd of the runs' own figures: layer 0's held-out nonzero fraction in section 2.
         double[] layer0 = new[] { "base", "base_seed6" }.Select(r => SparsityStats.Load(Path.Combine(dir, "runs", r, "analysis", "stats.json")).Layers[0].NonzeroFraction).ToArray();

@@ -58,6 +58,7 @@ public static class ExperimentCommand
                              $"{specs.Count * seedCount} training run{(specs.Count * seedCount == 1 ? "" : "s")} of {training.Steps} steps (finished runs in {setup.WorkDir} are reused).");
             foreach (var run in specs) ExperimentRuns.EnsureSeeds(setup, run);
             double compute = setup.Used.Values.Sum(r => r.TrainSeconds);
+            int runCount = setup.Used.Count; // each section below clears Used for its own runs
             output.WriteLine($"All {setup.Used.Count} runs ready ({Markdown.Clock(total.Elapsed)} in this call); their training took {Markdown.Clock(TimeSpan.FromSeconds(compute))} in all.");
             foreach (var e in chosen)
             {
@@ -73,7 +74,7 @@ public static class ExperimentCommand
                 AtomicFile.WriteAllText(Path.Combine(figures.Dir, e.Name + ".md"), section);
                 output.WriteLine($"{e.Name}: done in {Markdown.Clock(clock.Elapsed)}.");
             }
-            AtomicFile.WriteAllText(reportPath, Assemble(figures, setup, compute, smoke));
+            AtomicFile.WriteAllText(reportPath, Assemble(figures, setup, runCount, compute, smoke));
             output.WriteLine($"Wrote {reportPath} (sections and plots in {figures.Dir}).");
             return Task.FromResult(0);
         });
@@ -81,7 +82,7 @@ public static class ExperimentCommand
     }
 
     // results.md: every experiment that has a section so far, in the catalogue's order.
-    static string Assemble(Figures figures, ExperimentSetup s, double computeSeconds, bool smoke)
+    static string Assemble(Figures figures, ExperimentSetup s, int runCount, double computeSeconds, bool smoke)
     {
         var md = new StringBuilder();
         md.AppendLine("# Reproducing the papers' findings").AppendLine();
@@ -91,7 +92,7 @@ public static class ExperimentCommand
                       $"{s.Training.Steps} steps of {s.Training.BatchSize} windows, seed {s.Training.Seed}); training text `{s.TrainCorpus}`, held-out text `{s.HeldOutCorpus}`, " +
                       $"tokenizer `{s.Tokenizer}`; {s.Seeds} seed{(s.Seeds == 1 ? "" : "s")} per configuration ({string.Join(", ", Enumerable.Range(s.Training.Seed, s.Seeds))}), " +
                       $"figures as mean ± sample standard deviation over seeds. All runs: `dotnet cake --target=Experiments`; " +
-                      $"the {s.Used.Count} training runs behind this report took {Markdown.Clock(TimeSpan.FromSeconds(computeSeconds))} of training in all, on {MachineDescription.Brief()}.").AppendLine();
+                      $"the {runCount} training runs behind this report took {Markdown.Clock(TimeSpan.FromSeconds(computeSeconds))} of training in all, on {MachineDescription.Brief()}.").AppendLine();
         var present = Experiment.All.Where(e => File.Exists(Path.Combine(figures.Dir, e.Name + ".md"))).ToList();
         foreach (var e in present) md.AppendLine(CultureInfo.InvariantCulture, $"- [{e.Title}](#{Anchor(e.Title)})");
         md.AppendLine();
