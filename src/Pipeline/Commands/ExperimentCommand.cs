@@ -59,7 +59,7 @@ public static class ExperimentCommand
             foreach (var run in specs) ExperimentRuns.EnsureSeeds(setup, run);
             double compute = setup.Used.Values.Sum(r => r.TrainSeconds);
             int runCount = setup.Used.Count; // each section below clears Used for its own runs
-            output.WriteLine($"All {setup.Used.Count} runs ready ({Markdown.Clock(total.Elapsed)} in this call); their training took {Markdown.Clock(TimeSpan.FromSeconds(compute))} in all.");
+            output.WriteLine($"All {runCount} runs ready ({Markdown.Clock(total.Elapsed)} in this call); their training took {Markdown.Clock(TimeSpan.FromSeconds(compute))} in all.");
             foreach (var e in chosen)
             {
                 output.WriteLine($"== {e.Title}");

@@ -22,6 +22,9 @@ public static class BatchInversionExperiment
     /// <summary>Per-batch use at or above this fraction of d_ff counts as saturated: no room left to tell layers apart.</summary>
     const double Saturated = 0.95;
 
+    // Units active anywhere in a batch, as a fraction of d_ff.
+    static double Batch(LayerStats l) => l.PerBatchUnitsMean / l.DFf;
+
     static int[] Windows(ExperimentSetup s) => WindowFractions.Select(x => Math.Max(1, (int)(s.Model.SeqLen * x))).Distinct().ToArray();
 
     public static string Run(ExperimentSetup s, Figures f)
@@ -31,7 +34,6 @@ public static class BatchInversionExperiment
         // [setting][seed]; each analysis is kept in the run's folder and reused.
         var stats = settings.Select(x => runs.Select(r => Analyse(s, r, x.T, x.B)).ToList()).ToList();
         int last = s.Model.Layers - 1;
-        static double Batch(LayerStats l) => l.PerBatchUnitsMean / l.DFf;
         static double Sequence(LayerStats l) => l.PerSequenceUnitsMean / l.DFf;
         string Of(List<SparsityStats> seeds, int layer, Func<LayerStats, double> by) => SeedSpread.Over(seeds, st => by(st.Layers[layer])).ToString("0.000");
         int Inverted(List<SparsityStats> seeds) => seeds.Count(st => Batch(st.Layers[0]) < Batch(st.Layers[last]));
@@ -98,7 +100,7 @@ public static class BatchInversionExperiment
             if (rows.Count == 0) continue;
             double[] x = rows.Select(p => Math.Log2(p.x.T * p.x.B)).ToArray();
             foreach (var (layer, color) in new[] { (0, Colors.C0), (last, Colors.C3) })
-                SeedPlots.Band(plt, x, Enumerable.Range(0, stats[0].Count).Select(j => rows.Select(p => stats[p.i][j].Layers[layer].PerBatchUnitsMean / stats[p.i][j].Layers[layer].DFf).ToArray()).ToList(),
+                SeedPlots.Band(plt, x, Enumerable.Range(0, stats[0].Count).Select(j => rows.Select(p => Batch(stats[p.i][j].Layers[layer])).ToArray()).ToList(),
                     $"layer {layer}, T = {t}", color, patterns[w % patterns.Length], markers[w % markers.Length]);
         }
         int[] tokens = settings.Select(x => x.T * x.B).Distinct().Order().ToArray();
