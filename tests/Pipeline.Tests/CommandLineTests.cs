@@ -55,7 +55,7 @@ public class CommandLineTests
         Assert.That(exit, Is.EqualTo(0), error);
         var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToDictionary(l => l[4..].Split("  ")[0].Trim());
         Assert.That(lines.Keys, Is.EqualTo(new[] { "relu-sparsity", ".NET", "ONNX Runtime", "TorchSharp", "loader fix", "CUDA", "presets", "Brown corpus" }));
-        Assert.That(lines["ONNX Runtime"], Does.StartWith("ok  ").And.Contain("1.31").And.Contain("CPUExecutionProvider"));
+        Assert.That(lines["ONNX Runtime"], Does.StartWith("ok  ").And.Contain("1.32").And.Contain("CPUExecutionProvider"));
         Assert.That(lines["TorchSharp"], Does.StartWith("ok  ").And.Contain("libtorch loads"), "the test host loads TorchSharp");
         Assert.That(lines["presets"], Does.Contain("paper, quick"));
     }

@@ -28,7 +28,7 @@ public sealed record Device(int? CudaId)
 /// </summary>
 public static class Devices
 {
-    // What libonnxruntime_providers_cuda.so (ONNX Runtime 1.31) links or loads, and where each comes from.
+    // What libonnxruntime_providers_cuda.so (ONNX Runtime 1.32) links or loads, and where each comes from.
     static readonly (string Library, string From)[] CudaLibraries =
     [
         ("libcuda.so.1", "the NVIDIA driver"), ("libcudart.so.13", "the CUDA 13 runtime"), ("libcublas.so.13", "CUDA 13's cuBLAS"),
