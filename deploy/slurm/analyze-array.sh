@@ -49,6 +49,10 @@ for a in "$@"; do
   case "$a" in --shard|--shard=*|--shard-count|--out|--out=*) fail "do not pass $a after --: each task gets --shard auto and --out DIR/shards/<i>." ;; esac
 done
 command -v sbatch >/dev/null || fail "sbatch is not on PATH: run this on a Slurm login node."
+# Every task and the merge run $tool: one that does not start here (nodes share the login node's software) would fail
+# every task and cancel the merge, so it is tried before anything is submitted or created.
+bash -c "$tool --version" >/dev/null 2>&1 ||
+  fail "'$tool --version' does not run here: put relu-sparsity on the nodes' PATH, set RELU_SPARSITY, or pass --tool CMD (e.g. --tool 'dotnet /shared/relu-sparsity/relu-sparsity.dll'); nothing was submitted."
 
 # A task's GPUs are the ones Slurm makes visible to it (CUDA_VISIBLE_DEVICES): cuda:all uses them all.
 if [[ -n "$gpus" ]]; then

@@ -71,8 +71,12 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
     {
         string path = Path.Combine(dir, FileName);
         if (!File.Exists(path)) throw new UserInputException($"{dir} is not an analysis folder: {FileName} is missing (run `analyze`).");
-        try { return JsonSerializer.Deserialize<SparsityCounts>(File.ReadAllText(path), ProjectJson.Options)!; }
+        SparsityCounts? counts;
+        try { counts = JsonSerializer.Deserialize<SparsityCounts>(File.ReadAllText(path), ProjectJson.Options); }
         catch (JsonException e) { throw new UserInputException($"{path} is not a valid counts file: {e.Message}"); }
+        if (counts is null) throw new UserInputException($"{path} is not a valid counts file: it holds null.");
+        CountsValidation.Require(counts, path);
+        return counts;
     }
 
     /// <summary>
@@ -184,8 +188,11 @@ public sealed record SparsityStats(string Model, string Corpus, string Tokenizer
     public static SparsityStats Load(string path)
     {
         if (!File.Exists(path)) throw new UserInputException($"{path} does not exist (run `analyze` first).");
-        try { return JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(path), ProjectJson.Options) ?? throw new UserInputException($"{path} is empty."); }
+        SparsityStats stats;
+        try { stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(path), ProjectJson.Options) ?? throw new UserInputException($"{path} is empty."); }
         catch (JsonException e) { throw new UserInputException($"{path} is not a stats.json: {e.Message}"); }
+        CountsValidation.Require(stats, path);
+        return stats;
     }
 
     // Decades: dead, then (0, 1e-4], …, (0.1, 0.5], (0.5, 1]: the long tail of Li et al. Fig. 3 stays readable.

@@ -11,7 +11,8 @@ public static class AtomicFile
     {
         string full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temp = full + ".tmp-" + Environment.ProcessId;
+        Temporaries.RemoveStale(full);
+        string temp = Temporaries.For(full, "tmp");
         try
         {
             write(temp);

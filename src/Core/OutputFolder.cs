@@ -43,7 +43,8 @@ public static class OutputFolder
     {
         RequireWritable(path, command);
         string full = Path.GetFullPath(path).TrimEnd('/', '\\');
-        string partial = $"{full}.partial-{Environment.ProcessId}";
+        Temporaries.RemoveStale(full); // leftovers of killed runs into the same --out
+        string partial = Temporaries.For(full, "partial");
         try
         {
             if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true); // this process's own leftover
@@ -63,7 +64,7 @@ public static class OutputFolder
                 Directory.Move(partial, full);
                 return;
             }
-            string old = $"{full}.old-{Environment.ProcessId}";
+            string old = Temporaries.For(full, "old");
             Directory.Move(full, old);
             Directory.Move(partial, full);
             RemoveOwned(old);
@@ -104,7 +105,7 @@ public static class OutputFolder
     {
         var listed = manifest.Files.ToHashSet();
         foreach (string file in Directory.EnumerateFiles(dir))
-            if (Path.GetFileName(file) != ManifestName && !listed.Contains(Relative(dir, file))) yield return file;
+            if (Path.GetFileName(file) is not (ManifestName or OutputFile.LedgerName) && !listed.Contains(Relative(dir, file))) yield return file;
         foreach (string sub in Directory.EnumerateDirectories(dir))
         {
             if (Read(sub) is { } nested)
@@ -120,7 +121,11 @@ public static class OutputFolder
     // Deletes what the manifest of dir (and of output folders nested in it) lists, then the folders left empty.
     static void RemoveOwned(string dir)
     {
-        if (Read(dir) is not { } manifest) return;
+        if (Read(dir) is not { } manifest)
+        {
+            if (!Directory.EnumerateFileSystemEntries(dir).Any()) Directory.Delete(dir); // the empty folder --out was
+            return;
+        }
         foreach (string sub in Directory.EnumerateDirectories(dir).Where(s => Read(s) != null).ToList()) RemoveOwned(sub);
         foreach (string relative in manifest.Files)
         {
@@ -128,6 +133,7 @@ public static class OutputFolder
             if (File.Exists(file)) File.Delete(file);
         }
         File.Delete(Path.Combine(dir, ManifestName));
+        File.Delete(Path.Combine(dir, OutputFile.LedgerName));
         foreach (string sub in Directory.EnumerateDirectories(dir, "*", SearchOption.AllDirectories).OrderByDescending(d => d.Length))
             if (!Directory.EnumerateFileSystemEntries(sub).Any()) Directory.Delete(sub);
         if (!Directory.EnumerateFileSystemEntries(dir).Any()) Directory.Delete(dir);

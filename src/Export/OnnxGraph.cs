@@ -88,6 +88,9 @@ public static class OnnxGraph
     /// <summary>Reads a model file; a file that is not ONNX is a user error naming it.</summary>
     public static ModelProto Load(string path)
     {
+        if (Directory.Exists(path))
+            throw new UserInputException($"Model {path} is a folder; give the .onnx file in it" +
+                (Directory.EnumerateFiles(path, "*.onnx").Select(Path.GetFileName).FirstOrDefault() is { } onnx ? $" (e.g. {Path.Combine(path, onnx)})." : " (it holds no .onnx file)."));
         if (!File.Exists(path)) throw new UserInputException($"Model {path} does not exist.");
         try
         {

@@ -40,7 +40,26 @@ public static class Program
             DecodeBenchCommand.Create(output),
             DoctorCommand.Create(output),
         };
+        var verbose = new Option<bool>("--verbose") { Description = "On an unexpected failure (a bug), print its stack trace too.", Recursive = true };
+        root.Options.Add(verbose);
+        OptionRules.Apply(root);
         var parsed = root.Parse(args);
+        string name = parsed.CommandResult.Command == root ? Tool.Name : $"{Tool.Name} {parsed.CommandResult.Command.Name}";
+        if (args.Length == 0)
+        {
+            parsed = root.Parse(["--help"]);
+            parsed.Invoke(new InvocationConfiguration { Output = output, Error = error });
+            return 2;
+        }
+        if (parsed.Errors.Count > 0)
+        {
+            // One line, exit 2 as for every bad input (check's 1 means "outside tolerance" only).
+            string message = string.Join(" ", parsed.Errors[0].Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                .Replace("as expected type 'System.Int32'", "as an integer").Replace("as expected type 'System.Int64'", "as an integer")
+                .Replace("as expected type 'System.Single'", "as a number").Replace("as expected type 'System.Double'", "as a number");
+            error.WriteLine($"error: {message} (see `{name} --help`)");
+            return 2;
+        }
         try
         {
             return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
@@ -66,6 +85,15 @@ public static class Program
         {
             error.WriteLine("error: cancelled; no output was written.");
             return 130;
+        }
+        catch (Exception e)
+        {
+            // Anything else is our bug, not the user's input: one line (the trace with --verbose), exit 70 (EX_SOFTWARE).
+            var cause = e.GetBaseException();
+            error.WriteLine($"error: `{name}` failed unexpectedly ({cause.GetType().Name}: {cause.Message.Split('\n')[0].Trim()}). Nothing was written. " +
+                            $"This is a bug in {Tool.Producer}: please report it with the command line" + (parsed.GetValue(verbose) ? "." : " and the output of the same command with --verbose."));
+            if (parsed.GetValue(verbose)) error.WriteLine(e.ToString());
+            return 70;
         }
     }
 }

@@ -152,13 +152,13 @@ public class BadInputTests
         yield return Case("ids corpus holding a word", "'three' is not a token id", Analyze(Opt, Ws("words.txt"), "--tokenizer", "ids", "--seq-len", "32"));
         yield return Case("unknown tokenizer spec", "Unknown tokenizer spec 'gpt9'", Analyze(Opt, Held, "--tokenizer", "gpt9", "--seq-len", "32"));
         yield return Case("tokenizer file missing", "does not exist", Analyze(Opt, Held, "--tokenizer", "bpe:/nonexistent/vocab.json,/nonexistent/merges.txt", "--seq-len", "32"));
-        yield return Case("window length zero", "--seq-len and --batch-size must be at least 1", Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "0"));
+        yield return Case("window length zero", "--seq-len 0: must be at least 1", Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "0"));
         yield return Case("window longer than the position table", "--seq-len 500 exceeds what the model can take (128 positions)",
             Analyze(Ws("own.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "500"));
         yield return Case("shard index out of range", "--shard 3/2: use i/n with 0 ≤ i < n", AnalyzeOpt("--shard", "3/2"));
         yield return Case("--shard auto outside a scheduler", "--shard auto: no scheduler's shard variables are set", AnalyzeOpt("--shard", "auto"));
         yield return Case("token file read with a text tokenizer", "holds token ids, not text: pass --tokenizer ids", Analyze(Opt, Ws("tokens.bin"), Window));
-        yield return Case("max tokens not positive", "--max-tokens must be positive", AnalyzeOpt("--max-tokens", "0"));
+        yield return Case("max tokens not positive", "--max-tokens 0: must be at least 1", AnalyzeOpt("--max-tokens", "0"));
         yield return Case("unknown device", "--device tpu: use cpu, cuda, cuda:N (N = GPU index) or auto", AnalyzeOpt("--device", "tpu"));
         yield return Case("auto inside a device list", "--device cpu,auto: a list names devices (cpu, cuda:N); auto and cuda:all stand alone.", AnalyzeOpt("--device", "cpu,auto"));
         yield return Case("threshold of a stats export differs", "counts activations above 0.5", Analyze(Ws("own.stats.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "16"));

@@ -71,6 +71,16 @@ public class SlurmTests
         Assert.That(Directory.Exists(Path.Combine(dir, "slurm", "merged")), Is.False);
     }
 
+    [Test]
+    public void AToolThatDoesNotRunIsRefusedBeforeAnythingIsSubmitted()
+    {
+        string dir = TestCorpus.TempDir();
+        var (exit, output, error) = Bash([Script("analyze-array.sh"), "--tasks", "2", "--out", Path.Combine(dir, "slurm"), "--tool", "/nonexistent/relu-sparsity", "--", .. Analyze()]);
+        Assert.That(exit, Is.EqualTo(2), output);
+        Assert.That(error.Trim(), Does.StartWith("error: '/nonexistent/relu-sparsity --version' does not run here").And.EndWith("nothing was submitted."));
+        Assert.That(Directory.Exists(Path.Combine(dir, "slurm")), Is.False, "no folder, no job");
+    }
+
     [TestCase(null, "--device cuda:all")]
     [TestCase("cuda:1", "--device cuda:1")]
     public void GpusPerTaskPassTheTasksGpusToAnalyze(string? device, string expected)

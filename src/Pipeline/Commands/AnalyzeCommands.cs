@@ -115,8 +115,8 @@ public static class AnalyzeCommands
             foreach (string t in parse.GetValue(tolerance)!)
             {
                 var parts = t.Split('=');
-                if (parts.Length != 2 || !double.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out double v) || v < 0)
-                    throw new UserInputException($"--tolerance '{t}': use metric=value, e.g. nonzero_fraction=0.005.");
+                if (parts.Length != 2 || !double.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v) || v < 0)
+                    throw new UserInputException($"--tolerance '{t}': use metric=value with a finite value ≥ 0, e.g. nonzero_fraction=0.005.");
                 tolerances[parts[0]] = v;
             }
             var deviations = SparsityCheck.Compare(SparsityStats.Load(parse.GetValue(stats)!), SparsityStats.Load(parse.GetValue(baseline)!), tolerances);

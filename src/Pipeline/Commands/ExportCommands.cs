@@ -58,7 +58,7 @@ public static class ExportCommands
         command.SetAction(parse =>
         {
             string path = parse.GetValue(outPath)!;
-            var sites = CheckedExport.Instrument(OnnxGraph.Load(parse.GetValue(model)!), parse.GetValue(activation)!, path);
+            var sites = CheckedExport.Instrument(parse.GetValue(model)!, parse.GetValue(activation)!, path);
             foreach (var s in sites)
                 output.WriteLine($"layer {s.Layer}: {s.Node} → {s.Output}  d_ff {s.DFf}  {s.Layout}  {(s.Gate is { } g ? $"gate {g.Op}({g.Weight})  " : "")}up {s.Up.Op}({s.Up.Weight}{(s.Up.TransB == 1 ? ", transB" : "")})  down {s.Down.Op}({s.Down.Weight}{(s.Down.TransB == 1 ? ", transB" : "")})");
             output.WriteLine($"Wrote {path} and {MlpSidecar.PathFor(path)}");
@@ -76,7 +76,7 @@ public static class ExportCommands
         command.SetAction(parse =>
         {
             string path = parse.GetValue(outPath)!;
-            var (fused, skipped, diff) = CheckedExport.FuseAttention(OnnxGraph.Load(parse.GetValue(model)!), path);
+            var (fused, skipped, diff) = CheckedExport.FuseAttention(parse.GetValue(model)!, path);
             output.WriteLine($"Fused {fused} attention block(s) into MultiHeadAttention; max |Δ logits| = {diff:E2} on real tokens of a padded batch.");
             foreach (string s in skipped) output.WriteLine($"Left unchanged: {s}");
             output.WriteLine($"Wrote {path}");

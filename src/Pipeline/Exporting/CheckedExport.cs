@@ -35,7 +35,15 @@ public static class CheckedExport
     public static ExportResult Run(ExportRequest r)
     {
         if (!Directory.Exists(r.Checkpoint)) throw new UserInputException($"Checkpoint folder {r.Checkpoint} does not exist.");
-        if (!r.WithPast || r.Out.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return Export(r, null);
+        if (!r.WithPast || r.Out.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            // Every file of the checkpoint is an input (weights, config, tokenizer), except earlier exports being replaced.
+            var inputs = Directory.EnumerateFiles(r.Checkpoint, "*", SearchOption.AllDirectories).Where(f => !OutputFile.IsOurs(f, "export"));
+            OutputFile.Require("export", ModelFiles.Written(r.Out), inputs);
+            var exported = Export(r, null);
+            OutputFile.Record("export", exported.Files);
+            return exported;
+        }
         // A graph with a cache written to a folder: the folder ONNX Runtime GenAI loads, swapped in whole.
         ExportResult result = null!;
         OutputFolder.Write(r.Out, "export", dir => result = Export(r with { Out = Path.Combine(dir, "model.onnx") }, dir));
@@ -83,7 +91,10 @@ public static class CheckedExport
         string path = Path.GetFullPath(r.Out), name = Path.GetFileName(path), folder = Path.GetDirectoryName(path)!;
         if (Directory.Exists(path)) throw new UserInputException($"--out {r.Out} is a folder; give the .onnx file to write.");
         Directory.CreateDirectory(folder);
-        string temp = Path.Combine(folder, $".{name}.partial-{Guid.NewGuid():N}");
+        string hidden = Path.Combine(folder, "." + name);
+        Temporaries.RemoveStale(hidden);
+        string temp = Temporaries.For(hidden, "partial");
+        if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
         Directory.CreateDirectory(temp);
         try
         {
@@ -137,27 +148,30 @@ public static class CheckedExport
     }
 
     /// <summary>
-    /// Writes <paramref name="model"/> with every MLP activation exposed as an output (in layer order) and its sidecar,
+    /// Writes the model at <paramref name="modelPath"/> with every MLP activation exposed as an output (in layer order) and its sidecar,
     /// after checking in ONNX Runtime that the logits are unchanged. Returns the MLP sites found.
     /// </summary>
-    public static IReadOnlyList<MlpSite> Instrument(ModelProto model, IReadOnlyList<string> activations, string path)
+    public static IReadOnlyList<MlpSite> Instrument(string modelPath, IReadOnlyList<string> activations, string path)
     {
+        ModelFiles.RequireWritable("instrument", path, [modelPath]);
+        var model = OnnxGraph.Load(modelPath);
         var sites = MlpSites.Find(model, activations);
         var instrumented = Surgery.Instrument(model, sites);
         GraphCheck.Verify(instrumented, "instrumented graph", ProbeBatch.For(model), reference: model);
-        OnnxGraph.Save(instrumented, path);
-        MlpSidecar.Write(path, sites);
+        ModelFiles.Save("instrument", instrumented, path, sites);
         return sites;
     }
 
     /// <summary>
-    /// Rewrites the causal self-attention of <paramref name="model"/> (any graph) into ONNX Runtime's fused
+    /// Rewrites the causal self-attention of the model at <paramref name="modelPath"/> (any graph) into ONNX Runtime's fused
     /// MultiHeadAttention (<see cref="AttentionFusion"/>) and writes it, after checking in ONNX Runtime that its logits on
     /// real tokens equal the original's within 1e-4, on a batch whose windows end in padding. Nothing is written when no
     /// block matches. Returns the blocks fused, those left as they were (with why), and the largest logit difference.
     /// </summary>
-    public static (int Fused, IReadOnlyList<string> Skipped, float MaxLogitChange) FuseAttention(ModelProto model, string path)
+    public static (int Fused, IReadOnlyList<string> Skipped, float MaxLogitChange) FuseAttention(string modelPath, string path)
     {
+        ModelFiles.RequireWritable("fuse-attention", path, [modelPath]);
+        var model = OnnxGraph.Load(modelPath);
         var result = AttentionFusion.Fuse(model);
         if (result.Fused == 0)
             throw new UserInputException($"No attention block was recognised ({(result.Skipped.Count == 0 ? "the graph has no Softmax" : result.Skipped[0])}); nothing was written.");
@@ -171,8 +185,7 @@ public static class CheckedExport
             // The fused operator masks causally: an encoder's attention, or a mask of another kind, changes the outputs.
             throw new UserInputException(e.Message.Replace("; nothing was written.", ": its attention is not causal (an encoder?) or masks otherwise than causally; nothing was written."));
         }
-        OnnxGraph.Save(result.Model, path);
-        if (TryFindSites(result.Model) is { } sites) MlpSidecar.Write(path, sites);
+        ModelFiles.Save("fuse-attention", result.Model, path, TryFindSites(result.Model));
         return (result.Fused, result.Skipped, diff);
     }
 

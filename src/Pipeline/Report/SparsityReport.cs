@@ -22,6 +22,10 @@ public static class SparsityReport
         string statsPath = Path.Combine(analysisDir, SparsityStats.FileName);
         if (!File.Exists(statsPath)) throw new UserInputException($"{analysisDir} has no {SparsityStats.FileName}: run `analyze` (or `merge`) first.");
         var stats = SparsityStats.Load(statsPath);
+        // Every input is read and checked before the first file is written.
+        var counts = SparsityCounts.Load(analysisDir);
+        var contexts = counts.Header.TopExamples > 0 ? UnitContexts.Open(analysisDir, corpus) : null;
+        if (checkpointDir != null) RequireSameModel(counts.Header, analysisDir, checkpointDir);
         List<TrainingLogEntry>? log = null;
         UnitDeathLog? death = null;
         if (checkpointDir != null)
@@ -77,16 +81,27 @@ public static class SparsityReport
             md.AppendLine(inv, $"Step from which each unit never fired again on a training token (Wild & Anderson §4.2); units that fired on the last step ({death.LastStep}) are alive and not counted. Silent for the last 10 % of training, per layer: {string.Join(" / ", death.Layers.Select(d => d.SilentForLastTenth))}.").AppendLine();
             md.AppendLine("![death steps](death_steps.png)").AppendLine();
         }
-        if (SparsityCounts.Load(analysisDir).Header.TopExamples > 0) md.Append(Units(analysisDir, corpus));
+        if (contexts != null) md.Append(Units(analysisDir, contexts));
         string report = Path.Combine(analysisDir, "report.md");
         AtomicFile.WriteAllText(report, md.ToString());
         return report;
     }
 
     // The unit dashboard (units.html) and, in the report, its units with their strongest context.
-    static string Units(string analysisDir, string? corpus)
+    // An analysis and a training log of two different models must never share a report: the analysed model's SHA-256
+    // (in the header) must be one of the checkpoint's exports.
+    static void RequireSameModel(AnalysisHeader header, string analysisDir, string checkpointDir)
     {
-        var shown = UnitDashboard.Write(analysisDir, UnitContexts.Open(analysisDir, corpus));
+        if (header.ModelSha256 == null || !Directory.Exists(checkpointDir)) return; // no provenance to compare (before 0.2.0); a missing folder is said below
+        var exports = Directory.EnumerateFiles(checkpointDir, "*.onnx").ToList();
+        if (exports.Count == 0 || exports.Any(f => Streaming.Provenance.ModelSha256(f) == header.ModelSha256)) return; // exported elsewhere: nothing to compare
+        throw new UserInputException($"{analysisDir} measured {header.Model} (SHA-256 {header.ModelSha256[..12]}…), which is none of {checkpointDir}'s exports " +
+            $"({string.Join(", ", exports.Select(Path.GetFileName))}): a report never mixes two models; pass the checkpoint the analysed model was exported from.");
+    }
+
+    static string Units(string analysisDir, UnitContexts contexts)
+    {
+        var shown = UnitDashboard.Write(analysisDir, contexts);
         var md = new StringBuilder("## What fires the units\n\n");
         md.AppendLine($"[{UnitDashboard.FileName}]({UnitDashboard.FileName}) (one self-contained page: open it in a browser) shows, for each layer, the most and least frequent units, dead or nearly dead ones and a random sample, each with the histogram of its activation values and its top contexts. Their strongest context:").AppendLine();
         md.Append(Markdown.Table(["layer", "unit", "why", "frequency", "top activation", "context"], shown.Select(s =>

@@ -54,9 +54,14 @@ public sealed record StreamTiming(long Batches, int BatchTokens, double ModelSec
 public static class Analyzer
 {
     /// <summary>Runs the analysis and writes counts.json, stats.json and the layer CSVs into OutDir (swapped in when complete, <see cref="OutputFolder"/>).</summary>
+    /// <summary>Most tokens one batch may hold (B × T): far beyond any accelerator's memory for a transformer, and within .NET's arrays.</summary>
+    public const long MaxBatchTokens = 1L << 24;
+
     public static SparsityStats Run(AnalysisRequest r, IProgress<AnalysisProgress>? progress = null, CancellationToken cancel = default)
     {
         if (r.SeqLen < 1 || r.BatchSize < 1) throw new UserInputException("--seq-len and --batch-size must be at least 1.");
+        if ((long)r.SeqLen * r.BatchSize > MaxBatchTokens)
+            throw new UserInputException($"--batch-size {r.BatchSize} × --seq-len {r.SeqLen} = {(long)r.BatchSize * r.SeqLen:N0} tokens a batch exceeds the {MaxBatchTokens:N0} one batch may hold: use smaller batches.");
         if (r.ShardCount < 1 || r.ShardIndex < 0 || r.ShardIndex >= r.ShardCount) throw new UserInputException($"--shard {r.ShardIndex}/{r.ShardCount}: use i/n with 0 ≤ i < n.");
         if (r.MaxTokens is <= 0) throw new UserInputException("--max-tokens must be positive.");
         if (r.TopExamples < 0) throw new UserInputException($"--top-examples {r.TopExamples}: use a count K ≥ 1, or 0 for none.");
@@ -81,6 +86,9 @@ public static class Analyzer
             throw new UserInputException($"--seq-len {r.SeqLen} exceeds what the model can take ({maxT} positions).");
         long totalDocuments = CorpusBatches.DocumentCount(r.Corpus, tokenizer, r.SeqLen); // cheap pre-pass: the estimate of time left
         if (totalDocuments == 0) throw new UserInputException($"The corpus {r.Corpus} holds no documents.");
+        // Memory follows the data, not the option: a corpus of fewer windows than a batch runs as one batch of just those
+        // windows (the filler windows would count nowhere, so the statistics are the same; the header keeps --batch-size).
+        var run = r with { BatchSize = (int)Math.Clamp(CorpusBatches.WindowsUpTo(r.Corpus, tokenizer, r.SeqLen, r.MaxTokens, r.BatchSize), 1, r.BatchSize) };
 
         SparsityStats? stats = null;
         OutputFolder.Write(r.OutDir, "analyze", dir =>
@@ -94,7 +102,7 @@ public static class Analyzer
             long tokens;
             try
             {
-                tokens = Stream(r, plan, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
+                tokens = Stream(run, plan, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
             {

@@ -45,6 +45,21 @@ public static class CorpusBatches
         return TokenDocuments.Count(corpus, ChunkWindows * seqLen);
     }
 
+    /// <summary>Windows of <paramref name="seqLen"/> the corpus holds (within <paramref name="maxTokens"/>), counted up to <paramref name="limit"/> only.</summary>
+    public static long WindowsUpTo(string corpus, TextTokenizer tokenizer, int seqLen, long? maxTokens, long limit)
+    {
+        long windows = 0, tokens = 0;
+        foreach (long[] doc in Tokens(corpus, tokenizer, seqLen))
+        {
+            long length = maxTokens is long cap ? Math.Min(doc.Length, cap - tokens) : doc.Length;
+            if (length <= 0) break;
+            tokens += length;
+            windows += (length + seqLen - 1) / seqLen;
+            if (windows >= limit) return limit;
+        }
+        return windows;
+    }
+
     // A token file is read this many windows at a time.
     const int ChunkWindows = 4096;
 

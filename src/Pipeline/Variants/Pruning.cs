@@ -24,6 +24,7 @@ public static class Pruning
     /// <summary>Prunes, verifies and writes <see cref="PruneRequest.Out"/>; nothing is written when a check fails.</summary>
     public static PruneResult Run(PruneRequest r)
     {
+        if (VariantFolder.IsModelFile(r.Out)) ModelFiles.RequireWritable("prune", r.Out, [r.Model], r.Stats ?? "");
         var proto = OnnxGraph.Load(r.Model);
         var sites = MlpSites.Find(proto, r.Activations);
         if (r.Stats != null) RequireStatsOf(r.Stats, r.Model);
@@ -34,8 +35,7 @@ public static class Pruning
         if (exactOn == null) GraphCheck.Verify(pruned, "pruned graph", ProbeBatch.For(proto));
         if (VariantFolder.IsModelFile(r.Out))
         {
-            OnnxGraph.Save(pruned, r.Out);
-            MlpSidecar.Write(r.Out, prunedSites);
+            ModelFiles.Save("prune", pruned, r.Out, prunedSites);
             return new PruneResult(report, change, exactOn, null, null);
         }
         OutputFolder.RequireWritable(r.Out, "prune");

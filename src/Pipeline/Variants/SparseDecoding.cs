@@ -30,6 +30,7 @@ public static class SparseDecoding
     {
         if (!(r.BreakEven > 0 && r.BreakEven <= 1)) throw new UserInputException($"--break-even {r.BreakEven}: give a fraction of units in (0, 1].");
         if (!VariantFolder.IsModelFile(r.Out)) OutputFolder.RequireWritable(r.Out, "sparse-decode"); // before the work, as every folder command
+        else ModelFiles.RequireWritable("sparse-decode", r.Out, [r.Model], r.Stats);
         var proto = OnnxGraph.Load(r.Model);
         var sites = MlpSites.Find(proto, r.Activations);
         Pruning.RequireStatsOf(r.Stats, r.Model);
@@ -57,8 +58,7 @@ public static class SparseDecoding
         var rewrittenSites = sites;
         if (VariantFolder.IsModelFile(r.Out))
         {
-            OnnxGraph.Save(rewritten, r.Out);
-            MlpSidecar.Write(r.Out, rewrittenSites);
+            ModelFiles.Save("sparse-decode", rewritten, r.Out, rewrittenSites);
             return result;
         }
         OutputFolder.Write(r.Out, "sparse-decode", dir =>

@@ -28,6 +28,7 @@ public static class TopKVariants
         var sites = MlpSites.Find(proto, r.Activations);
         if (VariantFolder.IsModelFile(r.Out) && r.Variants.Count != 1) throw new UserInputException("A .onnx --out takes one variant: give one --k, or write a folder.");
         if (!VariantFolder.IsModelFile(r.Out)) OutputFolder.RequireWritable(r.Out, "topk");
+        else ModelFiles.RequireWritable("topk", r.Out, [r.Model]);
         float? change = null;
         var built = r.Variants.Select(v =>
         {
@@ -40,8 +41,7 @@ public static class TopKVariants
         }).ToList();
         if (VariantFolder.IsModelFile(r.Out))
         {
-            OnnxGraph.Save(built[0].Model, r.Out);
-            MlpSidecar.Write(r.Out, sites);
+            ModelFiles.Save("topk", built[0].Model, r.Out, sites);
             return new TopKResult(sites.Count, [], change, null);
         }
         var request = r.Evaluation ?? throw new UserInputException("Writing a folder evaluates each variant: give --eval-corpus, --tokenizer and --seq-len (or a .onnx --out).");

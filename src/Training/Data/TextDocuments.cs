@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using System.Text.Json;
 
 namespace Sparsity.Training.Data;
@@ -57,8 +56,8 @@ public static class TextDocuments
         using var file = File.OpenRead(path);
         using Stream stream = Compression(path) switch
         {
-            ".gz" => new GZipStream(file, CompressionMode.Decompress),
-            ".zst" => new ZstdSharp.DecompressionStream(file),
+            ".gz" => new WholeStream(new ICSharpCode.SharpZipLib.GZip.GZipInputStream(file), file, path, "gzip"),
+            ".zst" => new WholeStream(new ZstdSharp.DecompressionStream(file), file, path, "zstd"),
             _ => file,
         };
         using var reader = new StreamReader(stream);
