@@ -122,6 +122,49 @@ public class BadInputTests
         EditConfig("hf-proj", "\"word_embed_proj_dim\": 64", "\"word_embed_proj_dim\": 32");
         Directory.CreateDirectory(R("not-a-checkpoint"));
         File.WriteAllText(R("not-a-checkpoint/config.json"), "{ \"hidden_size\": 64 }");
+
+        // Round two: outputs on inputs, a user's files, garbage numbers, corpora cut short, counts no analysis writes.
+        File.Copy(opt, R("mine.onnx"));
+        File.CreateSymbolicLink(R("link.onnx"), R("mine.onnx"));
+        Assert.That(Link(R("mine.onnx"), R("hard.onnx")), Is.EqualTo(0), "ln");
+        File.Copy(opt, R("notes.onnx")); // a user's own file that happens to end in .onnx
+        Run("prune", "--model", opt, "--stats", R("shard0/stats.json"), "--dead-only", "--out", R("ours.onnx"));
+        Run("prune", "--model", opt, "--stats", R("shard0/stats.json"), "--dead-only", "--out", R("edited.onnx"));
+        File.AppendAllText(R("edited.onnx"), " "); // ours once, edited since: now the user's
+        byte[] gz = Compress(File.ReadAllBytes(held));
+        File.WriteAllBytes(R("cut.txt.gz"), gz[..(gz.Length / 2)]);
+        File.WriteAllText(R("plain.txt.gz"), "this text was never compressed\n");
+        void Counts(string name, Action<System.Text.Json.Nodes.JsonNode> edit)
+        {
+            var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(R("shard0/counts.json")))!;
+            edit(node);
+            Directory.CreateDirectory(R(name));
+            File.WriteAllText(R(name + "/counts.json"), node.ToJsonString());
+        }
+        Counts("neg-counts", n => n["layers"]![0]!["tokens_per_unit"]![3] = -5);
+        Counts("huge-counts", n => n["layers"]![0]!["tokens_per_unit"]![3] = 120_000_000_000L);
+        Counts("short-counts", n => n["layers"]![1]!["units_per_batch_histogram"] = new System.Text.Json.Nodes.JsonArray(1, 2, 3));
+        Directory.CreateDirectory(R("empty-counts"));
+        File.WriteAllText(R("empty-counts/counts.json"), "{}");
+        Directory.CreateDirectory(R("stats-only"));
+        File.Copy(R("shard0/stats.json"), R("stats-only/stats.json"));
+        Run("train", "--corpus", Path.Combine(splits, "train.txt"), "--heldout", Path.Combine(splits, "heldout.txt"), "--tokenizer", "bytes",
+            "--out", R("ck2"), "--steps", "1", "--layers", "1", "--d-ff", "32", "--eval-every", "1", "--threads", "2");
+        Run("export", "--checkpoint", R("ck2"), "--out", R("ck2/model.onnx"));
+    }
+
+    static byte[] Compress(byte[] data)
+    {
+        using var buffer = new MemoryStream();
+        using (var gzip = new System.IO.Compression.GZipStream(buffer, System.IO.Compression.CompressionLevel.Optimal)) gzip.Write(data);
+        return buffer.ToArray();
+    }
+
+    static int Link(string target, string link)
+    {
+        using var ln = System.Diagnostics.Process.Start("ln", [target, link])!;
+        ln.WaitForExit();
+        return ln.ExitCode;
     }
 
     static void Run(params string[] args)
@@ -208,6 +251,34 @@ public class BadInputTests
         yield return Case("safetensors header not JSON", "is not a safetensors file (header is not a JSON object)", ["export", "--checkpoint", Ws("ck-header"), "--out", Ws("e.onnx")]);
         yield return Case("safetensors truncated (offsets past the end)", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("ck-offsets"), "--out", Ws("e.onnx")]);
         yield return Case("truncated sparsity.jsonl", "is not a training-log entry (the file is truncated or corrupt)", ["report", "--in", Ws("own-analysis"), "--checkpoint", Ws("ck-log")]);
+        yield return Case("prune --out is its --model", "is the input", ["prune", "--model", Ws("mine.onnx"), "--stats", Ws("shard0/stats.json"), "--dead-only", "--out", Ws("mine.onnx")]);
+        yield return Case("prune --out is a user's file", "exists and is not an unchanged output of an earlier `prune`",
+            ["prune", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--dead-only", "--out", Ws("notes.onnx")]);
+        yield return Case("prune --out is our output, edited since", "exists and is not an unchanged output of an earlier `prune`",
+            ["prune", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--dead-only", "--out", Ws("edited.onnx")]);
+        yield return Case("topk --out is another command's output", "exists and is not an unchanged output of an earlier `topk`", ["topk", "--model", Opt, "--k", "8", "--out", Ws("ours.onnx")]);
+        yield return Case("fuse-attention --out is a symbolic link to --model", "is the input", ["fuse-attention", "--model", Ws("mine.onnx"), "--out", Ws("link.onnx")]);
+        yield return Case("instrument --out is a hard link to --model", "is the input", ["instrument", "--model", Ws("mine.onnx"), "--out", Ws("hard.onnx")]);
+        yield return Case("export --out onto the checkpoint's weights", "is the input", ["export", "--checkpoint", Ws("ck"), "--out", Ws("ck/model.safetensors")]);
+        yield return Case("sparse-decode --out is a user's file", "exists and is not an unchanged output", ["sparse-decode", "--model", Opt, "--stats", Ws("shard0/stats.json"), "--out", Ws("notes.onnx")]);
+        yield return Case("threshold NaN", "--threshold NaN: give a finite number", AnalyzeOpt("--threshold", "NaN"));
+        yield return Case("threshold infinite", "--threshold Infinity: give a finite number", AnalyzeOpt("--threshold", "Infinity"));
+        yield return Case("tolerance NaN", "use metric=value with a finite value", ["check", "--stats", Ws("shard0/stats.json"), "--baseline", Ws("shard0/stats.json"), "--tolerance", "nonzero_fraction=NaN"]);
+        yield return Case("evaluate with zero timed runs", "--runs 0: must be at least 1", ["evaluate", "--model", Opt, "--corpus", Held, .. Window, "--runs", "0"]);
+        yield return Case("negative batch size", "--batch-size -4: must be at least 1", Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "-4"));
+        yield return Case("batch beyond what memory allows", "tokens a batch exceeds the 16,777,216", Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "2000000000"));
+        yield return Case("empty --out", "--out is empty", ["analyze", "--model", Opt, "--corpus", Held, .. Window, "--out", ""]);
+        yield return Case("an option's value is not a number", "Cannot parse argument 'abc' for option '--seq-len' as an integer", Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "abc"));
+        yield return Case("misspelt option", "Unrecognized command or argument '--seq-lenn'", ["analyze", "--model", Opt, "--corpus", Held, "--seq-lenn", "32", "--out", Out]);
+        yield return Case("folder given as --model", "is a folder; give the .onnx file in it", Analyze(Ws("ck2"), Held, Window));
+        yield return Case("truncated .txt.gz corpus", "is not a whole gzip file: Unexpected EOF at byte", Analyze(Opt, Ws("cut.txt.gz"), Window));
+        yield return Case(".gz corpus that is not gzip", "is not a whole gzip file", Analyze(Opt, Ws("plain.txt.gz"), Window));
+        yield return Case("counts.json with a negative count", "holds a negative count (-5)", ["merge", "--inputs", Ws("neg-counts"), "--partial", "--out", Out]);
+        yield return Case("counts.json with an impossible count", "a unit is active on more tokens than the", ["merge", "--inputs", Ws("huge-counts"), "--partial", "--out", Out]);
+        yield return Case("counts.json with a short histogram", "units_per_batch_histogram holds 3 values, not 257", ["merge", "--inputs", Ws("short-counts"), "--partial", "--out", Out]);
+        yield return Case("counts.json that is {}", "it has no header or no layers", ["merge", "--inputs", Ws("empty-counts"), "--partial", "--out", Out]);
+        yield return Case("report without counts.json", "is not an analysis folder: counts.json is missing", ["report", "--in", Ws("stats-only")]);
+        yield return Case("report of one model with another's checkpoint", "a report never mixes two models", ["report", "--in", Ws("own-analysis"), "--checkpoint", Ws("ck2")]);
         yield return Case("train into a user's folder", "already holds files relu-sparsity did not write (notes.txt)",
             ["train", "--corpus", Held, "--heldout", Held, "--tokenizer", "bytes", "--out", Ws("user"), "--steps", "1"]);
     }

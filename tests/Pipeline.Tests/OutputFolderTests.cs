@@ -121,4 +121,54 @@ public class OutputFolderTests
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error, Does.Contain("files it did not write (my-notes.md)"));
     }
+
+    [Test]
+    public void ASingleFileOutputIsReplacedWhileItIsOursAndUnchanged()
+    {
+        string dir = TestCorpus.TempDir(), stats = Path.Combine(Analysis(), "stats.json"), pruned = Path.Combine(dir, "pruned.onnx");
+        string[] prune = ["prune", "--model", Model, "--stats", stats, "--dead-only", "--out", pruned];
+        Assert.That(Cli.Run(prune).Exit, Is.EqualTo(0));
+        var (exit, _, error) = Cli.Run(prune);
+        Assert.That(exit, Is.EqualTo(0), "our own unchanged output is replaced: " + error);
+        Assert.That(OutputFile.IsOurs(pruned, "prune") && OutputFile.IsOurs(Path.ChangeExtension(pruned, ".mlp.json"), "prune"), Is.True);
+
+        File.AppendAllText(pruned, " ");
+        byte[] edited = File.ReadAllBytes(pruned);
+        (exit, _, error) = Cli.Run(prune);
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("exists and is not an unchanged output of an earlier `prune`"));
+        Assert.That(File.ReadAllBytes(pruned), Is.EqualTo(edited), "the edited file is the user's and stays");
+
+        File.Delete(pruned);
+        Assert.That(Cli.Run(prune).Exit, Is.EqualTo(0), "once the user's file is gone the name is free again");
+        Assert.That(Directory.GetFiles(dir).Select(Path.GetFileName), Is.EquivalentTo(new[] { "pruned.onnx", "pruned.mlp.json", OutputFile.LedgerName }), "nothing else left");
+    }
+
+    [Test]
+    public void LeftoversOfKilledRunsOnThisHostAreRemovedOthersStay()
+    {
+        string parent = TestCorpus.TempDir(), outDir = Path.Combine(parent, "analysis");
+        string host = Temporaries.Tag.Split('~')[0];
+        string dead = $"{outDir}.partial-{host}~{int.MaxValue - 1}~12345", otherHost = $"{outDir}.partial-{host}x~{int.MaxValue - 1}~12345";
+        string deadTmp = Path.Combine(parent, $"notes.txt.tmp-{host}~{int.MaxValue - 1}~1");
+        Directory.CreateDirectory(dead);
+        File.WriteAllText(Path.Combine(dead, "counts.json"), "half-written");
+        Directory.CreateDirectory(otherHost);
+        File.WriteAllText(deadTmp, "x");
+        var (exit, _, error) = Cli.Run(AnalyzeArgs(outDir));
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(Directory.Exists(dead), Is.False, "a killed run's partial folder on this host is removed by the next run into the same --out");
+        Assert.That(Directory.Exists(otherHost), Is.True, "another host's may be live (a shared filesystem under Slurm)");
+        Assert.That(File.Exists(deadTmp), Is.True, "only the siblings of this --out are touched");
+    }
+
+    [Test]
+    public void AnEmptyOutFolderIsFilledWithNothingLeftBeside()
+    {
+        string parent = TestCorpus.TempDir(), outDir = Path.Combine(parent, "analysis");
+        Directory.CreateDirectory(outDir);
+        var (exit, _, error) = Cli.Run(AnalyzeArgs(outDir));
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(Directory.GetFileSystemEntries(parent).Select(Path.GetFileName), Is.EqualTo(new[] { "analysis" }), "no NAME.old-… left behind");
+    }
 }

@@ -114,6 +114,11 @@ public static class CheckedExport
             {
                 // The files as written, external data included, loaded back: what users will load.
                 var actual = GraphCheck.Logits(OnnxGraph.Load(tempPath), probe);
+                // Logits no trained language model gives (non-finite, or beyond ±10⁴) come from corrupt weights, where two
+                // correct float32 programs may disagree by more than any absolute tolerance.
+                float largest = expected.Max(v => float.IsFinite(v) ? Math.Abs(v) : float.PositiveInfinity);
+                if (!(largest <= 1e4f))
+                    throw new UserInputException($"The checkpoint's weights give logits of magnitude {largest:G3} on random ids: {r.Checkpoint} holds corrupt weights (or values that overflow float32); nothing was written.");
                 float max = 0;
                 for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(actual[i] - expected[i]));
                 if (!(max <= Tolerance))

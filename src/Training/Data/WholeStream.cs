@@ -13,7 +13,9 @@ sealed class WholeStream(Stream decompressed, Stream file, string path, string f
         {
             return decompressed.Read(buffer, offset, count);
         }
-        catch (Exception e) when (e is InvalidDataException or IOException or ICSharpCode.SharpZipLib.SharpZipBaseException or ZstdSharp.ZstdException or EndOfStreamException)
+        // Decoders meet corrupt input with their own exceptions, and some (SharpZipLib's inflater on flipped bits) with an
+        // IndexOutOfRangeException: whatever the decoder throws, the file is not what it says.
+        catch (Exception e) when (e is not (OutOfMemoryException or OperationCanceledException))
         {
             throw new UserInputException($"Corpus {path} is not a whole {format} file: {e.Message.TrimEnd('.')} at byte {file.Position:N0} of {file.Length:N0}; " +
                                          "re-download or re-compress it (or give the uncompressed text).");
