@@ -279,6 +279,8 @@ public class BadInputTests
         yield return Case("counts.json that is {}", "it has no header or no layers", ["merge", "--inputs", Ws("empty-counts"), "--partial", "--out", Out]);
         yield return Case("report without counts.json", "is not an analysis folder: counts.json is missing", ["report", "--in", Ws("stats-only")]);
         yield return Case("report of one model with another's checkpoint", "a report never mixes two models", ["report", "--in", Ws("own-analysis"), "--checkpoint", Ws("ck2")]);
+        yield return Case("window longer than an external graph's position table", "--seq-len 100 exceeds what gpt2.torchscript.onnx can take: its Gather '/m/transformer/wpe/Gather' reads a table of 64 rows",
+            Analyze(Fx("gpt2.torchscript.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "100", "--batch-size", "2"));
         yield return Case("train into a user's folder", "already holds files relu-sparsity did not write (notes.txt)",
             ["train", "--corpus", Held, "--heldout", Held, "--tokenizer", "bytes", "--out", Ws("user"), "--steps", "1"]);
     }

@@ -110,6 +110,11 @@ public static class Analyzer
             }
             catch (Exception e) when (e is OnnxRuntimeException || e.GetBaseException() is OnnxRuntimeException)
             {
+                // A window longer than a position table: ONNX Runtime names the Gather and its table's rows.
+                var table = System.Text.RegularExpressions.Regex.Match(e.GetBaseException().Message, @"Gather node\. Name:'([^']+)'.*out of data bounds.*inclusive range \[-(\d+),");
+                if (table.Success)
+                    throw new UserInputException($"--seq-len {r.SeqLen} exceeds what {Path.GetFileName(r.Model)} can take: its Gather '{table.Groups[1].Value}' reads a table of " +
+                                                 $"{table.Groups[2].Value} rows (its positions; some models reserve a few), and a window of {r.SeqLen} indexes past it: use a shorter --seq-len.");
                 throw new UserInputException($"ONNX Runtime could not run {Path.GetFileName(r.Model)} on batches of {r.BatchSize} × {r.SeqLen}: {e.GetBaseException().Message.Split('\n')[0]}");
             }
             if (tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
