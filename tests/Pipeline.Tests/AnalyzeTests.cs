@@ -248,4 +248,22 @@ public class ReadAheadTests
         Assert.That(produced, Is.EqualTo(after), "the reader thread ended with the consumer");
         Assert.That(after, Is.LessThanOrEqualTo(5 + 2 + 1), "bounded by the capacity");
     }
+
+    [Test]
+    public void ABatchLargerThanTheCorpusRunsAsJustItsWindows()
+    {
+        // 100,000 windows of 32 would need gigabytes; the fixture holds 72 windows, run as one batch of exactly those.
+        string dir = TestCorpus.TempDir();
+        SparsityCounts Counts(int batch)
+        {
+            string outDir = Path.Combine(dir, $"b{batch}");
+            Analyzer.Run(new AnalysisRequest(HookFixture.PathOf("opt.torchscript.onnx"), HookFixture.Corpus, "bytes", 32, batch, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"]));
+            return SparsityCounts.Load(outDir);
+        }
+        var huge = Counts(100_000);
+        var exact = Counts(72);
+        Assert.That(huge.Layers[0].UnitsPerSequenceHistogram.Sum(), Is.EqualTo(72), "the corpus's windows");
+        Assert.That(huge.Header.BatchSize, Is.EqualTo(100_000), "the header keeps the batch asked for");
+        Assert.That(JsonSerializer.Serialize(huge.Layers, ProjectJson.Options), Is.EqualTo(JsonSerializer.Serialize(exact.Layers, ProjectJson.Options)));
+    }
 }
