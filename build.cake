@@ -54,9 +54,16 @@ Task("Build")
 });
 
 Task("Test")
+    .Description("The README's test command (what CI runs): Debian's chromium when missing, the suite, then the packed libraries against samples/RegressionChecks.")
     .Does(() =>
 {
+    if (StartProcess("bash", "build/chromium.sh") != 0) throw new CakeException("Chromium is needed by the dashboard test (see the line above).");
     DotNetTest("Pipeline.sln", new DotNetTestSettings { Configuration = configuration });
+    // The packages users reference from their own tests, packed and consumed as such a user's project would.
+    foreach (var project in new[] { "Core", "Analysis", "Checks" }) DotNetPack($"src/{project}/{project}.csproj", new DotNetPackSettings { Configuration = "Release" });
+    var sample = root.Combine("samples/RegressionChecks");
+    if (DirectoryExists(sample.Combine(".packages"))) DeleteDirectory(sample.Combine(".packages"), new DeleteDirectorySettings { Recursive = true });
+    DotNetTest(sample.CombineWithFilePath("RegressionChecks.csproj").FullPath);
 });
 
 Task("Corpus")

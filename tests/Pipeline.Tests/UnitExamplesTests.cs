@@ -315,7 +315,7 @@ public class UnitExamplesTests
         Assert.That(File.ReadAllText(page), Does.Not.Contain("http://").And.Not.Contain("https://"), "self-contained: nothing fetched");
 
         string chromium = new[] { "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome" }.FirstOrDefault(File.Exists)
-            ?? throw new AssertionException("Chromium is not installed (Debian: apt-get install chromium; bash test.sh installs it): the dashboard cannot be checked in a browser.");
+            ?? throw new AssertionException("Chromium is not installed (Debian: apt-get install chromium; `dotnet cake --target=Test` installs it): the dashboard cannot be checked in a browser.");
         string screenshot = Path.Combine(TestContext.CurrentContext.WorkDirectory, "units.png");
         string dom = Browser(chromium, $"--dump-dom file://{page}");
         Browser(chromium, $"--screenshot={screenshot} --window-size=1200,1400 file://{page}");
