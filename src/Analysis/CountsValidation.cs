@@ -15,6 +15,8 @@ public static class CountsValidation
         if (counts.Header is not { } h || counts.Layers is null) throw Bad(path, "it has no header or no layers");
         RequireHeader(path, h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards);
         if (h.TopExamples < 0) throw Bad(path, $"top_examples is {h.TopExamples}");
+        if (h.TopExamplesFormat is string format && format != UnitExamples.Format)
+            throw Bad(path, $"top_examples_format is {format}, which this relu-sparsity does not read (it writes {UnitExamples.Format})");
         if (counts.Layers.Count == 0) throw Bad(path, "it lists no layers");
         (Int128 Tokens, Int128 Sequences, Int128 Batches)? totals = null;
         foreach (var l in counts.Layers)

@@ -17,11 +17,13 @@ namespace Sparsity.Analysis;
 /// <param name="ModelSha256">SHA-256 of the model file followed by its external data files; null in files written before 0.2.0.</param>
 /// <param name="CorpusFingerprint">The corpus as read: path, bytes and SHA-256 of its files.</param>
 /// <param name="TokenizerSha256">SHA-256 of the tokenizer spec's kind and the bytes of the files it names (the spec itself for built-in ones).</param>
-/// <param name="Precision">The model's compute precision: fp32, or fp16 (units within fp16 rounding of zero may flip).</param>
-/// <param name="TopExamples">K of <c>--top-examples</c>: the folder holds each unit's K largest activations (<see cref="UnitExamples"/>); 0 for none.</param>
+/// <param name="Precision">The model's compute precision: fp32, fp16 or bf16 (units within half-precision rounding of zero may flip).</param>
+/// <param name="TopExamples">K of <c>--top-examples</c>: the folder holds each unit's K top windows (<see cref="UnitExamples"/>); 0 for none.</param>
+/// <param name="TopExamplesFormat">The definition of those examples (<see cref="UnitExamples.Format"/>); null without them, or in folders written before top windows.</param>
 public sealed record AnalysisHeader(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, float Threshold,
     long? MaxTokens, IReadOnlyList<string> Shards, string Producer,
-    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32", int TopExamples = 0)
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32", int TopExamples = 0,
+    string? TopExamplesFormat = null)
 {
     /// <summary>The shard count n of the runs merged here (all equal, <c>SparsityCounts.Merge</c> checks).</summary>
     public int ShardCount => ParseShard(Shards[0]).Count;
@@ -139,6 +141,7 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
             ("tokenizer files (SHA-256)", first.TokenizerSha256, h.TokenizerSha256), ("seq_len", first.SeqLen, h.SeqLen), ("batch_size", first.BatchSize, h.BatchSize),
             ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
             ("precision", first.Precision, h.Precision), ("top examples K", first.TopExamples, h.TopExamples),
+            ("top examples format", first.TopExamplesFormat, h.TopExamplesFormat),
             ("shard count n", first.ShardCount, h.ShardCount),
         })
             if (!Equals(a, b))

@@ -8,7 +8,8 @@ public sealed record LayerExamples(int Index, UnitTopExamples Top, ActivationHis
 
 /// <summary>
 /// What <c>analyze --top-examples K</c> adds to an analysis folder: per layer, top_examples_{i}.csv (unit, rank, value,
-/// document, position: each unit's K largest activations, <see cref="TopExample.Precedes"/> order) and
+/// document, window_start, position: each unit's K top windows, <see cref="TopExample.Precedes"/> order; the format
+/// <see cref="Format"/>, which the analysis header names) and
 /// activation_histogram_{i}.csv (unit, then the counts of <see cref="ActivationHistogram"/>'s bins). Values are written
 /// so they read back to the same float, so a merge of shards writes the same files as one run, byte for byte.
 /// </summary>
@@ -19,7 +20,14 @@ public sealed record UnitExamples(int K, IReadOnlyList<LayerExamples> Layers)
     /// <summary>Histogram file of layer <paramref name="layer"/>.</summary>
     public static string HistogramFile(int layer) => $"activation_histogram_{layer}.csv";
 
-    const string TopHeader = "unit,rank,value,document,position";
+    const string TopHeader = "unit,rank,value,document,window_start,position";
+    const string PerTokenHeader = "unit,rank,value,document,position"; // before top windows: a unit's K largest token activations
+
+    /// <summary>
+    /// The definition of top examples these files hold, recorded in the analysis header (<c>top_examples_format</c>) so
+    /// <c>merge</c> never mixes definitions: each unit's K windows of highest peak activation.
+    /// </summary>
+    public const string Format = "top-windows/1";
 
     /// <summary>Empty accumulators for layers of the given widths.</summary>
     public static UnitExamples Empty(IReadOnlyList<int> dFf, int k) =>
@@ -36,7 +44,7 @@ public sealed record UnitExamples(int K, IReadOnlyList<LayerExamples> Layers)
             {
                 var examples = layer.Top.Of(u);
                 for (int r = 0; r < examples.Length; r++)
-                    top.Append(inv, $"{u},{r},{examples[r].Value.ToString("R", inv)},{examples[r].Document},{examples[r].Position}\n");
+                    top.Append(inv, $"{u},{r},{examples[r].Value.ToString("R", inv)},{examples[r].Document},{examples[r].WindowStart},{examples[r].Position}\n");
             }
             AtomicFile.WriteAllText(Path.Combine(dir, TopFile(layer.Index)), top.ToString());
             var histogram = new StringBuilder(HistogramHeader()).Append('\n');
@@ -61,14 +69,15 @@ public sealed record UnitExamples(int K, IReadOnlyList<LayerExamples> Layers)
         {
             int d = dFf[layer.Index];
             string topPath = Path.Combine(dir, TopFile(layer.Index)), histogramPath = Path.Combine(dir, HistogramFile(layer.Index));
-            foreach (var (fields, line) in Rows(topPath, TopHeader, 5))
+            foreach (var (fields, line) in Rows(topPath, TopHeader, 6))
             {
                 if (!int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out int unit) || unit >= d
                     || !float.TryParse(fields[2], NumberStyles.Float, CultureInfo.InvariantCulture, out float value)
                     || !long.TryParse(fields[3], NumberStyles.None, CultureInfo.InvariantCulture, out long document)
-                    || !int.TryParse(fields[4], NumberStyles.None, CultureInfo.InvariantCulture, out int position))
-                    throw new UserInputException($"{topPath}:{line} is not a top example (unit < {d}, rank, value, document, position).");
-                layer.Top.Add(unit, new TopExample(value, document, position));
+                    || !int.TryParse(fields[4], NumberStyles.None, CultureInfo.InvariantCulture, out int start)
+                    || !int.TryParse(fields[5], NumberStyles.None, CultureInfo.InvariantCulture, out int position) || position < start)
+                    throw new UserInputException($"{topPath}:{line} is not a top window (unit < {d}, rank, value, document, window_start, position ≥ window_start).");
+                layer.Top.Add(unit, new TopExample(value, document, start, position));
             }
             var seen = new bool[d];
             var counts = new long[ActivationHistogram.Bins];
@@ -93,6 +102,8 @@ public sealed record UnitExamples(int K, IReadOnlyList<LayerExamples> Layers)
             line++;
             if (line == 1)
             {
+                if (text == PerTokenHeader)
+                    throw new UserInputException($"{path} holds top examples per token, from an earlier relu-sparsity; top examples are now each unit's top windows: re-run analyze --top-examples.");
                 if (text != header) throw new UserInputException($"{path} does not start with the header {header}.");
                 continue;
             }

@@ -1,19 +1,24 @@
 namespace Sparsity.Analysis;
 
-/// <summary>One stored activation of a unit: its value and where it happened (document index in the corpus, token offset in the document).</summary>
-public readonly record struct TopExample(float Value, long Document, int Position)
+/// <summary>
+/// One of a unit's top windows: the unit's largest activation in the window (<paramref name="Value"/>), the window's
+/// document index in the corpus and first token's offset there (<paramref name="WindowStart"/>), and the offset of the
+/// token where that peak happened (<paramref name="Position"/>, the first if several tie).
+/// </summary>
+public readonly record struct TopExample(float Value, long Document, int WindowStart, int Position)
 {
     /// <summary>
-    /// The order of top examples: larger value first, then earlier document, then earlier position. It is total (a corpus
-    /// token has one (document, position)), so the top K of a union is unique and equals the top K of the parts' top Ks.
+    /// The order of top windows: larger peak first, then earlier document, then earlier window. It is total (a window
+    /// has one (document, start)), so the top K of a union is unique and equals the top K of the parts' top Ks.
     /// </summary>
     public bool Precedes(TopExample other) =>
-        Value > other.Value || (Value == other.Value && (Document < other.Document || (Document == other.Document && Position < other.Position)));
+        Value > other.Value || (Value == other.Value && (Document < other.Document || (Document == other.Document && WindowStart < other.WindowStart)));
 }
 
 /// <summary>
-/// The K largest activations of each unit of one layer over a corpus, with where they happened (Neuroscope's "top
-/// activating examples"). Memory O(d_ff × K), whatever the corpus size; <see cref="Merge"/> is exact, associative and
+/// Each unit's top K windows of one layer over a corpus, as activation dashboards (SAELens, Neuronpedia) define top
+/// examples: the K windows whose largest activation of the unit is highest, one example per window, with the peak's
+/// value and position. Memory O(d_ff × K), whatever the corpus size; <see cref="Merge"/> is exact, associative and
 /// commutative (<see cref="TopExample.Precedes"/>), so shards give the single run's examples bit for bit.
 /// </summary>
 public sealed class UnitTopExamples
@@ -51,34 +56,46 @@ public sealed class UnitTopExamples
     }
 
     /// <summary>
-    /// Adds a layer's activations over one batch, [batch·seq, d_ff] row-major: each real token's activations above
-    /// <paramref name="threshold"/>; <paramref name="where"/> gives a row's (document, position).
+    /// Adds a layer's activations over one batch of <paramref name="seqLen"/>-token windows, [batch·seq, d_ff] row-major:
+    /// per window and unit, the largest activation above <paramref name="threshold"/> on a real token (the first if
+    /// several tie); <paramref name="window"/> gives window b's (document, start).
     /// </summary>
-    public void AddDense(ReadOnlySpan<float> activations, ReadOnlySpan<bool> realToken, Func<int, (long Document, int Position)> where, float threshold)
+    public void AddDense(ReadOnlySpan<float> activations, ReadOnlySpan<bool> realToken, int seqLen, Func<int, (long Document, int Start)> window, float threshold)
     {
-        for (int row = 0; row < realToken.Length; row++)
+        var peak = new float[DFf];
+        var at = new int[DFf];
+        for (int b = 0; b < realToken.Length / seqLen; b++)
         {
-            if (!realToken[row]) continue;
-            var values = activations.Slice(row * DFf, DFf);
-            (long document, int position) = (-1, -1);
-            for (int u = 0; u < DFf; u++)
+            peak.AsSpan().Fill(threshold);
+            at.AsSpan().Fill(-1);
+            for (int t = 0; t < seqLen; t++)
             {
-                if (!(values[u] > threshold)) continue;
-                if (document < 0) (document, position) = where(row);
-                Add(u, new TopExample(values[u], document, position));
+                if (!realToken[b * seqLen + t]) continue;
+                var values = activations.Slice((b * seqLen + t) * DFf, DFf);
+                for (int u = 0; u < DFf; u++)
+                    if (values[u] > peak[u]) (peak[u], at[u]) = (values[u], t);
             }
+            var (document, start) = window(b);
+            for (int u = 0; u < DFf; u++)
+                if (at[u] >= 0) Add(u, new TopExample(peak[u], document, start, start + at[u]));
         }
     }
 
     /// <summary>
-    /// Writes each unit's floor into <paramref name="floors"/>: only an activation above it can still enter the unit's top K
-    /// (the threshold while fewer than K are kept, then the largest float below the K-th best, since an equal value of
-    /// another token may precede it). The K-th best only rises, so an older floor is lower and admits a superset.
+    /// Adds one batch's top windows as the analysis graph returns them ([d_ff, k] row-major: each unit's k best windows
+    /// of the batch by peak, best first, with the peaks and their positions in the window); only peaks above
+    /// <paramref name="threshold"/> count. A unit's scan stops at the first window that cannot enter its top K.
     /// </summary>
-    public void WriteFloors(Span<float> floors, float threshold)
+    public void AddWindows(ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, int k,
+        Func<int, (long Document, int Start)> window, float threshold)
     {
         for (int u = 0; u < DFf; u++)
-            floors[u] = _count[u] < K ? threshold : MathF.BitDecrement(_examples[u * K + K - 1].Value);
+            for (int j = u * k; j < (u + 1) * k && peaks[j] > threshold; j++)
+            {
+                if (_count[u] == K && peaks[j] < _examples[u * K + K - 1].Value) break; // the rest are lower still
+                var (document, start) = window((int)windows[j]);
+                Add(u, new TopExample(peaks[j], document, start, start + (int)positions[j]));
+            }
     }
 
     /// <summary>Adds another accumulator of the same layer and K.</summary>

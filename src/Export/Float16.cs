@@ -5,34 +5,50 @@ using DataType = Onnx.TensorProto.Types.DataType;
 namespace Sparsity.Export;
 
 /// <summary>
-/// Converts a graph's float32 weights and compute to float16 for GPU analysis (<c>--precision fp16</c>): float
-/// initializers and constants become fp16 (clamped to ±65,504, so masks built from float32's minimum stay finite),
-/// casts to float32 cast to fp16, and float outputs are cast back to float32; integer inputs and outputs keep their
-/// types. Analysis instruments the converted graph, and its counts cast the activations back to float32 first.
+/// Converts a graph's float32 weights and compute to float16 or bfloat16 for GPU analysis (<c>--precision fp16|bf16</c>):
+/// float initializers and constants change type (fp16 clamped to ±65,504, so masks built from float32's minimum stay
+/// finite; bf16 rounded to nearest even), casts to float32 cast to the new type, and float outputs are cast back to
+/// float32; integer inputs and outputs keep their types. A graph whose weights are already in the asked type is
+/// returned as it is (converting it again would change its own casts, and so its results). Analysis instruments the
+/// converted graph; its counts compare in the new type and sum in float32.
 /// </summary>
 public static class Float16
 {
     const float Max = 65504f;
 
-    /// <summary>A float16 copy of <paramref name="model"/>; shape annotations are dropped (their types changed).</summary>
-    public static ModelProto Convert(ModelProto model)
+    /// <summary>
+    /// A copy of <paramref name="model"/> computing in <paramref name="type"/> (Float16 or Bfloat16; Float returns the
+    /// model itself); shape annotations are dropped (their types changed).
+    /// </summary>
+    public static ModelProto Convert(ModelProto model, DataType type = DataType.Float16)
     {
+        if (type == DataType.Float) return model;
+        if (type is not (DataType.Float16 or DataType.Bfloat16)) throw new ArgumentException($"No conversion to {type}.", nameof(type));
+        var weights = model.Graph.Initializer.Where(t => t.Dims.Aggregate(1L, (a, d) => a * d) > 1).GroupBy(t => (DataType)t.DataType)
+            .ToDictionary(g => g.Key, g => g.Count());
+        if (!weights.ContainsKey(DataType.Float))
+        {
+            if (weights.ContainsKey(type)) return model; // already in that type (e.g. a torch.onnx export in fp16)
+            var other = type == DataType.Float16 ? DataType.Bfloat16 : DataType.Float16;
+            if (weights.ContainsKey(other))
+                throw new UserInputException($"The graph's weights are {Name(other)} already; --precision {Name(type)} converts float32 graphs: use --precision {Name(other)}.");
+        }
         var result = model.Clone();
         var graph = result.Graph;
-        foreach (var t in graph.Initializer.Where(t => t.DataType == (int)DataType.Float)) ToHalf(t);
+        foreach (var t in graph.Initializer.Where(t => t.DataType == (int)DataType.Float)) ToHalf(t, type);
         foreach (var node in graph.Node)
             foreach (var a in node.Attribute)
             {
-                if (a.T != null && a.T.DataType == (int)DataType.Float) ToHalf(a.T); // Constant, ConstantOfShape
-                if (node.OpType == "Cast" && a.Name == "to" && a.I == (long)DataType.Float) a.I = (long)DataType.Float16;
+                if (a.T != null && a.T.DataType == (int)DataType.Float) ToHalf(a.T, type); // Constant, ConstantOfShape
+                if (node.OpType == "Cast" && a.Name == "to" && a.I == (long)DataType.Float) a.I = (long)type;
             }
         if (graph.Node.Any(n => n.OpType == "Constant" && n.Attribute.Any(a => a.Name is "value_float" or "value_floats")))
-            throw new UserInputException("The graph holds Constant nodes with value_float attributes, which --precision fp16 does not convert; use fp32.");
+            throw new UserInputException($"The graph holds Constant nodes with value_float attributes, which --precision {Name(type)} does not convert; use fp32.");
         var g = new GraphWriter(graph);
         foreach (var output in graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)DataType.Float).ToList())
         {
-            // The producer now writes fp16 under a new name; a Cast restores the float32 output under its own name.
-            string half = g.Fresh(output.Name + ".fp16");
+            // The producer now writes the new type under a new name; a Cast restores the float32 output under its own name.
+            string half = g.Fresh(output.Name + "." + Name(type));
             foreach (var node in graph.Node)
                 for (int i = 0; i < node.Output.Count; i++)
                     if (node.Output[i] == output.Name) node.Output[i] = half;
@@ -43,13 +59,24 @@ public static class Float16
         return result;
     }
 
-    static void ToHalf(TensorProto t)
+    static string Name(DataType type) => type == DataType.Bfloat16 ? "bf16" : "fp16";
+
+    static void ToHalf(TensorProto t, DataType type)
     {
         float[] values = Surgery.ReadFloats(t);
-        var halves = new Half[values.Length];
-        for (int i = 0; i < values.Length; i++) halves[i] = (Half)Math.Clamp(values[i], -Max, Max);
+        var bits = new ushort[values.Length];
+        for (int i = 0; i < values.Length; i++)
+            bits[i] = type == DataType.Float16 ? BitConverter.HalfToUInt16Bits((Half)Math.Clamp(values[i], -Max, Max)) : ToBFloat16(values[i]);
         t.FloatData.Clear();
-        t.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()));
-        t.DataType = (int)DataType.Float16;
+        t.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()));
+        t.DataType = (int)type;
+    }
+
+    /// <summary>float32 → bfloat16, rounded to nearest even (NaN stays NaN).</summary>
+    public static ushort ToBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        if (float.IsNaN(value)) return (ushort)((bits >> 16) | 0x40);
+        return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
     }
 }

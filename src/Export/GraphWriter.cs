@@ -79,6 +79,39 @@ public sealed class GraphWriter(GraphProto graph)
     public string Scalar(string hint, float value) => Floats(hint, [], [value]);
 
     /// <summary>
+    /// Adds a scalar initializer of <paramref name="type"/> (float32, float16 or bfloat16) holding the largest value of
+    /// that type not above <paramref name="value"/>: for any x of that type, x &gt; it exactly when x &gt; value.
+    /// </summary>
+    public string ScalarBelow(string hint, float value, Onnx.TensorProto.Types.DataType type)
+    {
+        if (type == Onnx.TensorProto.Types.DataType.Float) return Scalar(hint, value);
+        ushort bits = type switch
+        {
+            Onnx.TensorProto.Types.DataType.Float16 => HalfBelow(value),
+            Onnx.TensorProto.Types.DataType.Bfloat16 => BFloat16Below(value),
+            _ => throw new ArgumentException($"No scalar of type {type}.", nameof(type)),
+        };
+        string name = Fresh(hint);
+        graph.Initializer.Add(new TensorProto { Name = name, DataType = (int)type, RawData = Google.Protobuf.ByteString.CopyFrom(BitConverter.GetBytes(bits)) });
+        return name;
+    }
+
+    static ushort HalfBelow(float value)
+    {
+        var h = (Half)value; // round to nearest, then one step down if that went above
+        if ((float)h > value) h = Half.BitDecrement(h);
+        return BitConverter.HalfToUInt16Bits(h);
+    }
+
+    static ushort BFloat16Below(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        var truncated = (ushort)(bits >> 16); // toward zero: below for positive values, above for negative ones unless exact
+        if (value < 0 && (bits & 0xFFFF) != 0) truncated++;
+        return truncated;
+    }
+
+    /// <summary>
     /// Top-k thresholding of the last axis, as <c>Mlp.Hidden</c> trains it: the k largest entries
     /// of each row keep their value, all others become 0 (ScatterElements of ones at TopK's indices).
     /// </summary>

@@ -158,9 +158,9 @@ public static class Surgery
     /// Adds every site's unit counts (<see cref="StatsReduction"/>) to a graph bound by <see cref="GraphInputs.Bind"/> and makes them
     /// its only outputs, so ONNX Runtime computes nothing the counts do not need and only compact tensors leave it.
     /// An attention_mask input is added when the model has none (it then serves only the counts). <paramref name="topExamples"/>
-    /// K &gt; 0 adds the top-example candidates, in fixed shapes when <paramref name="topPerBatch"/> (for a GPU).
+    /// K &gt; 0 adds each unit's top windows of the batch and its activation histogram (fixed shapes on every device).
     /// </summary>
-    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0, bool topPerBatch = false)
+    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0)
     {
         var result = bound.Clone();
         var g = new GraphWriter(result.Graph);
@@ -170,8 +170,8 @@ public static class Surgery
         string batchSeq = g.Op("Shape", "stats/batch_seq", [GraphInputs.TokenInput]);
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
         var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
-            isFloat32: initializers[s.Down.Weight].DataType == (int)DataType.Float, topExamples,
-            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, topPerBatch)).ToList();
+            (DataType)initializers[s.Down.Weight].DataType, topExamples,
+            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);

@@ -213,7 +213,7 @@ public class BadInputTests
         yield return Case("merge of 0/2 with 1/3", "shard count n differs", ["merge", "--inputs", Ws("shard0"), Ws("shard1of3"), "--out", Out]);
         yield return Case("merge of the same shard twice", "appears twice", ["merge", "--inputs", Ws("shard0"), Ws("shard0"), "--out", Out]);
         yield return Case("merge with shards missing", "Shards 1/2 are missing", ["merge", "--inputs", Ws("shard0"), "--out", Out]);
-        yield return Case("more top examples than a batch holds", "exceeds the", AnalyzeOpt("--top-examples", "100000"));
+        yield return Case("more top examples than are held per unit", "exceeds 10,000 windows per unit", AnalyzeOpt("--top-examples", "100000"));
         yield return Case("unit of an analysis without top examples", "re-run analyze with --top-examples", ["unit", "--stats", Ws("shard0"), "--layer", "0", "--unit", "0"]);
         yield return Case("stats of another model given to prune", "describes another model (opt.torchscript.onnx",
             ["prune", "--model", Fx("gpt2.dynamo.onnx"), "--stats", Ws("shard0/stats.json"), "--dead-only", "--out", Ws("p.onnx")]);

@@ -337,13 +337,61 @@ public class Float16Tests
         Assert.That(exit, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--precision fp16 runs on a GPU only"));
         Assert.That(Directory.Exists(outDir), Is.False);
-        var stats = Assert.Throws<UserInputException>(() => Pipeline.Streaming.AnalysisPlan.For(StatsExport(), ["Relu"], 0f, float16: true))!;
+        var stats = Assert.Throws<UserInputException>(() => Pipeline.Streaming.AnalysisPlan.For(StatsExport(), ["Relu"], 0f, precision: Precision.Fp16))!;
         Assert.That(stats.Message, Does.Contain("this is a stats export"));
-        // The counts of an fp16 graph are still summed in float32: the instrumented graph casts the activations first.
-        var plan = Pipeline.Streaming.AnalysisPlan.For(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), ["Relu"], 0f, float16: true);
-        var casts = plan.Graph.Graph.Node.Where(n => n.OpType == "Cast" && n.Name.Contains(".stats.f32")).ToList();
-        Assert.That(casts, Has.Count.EqualTo(2), "one per layer");
+        // fp16 activations are compared in fp16 (no float32 copy of [tokens, d_ff]); bf16 ones are cast first (ONNX
+        // Runtime's CUDA comparisons lack bf16). The counts are summed in float32 either way.
+        var llama = OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx"));
+        var fp16 = Pipeline.Streaming.AnalysisPlan.For(llama, ["Relu"], 0f, precision: Precision.Fp16).Graph;
+        Assert.That(fp16.Graph.Node.Where(n => n.Name.Contains(".stats.f32")), Is.Empty);
+        var thresholds = fp16.Graph.Node.Where(n => n.OpType == "Greater" && n.Name.Contains(".stats.gt")).Select(n => fp16.Graph.Initializer.Single(t => t.Name == n.Input[1])).ToList();
+        Assert.That(thresholds.Select(t => (TensorProto.Types.DataType)t.DataType), Is.EqualTo(new[] { TensorProto.Types.DataType.Float16, TensorProto.Types.DataType.Float16 }));
+        var bf16 = Pipeline.Streaming.AnalysisPlan.For(llama, ["Relu"], 0f, precision: Precision.Bf16).Graph;
+        Assert.That(bf16.Graph.Node.Where(n => n.OpType == "Cast" && n.Name.Contains(".stats.f32")).Count(), Is.EqualTo(2), "one per layer");
+        Assert.That(bf16.Graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float && t.Dims.Count == 2), Is.Empty);
     }
+
+    [Test]
+    public void AGraphAlreadyInHalfPrecisionIsLeftAsItIs()
+    {
+        // --precision fp16 on an fp16 export changed its results (its own casts to float32 became fp16): now it runs as exported.
+        var half = Float16.Convert(OnnxGraph.Load(HookFixture.PathOf("opt.dynamo.onnx")));
+        Assert.That(Float16.Convert(half), Is.SameAs(half));
+        var error = Assert.Throws<UserInputException>(() => Float16.Convert(half, TensorProto.Types.DataType.Bfloat16))!;
+        Assert.That(error.Message, Does.Contain("weights are fp16 already").And.Contain("use --precision fp16"));
+    }
+
+    [Test]
+    public void Bf16WeightsRoundToNearestEven()
+    {
+        Assert.That(Float16.ToBFloat16(1f), Is.EqualTo(0x3F80));
+        Assert.That(Float16.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F808000)), Is.EqualTo(0x3F80), "a tie goes to the even neighbour");
+        Assert.That(Float16.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F818000)), Is.EqualTo(0x3F82), "a tie goes to the even neighbour");
+        Assert.That(Float16.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F808001)), Is.EqualTo(0x3F81), "above the tie rounds up");
+        Assert.That(Float16.ToBFloat16(-2.5f), Is.EqualTo(0xC020));
+    }
+
+    [TestCase(0f)]
+    [TestCase(0.1f)]
+    [TestCase(1e-6f)]
+    [TestCase(-0.3f)]
+    [TestCase(70000f)]
+    public void AThresholdInHalfPrecisionSelectsTheSameValues(float threshold)
+    {
+        // Every fp16 and bf16 value x: x > t (in float32) exactly when x > the threshold written in x's type.
+        var g = new GraphWriter(new GraphProto());
+        var half = BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(g.Graph.Initializer[Index(g, g.ScalarBelow("t", threshold, TensorProto.Types.DataType.Float16))].RawData.Span));
+        float bf = BitConverter.UInt32BitsToSingle((uint)BitConverter.ToUInt16(g.Graph.Initializer[Index(g, g.ScalarBelow("b", threshold, TensorProto.Types.DataType.Bfloat16))].RawData.Span) << 16);
+        for (int bits = 0; bits < 65536; bits++)
+        {
+            var x = BitConverter.UInt16BitsToHalf((ushort)bits);
+            if (!Half.IsNaN(x)) Assert.That(x > half, Is.EqualTo((float)x > threshold), $"fp16 {x}");
+            float y = BitConverter.UInt32BitsToSingle((uint)bits << 16);
+            if (!float.IsNaN(y)) Assert.That(y > bf, Is.EqualTo(y > threshold), $"bf16 {y}");
+        }
+    }
+
+    static int Index(GraphWriter g, string name) => g.Graph.Initializer.Select((t, i) => (t, i)).Single(p => p.t.Name == name).i;
 
     static ModelProto StatsExport()
     {

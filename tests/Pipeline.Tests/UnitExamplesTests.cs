@@ -11,8 +11,9 @@ using TorchSharp;
 namespace Sparsity.Tests;
 
 /// <summary>
-/// <c>analyze --top-examples</c>: the in-graph top K and histograms against a brute force over every activation (dense
-/// graphs run in ONNX Runtime, all values sorted), exact shard merges, the dashboard in a real browser, and <c>unit</c>.
+/// <c>analyze --top-examples</c>: the in-graph top windows and histograms against a brute force over every activation
+/// (dense graphs run in ONNX Runtime, each window's peak per unit, all sorted), exact shard merges, the dashboard in a
+/// real browser, and <c>unit</c>.
 /// </summary>
 [TestFixture]
 public class UnitExamplesTests
@@ -38,8 +39,9 @@ public class UnitExamplesTests
         return outDir;
     }
 
-    // Every activation of every real token, from graphs whose outputs are the layers' activations, sorted by (value
-    // descending, document, position); the histogram bins from Math.Log2 over each batch's first window.
+    // Each window's peak per unit (its largest activation on a real token, the first position if tied), from graphs whose
+    // outputs are the layers' activations, sorted by (value descending, document, window); the histogram bins from
+    // Math.Log2 over each batch's first window.
     static (TopExample[][][] Top, long[][][] Histogram) BruteForce(string graph, IReadOnlyList<string> layers, int dFf, string corpus, int seqLen, int batch)
     {
         var windows = File.ReadLines(corpus).Select((text, d) => (d, ids: TextTokenizer.FromSpec("bytes").Encode(text)))
@@ -61,17 +63,17 @@ public class UnitExamplesTests
             {
                 float[] values = outputs[layers[l]].Floats!; // [b, t, d_ff] or [b·t, d_ff]: the same memory
                 for (int w = 0; w < chunk.Length; w++)
-                    for (int t = 0; t < chunk[w].Ids.Length; t++)
-                        for (int u = 0; u < dFf; u++)
-                        {
-                            float v = values[(w * seqLen + t) * dFf + u];
-                            if (v <= 0) continue;
-                            all[l][u].Add(new TopExample(v, chunk[w].Document, chunk[w].Start + t));
-                            if (w == 0) histogram[l][u][Math.Clamp((int)Math.Floor(Math.Log2(v)) + 11, 0, ActivationHistogram.Bins - 1)]++;
-                        }
+                    for (int u = 0; u < dFf; u++)
+                    {
+                        var real = Enumerable.Range(0, chunk[w].Ids.Length).Select(t => values[(w * seqLen + t) * dFf + u]).ToArray();
+                        float peak = real.Max();
+                        if (peak > 0) all[l][u].Add(new TopExample(peak, chunk[w].Document, chunk[w].Start, chunk[w].Start + Array.IndexOf(real, peak)));
+                        if (w == 0)
+                            foreach (float v in real.Where(v => v > 0)) histogram[l][u][Math.Clamp((int)Math.Floor(Math.Log2(v)) + 11, 0, ActivationHistogram.Bins - 1)]++;
+                    }
             }
         }
-        var top = all.Select(layer => layer.Select(unit => unit.OrderByDescending(e => e.Value).ThenBy(e => e.Document).ThenBy(e => e.Position).Take(K).ToArray()).ToArray()).ToArray();
+        var top = all.Select(layer => layer.Select(unit => unit.OrderByDescending(e => e.Value).ThenBy(e => e.Document).ThenBy(e => e.WindowStart).Take(K).ToArray()).ToArray()).ToArray();
         return (top, histogram);
     }
 
@@ -108,116 +110,60 @@ public class UnitExamplesTests
     }
 
     [Test]
-    public void FloorsAreTheThresholdUntilKAreKeptThenJustBelowTheKthBest()
+    public void TheCountingThreadAndSmallBatchesGiveTheSameExamples()
     {
-        var top = new UnitTopExamples(dFf: 3, k: 2);
-        top.Add(0, new TopExample(0.75f, 4, 1));
-        top.Add(1, new TopExample(0.5f, 0, 0));
-        top.Add(1, new TopExample(2f, 0, 3));
-        top.Add(1, new TopExample(1f, 2, 0)); // displaces 0.5
-        var floors = new float[3];
-        top.WriteFloors(floors, 0.25f);
-        // Unit 0 keeps one of two, unit 2 none: anything above the threshold may enter. Unit 1 is full: 1.0 itself may
-        // still enter (an equal value of an earlier document precedes the kept one), 0.99999994 may not.
-        Assert.That(floors, Is.EqualTo(new[] { 0.25f, 0.99999994f, 0.25f }));
-        Assert.That(new TopExample(1f, 1, 0).Precedes(top.Of(1)[1]), Is.True);
-    }
-
-    [Test]
-    public void TheGpuWaysGiveTheSameExamples()
-    {
-        // On a GPU the counting thread publishes the floors a batch or two late (later floors are lower), and every batch
-        // takes its candidates from a per-batch TopK: the result is the same as the CPU's scan above current floors.
+        // On a GPU each batch is counted on a thread of its own; a batch of fewer windows than K returns k = B windows
+        // per unit. Neither changes a byte.
         string model = OwnModel(), corpus = Corpus();
-        // Windows of 12 tokens, and of 4 (fewer than K: the GPU form's per-window stage keeps all 4 of each window).
-        foreach (int seqLen in new[] { 12, 4 })
+        foreach (int batch in new[] { 3, 2 })
         {
-            string Run(bool thread, bool perBatch)
+            string Run(bool thread)
             {
                 string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
-                Analyzer.Run(new AnalysisRequest(model, corpus, "bytes", seqLen, 3, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"], CountingThread: thread, TopExamples: K,
-                    TopPerBatch: perBatch));
+                Analyzer.Run(new AnalysisRequest(model, corpus, "bytes", 12, batch, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"], CountingThread: thread, TopExamples: K));
                 return outDir;
             }
-            string inline = Run(false, false);
-            foreach (string other in new[] { Run(true, false), Run(false, true), Run(true, true) })
-                foreach (string file in new[] { "top_examples_0.csv", "top_examples_1.csv", "activation_histogram_1.csv", "counts.json" })
-                    Assert.That(File.ReadAllText(Path.Combine(other, file)), Is.EqualTo(File.ReadAllText(Path.Combine(inline, file))), $"{file}, windows of {seqLen}");
+            string inline = Run(false), threaded = Run(true);
+            foreach (string file in new[] { "top_examples_0.csv", "top_examples_1.csv", "activation_histogram_1.csv", "counts.json" })
+                Assert.That(File.ReadAllText(Path.Combine(threaded, file)), Is.EqualTo(File.ReadAllText(Path.Combine(inline, file))), $"{file}, batches of {batch}");
         }
     }
 
     [Test]
-    public void OnlyActivationsAboveTheFloorsLeaveTheGraph()
+    public void TheGraphReturnsEachUnitsTopWindowsInFixedShapes()
     {
-        // The instrumented graph returns every active (unit, token) at floors equal to the threshold, and none at +∞.
+        // [d_ff, min(K, B)] peaks, windows and positions every batch: no NonZero, If or floors; padding enters as 0.
         var bound = GraphInputs.Bind(OnnxGraph.Load(OwnModel())).Model;
         var sites = MlpSites.Find(bound, ["Relu"]);
         string stats = Path.Combine(TestCorpus.TempDir(), "stats.onnx"), dense = Path.Combine(TestCorpus.TempDir(), "exposed.onnx");
-        OnnxGraph.Save(Surgery.InstrumentStats(bound, sites, 0.05f, topExamples: K), stats);
+        var graph = Surgery.InstrumentStats(bound, sites, 0.05f, topExamples: K);
+        Assert.That(graph.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("If", "NonZero", "ScatterElements", "Loop"), "no data-dependent shapes");
+        Assert.That(graph.Graph.Input.Select(i => i.Name), Is.EquivalentTo(new[] { "input_ids", "attention_mask" }));
+        OnnxGraph.Save(graph, stats);
         OnnxGraph.Save(Surgery.Instrument(bound, sites), dense);
-        var ids = Enumerable.Range(0, 2 * 16).Select(i => (long)(i * 37 % 256)).ToArray();
-        var mask = Enumerable.Range(0, 2 * 16).Select(i => i % 16 < 11 ? 1L : 0L).ToArray(); // window tails are padding
-        (string, long[], long[])[] inputs = [("input_ids", ids, [2, 16]), ("attention_mask", mask, [2, 16])];
-        var activations = OrtRunner.Run(dense, inputs[..1]); // causal: padding at the tails changes no real token
-        foreach (float floor in new[] { 0.05f, 0.5f, float.PositiveInfinity })
+        foreach (int windows in new[] { 8, 3 }) // more windows than K, and fewer
         {
-            var outputs = OrtRunner.Run(stats, inputs, [.. sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(floor, 64).ToArray())),
-                (StatsReduction.TopPerBatchInput, [0f])]);
+            var ids = Enumerable.Range(0, windows * 16).Select(i => (long)(i * 37 % 256)).ToArray();
+            var mask = Enumerable.Range(0, windows * 16).Select(i => i % 16 < 11 - i / 16 % 3 ? 1L : 0L).ToArray(); // window tails are padding
+            var activations = OrtRunner.Run(dense, [("input_ids", ids, [windows, 16])]); // causal: padding at the tails changes no real token
+            var outputs = OrtRunner.Run(stats, [("input_ids", ids, [windows, 16]), ("attention_mask", mask, [windows, 16])]);
+            int k = Math.Min(K, windows);
             foreach (var site in sites)
             {
                 float[] hidden = activations[site.Output].Floats!;
-                var expected = Enumerable.Range(0, hidden.Length).Where(i => mask[i / 64] == 1 && hidden[i] > floor && hidden[i] > 0.05f).Select(i => (long)i).ToArray();
-                Assert.That(outputs[StatsReduction.TopCandidatesOutput(site.Layer)].Longs, Is.EqualTo(expected), $"floor {floor}, layer {site.Layer}: candidates");
-                Assert.That(outputs[StatsReduction.TopValuesOutput(site.Layer)].Floats, Is.EqualTo(expected.Select(i => hidden[i]).ToArray()), $"floor {floor}, layer {site.Layer}: values");
-                if (floor == 0.05f) Assert.That(expected, Is.Not.Empty);
-                if (floor == float.PositiveInfinity) Assert.That(expected, Is.Empty);
-            }
-        }
-        // Per batch (top_per_batch = 1, as before the host has floors): each unit's K largest active values of the batch, ties to the earlier token.
-        var cold = OrtRunner.Run(stats, inputs, [.. sites.Select(s => (StatsReduction.TopFloorInput(s.Layer), Enumerable.Repeat(0.05f, 64).ToArray())),
-            (StatsReduction.TopPerBatchInput, [1f])]);
-        foreach (var site in sites)
-        {
-            float[] hidden = activations[site.Output].Floats!;
-            var expected = Enumerable.Range(0, 64).SelectMany(u => Enumerable.Range(0, 32).Where(t => mask[t] == 1 && hidden[t * 64 + u] > 0.05f)
-                .OrderByDescending(t => hidden[t * 64 + u]).ThenBy(t => t).Take(K).Select(t => (long)t * 64 + u)).Order().ToArray();
-            var candidates = cold[StatsReduction.TopCandidatesOutput(site.Layer)].Longs!;
-            Assert.That(candidates.Order().ToArray(), Is.EqualTo(expected), $"cold, layer {site.Layer}: each unit's top {K}");
-            Assert.That(cold[StatsReduction.TopValuesOutput(site.Layer)].Floats, Is.EqualTo(candidates.Select(i => hidden[i]).ToArray()));
-            Assert.That(expected.Length, Is.LessThan(Enumerable.Range(0, hidden.Length).Count(i => mask[i / 64] == 1 && hidden[i] > 0.05f)), "TopK bounds what leaves");
-        }
-    }
-
-    [Test]
-    public void PerBatchFormReturnsEachUnitsTopKInFixedShapes()
-    {
-        // The GPU's form: [d_ff, K] values and token indices every batch, no floors in the graph; padding and inactive
-        // units enter as 0 (the host keeps only values above its floors, never below the threshold).
-        var bound = GraphInputs.Bind(OnnxGraph.Load(OwnModel())).Model;
-        var sites = MlpSites.Find(bound, ["Relu"]);
-        string stats = Path.Combine(TestCorpus.TempDir(), "stats.onnx"), dense = Path.Combine(TestCorpus.TempDir(), "exposed.onnx");
-        var graph = Surgery.InstrumentStats(bound, sites, 0.05f, topExamples: K, topPerBatch: true);
-        Assert.That(graph.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("If", "NonZero", "ScatterElements"), "no data-dependent shapes");
-        Assert.That(graph.Graph.Input.Select(i => i.Name), Has.None.StartsWith("top_floor"));
-        OnnxGraph.Save(graph, stats);
-        OnnxGraph.Save(Surgery.Instrument(bound, sites), dense);
-        var ids = Enumerable.Range(0, 2 * 16).Select(i => (long)(i * 37 % 256)).ToArray();
-        var mask = Enumerable.Range(0, 2 * 16).Select(i => i % 16 < 11 ? 1L : 0L).ToArray();
-        var activations = OrtRunner.Run(dense, [("input_ids", ids, [2, 16])]);
-        var outputs = OrtRunner.Run(stats, [("input_ids", ids, [2, 16]), ("attention_mask", mask, [2, 16])]);
-        foreach (var site in sites)
-        {
-            float[] hidden = activations[site.Output].Floats!;
-            var tokens = outputs[StatsReduction.TopTokensOutput(site.Layer)].Longs!;
-            var values = outputs[StatsReduction.TopValuesOutput(site.Layer)].Floats!;
-            Assert.That(tokens, Has.Length.EqualTo(64 * K));
-            for (int u = 0; u < 64; u++)
-            {
-                var expected = Enumerable.Range(0, 32).Select(t => mask[t] == 1 && hidden[t * 64 + u] > 0.05f ? hidden[t * 64 + u] : 0f)
-                    .OrderByDescending(v => v).Take(K).ToArray();
-                Assert.That(values[(u * K)..((u + 1) * K)], Is.EqualTo(expected), $"layer {site.Layer} unit {u}: values");
-                for (int j = u * K; j < (u + 1) * K; j++)
-                    if (values[j] > 0) Assert.That(hidden[tokens[j] * 64 + u], Is.EqualTo(values[j]), $"layer {site.Layer} unit {u}: token of rank {j - u * K}");
+                var top = outputs[StatsReduction.TopWindowsOutput(site.Layer)].Longs!;
+                var peaks = outputs[StatsReduction.TopValuesOutput(site.Layer)].Floats!;
+                var at = outputs[StatsReduction.TopPositionsOutput(site.Layer)].Longs!;
+                Assert.That(top, Has.Length.EqualTo(64 * k));
+                for (int u = 0; u < 64; u++)
+                {
+                    // Each window's peak over its real tokens (0 when padding is all it has above 0), the first position of ties.
+                    var peak = Enumerable.Range(0, windows).Select(w => Enumerable.Range(0, 16).Select(t => mask[w * 16 + t] == 1 ? hidden[(w * 16 + t) * 64 + u] : 0f).ToArray()).ToArray();
+                    var expected = Enumerable.Range(0, windows).OrderByDescending(w => peak[w].Max()).ThenBy(w => w).Take(k).ToArray();
+                    Assert.That(peaks[(u * k)..((u + 1) * k)], Is.EqualTo(expected.Select(w => peak[w].Max()).ToArray()), $"{windows} windows, layer {site.Layer} unit {u}: peaks");
+                    Assert.That(top[(u * k)..((u + 1) * k)], Is.EqualTo(expected.Select(w => (long)w).ToArray()), $"{windows} windows, layer {site.Layer} unit {u}: windows");
+                    Assert.That(at[(u * k)..((u + 1) * k)], Is.EqualTo(expected.Select(w => (long)Array.IndexOf(peak[w], peak[w].Max())).ToArray()), $"unit {u}: positions");
+                }
             }
         }
     }
@@ -294,7 +240,7 @@ public class UnitExamplesTests
         string model = OwnModel(), corpus = Corpus();
         string Err(params string[] extra) => Cli.Run([.. new[] { "analyze", "--model", model, "--corpus", corpus, "--tokenizer", "bytes", "--seq-len", "12",
             "--batch-size", "3", "--out", Path.Combine(TestCorpus.TempDir(), "o") }, .. extra]).Err;
-        Assert.That(Err("--top-examples", "37"), Does.Contain("exceeds the 36 tokens of a batch"));
+        Assert.That(Err("--top-examples", "10001"), Does.Contain("exceeds 10,000 windows per unit"));
         Assert.That(Err("--top-examples", "5", "--threshold", "-1"), Does.Contain("must be ≥ 0"));
         string plain = Path.Combine(TestCorpus.TempDir(), "plain");
         Assert.That(Cli.Run("analyze", "--model", model, "--corpus", corpus, "--tokenizer", "bytes", "--seq-len", "12", "--out", plain).Exit, Is.EqualTo(0));

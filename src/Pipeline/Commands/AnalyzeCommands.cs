@@ -24,9 +24,9 @@ public static class AnalyzeCommands
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads of each device's session (0 = all cores).", DefaultValueFactory = _ => 0 };
         var activation = new Option<string[]>("--activation") { Description = "Activation op types of MLP hidden layers (default Relu).", DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for stats.json, counts.json and layer_{i}.csv (replaced when complete).", Required = true };
-        var precision = new Option<string>("--precision") { Description = "fp32, or fp16 on a GPU: weights and compute in fp16, counts in fp32 (units within fp16 rounding of zero may flip; stats.json records it).", DefaultValueFactory = _ => "fp32" };
+        var precision = new Option<string>("--precision") { Description = "fp32, or fp16 / bf16 on a GPU: weights and compute in that type, counts exact in fp32 (units within half-precision rounding of zero may flip; stats.json records it). A graph already in fp16 runs as exported.", DefaultValueFactory = _ => "fp32" };
         var timing = new Option<bool>("--timing") { Description = "Say where a batch's time goes (model run, waiting for input, counting) and how far analysis is from the model alone (the floor)." };
-        var topExamples = new Option<int>("--top-examples") { Description = "Keep each unit's K largest activations (document, position, value) and the histogram of its values, for `report`'s unit dashboard and `unit` (0 = off).", DefaultValueFactory = _ => 0 };
+        var topExamples = new Option<int>("--top-examples") { Description = "Keep each unit's K top windows (the K windows whose largest activation of the unit is highest, with that peak's value and position) and the histogram of its values, for `report`'s unit dashboard and `unit` (0 = off).", DefaultValueFactory = _ => 0 };
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {

@@ -28,12 +28,12 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
 
     /// <summary>
     /// Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts;
-    /// <paramref name="float16"/> runs the model in fp16 (<see cref="Float16"/>), its counts still in float32;
-    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top K activations of a batch and their histogram to the counts,
-    /// as each unit's per-batch top K in fixed shapes when <paramref name="topPerBatch"/> (on a GPU), else as the values above floors.
+    /// <paramref name="precision"/> fp16 or bf16 runs the model in that type (<see cref="Float16"/>; a graph already in it
+    /// runs as it is), its counts exact in float32; <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows
+    /// of a batch and their histogram to the counts.
     /// </summary>
-    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, bool float16 = false, int topExamples = 0,
-        bool topPerBatch = false)
+    public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, Precision precision = Precision.Fp32,
+        int topExamples = 0)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = GraphInputs.MaxPositions(model);
@@ -44,8 +44,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
                 throw new UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
             var layers = Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(StatsReduction.UnitTokensOutput(i)))
                 .Select(i => StatsLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
-            if (float16)
-                throw new UserInputException("--precision fp16 converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in fp16: analyze the dense export (model.onnx) instead.");
+            if (precision != Precision.Fp32)
+                throw new UserInputException($"--precision {precision.Name()} converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in half precision: analyze the dense export (model.onnx) instead.");
             if (topExamples > 0)
                 throw new UserInputException("--top-examples needs the activations, which this stats export reduces to counts when it is written: analyze the dense export (model.onnx) instead.");
             string? baked = model.MetadataProps.FirstOrDefault(p => p.Key == StatsReduction.ThresholdMetadata)?.Value;
@@ -63,36 +63,32 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         if (dense)
         {
             var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, sites), sites.Select(s => s.Output).ToList());
-            return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), float16 ? Float16.Convert(instrumented) : instrumented, true,
+            return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), Float16.Convert(instrumented, precision.Type()), true,
                 inputs.HasAttentionMask, vocab, maxSeq);
         }
-        if (float16)
+        if (precision != Precision.Fp32)
         {
-            bound = Float16.Convert(bound); // the counts added below cast the activations back to float32
+            bound = Float16.Convert(bound, precision.Type()); // the counts added below compare in that type, sum in float32
             sites = MlpSites.Find(bound, activations);
         }
-        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, topPerBatch)).ToList(),
-            Surgery.InstrumentStats(bound, sites, threshold, topExamples, topPerBatch), true,
+        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples)).ToList(),
+            Surgery.InstrumentStats(bound, sites, threshold, topExamples), true,
             true, vocab, maxSeq);
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>
         new(site.Output, site.DFf, [new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d])]);
 
-    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0, bool topPerBatch = false) => new($"mlp_hidden.{layer}", dFf,
+    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0) => new($"mlp_hidden.{layer}", dFf,
     [
         new LayerOutput(StatsReduction.ActiveUnitsOutput(layer), (b, t, _) => [b, t]),
         new LayerOutput(StatsReduction.UnitsPerSequenceOutput(layer), (b, _, _) => [b]),
         new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
-        .. topExamples == 0 ? Array.Empty<LayerOutput>() : topPerBatch ? new[]
+        .. topExamples == 0 ? Array.Empty<LayerOutput>() : new[]
         {
-            new LayerOutput(StatsReduction.TopTokensOutput(layer), (_, _, d) => [d, topExamples]),
-            new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, d) => [d, topExamples]),
-            new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
-        } : new[]
-        {
-            new LayerOutput(StatsReduction.TopCandidatesOutput(layer), (_, _, _) => null),
-            new LayerOutput(StatsReduction.TopValuesOutput(layer), (_, _, _) => null),
+            new LayerOutput(StatsReduction.TopWindowsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
+            new LayerOutput(StatsReduction.TopValuesOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
+            new LayerOutput(StatsReduction.TopPositionsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
             new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
         },
     ]);
@@ -121,21 +117,17 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
 /// <summary>Where the windows of one batch come from: per window, its document index and its first token's offset there.</summary>
 public sealed record BatchOrigin(long[] WindowDocument, long[] WindowStart, int SeqLen)
 {
-    /// <summary>The (document, position) of the token at flat index b·seq + t of the batch.</summary>
-    public (long Document, int Position) Of(long flat) => (WindowDocument[flat / SeqLen], (int)(WindowStart[flat / SeqLen] + flat % SeqLen));
+    /// <summary>Window b's (document, first token's offset).</summary>
+    public (long Document, int Start) Window(int b) => (WindowDocument[b], (int)WindowStart[b]);
 
     /// <summary>
-    /// Adds one batch's in-graph top-example candidates (<see cref="StatsReduction.TopCandidatesOutput"/>: flat indices
-    /// token·d_ff + unit, and their values) and histogram ([bins, d_ff]) to a layer's accumulators.
+    /// Adds one batch's in-graph top windows (<see cref="StatsReduction.TopWindowsOutput"/>, their peaks and positions,
+    /// [d_ff, k] each) and histogram ([bins, d_ff]) to a layer's accumulators; peaks at or below the threshold do not count.
     /// </summary>
-    public void AddTopExamples(LayerExamples layer, ReadOnlySpan<float> values, ReadOnlySpan<long> candidates, ReadOnlySpan<long> histogram)
+    public void AddTopWindows(LayerExamples layer, ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, ReadOnlySpan<long> histogram,
+        float threshold)
     {
-        int dFf = layer.Top.DFf;
-        for (int i = 0; i < candidates.Length; i++)
-        {
-            var (document, position) = Of(candidates[i] / dFf);
-            layer.Top.Add((int)(candidates[i] % dFf), new TopExample(values[i], document, position));
-        }
+        layer.Top.AddWindows(peaks, windows, positions, peaks.Length / layer.Top.DFf, Window, threshold);
         layer.Histogram.AddBinMajor(histogram);
     }
 }

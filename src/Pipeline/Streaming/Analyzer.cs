@@ -14,14 +14,14 @@ using Sparsity.Pipeline.Runtime;
 namespace Sparsity.Pipeline.Streaming;
 
 /// <summary>
-/// What <c>analyze</c> was asked. <c>CountingThread</c>: count each batch on a thread of its own while the next one runs
-/// (default: on a GPU only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K largest activations
-/// and the histogram of its values (<see cref="UnitExamples"/>); 0 for none. <c>TopPerBatch</c>: the graph returns each unit's
-/// per-batch top K in fixed shapes, filtered on the host (default: on GPUs, whose device waits on the host at every data-dependent shape).
+/// What <c>analyze</c> was asked. <c>Precision</c>: fp32, fp16 or bf16 (<see cref="Precisions.Parse"/>; half precision on
+/// a GPU only). <c>CountingThread</c>: count each batch on a thread of its own while the next one runs (default: on a GPU
+/// only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K top windows and the histogram of its
+/// values (<see cref="UnitExamples"/>); 0 for none.
 /// </summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0, bool? TopPerBatch = null);
+    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0);
 
 /// <summary>
 /// Progress of an analysis: tokens so far, rate, and an estimate of the time left; on several devices, each one's share
@@ -56,6 +56,8 @@ public static class Analyzer
     /// <summary>Runs the analysis and writes counts.json, stats.json and the layer CSVs into OutDir (swapped in when complete, <see cref="OutputFolder"/>).</summary>
     /// <summary>Most tokens one batch may hold (B × T): far beyond any accelerator's memory for a transformer, and within .NET's arrays.</summary>
     public const long MaxBatchTokens = 1L << 24;
+    /// <summary>Most top windows kept per unit.</summary>
+    public const int MaxTopExamples = 10_000;
 
     public static SparsityStats Run(AnalysisRequest r, IProgress<AnalysisProgress>? progress = null, CancellationToken cancel = default)
     {
@@ -65,18 +67,17 @@ public static class Analyzer
         if (r.ShardCount < 1 || r.ShardIndex < 0 || r.ShardIndex >= r.ShardCount) throw new UserInputException($"--shard {r.ShardIndex}/{r.ShardCount}: use i/n with 0 ≤ i < n.");
         if (r.MaxTokens is <= 0) throw new UserInputException("--max-tokens must be positive.");
         if (r.TopExamples < 0) throw new UserInputException($"--top-examples {r.TopExamples}: use a count K ≥ 1, or 0 for none.");
-        if (r.TopExamples > (long)r.BatchSize * r.SeqLen)
-            throw new UserInputException($"--top-examples {r.TopExamples} exceeds the {r.BatchSize * r.SeqLen} tokens of a batch ({r.BatchSize} × {r.SeqLen}): use a smaller K or larger batches.");
+        if (r.TopExamples > MaxTopExamples)
+            throw new UserInputException($"--top-examples {r.TopExamples} exceeds {MaxTopExamples:N0} windows per unit (all are held in memory, d_ff × K per layer): use a smaller K.");
         if (r.TopExamples > 0 && r.Threshold < 0)
             throw new UserInputException($"--top-examples ranks activations above the threshold, which must be ≥ 0 (got {r.Threshold}): ReLU activations are never negative.");
         var devices = Devices.ResolveAll(r.Device);
-        if (r.Precision is not ("fp32" or "fp16")) throw new UserInputException($"--precision {r.Precision}: use fp32 or fp16.");
-        if (r.Precision == "fp16" && devices.Any(d => d.CudaId == null))
-            throw new UserInputException("--precision fp16 runs on a GPU only (ONNX Runtime's CPU provider lacks fp16 kernels for most ops): add --device cuda, or use fp32.");
+        var precision = Precisions.Parse(r.Precision);
+        if (precision != Precision.Fp32 && devices.Any(d => d.CudaId == null))
+            throw new UserInputException($"--precision {r.Precision} runs on a GPU only (ONNX Runtime's CPU provider lacks half-precision kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
-        bool topPerBatch = r.TopPerBatch ?? devices.All(d => d.CudaId != null); // fixed shapes keep a GPU from waiting on the host
-        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, r.Precision == "fp16", r.DenseActivations ? 0 : r.TopExamples, topPerBatch);
+        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -121,7 +122,8 @@ public static class Analyzer
             if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
-                [$"{r.ShardIndex}/{r.ShardCount}"], Tool.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), r.Precision, r.TopExamples);
+                [$"{r.ShardIndex}/{r.ShardCount}"], Tool.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), r.Precision, r.TopExamples,
+                examples != null ? UnitExamples.Format : null);
             var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i])).ToList());
             examples?.Write(dir);
             counts.Write(dir);
@@ -178,11 +180,8 @@ public static class Analyzer
         var ml = new MLContext(seed: 0);
         var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
-        var floors = plan.ReadsCounts && examples != null ? new TopFloors(examples, r.Threshold, plan.Sites.Select(s => StatsReduction.TopFloorInput(s.Layer)).ToList(),
-            perBatch: plan.Layers[0].Outputs.Any(o => StatsReduction.IsTopTokensOutput(o.Name))) : null;
-        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList(),
-            floatInputs: floors?.Inputs) : null;
-        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Select(o => o.Name).ToList(), floors) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
+        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList()) : null;
+        var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Select(o => o.Name).ToList()) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
         // buffers their outputs ahead of us (gigabytes of [B, T, d_ff] activations on Brown), and the runner is single-threaded.
@@ -195,7 +194,7 @@ public static class Analyzer
         var documentsGetter = input.GetGetter<long>(batches.Schema["documents_read"]);
         var windowDocumentGetter = input.GetGetter<VBuffer<long>>(batches.Schema["window_document"]);
         var windowStartGetter = input.GetGetter<VBuffer<long>>(batches.Schema["window_start"]);
-        var layers = runner != null ? CountsReader(scored, plan, floors, B, T, background: r.CountingThread ?? device.CudaId != null)
+        var layers = runner != null ? CountsReader(scored, plan, r.Threshold, B, T, background: r.CountingThread ?? device.CudaId != null)
             : DenseReader(scored, plan, r.Threshold, B, T);
 
         VBuffer<long> maskBuffer = default, lastIds = default, windowDocument = default, windowStart = default;
@@ -270,7 +269,7 @@ public static class Analyzer
     // One batch's in-graph outputs, copied for the counting thread (buffers reused, so they may be longer than the batch's).
     sealed record CountedBatch(long[] Counts, float[] Values, long[] Lengths, bool[] Real, BatchOrigin Origin);
 
-    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, TopFloors? floors, int B, int T, bool background)
+    static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, float threshold, int B, int T, bool background)
     {
         var getter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.Column]);
         var valuesGetter = scored.GetGetter<VBuffer<float>>(scored.Schema[InGraphCounts.ValuesColumn]);
@@ -278,7 +277,7 @@ public static class Analyzer
         VBuffer<long> buffer = default, lengthsBuffer = default;
         VBuffer<float> valuesBuffer = default;
         var scratch = new StatsScratch();
-        // Walks the outputs in the plan's order, three per layer and three more with top examples: int64 ones from counts, float32 ones from values.
+        // Walks the outputs in the plan's order, three per layer and four more with top examples: int64 ones from counts, float32 ones from values.
         void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] real, BatchOrigin origin, ReadOnlySpan<long> counts, ReadOnlySpan<float> values, ReadOnlySpan<long> lengths)
         {
             for (int l = 0; l < uses.Length; l++)
@@ -288,13 +287,12 @@ public static class Analyzer
                 counts = counts[(B * T + B + dFf)..];
                 lengths = lengths[3..];
                 if (examples == null) continue;
-                int candidates = (int)lengths[0], bins = (int)lengths[2];
-                origin.AddTopExamples(examples.Layers[l], values[..candidates], counts[..candidates], counts.Slice(candidates, bins));
-                counts = counts[(candidates + bins)..];
-                values = values[candidates..];
-                lengths = lengths[3..];
+                int top = (int)lengths[0], bins = (int)lengths[3]; // windows, peaks, positions: [d_ff, k] each
+                origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), counts.Slice(2 * top, bins), threshold);
+                counts = counts[(2 * top + bins)..];
+                values = values[top..];
+                lengths = lengths[4..];
             }
-            floors?.Publish();
         }
         void Fetch()
         {
@@ -356,7 +354,7 @@ public static class Analyzer
                 var activations = buffers[l].GetValues(); // flattened [b·t, d_ff] is the same memory as [b, t, d_ff]
                 uses[l].AddDense(activations, B, T, real, threshold);
                 if (examples == null) continue;
-                examples.Layers[l].Top.AddDense(activations, real, row => origin.Of(row), threshold);
+                examples.Layers[l].Top.AddDense(activations, real, T, origin.Window, threshold);
                 examples.Layers[l].Histogram.AddDense(activations, real, T, threshold);
             }
         }, () => { });
