@@ -66,7 +66,7 @@ def export(out, name="opt125m"):
 def bench_torch(out, batch):
     windows = ids().reshape(-1, SEQ)  # the windows analyze cuts from ids.txt, in the same order
     results = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "batch": batch, "seq": SEQ, "tokens": windows.numel()}
-    for dtype in [torch.float32, torch.bfloat16]:
+    for dtype in [torch.float32, torch.bfloat16, torch.float16]:
         m = model().to("cuda", dtype)
         acts = [layer.activation_fn for layer in m.model.decoder.layers]
         ff = SHAPES[SHAPE]["ffn_dim"]

@@ -123,6 +123,42 @@ public static class GraphInputs
         return candidates.Count == 1 ? candidates[0] : null;
     }
 
+    /// <summary>
+    /// A copy of <paramref name="model"/> whose only output is the tensor its vocabulary projection reads (the decoder's
+    /// last hidden state): from the logits output up through casts, bias adds and identities to the MatMul or Gemm with
+    /// a weight (an initializer, or computed from initializers alone); null when the logits are not made so. Its type
+    /// is the weight's, the type the projection computes in.
+    /// </summary>
+    public static ModelProto? WithDecoderOutput(ModelProto model)
+    {
+        if (LogitsOutput(model) is not { } logits) return null;
+        var index = new GraphIndex(model.Graph);
+        var initializers = model.Graph.Initializer.ToDictionary(t => t.Name);
+        var weights = initializers.Keys.ToHashSet(); // and what is computed from them alone (a transposed tied embedding)
+        foreach (var node in model.Graph.Node)
+            if (node.Input.Where(i => i.Length > 0).All(weights.Contains)) foreach (var o in node.Output) weights.Add(o);
+        string tensor = logits.Name;
+        for (int step = 0; step < 8 && index.Producer(tensor) is { } node; step++)
+        {
+            var data = node.Input.Where(i => i.Length > 0 && !weights.Contains(i)).ToList();
+            if (node.OpType is "MatMul" or "Gemm")
+            {
+                if (data.Count != 1) return null;
+                string weight = node.Input.First(i => weights.Contains(i));
+                for (int up = 0; up < 8 && !initializers.ContainsKey(weight) && index.Producer(weight) is { Input.Count: > 0 } p; up++) weight = p.Input[0];
+                if (!initializers.TryGetValue(weight, out var w)) return null;
+                var result = model.Clone();
+                result.Graph.Output.Clear();
+                result.Graph.Output.Add(OnnxGraph.Value(data[0], (DataType)w.DataType, "batch", "seq", "d_model"));
+                OnnxGraph.RemoveDeadNodes(result.Graph);
+                return result;
+            }
+            if (node.OpType is not ("Cast" or "Add" or "Identity") || data.Count != 1) return null;
+            tensor = data[0];
+        }
+        return null;
+    }
+
     static ValueInfoProto TokenInputOf(ModelProto model, GraphIndex index) =>
         Required(model).FirstOrDefault(i => i.Name == TokenInput && IsInteger(i)) ?? TryTokenInput(model, index)
         ?? throw new UserInputException($"Cannot tell which input holds the token ids: no integer input named input_ids, and not exactly one integer input reaches a token embedding " +

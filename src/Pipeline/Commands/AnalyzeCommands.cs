@@ -27,10 +27,14 @@ public static class AnalyzeCommands
         var precision = new Option<string>("--precision") { Description = "fp32, or fp16 / bf16 on a GPU: weights and compute in that type, counts exact in fp32 (units within half-precision rounding of zero may flip; stats.json records it). A graph already in fp16 runs as exported.", DefaultValueFactory = _ => "fp32" };
         var timing = new Option<bool>("--timing") { Description = "Say where a batch's time goes (model run, waiting for input, counting) and how far analysis is from the model alone (the floor)." };
         var topExamples = new Option<int>("--top-examples") { Description = "Keep each unit's K top windows (the K windows whose largest activation of the unit is highest, with that peak's value and position) and the histogram of its values, for `report`'s unit dashboard and `unit` (0 = off).", DefaultValueFactory = _ => 0 };
+        var noFuse = new Option<bool>("--no-fuse") { Description = "On a GPU, run the graph as it is: without it, attention runs as ONNX Runtime's fused MultiHeadAttention where the graph's pattern is known (checked on the CPU to give the same logits first; anything else stays as it is, and a line says so)." };
+        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "On a GPU, capture each batch's kernels once as a CUDA graph and replay them (inputs and outputs at fixed device addresses); the graph must run wholly on the GPU." };
+        var profile = new Option<bool>("--profile") { Description = "After the stream, profile 10 runs of the last batch with ONNX Runtime's profiler: time per operator type, nodes off the GPU, host/device copies (also profile.csv)." };
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {
-            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, shardCount, threshold, device, threads, activation, topExamples, denseActivations, precision, timing, outDir,
+            model, corpus, tokenizer, seqLen, batch, maxTokens, shard, shardCount, threshold, device, threads, activation, topExamples, denseActivations, precision, noFuse, cudaGraph,
+            timing, profile, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
@@ -39,8 +43,9 @@ public static class AnalyzeCommands
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), string.Join(",", Devices.ResolveAll(parse.GetValue(device)!, output)), parse.GetValue(threads),
-                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!, TopExamples: parse.GetValue(topExamples));
-            var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel);
+                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!, TopExamples: parse.GetValue(topExamples),
+                Fuse: !parse.GetValue(noFuse), CudaGraph: parse.GetValue(cudaGraph), Profile: parse.GetValue(profile));
+            var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel, notes: output);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);
         });

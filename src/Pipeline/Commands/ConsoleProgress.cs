@@ -39,6 +39,7 @@ public sealed class ConsoleProgress(TextWriter output, bool interactive) : IProg
         Show($"{p.Tokens,12:N0} tokens  {p.TokensPerSecond,8:0} tok/s{each}  documents {p.Documents}/{p.TotalDocuments}  elapsed {Clock(p.Elapsed)}  left {left}",
             (double)p.Documents / Math.Max(1, p.TotalDocuments), keep: p.Documents == p.TotalDocuments && (p.Devices == null || last));
         if (p.Timing is { } t) output.WriteLine(Describe(t));
+        if (p.Profile is { } profile) foreach (string line in profile.Describe()) output.WriteLine(line);
         if (!last) return;
         foreach (var d in p.Devices!.Where(d => d.Timing != null)) output.WriteLine($"{d.Device}: {Describe(d.Timing!)}");
         // Steady state of the devices together: each device's rate after its first batch, added.
@@ -68,10 +69,15 @@ public sealed class ConsoleProgress(TextWriter output, bool interactive) : IProg
     /// <summary>The timing breakdown of <c>analyze --timing</c> as one paragraph.</summary>
     public static string Describe(StreamTiming t)
     {
+        var inv = CultureInfo.InvariantCulture;
         double total = t.ModelSeconds + t.WaitSeconds + t.CountSeconds;
-        return string.Create(CultureInfo.InvariantCulture,
+        string forward = t.ForwardMsPerBatch is double f
+            ? string.Create(inv, $"The forward alone (no vocabulary projection, no statistics, output left where it was computed) {f:0.00} ms = {t.BatchTokens / f * 1000:N0} tokens/s: analysis takes {t.MsPerBatch / f:0.00}× it, the floor {t.FloorMsPerBatch / f:0.00}×. ")
+            : "";
+        return string.Create(inv,
             $"Timing over {t.Batches} batches after the first: {t.MsPerBatch:0.00} ms per batch = {t.BatchTokens / t.MsPerBatch * 1000:N0} tokens/s; " +
             $"the floor (the model alone on one batch, outputs bound, median of {t.FloorRuns}) {t.FloorMsPerBatch:0.00} ms = {t.BatchTokens / t.FloorMsPerBatch * 1000:N0} tokens/s; " +
-            $"ratio {t.RatioToFloor:0.00}. Of the stream's time: model run {100 * t.ModelSeconds / total:0.0} %, waiting for the next batch {100 * t.WaitSeconds / total:0.0} %, counting {100 * t.CountSeconds / total:0.0} %.");
+            $"ratio {t.RatioToFloor:0.00}. ") + forward + string.Create(inv,
+            $"Of the stream's time: model run {100 * t.ModelSeconds / total:0.0} %, waiting for the next batch {100 * t.WaitSeconds / total:0.0} %, counting {100 * t.CountSeconds / total:0.0} %.");
     }
 }

@@ -176,10 +176,20 @@ public static class CheckedExport
     public static (int Fused, IReadOnlyList<string> Skipped, float MaxLogitChange) FuseAttention(string modelPath, string path)
     {
         ModelFiles.RequireWritable("fuse-attention", path, [modelPath]);
-        var model = OnnxGraph.Load(modelPath);
+        var (result, diff) = FuseAttentionChecked(OnnxGraph.Load(modelPath), "nothing was written");
+        ModelFiles.Save("fuse-attention", result.Model, path, TryFindSites(result.Model));
+        return (result.Fused, result.Skipped, diff);
+    }
+
+    /// <summary>
+    /// <see cref="AttentionFusion.Fuse"/> checked in ONNX Runtime (CPU, float32) as <see cref="FuseAttention"/> describes;
+    /// a graph with no recognised block, or whose fused logits differ, is refused naming why (then "; <paramref name="consequence"/>.").
+    /// </summary>
+    public static (AttentionFusion.Result Result, float MaxLogitChange) FuseAttentionChecked(ModelProto model, string consequence)
+    {
         var result = AttentionFusion.Fuse(model);
         if (result.Fused == 0)
-            throw new UserInputException($"No attention block was recognised ({(result.Skipped.Count == 0 ? "the graph has no Softmax" : result.Skipped[0])}); nothing was written.");
+            throw new UserInputException($"No attention block was recognised ({(result.Skipped.Count == 0 ? "the graph has no Softmax" : result.Skipped[0])}); {consequence}.");
         var probe = ProbeBatch.For(model);
         long[] mask = [.. probe.Mask];
         for (int w = 0; w < probe.Batch; w++) for (int t = probe.SeqLen - 1 - 3 * w; t < probe.SeqLen; t++) mask[w * probe.SeqLen + t] = 0; // padding at the end
@@ -188,10 +198,9 @@ public static class CheckedExport
         catch (UserInputException e) when (e.Message.Contains("logits differ"))
         {
             // The fused operator masks causally: an encoder's attention, or a mask of another kind, changes the outputs.
-            throw new UserInputException(e.Message.Replace("; nothing was written.", ": its attention is not causal (an encoder?) or masks otherwise than causally; nothing was written."));
+            throw new UserInputException(e.Message.Replace("; nothing was written.", $": its attention is not causal (an encoder?) or masks otherwise than causally; {consequence}."));
         }
-        ModelFiles.Save("fuse-attention", result.Model, path, TryFindSites(result.Model));
-        return (result.Fused, result.Skipped, diff);
+        return (result, diff);
     }
 
     static IReadOnlyList<MlpSite>? TryFindSites(ModelProto model)

@@ -13,10 +13,21 @@ public sealed record Device(int? CudaId)
     /// <summary>"cpu" or "cuda:N".</summary>
     public override string ToString() => CudaId is int id ? $"cuda:{id}" : "cpu";
 
-    /// <summary>Adds this device's execution provider to <paramref name="options"/> (the CPU provider is always there).</summary>
-    public void Configure(SessionOptions options)
+    /// <summary>
+    /// Adds this device's execution provider to <paramref name="options"/> (the CPU provider is always there);
+    /// <paramref name="cudaGraph"/> has the CUDA provider capture each run's kernels once and replay them.
+    /// </summary>
+    public void Configure(SessionOptions options, bool cudaGraph = false)
     {
-        if (CudaId is int id) options.AppendExecutionProvider_CUDA(id);
+        if (CudaId is not int id) return;
+        if (!cudaGraph)
+        {
+            options.AppendExecutionProvider_CUDA(id);
+            return;
+        }
+        using var cuda = new OrtCUDAProviderOptions(); // copied by the session options
+        cuda.UpdateOptions(new Dictionary<string, string> { ["device_id"] = id.ToString(System.Globalization.CultureInfo.InvariantCulture), ["enable_cuda_graph"] = "1" });
+        options.AppendExecutionProvider_CUDA(cuda);
     }
 }
 

@@ -7,6 +7,16 @@ using Sparsity.Training;
 namespace Sparsity.Pipeline.Runtime;
 
 /// <summary>
+/// How a <see cref="ModelRunner"/> drives ONNX Runtime beyond the defaults. <c>FixedShapes</c>: the batch and window
+/// sizes are given to the session (free-dimension overrides), so shape arithmetic is folded into constants and the
+/// optimizer's fusions see full shapes. <c>CudaGraph</c> (a GPU, fixed shapes): inputs and outputs at fixed device
+/// addresses and the whole step captured once as a CUDA graph, then replayed. <c>ProfilePrefix</c>: ONNX Runtime's
+/// profiler on, its JSON at that prefix (<see cref="ModelRunner.EndProfiling"/>). <c>OutputsOnDevice</c>: outputs stay
+/// where they were computed and are never read (a forward pass timed as a user's own loop would run it).
+/// </summary>
+public sealed record RunnerTuning(bool FixedShapes = false, bool CudaGraph = false, string? ProfilePrefix = null, bool OutputsOnDevice = false);
+
+/// <summary>
 /// The one ONNX Runtime runner: a session on a bound graph (inputs <c>input_ids</c> and, if it reads one,
 /// <c>attention_mask</c>, int64 [batch, seq]) on one device, whose inputs and outputs are bound once to reused host
 /// buffers (I/O binding). A run copies the batch in and only the graph's outputs back; on a GPU the activations stay
@@ -23,20 +33,23 @@ public sealed class ModelRunner : IDisposable
     readonly Array[] _outputs;
     readonly bool[] _sizedByRun; // outputs whose shape was not known when the runner was made
     readonly int[] _lengths; // elements of each output in the last run (buffers of outputs sized by the run only grow)
-    readonly Dictionary<string, float[]> _floatInputs = [];
     readonly List<OrtValue> _values = [];
     readonly (string[] Inputs, OrtValue[] Values, string[] Outputs)? _onDevice;
+    readonly List<CudaBuffer> _deviceBuffers = []; // CUDA graphs: ids, mask (if read), then each output
+    readonly bool _outputsStay;
 
     /// <summary>
     /// Opens <paramref name="bound"/> on <paramref name="device"/> for batches of <paramref name="batch"/> × <paramref name="seqLen"/>;
     /// <paramref name="outputs"/> are the outputs to compute (float32 or int64) with their shapes for that batch (null: not
     /// known before the run). <paramref name="bindOutputs"/> false (always on a GPU, and with an unknown shape) has ONNX
-    /// Runtime return the outputs, copied into the same buffers. <paramref name="floatInputs"/>: further float32 vector
-    /// inputs of the graph, written through <see cref="FloatInput"/> before a run.
+    /// Runtime return the outputs, copied into the same buffers. <paramref name="tuning"/>: see <see cref="RunnerTuning"/>.
     /// </summary>
     public ModelRunner(ModelProto bound, Device device, int threads, int batch, int seqLen, IReadOnlyList<(string Name, long[]? Shape)> outputs, bool bindOutputs = true,
-        IReadOnlyList<(string Name, int Length)>? floatInputs = null)
+        RunnerTuning? tuning = null)
     {
+        tuning ??= new RunnerTuning();
+        bool cudaGraph = tuning.CudaGraph && device.CudaId != null;
+        if (cudaGraph && outputs.Any(o => o.Shape == null)) throw new ArgumentException("A CUDA graph needs every output's shape before the run.", nameof(outputs));
         Batch = batch;
         SeqLen = seqLen;
         _options = new SessionOptions
@@ -44,9 +57,18 @@ public sealed class ModelRunner : IDisposable
             IntraOpNumThreads = threads > 0 ? threads : Environment.ProcessorCount, InterOpNumThreads = 1,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
+        if (tuning.FixedShapes || cudaGraph)
+            foreach (var input in bound.Graph.Input.Where(i => i.Name is GraphInputs.TokenInput or GraphInputs.MaskInput))
+            {
+                var dims = input.Type.TensorType.Shape?.Dim;
+                if (dims is not { Count: 2 }) continue;
+                for (int d = 0; d < 2; d++)
+                    if (!string.IsNullOrEmpty(dims[d].DimParam)) _options.AddFreeDimensionOverrideByName(dims[d].DimParam, d == 0 ? batch : seqLen);
+            }
+        if (tuning.ProfilePrefix != null) (_options.EnableProfiling, _options.ProfileOutputPathPrefix) = (true, tuning.ProfilePrefix);
         try
         {
-            device.Configure(_options);
+            device.Configure(_options, cudaGraph);
             _session = OrtSession.Open(OnnxGraph.WithOnlyOutputs(bound, outputs.Select(o => o.Name).ToList()), _options);
         }
         catch (OnnxRuntimeException e)
@@ -56,6 +78,19 @@ public sealed class ModelRunner : IDisposable
         }
         _binding = _session.CreateIoBinding();
         long[] shape = [batch, seqLen];
+        _outputsStay = tuning.OutputsOnDevice;
+        if (cudaGraph)
+        {
+            BindOnDevice(device.CudaId!.Value, outputs);
+            (_ids, _mask, _outputs, _sizedByRun, _lengths) = ([], [], new Array[outputs.Count], new bool[outputs.Count], new int[outputs.Count]);
+            for (int i = 0; i < outputs.Count; i++)
+            {
+                long size = outputs[i].Shape!.Aggregate(1L, (a, d) => a * d);
+                _lengths[i] = (int)size;
+                _outputs[i] = _session.OutputMetadata[outputs[i].Name].ElementDataType == TensorElementType.Float ? new float[size] : new long[size];
+            }
+            return;
+        }
         _ids = new long[batch * seqLen];
         _mask = new long[batch * seqLen];
         Bind(GraphInputs.TokenInput, OrtValue.CreateTensorValueFromMemory(_ids, shape), input: true);
@@ -65,11 +100,13 @@ public sealed class ModelRunner : IDisposable
             Bind(GraphInputs.MaskInput, OrtValue.CreateTensorValueFromMemory(_mask, shape), input: true);
             inputs.Add((GraphInputs.MaskInput, _values[^1]));
         }
-        foreach (var (name, length) in floatInputs ?? [])
+        if (_outputsStay)
         {
-            var buffer = _floatInputs[name] = new float[length];
-            Bind(name, OrtValue.CreateTensorValueFromMemory(buffer, [length]), input: true);
-            inputs.Add((name, _values[^1]));
+            // Outputs where they were computed (the device's memory on a GPU), never copied back.
+            using var where = device.CudaId is int id ? new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, id, OrtMemType.Default) : null;
+            foreach (var (name, _) in outputs) _binding.BindOutputToDevice(name, where ?? OrtMemoryInfo.DefaultInstance);
+            (_outputs, _sizedByRun, _lengths) = (new Array[outputs.Count], new bool[outputs.Count], new int[outputs.Count]);
+            return;
         }
         if (device.CudaId != null || !bindOutputs || outputs.Any(o => o.Shape == null))
             _onDevice = (inputs.Select(i => i.Name).ToArray(), inputs.Select(i => i.Value).ToArray(), outputs.Select(o => o.Name).ToArray());
@@ -108,9 +145,21 @@ public sealed class ModelRunner : IDisposable
     /// <summary>Runs one batch (ids and padding mask, row-major [batch, seq]); the outputs are then in <see cref="Floats"/> / <see cref="Longs"/>.</summary>
     public void Run(ReadOnlySpan<long> ids, ReadOnlySpan<long> mask)
     {
+        if (_deviceBuffers.Count > 0)
+        {
+            // A CUDA graph replays fixed addresses: the batch is copied into them, the outputs out of them.
+            _deviceBuffers[0].Write(ids);
+            int first = 1;
+            if (_session.InputNames.Contains(GraphInputs.MaskInput)) _deviceBuffers[first++].Write(mask);
+            _session.RunWithBinding(_run, _binding);
+            for (int i = 0; i < _outputs.Length; i++)
+                if (_outputs[i] is float[] f) _deviceBuffers[first + i].Read<float>(f);
+                else _deviceBuffers[first + i].Read<long>((long[])_outputs[i]);
+            return;
+        }
         ids.CopyTo(_ids);
         mask.CopyTo(_mask);
-        if (_onDevice == null)
+        if (_onDevice == null || _outputsStay)
         {
             _session.RunWithBinding(_run, _binding);
             return;
@@ -151,8 +200,31 @@ public sealed class ModelRunner : IDisposable
     public ReadOnlyMemory<float> FloatsMemory(int i) => ((float[])_outputs[i]).AsMemory(0, _lengths[i]);
     /// <summary>Int64 output <paramref name="i"/> of the last run, as memory.</summary>
     public ReadOnlyMemory<long> LongsMemory(int i) => ((long[])_outputs[i]).AsMemory(0, _lengths[i]);
-    /// <summary>The buffer of float input <paramref name="name"/> (given at construction), read by the next run.</summary>
-    public Span<float> FloatInput(string name) => _floatInputs[name];
+    /// <summary>Ends ONNX Runtime's profiling (<see cref="RunnerTuning.ProfilePrefix"/>) and returns its JSON file.</summary>
+    public string EndProfiling() => _session.EndProfiling();
+
+    // Inputs and outputs in device buffers allocated once, bound as tensors over them (the addresses a CUDA graph keeps).
+    void BindOnDevice(int device, IReadOnlyList<(string Name, long[]? Shape)> outputs)
+    {
+        using var memory = new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, device, OrtMemType.Default);
+        void BindBuffer(string name, TensorElementType type, long[] shape, bool input)
+        {
+            long bytes = shape.Aggregate(1L, (a, d) => a * d) * 8 / (type == TensorElementType.Float ? 2 : 1);
+            var buffer = new CudaBuffer(device, bytes);
+            _deviceBuffers.Add(buffer);
+            Bind(name, OrtValue.CreateTensorValueWithData(memory, type, shape, buffer.Pointer, bytes), input);
+        }
+        long[] shape = [Batch, SeqLen];
+        BindBuffer(GraphInputs.TokenInput, TensorElementType.Int64, shape, input: true);
+        if (_session.InputNames.Contains(GraphInputs.MaskInput)) BindBuffer(GraphInputs.MaskInput, TensorElementType.Int64, shape, input: true);
+        foreach (var (name, outputShape) in outputs)
+        {
+            var type = _session.OutputMetadata[name].ElementDataType;
+            if (type is not (TensorElementType.Float or TensorElementType.Int64))
+                throw new UserInputException($"Output {name} is {type}; relu-sparsity reads float32 and int64 outputs.");
+            BindBuffer(name, type, outputShape!, input: false);
+        }
+    }
 
     void Bind(string name, OrtValue value, bool input)
     {
@@ -164,6 +236,7 @@ public sealed class ModelRunner : IDisposable
     public void Dispose()
     {
         foreach (var v in _values) v.Dispose();
+        foreach (var b in _deviceBuffers) b.Dispose();
         _binding?.Dispose();
         _session?.Dispose();
         _options.Dispose();

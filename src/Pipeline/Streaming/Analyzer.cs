@@ -17,18 +17,20 @@ namespace Sparsity.Pipeline.Streaming;
 /// What <c>analyze</c> was asked. <c>Precision</c>: fp32, fp16 or bf16 (<see cref="Precisions.Parse"/>; half precision on
 /// a GPU only). <c>CountingThread</c>: count each batch on a thread of its own while the next one runs (default: on a GPU
 /// only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K top windows and the histogram of its
-/// values (<see cref="UnitExamples"/>); 0 for none.
+/// values (<see cref="UnitExamples"/>); 0 for none. <c>Fuse</c>: on a GPU, run attention as ONNX Runtime's fused
+/// kernel (checked exact first; <c>--no-fuse</c> turns it off). <c>CudaGraph</c>: capture each step as a CUDA graph.
+/// <c>Profile</c>: profile a few steady-state batches per operator type (profile.csv).
 /// </summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0);
+    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0, bool Fuse = true, bool CudaGraph = false, bool Profile = false);
 
 /// <summary>
 /// Progress of an analysis: tokens so far, rate, and an estimate of the time left; on several devices, each one's share
 /// (<see cref="Devices"/>, with its timing in the last report).
 /// </summary>
 public sealed record AnalysisProgress(long Tokens, long Batches, long Documents, long TotalDocuments, double TokensPerSecond, TimeSpan Elapsed, TimeSpan? Remaining,
-    StreamTiming? Timing = null, IReadOnlyList<DeviceRate>? Devices = null);
+    StreamTiming? Timing = null, IReadOnlyList<DeviceRate>? Devices = null, OperatorProfile? Profile = null);
 
 /// <summary>One device's share of an analysis on several: its tokens and rate so far, and its timing (<c>--timing</c>) at the end.</summary>
 public sealed record DeviceRate(string Device, long Tokens, double TokensPerSecond, StreamTiming? Timing = null);
@@ -36,9 +38,13 @@ public sealed record DeviceRate(string Device, long Tokens, double TokensPerSeco
 /// <summary>
 /// Where a batch's time went (<c>analyze --timing</c>), after the first batch (start-up, CUDA initialisation):
 /// inside the model run, waiting for the next batch from the reading thread, and counting; and the floor, the
-/// model alone on one batch with its outputs bound, timed <see cref="FloorRuns"/> times (median).
+/// model alone on one batch with its outputs bound, timed <see cref="FloorRuns"/> times (median); and the forward alone
+/// (<see cref="ForwardMsPerBatch"/>): the same prepared graph (fusions, precision, session) without its vocabulary
+/// projection and without our statistics, its output left on the device, as a user's own ONNX Runtime loop would run
+/// it (null when the graph's logits are not a projection of a hidden state).
 /// </summary>
-public sealed record StreamTiming(long Batches, int BatchTokens, double ModelSeconds, double WaitSeconds, double CountSeconds, double FloorMsPerBatch, int FloorRuns)
+public sealed record StreamTiming(long Batches, int BatchTokens, double ModelSeconds, double WaitSeconds, double CountSeconds, double FloorMsPerBatch, int FloorRuns,
+    double? ForwardMsPerBatch = null)
 {
     /// <summary>Steady-state milliseconds per batch of the whole stream.</summary>
     public double MsPerBatch => 1000 * (ModelSeconds + WaitSeconds + CountSeconds) / Math.Max(1, Batches);
@@ -59,7 +65,7 @@ public static class Analyzer
     /// <summary>Most top windows kept per unit.</summary>
     public const int MaxTopExamples = 10_000;
 
-    public static SparsityStats Run(AnalysisRequest r, IProgress<AnalysisProgress>? progress = null, CancellationToken cancel = default)
+    public static SparsityStats Run(AnalysisRequest r, IProgress<AnalysisProgress>? progress = null, CancellationToken cancel = default, TextWriter? notes = null)
     {
         if (r.SeqLen < 1 || r.BatchSize < 1) throw new UserInputException("--seq-len and --batch-size must be at least 1.");
         if ((long)r.SeqLen * r.BatchSize > MaxBatchTokens)
@@ -77,6 +83,7 @@ public static class Analyzer
             throw new UserInputException($"--precision {r.Precision} runs on a GPU only (ONNX Runtime's CPU provider lacks half-precision kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
+        if (r.Fuse && !r.DenseActivations && devices.Any(d => d.CudaId != null)) proto = FuseForGpu(proto, notes);
         var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
@@ -103,7 +110,9 @@ public static class Analyzer
             long tokens;
             try
             {
-                tokens = Stream(run, plan, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
+                var prepared = new PreparedModel(plan, proto, precision);
+                tokens = Stream(run, prepared, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
+                if (prepared.Profile is { } profile) AtomicFile.WriteAllText(Path.Combine(dir, "profile.csv"), profile.ToCsv());
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
             {
@@ -135,11 +144,12 @@ public static class Analyzer
     // corpus → tokens → windows → batches, read once; on one device streamed through it, on several dealt to them (each
     // takes the next batch when it is ready), each device counting into accumulators of its own, added when all are done:
     // the counts are integers and the top examples totally ordered, so the result equals one device's, bit for bit.
-    static long Stream(AnalysisRequest r, AnalysisPlan plan, string modelFile, IReadOnlyList<Device> devices, long vocab, TextTokenizer tokenizer,
+    static long Stream(AnalysisRequest r, PreparedModel prepared, string modelFile, IReadOnlyList<Device> devices, long vocab, TextTokenizer tokenizer,
         LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
+        var plan = prepared.Plan;
         var batches = CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab);
-        if (devices.Count == 1) return StreamOn(r, plan, modelFile, devices[0], batches, readAhead: true, uses, examples, totalDocuments, progress, cancel);
+        if (devices.Count == 1) return StreamOn(r, prepared, modelFile, devices[0], batches, readAhead: true, uses, examples, totalDocuments, progress, cancel);
 
         using var dealer = new Dealer<BatchRow>(batches, Math.Max(2 * devices.Count, CorpusBatches.ReadAheadBatches(r.BatchSize, r.SeqLen)));
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancel);
@@ -148,7 +158,7 @@ public static class Analyzer
             Examples: examples == null ? null : UnitExamples.Empty(plan.Layers.Select(l => l.DFf).ToList(), examples.K))).ToArray();
         var runs = devices.Select((device, i) => Task.Run(() =>
         {
-            try { return StreamOn(r, plan, modelFile, device, dealer.Take(), readAhead: false, parts[i].Uses, parts[i].Examples, totalDocuments, perDevice.For(i), failed.Token); }
+            try { return StreamOn(r, prepared, modelFile, device, dealer.Take(), readAhead: false, parts[i].Uses, parts[i].Examples, totalDocuments, perDevice.For(i), failed.Token); }
             catch { failed.Cancel(); dealer.Stop(); throw; } // one device failing stops the others
         })).ToArray();
         try { Task.WaitAll(runs); }
@@ -173,14 +183,17 @@ public static class Analyzer
     // One device's stream: batches (an IDataView, read ahead on a thread of its own unless dealt) → the model as an ML.NET
     // transform (the runner for in-graph counts, ApplyOnnxModel for dense activations) → one cursor-driven consumer adding
     // each layer's counts. Returns the tokens analysed.
-    static long StreamOn(AnalysisRequest r, AnalysisPlan plan, string modelFile, Device device, IEnumerable<BatchRow> batchRows, bool readAhead,
+    static long StreamOn(AnalysisRequest r, PreparedModel prepared, string modelFile, Device device, IEnumerable<BatchRow> batchRows, bool readAhead,
         LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
+        var plan = prepared.Plan;
         int B = r.BatchSize, T = r.SeqLen;
+        var tuning = new RunnerTuning(FixedShapes: true, CudaGraph: r.CudaGraph);
         var ml = new MLContext(seed: 0);
         var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
-        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList()) : null;
+        var runnerOutputs = outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList();
+        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, runnerOutputs, tuning: tuning) : null;
         var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Select(o => o.Name).ToList()) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
@@ -226,7 +239,7 @@ public static class Analyzer
                 double ran = step.Elapsed.TotalSeconds;
                 layers.Add(uses, examples, realToken, origin);
                 if (batchCount++ > 0) (wait, model_, count) = (wait + waited, model_ + ran - waited, count + step.Elapsed.TotalSeconds - ran); // the first batch is start-up
-                if (r.Timing) idsGetter(ref lastIds);
+                if (r.Timing || r.Profile) idsGetter(ref lastIds);
                 if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
                 {
                     lastReport = clock.Elapsed;
@@ -237,8 +250,15 @@ public static class Analyzer
         }
         finally { layers.Finish(); } // the counting thread, if any, has added every batch
         var timing = r.Timing && runner != null && batchCount > 0
-            ? new StreamTiming(batchCount - 1, B * T, model_, wait, count, Floor(runner, lastIds.GetValues(), maskBuffer.GetValues(), runs: 20), 20) : null;
-        progress?.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed) with { Timing = timing });
+            ? new StreamTiming(batchCount - 1, B * T, model_, wait, count, Floor(runner, lastIds.GetValues(), maskBuffer.GetValues(), runs: 20), 20,
+                Forward(prepared, device, r, tuning, lastIds.GetValues(), maskBuffer.GetValues())) : null;
+        OperatorProfile? profile = null;
+        if (r.Profile && runner != null && batchCount > 0 && Interlocked.CompareExchange(ref prepared.Profiling, 1, 0) == 0) // one device profiles
+        {
+            runner.Dispose(); // one session on the device at a time
+            profile = prepared.Profile = ProfileRuns(plan.Graph, device, r, tuning, runnerOutputs, lastIds.GetValues(), maskBuffer.GetValues());
+        }
+        progress?.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed) with { Timing = timing, Profile = profile });
         return tokens;
     }
 
@@ -358,6 +378,69 @@ public static class Analyzer
                 examples.Layers[l].Histogram.AddDense(activations, real, T, threshold);
             }
         }, () => { });
+    }
+
+    /// <summary>What runs on every device: the plan, and the graph it was planned from (fused for a GPU) for the forward-alone timing.</summary>
+    sealed class PreparedModel(AnalysisPlan plan, ModelProto source, Precision precision)
+    {
+        public AnalysisPlan Plan => plan;
+        public ModelProto Source => source;
+        public Precision Precision => precision;
+        public int Profiling;
+        public OperatorProfile? Profile;
+    }
+
+    // On a GPU, attention as ONNX Runtime's fused kernel (MultiHeadAttention), checked on the CPU in float32 like
+    // fuse-attention; a graph it does not match, or whose check fails, runs as it is, and a line says which.
+    static ModelProto FuseForGpu(ModelProto model, TextWriter? notes)
+    {
+        if (model.Graph.Output.Any(o => o.Name == StatsReduction.UnitTokensOutput(0))) return model; // a stats export: counted as written
+        if (model.Graph.Node.Any(n => n.OpType is "MultiHeadAttention" or "Attention" or "GroupQueryAttention")) return model; // fused already
+        if (!model.Graph.Node.Any(n => n.OpType == "Softmax")) return model;
+        try
+        {
+            var (result, diff) = Exporting.CheckedExport.FuseAttentionChecked(model, "analysing the graph as it is");
+            notes?.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"Attention fused for the GPU: {result.Fused} block(s) as MultiHeadAttention (logits within {diff:E1} of the original on the CPU in fp32){(result.Skipped.Count > 0 ? $"; {result.Skipped.Count} left as they were: {result.Skipped[0]}" : "")}. --no-fuse runs the graph as it is."));
+            return result.Model;
+        }
+        catch (UserInputException e)
+        {
+            notes?.WriteLine($"warning: attention not fused: {e.Message.Split("; ")[0]}.");
+            return model;
+        }
+    }
+
+    // The forward alone: the prepared graph minus its vocabulary projection and our statistics, its output left where it
+    // was computed (median of 20 runs on the last batch); null when the logits are not a projection of a hidden state.
+    static double? Forward(PreparedModel prepared, Device device, AnalysisRequest r, RunnerTuning tuning, ReadOnlySpan<long> ids, ReadOnlySpan<long> mask)
+    {
+        if (prepared.Plan.Sites.Count == 0) return null; // a stats export: nothing but our statistics to compare with
+        var (bound, _) = GraphInputs.Bind(prepared.Source);
+        var converted = Sparsity.Export.Float16.Convert(bound, prepared.Precision.Type());
+        if (GraphInputs.WithDecoderOutput(converted) is not { } forward) return null;
+        using var runner = new ModelRunner(forward, device, r.Threads, r.BatchSize, r.SeqLen, [(forward.Graph.Output[0].Name, null)],
+            tuning: tuning with { CudaGraph = false, OutputsOnDevice = true });
+        return Floor(runner, ids, mask, runs: 20);
+    }
+
+    // ONNX Runtime's profiler over 10 runs of the last batch after 3 warm-up runs, in a session of its own.
+    static OperatorProfile ProfileRuns(ModelProto graph, Device device, AnalysisRequest r, RunnerTuning tuning, IReadOnlyList<(string, long[]?)> outputs,
+        ReadOnlySpan<long> ids, ReadOnlySpan<long> mask)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "relu-sparsity-profile-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string file;
+            using (var runner = new ModelRunner(graph, device, r.Threads, r.BatchSize, r.SeqLen, outputs, tuning: tuning with { ProfilePrefix = Path.Combine(dir, "ort") }))
+            {
+                for (int i = 0; i < 13; i++) runner.Run(ids, mask);
+                file = runner.EndProfiling();
+            }
+            return OperatorProfile.Read(Path.IsPathRooted(file) ? file : Path.Combine(Environment.CurrentDirectory, file), warmUp: 3, onGpu: device.CudaId != null);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 
     // The floor: the model alone on one batch with its outputs bound (median of several runs).
