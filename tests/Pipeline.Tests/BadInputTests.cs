@@ -213,6 +213,9 @@ public class BadInputTests
         yield return Case("merge of 0/2 with 1/3", "shard count n differs", ["merge", "--inputs", Ws("shard0"), Ws("shard1of3"), "--out", Out]);
         yield return Case("merge of the same shard twice", "appears twice", ["merge", "--inputs", Ws("shard0"), Ws("shard0"), "--out", Out]);
         yield return Case("merge with shards missing", "Shards 1/2 are missing", ["merge", "--inputs", Ws("shard0"), "--out", Out]);
+        yield return Case("unknown precision", "--precision fp8: use fp32, fp16 or bf16", AnalyzeOpt("--precision", "fp8"));
+        yield return Case("bf16 on the CPU", "--precision bf16 runs on a GPU only", AnalyzeOpt("--precision", "bf16"));
+        yield return Case("a CUDA graph on the CPU", "--cuda-graph captures the GPU's kernels: add --device cuda", AnalyzeOpt("--cuda-graph"));
         yield return Case("more top examples than are held per unit", "exceeds 10,000 windows per unit", AnalyzeOpt("--top-examples", "100000"));
         yield return Case("unit of an analysis without top examples", "re-run analyze with --top-examples", ["unit", "--stats", Ws("shard0"), "--layer", "0", "--unit", "0"]);
         yield return Case("stats of another model given to prune", "describes another model (opt.torchscript.onnx",

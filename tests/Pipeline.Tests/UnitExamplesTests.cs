@@ -210,6 +210,26 @@ public class UnitExamplesTests
     }
 
     [Test]
+    public void FoldersOfPerTokenExamplesAreRefusedNotMixed()
+    {
+        // Before top windows a folder held each unit's K largest token activations: reading one says so, and merge
+        // never adds shards whose headers name different definitions.
+        string model = OwnModel(), corpus = Corpus();
+        string a = Analyze(model, corpus, 12, 3, "--shard", "0/2"), b = Analyze(model, corpus, 12, 3, "--shard", "1/2");
+        Assert.That(File.ReadAllText(Path.Combine(a, "counts.json")), Does.Contain($"\"top_examples_format\": \"{UnitExamples.Format}\""));
+        string old = Path.Combine(TestCorpus.TempDir(), "old");
+        Directory.CreateDirectory(old);
+        File.WriteAllText(Path.Combine(old, UnitExamples.TopFile(0)), "unit,rank,value,document,position\n0,0,1.5,0,3\n");
+        var error = Assert.Throws<UserInputException>(() => UnitExamples.Load(old, K, [64]))!;
+        Assert.That(error.Message, Does.Contain("holds top examples per token, from an earlier relu-sparsity").And.Contain("re-run analyze --top-examples"));
+        string counts = Path.Combine(b, "counts.json");
+        File.WriteAllText(counts, File.ReadAllText(counts).Replace($"\"top_examples_format\": \"{UnitExamples.Format}\"", "\"top_examples_format\": null"));
+        var (exit, _, message) = Cli.Run("merge", "--inputs", a, b, "--out", Path.Combine(TestCorpus.TempDir(), "m"));
+        Assert.That((exit, message), Is.EqualTo((2, message)));
+        Assert.That(message, Does.Contain("top examples format differs"));
+    }
+
+    [Test]
     public void UnitCommandPrintsTheTopContextsAsText()
     {
         string corpus = Corpus();

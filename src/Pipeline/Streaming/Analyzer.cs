@@ -79,6 +79,8 @@ public static class Analyzer
             throw new UserInputException($"--top-examples ranks activations above the threshold, which must be ≥ 0 (got {r.Threshold}): ReLU activations are never negative.");
         var devices = Devices.ResolveAll(r.Device);
         var precision = Precisions.Parse(r.Precision);
+        if (r.CudaGraph && devices.Any(d => d.CudaId == null))
+            throw new UserInputException("--cuda-graph captures the GPU's kernels: add --device cuda, or leave it out on the CPU.");
         if (precision != Precision.Fp32 && devices.Any(d => d.CudaId == null))
             throw new UserInputException($"--precision {r.Precision} runs on a GPU only (ONNX Runtime's CPU provider lacks half-precision kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
@@ -188,7 +190,9 @@ public static class Analyzer
     {
         var plan = prepared.Plan;
         int B = r.BatchSize, T = r.SeqLen;
-        var tuning = new RunnerTuning(FixedShapes: true, CudaGraph: r.CudaGraph);
+        // Fixed sizes on a GPU only: on the CPU they let the optimizer fold bias adds into GEMMs, which moves activations by
+        // an ulp, and so the top-example values users compare across versions.
+        var tuning = new RunnerTuning(FixedShapes: device.CudaId != null, CudaGraph: r.CudaGraph);
         var ml = new MLContext(seed: 0);
         var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
@@ -390,9 +394,12 @@ public static class Analyzer
         public OperatorProfile? Profile;
     }
 
-    // On a GPU, attention as ONNX Runtime's fused kernel (MultiHeadAttention), checked on the CPU in float32 like
-    // fuse-attention; a graph it does not match, or whose check fails, runs as it is, and a line says which.
-    static ModelProto FuseForGpu(ModelProto model, TextWriter? notes)
+    /// <summary>
+    /// What <c>analyze</c> runs on a GPU: attention as ONNX Runtime's fused kernel (MultiHeadAttention), checked on the
+    /// CPU in float32 as <c>fuse-attention</c> checks it; a graph it does not match, or whose check fails, is returned
+    /// as it is, and a line on <paramref name="notes"/> says which. Stats exports and graphs already fused are left alone.
+    /// </summary>
+    public static ModelProto FuseForGpu(ModelProto model, TextWriter? notes)
     {
         if (model.Graph.Output.Any(o => o.Name == StatsReduction.UnitTokensOutput(0))) return model; // a stats export: counted as written
         if (model.Graph.Node.Any(n => n.OpType is "MultiHeadAttention" or "Attention" or "GroupQueryAttention")) return model; // fused already
