@@ -102,11 +102,13 @@ public static class StatsReduction
         string real = g.Op("Unsqueeze", p + ".real", [realTokens, g.Longs(p + ".axis_last", [1], -1)]);
         if (hiddenType != DataType.Float) real = g.Op("Cast", p + ".real_typed", [real], OnnxGraph.Int("to", (long)hiddenType));
         string masked = g.Op("Mul", p + ".masked", [hidden, real]); // [B, T, d_ff]
-        string axisSeq = g.Longs(p + ".axis_seq", [1], 1);
-        string peak = opset >= 18 // ReduceMax took its axes as an attribute before opset 18
-            ? g.Op("ReduceMax", p + ".peak", [masked, axisSeq], OnnxGraph.Int("keepdims", 0))
-            : g.Op("ReduceMax", p + ".peak", [masked], OnnxGraph.Ints("axes", 1), OnnxGraph.Int("keepdims", 0)); // [B, d_ff]
-        string at = g.Op("ArgMax", p + ".peak_at", [masked], OnnxGraph.Int("axis", 1), OnnxGraph.Int("keepdims", 0)); // [B, d_ff], first of ties
+        // The arg-max, then the value there: one pass over [B, T, d_ff] instead of a max and an arg-max.
+        string atKept = g.Op("ArgMax", p + ".peak_at", [masked], OnnxGraph.Int("axis", 1), OnnxGraph.Int("keepdims", 1)); // [B, 1, d_ff], first of ties
+        string Squeeze(string hint, string input) => opset >= 13 // Squeeze took its axes as an attribute before opset 13
+            ? g.Op("Squeeze", hint, [input, g.Longs(hint + ".axis", [1], 1)])
+            : g.Op("Squeeze", hint, [input], OnnxGraph.Ints("axes", 1));
+        string peak = Squeeze(p + ".peak", g.Op("GatherElements", p + ".peak_kept", [masked, atKept], OnnxGraph.Int("axis", 1))); // [B, d_ff]
+        string at = Squeeze(p + ".peak_at_flat", atKept);
         if (hiddenType != DataType.Float) peak = g.Op("Cast", p + ".peak_f32", [peak], OnnxGraph.Int("to", (long)DataType.Float));
         // k = min(K, windows in the batch), so a batch smaller than K still runs.
         string windows = g.Op("Gather", p + ".windows", [g.Op("Shape", p + ".shape", [peak]), g.Longs(p + ".axis0", [1], 0)], OnnxGraph.Int("axis", 0));
