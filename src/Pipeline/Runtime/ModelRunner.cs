@@ -65,7 +65,11 @@ public sealed class ModelRunner : IDisposable
                 for (int d = 0; d < 2; d++)
                     if (!string.IsNullOrEmpty(dims[d].DimParam)) _options.AddFreeDimensionOverrideByName(dims[d].DimParam, d == 0 ? batch : seqLen);
             }
-        if (tuning.ProfilePrefix != null) (_options.EnableProfiling, _options.ProfileOutputPathPrefix) = (true, tuning.ProfilePrefix);
+        if (tuning.ProfilePrefix != null)
+        {
+            _options.ProfileOutputPathPrefix = tuning.ProfilePrefix; // read when profiling is enabled, so set first
+            _options.EnableProfiling = true;
+        }
         try
         {
             device.Configure(_options, cudaGraph);
