@@ -29,6 +29,11 @@ public static class StatsReduction
     public static string TopPositionsOutput(int layer) => $"top_positions.{layer}";
     /// <summary>Layer <paramref name="layer"/>'s active values in the batch's first window per power-of-two bin and unit, [22, d_ff] (the bins of Analysis' ActivationHistogram).</summary>
     public static string HistogramOutput(int layer) => $"activation_histogram.{layer}";
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s activations of the batch's first window where active on a real token (0
+    /// elsewhere), float32 [seq, d_ff]: the histogram's sample, binned on the host where that is cheaper (the CPU).
+    /// </summary>
+    public static string FirstWindowOutput(int layer) => $"first_window.{layer}";
     /// <summary>Bins of <see cref="HistogramOutput"/>; bin 1 starts at 2^<see cref="HistogramLowestExponent"/>.</summary>
     public const int HistogramBins = 22, HistogramLowestExponent = -10;
     /// <summary>Metadata key holding the activity threshold the counts were built with.</summary>
@@ -50,7 +55,8 @@ public static class StatsReduction
     /// [batch·seq, d_ff] when <paramref name="batchSeqShape"/> gives [batch, seq] to view it as such), of element type
     /// <paramref name="hiddenType"/> (float32, float16 or bfloat16; compared in its own type, so fp16 activations are
     /// never copied to float32). <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows of the batch and
-    /// the histogram of its active values (<see cref="AddTopWindows"/>); <paramref name="opset"/> is the graph's.
+    /// the histogram of its active values (<see cref="AddTopWindows"/>; <paramref name="histogramOnHost"/> returns the
+    /// histogram's sample instead, <see cref="FirstWindowOutput"/>); <paramref name="opset"/> is the graph's.
     /// </summary>
     /// <remarks>
     /// Three passes over [tokens, d_ff] (the comparison, its cast to float32, a sum over units) and one matrix product
@@ -58,7 +64,7 @@ public static class StatsReduction
     /// against the forward itself on a GPU, where each pass is a read and a write of the layer's activations.
     /// </remarks>
     public static IEnumerable<ValueInfoProto> Add(GraphWriter g, string hidden, string realTokens, string? batchSeqShape, float threshold, int layer, int dFf,
-        DataType hiddenType = DataType.Float, int topExamples = 0, long opset = 18)
+        DataType hiddenType = DataType.Float, int topExamples = 0, long opset = 18, bool histogramOnHost = false)
     {
         string p = $"h.{layer}.stats";
         if (batchSeqShape != null)
@@ -82,7 +88,7 @@ public static class StatsReduction
         yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
         if (topExamples > 0)
-            foreach (var output in AddTopWindows(g, hidden, hiddenType, active, realTokens, threshold, layer, dFf, topExamples, opset)) yield return output;
+            foreach (var output in AddTopWindows(g, hidden, hiddenType, active, realTokens, threshold, layer, dFf, topExamples, opset, histogramOnHost)) yield return output;
     }
 
     /// <summary>
@@ -95,7 +101,7 @@ public static class StatsReduction
     /// window (a fixed sample, 1/batch of the windows).
     /// </summary>
     static IEnumerable<ValueInfoProto> AddTopWindows(GraphWriter g, string hidden, DataType hiddenType, string active, string realTokens, float threshold,
-        int layer, int dFf, int k, long opset)
+        int layer, int dFf, int k, long opset, bool histogramOnHost)
     {
         string p = $"h.{layer}.top";
         // Padding to 0, in the activations' type: never above the threshold the host applies (≥ 0), so never a peak that counts.
@@ -122,7 +128,15 @@ public static class StatsReduction
         yield return OnnxGraph.Value(TopWindowsOutput(layer), DataType.Int64, dFf, "k");
         yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, dFf, "k");
         yield return OnnxGraph.Value(TopPositionsOutput(layer), DataType.Int64, dFf, "k");
-        AddHistogram(g, p, hidden, hiddenType, active, realTokens, layer, dFf);
+        string sample = FirstWindow(g, p, hidden, hiddenType, active, realTokens);
+        if (histogramOnHost)
+        {
+            // Binning [seq, d_ff] against 21 edges in the graph cost as much as the top windows on 2 CPU threads; the host bins it in a pass.
+            g.Named("Identity", FirstWindowOutput(layer), [sample]);
+            yield return OnnxGraph.Value(FirstWindowOutput(layer), DataType.Float, "seq", dFf);
+            yield break;
+        }
+        AddHistogram(g, p, sample, layer);
         yield return OnnxGraph.Value(HistogramOutput(layer), DataType.Int64, HistogramBins, dFf);
     }
 
@@ -130,7 +144,8 @@ public static class StatsReduction
     // number of power-of-two edges 2^-10 … 2^10 it reaches (exact comparisons, so it equals the float's binary exponent
     // on any device). Summed over tokens, "reaches edge e" gives the active values at or above each edge (inactive ones,
     // masked to 0, reach none); bin 0 holds the rest of the active values, bin e + 1 those reaching e but not e + 1.
-    static void AddHistogram(GraphWriter g, string p, string hidden, DataType hiddenType, string active, string realTokens, int layer, int dFf)
+    // The first window's activations where active on a real token, float32 [seq, d_ff] (0 elsewhere).
+    static string FirstWindow(GraphWriter g, string p, string hidden, DataType hiddenType, string active, string realTokens)
     {
         string window = g.Longs(p + ".window", [], 0);
         string realColumn = g.Op("Unsqueeze", p + ".first_real", [g.Op("Gather", p + ".first_tokens", [realTokens, window], OnnxGraph.Int("axis", 0)),
@@ -138,14 +153,19 @@ public static class StatsReduction
         string mask = g.Op("Mul", p + ".first_mask", [g.Op("Gather", p + ".first_active", [active, window], OnnxGraph.Int("axis", 0)), realColumn]); // [seq, d_ff]
         string first = g.Op("Gather", p + ".first_window", [hidden, window], OnnxGraph.Int("axis", 0));
         if (hiddenType != DataType.Float) first = g.Op("Cast", p + ".first_f32", [first], OnnxGraph.Int("to", (long)DataType.Float));
-        string values = g.Op("Mul", p + ".first_values", [first, mask]);
+        return g.Op("Mul", p + ".first_values", [first, mask]);
+    }
+
+    static void AddHistogram(GraphWriter g, string p, string values, int layer)
+    {
         var edges = Enumerable.Range(0, HistogramBins - 1).Select(e => MathF.Pow(2, e + HistogramLowestExponent)).ToArray();
         string reached = g.Op("Cast", p + ".reached", [g.Op("GreaterOrEqual", p + ".reaches", [g.Op("Unsqueeze", p + ".column", [values, g.Longs(p + ".last", [1], -1)]),
             g.Floats(p + ".edges", [HistogramBins - 1], edges)])], OnnxGraph.Int("to", (long)DataType.Float)); // [seq, d_ff, edges]
         string tokensAxis = g.Longs(p + ".axis_tokens", [1], 0);
         // Float sums of ones are exact below 2^24, in any order.
         string atOrAbove = g.Op("ReduceSum", p + ".at_or_above", [reached, tokensAxis], OnnxGraph.Int("keepdims", 0)); // [d_ff, edges]
-        string count = g.Op("ReduceSum", p + ".count", [mask, tokensAxis], OnnxGraph.Int("keepdims", 0)); // [d_ff]
+        string count = g.Op("ReduceSum", p + ".count", [g.Op("Cast", p + ".active_count", [g.Op("Greater", p + ".is_active", [values, g.Scalar(p + ".none", 0f)])],
+            OnnxGraph.Int("to", (long)DataType.Float)), tokensAxis], OnnxGraph.Int("keepdims", 0)); // [d_ff]
         string upper = g.Op("Concat", p + ".upper", [g.Op("Unsqueeze", p + ".count_column", [count, g.Longs(p + ".axis_column", [1], 1)]), atOrAbove], OnnxGraph.Int("axis", 1));
         string lower = g.Op("Pad", p + ".lower", [atOrAbove, g.Longs(p + ".pad_end", [4], 0, 0, 0, 1)]); // a 0 after the last edge
         string bins = g.Op("Transpose", p + ".bins", [g.Op("Sub", p + ".per_bin", [upper, lower])], OnnxGraph.Ints("perm", 1, 0)); // [bins, d_ff]

@@ -158,9 +158,10 @@ public static class Surgery
     /// Adds every site's unit counts (<see cref="StatsReduction"/>) to a graph bound by <see cref="GraphInputs.Bind"/> and makes them
     /// its only outputs, so ONNX Runtime computes nothing the counts do not need and only compact tensors leave it.
     /// An attention_mask input is added when the model has none (it then serves only the counts). <paramref name="topExamples"/>
-    /// K &gt; 0 adds each unit's top windows of the batch and its activation histogram (fixed shapes on every device).
+    /// K &gt; 0 adds each unit's top windows of the batch and its activation histogram (fixed shapes on every device;
+    /// <paramref name="histogramOnHost"/>: the histogram's sample instead, for the host to bin).
     /// </summary>
-    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0)
+    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0, bool histogramOnHost = false)
     {
         var result = bound.Clone();
         var g = new GraphWriter(result.Graph);
@@ -171,7 +172,7 @@ public static class Surgery
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
         var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
             (DataType)initializers[s.Down.Weight].DataType, topExamples,
-            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18)).ToList();
+            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, histogramOnHost)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);

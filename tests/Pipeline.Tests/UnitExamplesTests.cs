@@ -166,6 +166,31 @@ public class UnitExamplesTests
                 }
             }
         }
+        // The histogram: binned in the graph (a GPU) or its sample binned on the host (the CPU), alike and as Math.Log2 bins it.
+        string sampled = Path.Combine(TestCorpus.TempDir(), "sampled.onnx");
+        OnnxGraph.Save(Surgery.InstrumentStats(bound, sites, 0.05f, topExamples: K, histogramOnHost: true), sampled);
+        var ids8 = Enumerable.Range(0, 4 * 16).Select(i => (long)(i * 41 % 256)).ToArray();
+        var mask8 = Enumerable.Range(0, 4 * 16).Select(i => i % 16 < 13 ? 1L : 0L).ToArray();
+        (string, long[], long[])[] batch = [("input_ids", ids8, [4, 16]), ("attention_mask", mask8, [4, 16])];
+        var inGraph = OrtRunner.Run(stats, batch);
+        var sample = OrtRunner.Run(sampled, batch);
+        var first = OrtRunner.Run(dense, batch[..1]);
+        foreach (var site in sites)
+        {
+            var onHost = new ActivationHistogram(64);
+            onHost.AddDense(sample[StatsReduction.FirstWindowOutput(site.Layer)].Floats!, Enumerable.Repeat(true, 16).ToArray(), 16, 0.05f);
+            var graphBins = new ActivationHistogram(64);
+            graphBins.AddBinMajor(inGraph[StatsReduction.HistogramOutput(site.Layer)].Longs!);
+            float[] hidden = first[site.Output].Floats!;
+            for (int u = 0; u < 64; u++)
+            {
+                var expected = new long[ActivationHistogram.Bins];
+                for (int t = 0; t < 13; t++)
+                    if (hidden[t * 64 + u] > 0.05f) expected[Math.Clamp((int)Math.Floor(Math.Log2(hidden[t * 64 + u])) + 11, 0, ActivationHistogram.Bins - 1)]++;
+                Assert.That(graphBins.Of(u).ToArray(), Is.EqualTo(expected), $"layer {site.Layer} unit {u}: in the graph");
+                Assert.That(onHost.Of(u).ToArray(), Is.EqualTo(expected), $"layer {site.Layer} unit {u}: on the host");
+            }
+        }
     }
 
     [Test]

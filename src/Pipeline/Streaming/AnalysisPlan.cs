@@ -30,10 +30,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts;
     /// <paramref name="precision"/> fp16 or bf16 runs the model in that type (<see cref="Float16"/>; a graph already in it
     /// runs as it is), its counts exact in float32; <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows
-    /// of a batch and their histogram to the counts.
+    /// of a batch and their histogram to the counts (<paramref name="histogramOnHost"/>: the histogram's sample, binned on
+    /// the host, cheaper on the CPU).
     /// </summary>
     public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, Precision precision = Precision.Fp32,
-        int topExamples = 0)
+        int topExamples = 0, bool histogramOnHost = false)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = GraphInputs.MaxPositions(model);
@@ -71,15 +72,15 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             bound = Float16.Convert(bound, precision.Type()); // the counts added below compare in that type, sum in float32
             sites = MlpSites.Find(bound, activations);
         }
-        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples)).ToList(),
-            Surgery.InstrumentStats(bound, sites, threshold, topExamples), true,
+        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost)).ToList(),
+            Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost), true,
             true, vocab, maxSeq);
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>
         new(site.Output, site.DFf, [new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d])]);
 
-    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0) => new($"mlp_hidden.{layer}", dFf,
+    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0, bool histogramOnHost = false) => new($"mlp_hidden.{layer}", dFf,
     [
         new LayerOutput(StatsReduction.ActiveUnitsOutput(layer), (b, t, _) => [b, t]),
         new LayerOutput(StatsReduction.UnitsPerSequenceOutput(layer), (b, _, _) => [b]),
@@ -89,7 +90,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             new LayerOutput(StatsReduction.TopWindowsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
             new LayerOutput(StatsReduction.TopValuesOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
             new LayerOutput(StatsReduction.TopPositionsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
-            new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
+            histogramOnHost ? new LayerOutput(StatsReduction.FirstWindowOutput(layer), (_, t, d) => [t, d])
+                : new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
         },
     ]);
 
@@ -122,14 +124,10 @@ public sealed record BatchOrigin(long[] WindowDocument, long[] WindowStart, int 
 
     /// <summary>
     /// Adds one batch's in-graph top windows (<see cref="StatsReduction.TopWindowsOutput"/>, their peaks and positions,
-    /// [d_ff, k] each) and histogram ([bins, d_ff]) to a layer's accumulators; peaks at or below the threshold do not count.
+    /// [d_ff, k] each) to a layer's accumulator; peaks at or below the threshold do not count.
     /// </summary>
-    public void AddTopWindows(LayerExamples layer, ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, ReadOnlySpan<long> histogram,
-        float threshold)
-    {
+    public void AddTopWindows(LayerExamples layer, ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, float threshold) =>
         layer.Top.AddWindows(peaks, windows, positions, peaks.Length / layer.Top.DFf, Window, threshold);
-        layer.Histogram.AddBinMajor(histogram);
-    }
 }
 
 /// <summary>Reused lists for <see cref="AnalysisPlan.AddStatsBatch"/> (no allocation per batch).</summary>

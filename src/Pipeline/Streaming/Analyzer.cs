@@ -86,7 +86,8 @@ public static class Analyzer
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var proto = OnnxGraph.Load(r.Model);
         if (r.Fuse && !r.DenseActivations && devices.Any(d => d.CudaId != null)) proto = FuseForGpu(proto, notes);
-        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples);
+        var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples,
+            histogramOnHost: devices.All(d => d.CudaId == null));
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -301,6 +302,7 @@ public static class Analyzer
         VBuffer<long> buffer = default, lengthsBuffer = default;
         VBuffer<float> valuesBuffer = default;
         var scratch = new StatsScratch();
+        var allReal = Enumerable.Repeat(true, T).ToArray(); // the histogram's sample is masked in the graph
         // Walks the outputs in the plan's order, three per layer and four more with top examples: int64 ones from counts, float32 ones from values.
         void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] real, BatchOrigin origin, ReadOnlySpan<long> counts, ReadOnlySpan<float> values, ReadOnlySpan<long> lengths)
         {
@@ -311,10 +313,20 @@ public static class Analyzer
                 counts = counts[(B * T + B + dFf)..];
                 lengths = lengths[3..];
                 if (examples == null) continue;
-                int top = (int)lengths[0], bins = (int)lengths[3]; // windows, peaks, positions: [d_ff, k] each
-                origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), counts.Slice(2 * top, bins), threshold);
-                counts = counts[(2 * top + bins)..];
+                int top = (int)lengths[0], histogram = (int)lengths[3]; // windows, peaks, positions: [d_ff, k] each; then the histogram or its sample
+                origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), threshold);
                 values = values[top..];
+                if (plan.Layers[l].Outputs[^1].Name == StatsReduction.FirstWindowOutput(plan.Sites[l].Layer))
+                {
+                    examples.Layers[l].Histogram.AddDense(values[..histogram], allReal, T, threshold); // inactive entries are 0, never above the threshold (≥ 0)
+                    values = values[histogram..];
+                    counts = counts[(2 * top)..];
+                }
+                else
+                {
+                    examples.Layers[l].Histogram.AddBinMajor(counts.Slice(2 * top, histogram));
+                    counts = counts[(2 * top + histogram)..];
+                }
                 lengths = lengths[4..];
             }
         }
