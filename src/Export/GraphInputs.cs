@@ -100,14 +100,20 @@ public static class GraphInputs
         return (result, new BoundInputs(hasMask, computed));
     }
 
-    /// <summary>The vocabulary size: the logits' last dimension, else the rows of the embedding the token input gathers from; null when neither is found.</summary>
+    /// <summary>
+    /// The vocabulary size: the last dimension of an output named logits, else the rows of the embedding the token input
+    /// gathers from, else the last dimension of the only float output of rank 3; null when none is found. A decoder
+    /// exported without its vocabulary projection (Optimum's feature extraction: last_hidden_state) has an output of
+    /// width d_model, which is not its vocabulary.
+    /// </summary>
     public static long? VocabularySize(ModelProto model)
     {
-        if (LogitsOutput(model) is { } logits && logits.Type.TensorType.Shape?.Dim is { Count: > 0 } dims && dims[^1].DimValue > 0)
-            return dims[^1].DimValue;
+        static long? Width(ValueInfoProto? output) =>
+            output?.Type.TensorType.Shape?.Dim is { Count: > 0 } dims && dims[^1].DimValue > 0 ? dims[^1].DimValue : null;
+        if (Width(model.Graph.Output.FirstOrDefault(o => o.Name == "logits")) is long named) return named;
         var index = new GraphIndex(model.Graph);
         var token = Required(model).FirstOrDefault(i => i.Name == TokenInput) ?? TryTokenInput(model, index);
-        return token == null ? null : EmbeddingRows(index, token.Name);
+        return (token == null ? null : EmbeddingRows(index, token.Name)) ?? Width(LogitsOutput(model));
     }
 
     /// <summary>Longest sequence this project's exports take: rows of the learned position table or of the rotary tables; null for other graphs.</summary>

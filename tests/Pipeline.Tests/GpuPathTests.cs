@@ -88,6 +88,27 @@ public class GpuPathTests
     }
 
     [Test]
+    public void ADecoderWithoutItsVocabularyProjectionIsAnalysedAlike()
+    {
+        // Optimum's feature extraction writes last_hidden_state, [batch, seq, d_model], and no logits: the vocabulary
+        // is the embedding table's rows (256 bytes), not d_model; the counts are the full graph's.
+        string full = HookFixture.PathOf("opt.dynamo.onnx"), headless = Path.Combine(TestCorpus.TempDir(), "opt.hidden.onnx");
+        var model = GraphInputs.WithDecoderOutput(OnnxGraph.Load(full))!;
+        OnnxGraph.Save(model, headless);
+        Assert.That(GraphInputs.VocabularySize(model), Is.EqualTo(256));
+        Assert.That(model.Graph.Output.Single().Type.TensorType.Shape.Dim[^1].DimValue, Is.LessThan(256), "the output is narrower than the vocabulary");
+        string Counts(string graph)
+        {
+            string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+            var (exit, _, error) = Cli.Run("analyze", "--model", graph, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32", "--batch-size", "4",
+                "--threads", "2", "--out", outDir);
+            Assert.That(exit, Is.EqualTo(0), error);
+            return JsonSerializer.Serialize(SparsityCounts.Load(outDir).Layers, ProjectJson.Options);
+        }
+        Assert.That(Counts(headless), Is.EqualTo(Counts(full)));
+    }
+
+    [Test]
     public void AStatsExportHasNoForwardAlone()
     {
         TorchSharp.torch.random.manual_seed(3);
