@@ -7,7 +7,7 @@ namespace Sparsity.Export;
 /// <summary>
 /// Converts a graph's float32 weights and compute to float16 or bfloat16 for GPU analysis (<c>--precision fp16|bf16</c>):
 /// float initializers and constants change type (fp16 clamped to ±65,504, so masks built from float32's minimum stay
-/// finite; bf16 rounded to nearest even), casts to float32 cast to the new type, and float outputs are cast back to
+/// finite; bf16 rounded to nearest even, finite values kept finite), casts to float32 cast to the new type, and float outputs are cast back to
 /// float32; integer inputs and outputs keep their types. A graph whose weights are already in the asked type is
 /// returned as it is (converting it again would change its own casts, and so its results). Analysis instruments the
 /// converted graph; its counts compare in the new type and sum in float32.
@@ -72,11 +72,15 @@ public static class Float16
         t.DataType = (int)type;
     }
 
-    /// <summary>float32 → bfloat16, rounded to nearest even (NaN stays NaN).</summary>
+    /// <summary>
+    /// float32 → bfloat16, rounded to nearest even; finite values beyond bf16's largest finite one (±3.39e38) become it,
+    /// as fp16 clamps, so a mask built from float32's minimum stays finite (−∞ · 0 would be NaN). NaN stays NaN.
+    /// </summary>
     public static ushort ToBFloat16(float value)
     {
         uint bits = BitConverter.SingleToUInt32Bits(value);
         if (float.IsNaN(value)) return (ushort)((bits >> 16) | 0x40);
-        return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        var rounded = (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        return float.IsFinite(value) && (rounded & 0x7FFF) == 0x7F80 ? (ushort)(rounded - 1) : rounded; // ±∞ → ±largest finite
     }
 }

@@ -369,6 +369,9 @@ public class Float16Tests
         Assert.That(Float16.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F818000)), Is.EqualTo(0x3F82), "a tie goes to the even neighbour");
         Assert.That(Float16.ToBFloat16(BitConverter.UInt32BitsToSingle(0x3F808001)), Is.EqualTo(0x3F81), "above the tie rounds up");
         Assert.That(Float16.ToBFloat16(-2.5f), Is.EqualTo(0xC020));
+        Assert.That(Float16.ToBFloat16(float.MinValue), Is.EqualTo(0xFF7F), "float32's minimum (masks) stays finite");
+        Assert.That(Float16.ToBFloat16(float.MaxValue), Is.EqualTo(0x7F7F));
+        Assert.That(Float16.ToBFloat16(float.NegativeInfinity), Is.EqualTo(0xFF80), "infinities stay infinite");
     }
 
     [TestCase(0f)]
