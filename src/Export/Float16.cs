@@ -45,6 +45,7 @@ public static class Float16
         if (graph.Node.Any(n => n.OpType == "Constant" && n.Attribute.Any(a => a.Name is "value_float" or "value_floats")))
             throw new UserInputException($"The graph holds Constant nodes with value_float attributes, which --precision {Name(type)} does not convert; use fp32.");
         var g = new GraphWriter(graph);
+        if (type == DataType.Bfloat16) KeepFloat32(graph, g);
         foreach (var output in graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)DataType.Float).ToList())
         {
             // The producer now writes the new type under a new name; a Cast restores the float32 output under its own name.
@@ -58,6 +59,34 @@ public static class Float16
         graph.ValueInfo.Clear();
         return result;
     }
+
+    // Ops whose ONNX type constraints have no bfloat16 (rotary embeddings' Sin and Cos, a float Range): they compute in
+    // float32 between two casts.
+    static readonly HashSet<string> NoBFloat16 = ["Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Range"];
+
+    static void KeepFloat32(GraphProto graph, GraphWriter g)
+    {
+        var index = new GraphIndex(graph);
+        foreach (var node in graph.Node.Where(n => n.Domain is "" or "ai.onnx" && NoBFloat16.Contains(n.OpType)).ToList())
+        {
+            if (node.OpType == "Range" && !node.Input.Any(i => IsBFloat16(graph, index, i))) continue; // an integer Range
+            int at = graph.Node.IndexOf(node);
+            for (int i = 0; i < node.Input.Count; i++)
+            {
+                var cast = new NodeProto { OpType = "Cast", Name = g.Fresh(node.Name + ".in_f32"), Input = { node.Input[i] }, Output = { g.Fresh(node.Input[i] + ".f32") },
+                    Attribute = { OnnxGraph.Int("to", (long)DataType.Float) } };
+                graph.Node.Insert(at++, cast);
+                node.Input[i] = cast.Output[0];
+            }
+            string output = node.Output[0];
+            node.Output[0] = g.Fresh(output + ".f32");
+            graph.Node.Insert(at + 1, new NodeProto { OpType = "Cast", Name = g.Fresh(node.Name + ".out_bf16"), Input = { node.Output[0] }, Output = { output },
+                Attribute = { OnnxGraph.Int("to", (long)DataType.Bfloat16) } });
+        }
+    }
+
+    // Whether a Range's bound is a float (now bf16) tensor: an initializer or Constant of that type.
+    static bool IsBFloat16(GraphProto graph, GraphIndex index, string tensor) => index.Constant(tensor) is { DataType: (int)DataType.Bfloat16 };
 
     static string Name(DataType type) => type == DataType.Bfloat16 ? "bf16" : "fp16";
 

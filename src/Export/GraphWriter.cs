@@ -67,6 +67,15 @@ public sealed class GraphWriter(GraphProto graph)
         return name;
     }
 
+    /// <summary>Adds a float16 initializer.</summary>
+    public string Halfs(string hint, long[] dims, ReadOnlySpan<Half> values)
+    {
+        string name = Fresh(hint);
+        graph.Initializer.Add(new TensorProto { Name = name, DataType = (int)Onnx.TensorProto.Types.DataType.Float16, Dims = { dims },
+            RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values)) });
+        return name;
+    }
+
     /// <summary>Adds an int64 initializer.</summary>
     public string Longs(string hint, long[] dims, params long[] values)
     {

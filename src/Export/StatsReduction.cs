@@ -34,6 +34,8 @@ public static class StatsReduction
     /// elsewhere), float32 [seq, d_ff]: the histogram's sample, binned on the host where that is cheaper (the CPU).
     /// </summary>
     public static string FirstWindowOutput(int layer) => $"first_window.{layer}";
+    /// <summary>Largest count of ones an fp16 sum holds exactly (2^11): the limit on window length for <c>halfCounts</c>.</summary>
+    public const int HalfExactSum = 2048;
     /// <summary>Bins of <see cref="HistogramOutput"/>; bin 1 starts at 2^<see cref="HistogramLowestExponent"/>.</summary>
     public const int HistogramBins = 22, HistogramLowestExponent = -10;
     /// <summary>Metadata key holding the activity threshold the counts were built with.</summary>
@@ -57,6 +59,8 @@ public static class StatsReduction
     /// never copied to float32). <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows of the batch and
     /// the histogram of its active values (<see cref="AddTopWindows"/>; <paramref name="histogramOnHost"/> returns the
     /// histogram's sample instead, <see cref="FirstWindowOutput"/>); <paramref name="opset"/> is the graph's.
+    /// <paramref name="halfCounts"/> (fp16 activations, windows of at most <see cref="HalfExactSum"/> tokens): the
+    /// counts go through fp16 matrix products, half the memory traffic of float32 sums and on tensor cores.
     /// </summary>
     /// <remarks>
     /// Three passes over [tokens, d_ff] (the comparison, its cast to float32, a sum over units) and one matrix product
@@ -64,7 +68,7 @@ public static class StatsReduction
     /// against the forward itself on a GPU, where each pass is a read and a write of the layer's activations.
     /// </remarks>
     public static IEnumerable<ValueInfoProto> Add(GraphWriter g, string hidden, string realTokens, string? batchSeqShape, float threshold, int layer, int dFf,
-        DataType hiddenType = DataType.Float, int topExamples = 0, long opset = 18, bool histogramOnHost = false)
+        DataType hiddenType = DataType.Float, int topExamples = 0, long opset = 18, bool histogramOnHost = false, bool halfCounts = false)
     {
         string p = $"h.{layer}.stats";
         if (batchSeqShape != null)
@@ -72,14 +76,32 @@ public static class StatsReduction
         if (hiddenType == DataType.Bfloat16) // ONNX Runtime's CUDA comparisons and reductions lack bf16 kernels
             (hidden, hiddenType) = (g.Op("Cast", p + ".f32", [hidden], OnnxGraph.Int("to", (long)DataType.Float)), DataType.Float);
         // Active, padding included; padding leaves through the real-token mask of each reduction below.
+        bool half = halfCounts && hiddenType == DataType.Float16;
         string active = g.Op("Cast", p + ".active", [g.Op("Greater", p + ".gt", [hidden, g.ScalarBelow(p + ".threshold", threshold, hiddenType)])],
-            OnnxGraph.Int("to", (long)DataType.Float)); // [B, T, d_ff]; sums of ones are exact in float32 below 2^24
+            OnnxGraph.Int("to", (long)(half ? DataType.Float16 : DataType.Float))); // [B, T, d_ff]; sums of ones are exact in float32 below 2^24
         string ToLong(string input, string output) => g.Named("Cast", output, [input], OnnxGraph.Int("to", (long)DataType.Int64));
-        string perTokenAll = g.Op("ReduceSum", p + ".per_token", [active, g.Longs(p + ".axis_unit", [1], -1)], OnnxGraph.Int("keepdims", 0)); // [B, T]
+        string ToFloat(string input) => g.Op("Cast", input + ".f32", [input], OnnxGraph.Int("to", (long)DataType.Float));
+        string realRow = g.Op("Unsqueeze", p + ".real_row", [realTokens, g.Longs(p + ".axis_row", [1], 1)]); // [B, 1, T]
+        string perTokenAll, perWindow;
+        if (half)
+        {
+            // fp16 0/1 through tensor-core products: every sum here is an integer ≤ 2,048, exact in fp16 whatever the
+            // accumulation, so units are summed in blocks of 2,048 (then in float32) and windows are at most 2,048 tokens.
+            int blocks = (dFf + HalfExactSum - 1) / HalfExactSum;
+            var ones = new Half[dFf * blocks];
+            for (int u = 0; u < dFf; u++) ones[u * blocks + u / HalfExactSum] = (Half)1;
+            string blockOnes = g.Halfs(p + ".unit_blocks", [dFf, blocks], ones);
+            perTokenAll = g.Op("ReduceSum", p + ".per_token", [ToFloat(g.Op("MatMul", p + ".per_token_blocks", [active, blockOnes])), g.Longs(p + ".axis_unit", [1], -1)],
+                OnnxGraph.Int("keepdims", 0)); // [B, T]
+            perWindow = ToFloat(g.Op("MatMul", p + ".per_window", [g.Op("Cast", p + ".real_row_half", [realRow], OnnxGraph.Int("to", (long)DataType.Float16)), active]));
+        }
+        else
+        {
+            perTokenAll = g.Op("ReduceSum", p + ".per_token", [active, g.Longs(p + ".axis_unit", [1], -1)], OnnxGraph.Int("keepdims", 0)); // [B, T]
+            perWindow = g.Op("MatMul", p + ".per_window", [realRow, active]); // per window, real tokens only: one batched product
+        }
         ToLong(g.Op("Mul", p + ".per_real_token", [perTokenAll, realTokens]), ActiveUnitsOutput(layer));
-        // Per window, real tokens only: [B, 1, T] × [B, T, d_ff], one batched product.
-        string realRow = g.Op("Unsqueeze", p + ".real_row", [realTokens, g.Longs(p + ".axis_row", [1], 1)]);
-        string perSequence = g.Op("Reshape", p + ".per_sequence", [g.Op("MatMul", p + ".per_window", [realRow, active]), g.Longs(p + ".rows", [2], 0, dFf)]); // [B, d_ff]
+        string perSequence = g.Op("Reshape", p + ".per_sequence", [perWindow, g.Longs(p + ".rows", [2], 0, dFf)]); // [B, d_ff]
         // Distinct units per window, reduced here too: [batch] leaves the runtime instead of [batch, d_ff].
         string seen = g.Op("Cast", p + ".seen", [g.Op("Greater", p + ".any", [perSequence, g.Scalar(p + ".zero", 0f)])], OnnxGraph.Int("to", (long)DataType.Float));
         ToLong(g.Op("ReduceSum", p + ".distinct", [seen, g.Longs(p + ".axis_units", [1], -1)], OnnxGraph.Int("keepdims", 0)), UnitsPerSequenceOutput(layer));
@@ -88,7 +110,7 @@ public static class StatsReduction
         yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
         if (topExamples > 0)
-            foreach (var output in AddTopWindows(g, hidden, hiddenType, active, realTokens, threshold, layer, dFf, topExamples, opset, histogramOnHost)) yield return output;
+            foreach (var output in AddTopWindows(g, hidden, hiddenType, active, half, realTokens, threshold, layer, dFf, topExamples, opset, histogramOnHost)) yield return output;
     }
 
     /// <summary>
@@ -100,7 +122,7 @@ public static class StatsReduction
     /// its k best of their batch, so the result is exact. And the histogram of the active values in the batch's first
     /// window (a fixed sample, 1/batch of the windows).
     /// </summary>
-    static IEnumerable<ValueInfoProto> AddTopWindows(GraphWriter g, string hidden, DataType hiddenType, string active, string realTokens, float threshold,
+    static IEnumerable<ValueInfoProto> AddTopWindows(GraphWriter g, string hidden, DataType hiddenType, string active, bool activeHalf, string realTokens, float threshold,
         int layer, int dFf, int k, long opset, bool histogramOnHost)
     {
         string p = $"h.{layer}.top";
@@ -128,7 +150,7 @@ public static class StatsReduction
         yield return OnnxGraph.Value(TopWindowsOutput(layer), DataType.Int64, dFf, "k");
         yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, dFf, "k");
         yield return OnnxGraph.Value(TopPositionsOutput(layer), DataType.Int64, dFf, "k");
-        string sample = FirstWindow(g, p, hidden, hiddenType, active, realTokens);
+        string sample = FirstWindow(g, p, hidden, hiddenType, active, activeHalf, realTokens);
         if (histogramOnHost)
         {
             // Binning [seq, d_ff] against 21 edges in the graph cost as much as the top windows on 2 CPU threads; the host bins it in a pass.
@@ -145,12 +167,14 @@ public static class StatsReduction
     // on any device). Summed over tokens, "reaches edge e" gives the active values at or above each edge (inactive ones,
     // masked to 0, reach none); bin 0 holds the rest of the active values, bin e + 1 those reaching e but not e + 1.
     // The first window's activations where active on a real token, float32 [seq, d_ff] (0 elsewhere).
-    static string FirstWindow(GraphWriter g, string p, string hidden, DataType hiddenType, string active, string realTokens)
+    static string FirstWindow(GraphWriter g, string p, string hidden, DataType hiddenType, string active, bool activeHalf, string realTokens)
     {
         string window = g.Longs(p + ".window", [], 0);
         string realColumn = g.Op("Unsqueeze", p + ".first_real", [g.Op("Gather", p + ".first_tokens", [realTokens, window], OnnxGraph.Int("axis", 0)),
             g.Longs(p + ".axis_column_real", [1], -1)]); // [seq, 1]
-        string mask = g.Op("Mul", p + ".first_mask", [g.Op("Gather", p + ".first_active", [active, window], OnnxGraph.Int("axis", 0)), realColumn]); // [seq, d_ff]
+        string firstActive = g.Op("Gather", p + ".first_active", [active, window], OnnxGraph.Int("axis", 0));
+        if (activeHalf) firstActive = g.Op("Cast", p + ".first_active_f32", [firstActive], OnnxGraph.Int("to", (long)DataType.Float));
+        string mask = g.Op("Mul", p + ".first_mask", [firstActive, realColumn]); // [seq, d_ff]
         string first = g.Op("Gather", p + ".first_window", [hidden, window], OnnxGraph.Int("axis", 0));
         if (hiddenType != DataType.Float) first = g.Op("Cast", p + ".first_f32", [first], OnnxGraph.Int("to", (long)DataType.Float));
         return g.Op("Mul", p + ".first_values", [first, mask]);

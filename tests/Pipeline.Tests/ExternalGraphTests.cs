@@ -352,6 +352,40 @@ public class Float16Tests
     }
 
     [Test]
+    public void Bf16KeepsRotaryTrigonometryInFloat32()
+    {
+        // ONNX's Sin and Cos take no bfloat16 (the H200 run refused the converted Llama with a type error): they compute in
+        // float32 between two casts.
+        var bf16 = Float16.Convert(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx")), TensorProto.Types.DataType.Bfloat16);
+        var index = new GraphIndex(bf16.Graph);
+        var trig = bf16.Graph.Node.Where(n => n.OpType is "Sin" or "Cos").ToList();
+        Assert.That(trig, Is.Not.Empty);
+        foreach (var node in trig)
+        {
+            Assert.That(index.Producer(node.Input[0]) is { OpType: "Cast" } c && c.Attribute.Single().I == (long)TensorProto.Types.DataType.Float, node.Name + ": input cast to float32");
+            Assert.That(index.Consumers(node.Output[0]).Select(n => (n.OpType, n.Attribute.Single(a => a.Name == "to").I)),
+                Is.EqualTo(new[] { ("Cast", (long)TensorProto.Types.DataType.Bfloat16) }), node.Name + ": output cast back");
+        }
+    }
+
+    [Test]
+    public void Fp16CountsGoThroughProductsOfBlocksOfAtMost2048Units()
+    {
+        // fp16 0/1 products are exact while every sum is ≤ 2,048: units in blocks of 2,048, windows of at most 2,048.
+        var llama = OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx"));
+        var graph = Pipeline.Streaming.AnalysisPlan.For(llama, ["Relu"], 0f, precision: Precision.Fp16, halfCounts: true).Graph;
+        var blocks = graph.Graph.Node.Where(n => n.OpType == "MatMul" && n.Name.Contains(".per_token_blocks")).ToList();
+        Assert.That(blocks, Has.Count.EqualTo(2));
+        var ones = graph.Graph.Initializer.Single(t => t.Name == blocks[0].Input[1]);
+        Assert.That((ones.DataType, ones.Dims.ToArray()), Is.EqualTo(((int)TensorProto.Types.DataType.Float16, new long[] { 256, 1 })));
+        Assert.That(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(ones.RawData.Span).ToArray().All(h => h == (Half)1));
+        Assert.That(graph.Graph.Node.Where(n => n.OpType == "MatMul" && n.Name.Contains(".per_window")).Select(n => graph.Graph.Node.Single(c => c.Output.Contains(n.Input[0])).OpType),
+            Is.All.EqualTo("Cast"), "the real-token rows in fp16");
+        var plain = Pipeline.Streaming.AnalysisPlan.For(llama, ["Relu"], 0f, precision: Precision.Fp16).Graph;
+        Assert.That(plain.Graph.Node.Where(n => n.Name.Contains(".per_token_blocks")), Is.Empty, "float32 sums otherwise");
+    }
+
+    [Test]
     public void AGraphAlreadyInHalfPrecisionIsLeftAsItIs()
     {
         // --precision fp16 on an fp16 export changed its results (its own casts to float32 became fp16): now it runs as exported.

@@ -31,10 +31,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// <paramref name="precision"/> fp16 or bf16 runs the model in that type (<see cref="Float16"/>; a graph already in it
     /// runs as it is), its counts exact in float32; <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows
     /// of a batch and their histogram to the counts (<paramref name="histogramOnHost"/>: the histogram's sample, binned on
-    /// the host, cheaper on the CPU).
+    /// the host, cheaper on the CPU); <paramref name="halfCounts"/>: fp16 activations counted through fp16 products
+    /// (<see cref="StatsReduction.HalfExactSum"/>).
     /// </summary>
     public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, Precision precision = Precision.Fp32,
-        int topExamples = 0, bool histogramOnHost = false)
+        int topExamples = 0, bool histogramOnHost = false, bool halfCounts = false)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = GraphInputs.MaxPositions(model);
@@ -73,7 +74,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             sites = MlpSites.Find(bound, activations);
         }
         return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost)).ToList(),
-            Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost), true,
+            Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost, halfCounts), true,
             true, vocab, maxSeq);
     }
 

@@ -87,7 +87,7 @@ public static class Analyzer
         var proto = OnnxGraph.Load(r.Model);
         if (r.Fuse && !r.DenseActivations && devices.Any(d => d.CudaId != null)) proto = FuseForGpu(proto, notes);
         var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples,
-            histogramOnHost: devices.All(d => d.CudaId == null));
+            histogramOnHost: devices.All(d => d.CudaId == null), halfCounts: devices.All(d => d.CudaId != null) && r.SeqLen <= StatsReduction.HalfExactSum);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
