@@ -60,9 +60,9 @@ public static class Float16
         return result;
     }
 
-    // Ops whose ONNX type constraints have no bfloat16 (rotary embeddings' Sin and Cos, a float Range): they compute in
-    // float32 between two casts.
-    static readonly HashSet<string> NoBFloat16 = ["Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Range"];
+    // Ops without bfloat16: in ONNX's type constraints (rotary embeddings' Sin and Cos, a float Range), or in ONNX
+    // Runtime's kernels on both providers (Reciprocal, RMSNorm's rsqrt; found on an H200): float32 between two casts.
+    static readonly HashSet<string> NoBFloat16 = ["Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Range", "Reciprocal"];
 
     static void KeepFloat32(GraphProto graph, GraphWriter g)
     {
