@@ -385,6 +385,33 @@ public class Float16Tests
         Assert.That(plain.Graph.Node.Where(n => n.Name.Contains(".per_token_blocks")), Is.Empty, "float32 sums otherwise");
     }
 
+    [TestCase("opt.torchscript")]
+    [TestCase("opt.dynamo")]
+    public void AGraphConvertedToFp16IsAnalysedInItsOwnTypes(string fixture)
+    {
+        // An fp16 graph whose MLP activations are [tokens, d_ff] (the TorchScript exporter) was refused: exposing them
+        // for the layout check declared the fp16 ReLU's output float32. Now they leave through a Cast; ONNX Runtime's
+        // CPU provider runs this graph, so the counts are checked here against float32's (fp16 rounding: within 2e-3).
+        var half = Float16.Convert(OnnxGraph.Load(HookFixture.PathOf(fixture + ".onnx")));
+        string path = Path.Combine(TestCorpus.TempDir(), "half.onnx");
+        OnnxGraph.Save(half, path);
+        double[] Fractions(string model, params string[] extra)
+        {
+            string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+            var (exit, _, error) = Cli.Run([.. new[] { "analyze", "--model", model, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32",
+                "--batch-size", "4", "--threads", "2", "--out", outDir }, .. extra]);
+            Assert.That(exit, Is.EqualTo(0), error);
+            return SparsityStats.Load(Path.Combine(outDir, "stats.json")).Layers.Select(l => l.NonzeroFraction).ToArray();
+        }
+        var reference = Fractions(HookFixture.PathOf(fixture + ".onnx"));
+        Assert.That(Fractions(path), Is.EqualTo(reference).Within(2e-3));
+        // ML.NET's ONNX transform, behind --dense-activations, cannot load fp16 weights: one line, nothing written.
+        var (exit, _, error) = Cli.Run("analyze", "--model", path, "--corpus", HookFixture.Corpus, "--tokenizer", "bytes", "--seq-len", "32", "--dense-activations",
+            "--out", Path.Combine(TestCorpus.TempDir(), "dense"));
+        Assert.That((exit, error.Trim().Split('\n').Length), Is.EqualTo((2, 1)), error);
+        Assert.That(error, Does.Contain("--dense-activations reads activations through ML.NET's ONNX transform, which cannot load graphs with fp16 or bf16 weights"));
+    }
+
     [Test]
     public void AGraphAlreadyInHalfPrecisionIsLeftAsItIs()
     {

@@ -64,6 +64,10 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         if (vocab is long v) GraphCheck.RequireBatchMajor(bound, sites, v); // in fp32, on the CPU
         if (dense)
         {
+            // ML.NET's ONNX transform reads every initializer's type and has none for half precision.
+            if (precision != Precision.Fp32 || bound.Graph.Initializer.Any(t => t.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16))
+                throw new UserInputException("--dense-activations reads activations through ML.NET's ONNX transform, which cannot load graphs with fp16 or bf16 weights: " +
+                                             "leave it out (the in-graph counts are the same numbers).");
             var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, sites), sites.Select(s => s.Output).ToList());
             return new AnalysisPlan(sites, sites.Select(DenseLayer).ToList(), Float16.Convert(instrumented, precision.Type()), true,
                 inputs.HasAttentionMask, vocab, maxSeq);
