@@ -93,7 +93,7 @@ public static class AnalyzeCommands
         var layer = new Option<int>("--layer") { Description = "Layer index.", Required = true };
         var unit = new Option<int>("--unit") { Description = "Unit (hidden neuron) index in the layer.", Required = true };
         var corpus = new Option<string?>("--corpus") { Description = "The analysed corpus, if it has moved (default: the path the analysis recorded; checked against its SHA-256)." };
-        var command = new Command("unit", "Print one unit's frequency, activation histogram and top contexts.") { stats, layer, unit, corpus };
+        var command = new Command("unit", "Print one unit's frequency, activation histogram and top windows (the peak token marked).") { stats, layer, unit, corpus };
         command.SetAction(parse =>
         {
             var contexts = Sparsity.Pipeline.Report.UnitContexts.Open(parse.GetValue(stats)!, parse.GetValue(corpus));

@@ -103,7 +103,7 @@ public static class SparsityReport
     {
         var shown = UnitDashboard.Write(analysisDir, contexts);
         var md = new StringBuilder("## What fires the units\n\n");
-        md.AppendLine($"[{UnitDashboard.FileName}]({UnitDashboard.FileName}) (one self-contained page: open it in a browser) shows, for each layer, the most and least frequent units, dead or nearly dead ones and a random sample, each with the histogram of its activation values and its top contexts. Their strongest context:").AppendLine();
+        md.AppendLine($"[{UnitDashboard.FileName}]({UnitDashboard.FileName}) (one self-contained page: open it in a browser) shows, for each layer, the most and least frequent units, dead or nearly dead ones and a random sample, each with the histogram of its activation values and its top windows, the peak token highlighted. Their strongest window:").AppendLine();
         md.Append(Markdown.Table(["layer", "unit", "why", "frequency", "top activation", "context"], shown.Select(s =>
         {
             var top = s.View.Contexts.FirstOrDefault();

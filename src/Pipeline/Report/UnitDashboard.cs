@@ -8,7 +8,7 @@ namespace Sparsity.Pipeline.Report;
 /// <summary>
 /// units.html: one self-contained page (no server, no network: the histograms are inline SVG, the search box a few lines
 /// of script; units.html#L/U opens filtered to one unit) showing, per layer, the units <see cref="UnitContexts.Sample"/> picks, each with its frequency, the
-/// histogram of its activation values and its top contexts with the firing token highlighted.
+/// histogram of its activation values and its top windows with the peak token highlighted.
 /// </summary>
 public static class UnitDashboard
 {
@@ -31,7 +31,7 @@ public static class UnitDashboard
             .Append("mark{background:#ffd54f;padding:0 1px}.val{display:inline-block;width:70px;color:#555}svg{vertical-align:middle}")
             .Append("#search{font-size:15px;padding:4px 8px;width:260px}.meta{color:#555;font-size:13px}\n</style></head>\n<body>\n");
         html.Append("<h1>What fires each unit: ").Append(E(h.Model)).Append("</h1>\n<p class=\"meta\">Corpus <code>").Append(E(h.Corpus)).Append("</code>, tokenizer <code>")
-            .Append(E(h.Tokenizer)).Append(inv, $"</code>, windows of {h.SeqLen} tokens, active above {h.Threshold}; the {h.TopExamples} largest activations of each unit over the corpus (shards {E(string.Join(", ", h.Shards))}). ")
+            .Append(E(h.Tokenizer)).Append(inv, $"</code>, windows of {h.SeqLen} tokens, active above {h.Threshold}; the {h.TopExamples} top windows of each unit over the corpus (the windows whose peak activation of the unit is highest; shards {E(string.Join(", ", h.Shards))}). ")
             .Append("Histograms: the unit's active values in power-of-two bins, over the first window of every batch. Written by ").Append(E(h.Producer)).Append(".</p>\n");
         html.Append("<p><input id=\"search\" placeholder=\"layer/unit, e.g. 1/37, or text\" oninput=\"filter(this.value)\"> <span id=\"count\" class=\"meta\"></span></p>\n");
         foreach (var layer in shown.GroupBy(s => s.v.Layer))

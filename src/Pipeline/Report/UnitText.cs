@@ -3,7 +3,7 @@ using Sparsity.Analysis;
 
 namespace Sparsity.Pipeline.Report;
 
-/// <summary>One unit in the terminal (<c>unit</c>): its counts, a text histogram and its top contexts, the firing token in [[ ]].</summary>
+/// <summary>One unit in the terminal (<c>unit</c>): its counts, a text histogram and its top windows, the peak token in [[ ]].</summary>
 public static class UnitText
 {
     /// <summary>Writes <paramref name="view"/> to <paramref name="output"/>.</summary>
