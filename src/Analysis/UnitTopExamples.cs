@@ -84,15 +84,20 @@ public sealed class UnitTopExamples
     /// <summary>
     /// Adds one batch's top windows as the analysis graph returns them ([d_ff, k] row-major: each unit's k best windows
     /// of the batch by peak, best first, with the peaks and their positions in the window); only peaks above
-    /// <paramref name="threshold"/> count. A unit's scan stops at the first window that cannot enter its top K.
+    /// <paramref name="threshold"/> count. A unit's scan stops at the first window that cannot enter its top K, unless
+    /// the windows are not <paramref name="sorted"/> (every window of the batch, in batch order).
     /// </summary>
     public void AddWindows(ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, int k,
-        Func<int, (long Document, int Start)> window, float threshold)
+        Func<int, (long Document, int Start)> window, float threshold, bool sorted = true)
     {
         for (int u = 0; u < DFf; u++)
-            for (int j = u * k; j < (u + 1) * k && peaks[j] > threshold; j++)
+            for (int j = u * k; j < (u + 1) * k; j++)
             {
-                if (_count[u] == K && peaks[j] < _examples[u * K + K - 1].Value) break; // the rest are lower still
+                if (!(peaks[j] > threshold) || (_count[u] == K && peaks[j] < _examples[u * K + K - 1].Value))
+                {
+                    if (sorted) break; // the rest are lower still
+                    continue;
+                }
                 var (document, start) = window((int)windows[j]);
                 Add(u, new TopExample(peaks[j], document, start, start + (int)positions[j]));
             }

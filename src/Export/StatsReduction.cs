@@ -61,6 +61,7 @@ public static class StatsReduction
     /// histogram's sample instead, <see cref="FirstWindowOutput"/>); <paramref name="opset"/> is the graph's.
     /// <paramref name="halfCounts"/> (fp16 activations, windows of at most <see cref="HalfExactSum"/> tokens): the
     /// counts go through fp16 matrix products, half the memory traffic of float32 sums and on tensor cores.
+    /// <paramref name="windowsPerBatch"/>, when known and at most K: every window is returned, unsorted, without a TopK.
     /// </summary>
     /// <remarks>
     /// Three passes over [tokens, d_ff] (the comparison, its cast to float32, a sum over units) and one matrix product
@@ -68,7 +69,8 @@ public static class StatsReduction
     /// against the forward itself on a GPU, where each pass is a read and a write of the layer's activations.
     /// </remarks>
     public static IEnumerable<ValueInfoProto> Add(GraphWriter g, string hidden, string realTokens, string? batchSeqShape, float threshold, int layer, int dFf,
-        DataType hiddenType = DataType.Float, int topExamples = 0, long opset = 18, bool histogramOnHost = false, bool halfCounts = false)
+        DataType hiddenType = DataType.Float, int topExamples = 0, long opset = 18, bool histogramOnHost = false, bool halfCounts = false,
+        int? windowsPerBatch = null)
     {
         string p = $"h.{layer}.stats";
         if (batchSeqShape != null)
@@ -110,7 +112,7 @@ public static class StatsReduction
         yield return OnnxGraph.Value(UnitsPerSequenceOutput(layer), DataType.Int64, "batch");
         yield return OnnxGraph.Value(UnitTokensOutput(layer), DataType.Int64, dFf);
         if (topExamples > 0)
-            foreach (var output in AddTopWindows(g, hidden, hiddenType, active, half, realTokens, threshold, layer, dFf, topExamples, opset, histogramOnHost)) yield return output;
+            foreach (var output in AddTopWindows(g, hidden, hiddenType, active, half, realTokens, threshold, layer, dFf, topExamples, opset, histogramOnHost, windowsPerBatch)) yield return output;
     }
 
     /// <summary>
@@ -123,7 +125,7 @@ public static class StatsReduction
     /// window (a fixed sample, 1/batch of the windows).
     /// </summary>
     static IEnumerable<ValueInfoProto> AddTopWindows(GraphWriter g, string hidden, DataType hiddenType, string active, bool activeHalf, string realTokens, float threshold,
-        int layer, int dFf, int k, long opset, bool histogramOnHost)
+        int layer, int dFf, int k, long opset, bool histogramOnHost, int? windowsPerBatch)
     {
         string p = $"h.{layer}.top";
         // Padding to 0, in the activations' type: never above the threshold the host applies (≥ 0), so never a peak that counts.
@@ -138,15 +140,30 @@ public static class StatsReduction
         string peak = Squeeze(p + ".peak", g.Op("GatherElements", p + ".peak_kept", [masked, atKept], OnnxGraph.Int("axis", 1))); // [B, d_ff]
         string at = Squeeze(p + ".peak_at_flat", atKept);
         if (hiddenType != DataType.Float) peak = g.Op("Cast", p + ".peak_f32", [peak], OnnxGraph.Int("to", (long)DataType.Float));
-        // k = min(K, windows in the batch), so a batch smaller than K still runs.
-        string windows = g.Op("Gather", p + ".windows", [g.Op("Shape", p + ".shape", [peak]), g.Longs(p + ".axis0", [1], 0)], OnnxGraph.Int("axis", 0));
-        string kept = g.Op("Min", p + ".k", [windows, g.Longs(p + ".k_max", [1], k)]);
-        // TopK along the last axis of [d_ff, B] scans contiguous rows.
-        string[] top = g.Ops("TopK", p + ".topk", [g.Op("Transpose", p + ".units", [peak], OnnxGraph.Ints("perm", 1, 0)), kept], 2,
-            OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
-        g.Named("Identity", TopValuesOutput(layer), [top[0]]);
-        g.Named("Identity", TopWindowsOutput(layer), [top[1]]);
-        g.Named("GatherElements", TopPositionsOutput(layer), [g.Op("Transpose", p + ".units_at", [at], OnnxGraph.Ints("perm", 1, 0)), top[1]], OnnxGraph.Int("axis", 1));
+        string units = g.Op("Transpose", p + ".units", [peak], OnnxGraph.Ints("perm", 1, 0)); // [d_ff, B]
+        string unitsAt = g.Op("Transpose", p + ".units_at", [at], OnnxGraph.Ints("perm", 1, 0));
+        if (windowsPerBatch is int b && k >= b)
+        {
+            // Every window of the batch is a candidate: no TopK (the host takes them in batch order).
+            g.Named("Identity", TopValuesOutput(layer), [units]);
+            string shape = g.Op("Shape", p + ".units_shape", [units]); // [d_ff, B]: B is the run's, at most the planned one
+            string index = g.Op("Range", p + ".window_index", [g.Longs(p + ".zero_index", [], 0),
+                g.Op("Squeeze", p + ".batch", [g.Op("Gather", p + ".batch_dim", [shape, g.Longs(p + ".one_dim", [1], 1)]), g.Longs(p + ".squeeze_axis", [1], 0)]),
+                g.Longs(p + ".step", [], 1)]);
+            g.Named("Expand", TopWindowsOutput(layer), [index, shape]);
+            g.Named("Identity", TopPositionsOutput(layer), [unitsAt]);
+        }
+        else
+        {
+            // k = min(K, windows in the batch), so a batch smaller than K still runs.
+            string windows = g.Op("Gather", p + ".windows", [g.Op("Shape", p + ".shape", [peak]), g.Longs(p + ".axis0", [1], 0)], OnnxGraph.Int("axis", 0));
+            string kept = g.Op("Min", p + ".k", [windows, g.Longs(p + ".k_max", [1], k)]);
+            // TopK along the last axis of [d_ff, B] scans contiguous rows.
+            string[] top = g.Ops("TopK", p + ".topk", [units, kept], 2, OnnxGraph.Int("axis", 1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 1));
+            g.Named("Identity", TopValuesOutput(layer), [top[0]]);
+            g.Named("Identity", TopWindowsOutput(layer), [top[1]]);
+            g.Named("GatherElements", TopPositionsOutput(layer), [unitsAt, top[1]], OnnxGraph.Int("axis", 1));
+        }
         yield return OnnxGraph.Value(TopWindowsOutput(layer), DataType.Int64, dFf, "k");
         yield return OnnxGraph.Value(TopValuesOutput(layer), DataType.Float, dFf, "k");
         yield return OnnxGraph.Value(TopPositionsOutput(layer), DataType.Int64, dFf, "k");

@@ -177,7 +177,7 @@ public static class Surgery
     /// <paramref name="histogramOnHost"/>: the histogram's sample instead, for the host to bin).
     /// </summary>
     public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0, bool histogramOnHost = false,
-        bool halfCounts = false)
+        bool halfCounts = false, int? windowsPerBatch = null)
     {
         var result = bound.Clone();
         var g = new GraphWriter(result.Graph);
@@ -188,7 +188,7 @@ public static class Surgery
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
         var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
             (DataType)initializers[s.Down.Weight].DataType, topExamples,
-            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, histogramOnHost, halfCounts)).ToList();
+            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, histogramOnHost, halfCounts, windowsPerBatch)).ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);

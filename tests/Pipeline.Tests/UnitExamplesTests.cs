@@ -101,6 +101,8 @@ public class UnitExamplesTests
             "the corpus makes exact ties, so the tie order is tested");
         AssertEqualsBruteForce(Analyze(model, corpus, 12, 3), expected, 64);
         AssertEqualsBruteForce(Analyze(model, corpus, 12, 3, "--dense-activations"), expected, 64);
+        // Batches of more windows than K: each unit's best K of a batch come from a TopK (of 3, every window is returned).
+        AssertEqualsBruteForce(Analyze(model, corpus, 12, 8), BruteForce(model, ["mlp_hidden.0", "mlp_hidden.1"], 64, corpus, 12, 8), 64);
         // Graphs before opset 18 take ReduceMax's axes as an attribute; nothing else in the top examples needs a newer opset.
         var old = OnnxGraph.Load(model);
         old.OpsetImport.Single(o => o.Domain == "").Version = 14;

@@ -23,6 +23,9 @@ public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> 
 public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<LayerPlan> Layers, ModelProto Graph, bool Rewritten,
     bool UsesAttentionMask, long? VocabSize, long? MaxSeqLen, float? ExportedThreshold = null)
 {
+    /// <summary>Whether the top windows come best first (a TopK of each unit's windows); else every window, in batch order.</summary>
+    public bool TopWindowsSorted { get; init; } = true;
+
     /// <summary>The graph returns in-graph counts (three outputs per layer, six with top examples), not dense activations.</summary>
     public bool ReadsCounts => Layers.All(l => l.Outputs.Count >= 3);
 
@@ -32,10 +35,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// runs as it is), its counts exact in float32; <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows
     /// of a batch and their histogram to the counts (<paramref name="histogramOnHost"/>: the histogram's sample, binned on
     /// the host, cheaper on the CPU); <paramref name="halfCounts"/>: fp16 activations counted through fp16 products
-    /// (<see cref="StatsReduction.HalfExactSum"/>).
+    /// (<see cref="StatsReduction.HalfExactSum"/>); <paramref name="windowsPerBatch"/>: the batch size, when known (top
+    /// examples skip their TopK when it is at most K).
     /// </summary>
     public static AnalysisPlan For(ModelProto model, IReadOnlyList<string> activations, float threshold, bool dense = false, Precision precision = Precision.Fp32,
-        int topExamples = 0, bool histogramOnHost = false, bool halfCounts = false)
+        int topExamples = 0, bool histogramOnHost = false, bool halfCounts = false, int? windowsPerBatch = null)
     {
         var outputs = model.Graph.Output.ToDictionary(o => o.Name);
         long? maxSeq = GraphInputs.MaxPositions(model);
@@ -78,8 +82,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             sites = MlpSites.Find(bound, activations);
         }
         return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost)).ToList(),
-            Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost, halfCounts), true,
-            true, vocab, maxSeq);
+            Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost, halfCounts, windowsPerBatch), true,
+            true, vocab, maxSeq) { TopWindowsSorted = windowsPerBatch is not int b || topExamples < b };
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>
@@ -92,7 +96,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
         .. topExamples == 0 ? Array.Empty<LayerOutput>() : new[]
         {
-            new LayerOutput(StatsReduction.TopWindowsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
+            new LayerOutput(StatsReduction.TopWindowsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]), // every window when K ≥ B
             new LayerOutput(StatsReduction.TopValuesOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
             new LayerOutput(StatsReduction.TopPositionsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
             histogramOnHost ? new LayerOutput(StatsReduction.FirstWindowOutput(layer), (_, t, d) => [t, d])
@@ -131,8 +135,9 @@ public sealed record BatchOrigin(long[] WindowDocument, long[] WindowStart, int 
     /// Adds one batch's in-graph top windows (<see cref="StatsReduction.TopWindowsOutput"/>, their peaks and positions,
     /// [d_ff, k] each) to a layer's accumulator; peaks at or below the threshold do not count.
     /// </summary>
-    public void AddTopWindows(LayerExamples layer, ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, float threshold) =>
-        layer.Top.AddWindows(peaks, windows, positions, peaks.Length / layer.Top.DFf, Window, threshold);
+    public void AddTopWindows(LayerExamples layer, ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, float threshold,
+        bool sorted = true) =>
+        layer.Top.AddWindows(peaks, windows, positions, peaks.Length / layer.Top.DFf, Window, threshold, sorted);
 }
 
 /// <summary>Reused lists for <see cref="AnalysisPlan.AddStatsBatch"/> (no allocation per batch).</summary>

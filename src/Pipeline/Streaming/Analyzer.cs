@@ -87,7 +87,8 @@ public static class Analyzer
         var proto = OnnxGraph.Load(r.Model);
         if (r.Fuse && !r.DenseActivations && devices.Any(d => d.CudaId != null)) proto = FuseForGpu(proto, notes);
         var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples,
-            histogramOnHost: devices.All(d => d.CudaId == null), halfCounts: devices.All(d => d.CudaId != null) && r.SeqLen <= StatsReduction.HalfExactSum);
+            histogramOnHost: devices.All(d => d.CudaId == null), halfCounts: devices.All(d => d.CudaId != null) && r.SeqLen <= StatsReduction.HalfExactSum,
+            windowsPerBatch: r.BatchSize);
         if (plan.ExportedThreshold is float baked && baked != r.Threshold)
             throw new UserInputException($"This stats-variant model counts activations above {baked}; --threshold {r.Threshold} needs a re-export (`export --variant stats --threshold {r.Threshold}`) or the dense variant.");
         long vocab = plan.VocabSize ?? tokenizer.VocabSize ?? long.MaxValue;
@@ -314,7 +315,7 @@ public static class Analyzer
                 lengths = lengths[3..];
                 if (examples == null) continue;
                 int top = (int)lengths[0], histogram = (int)lengths[3]; // windows, peaks, positions: [d_ff, k] each; then the histogram or its sample
-                origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), threshold);
+                origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), threshold, plan.TopWindowsSorted);
                 values = values[top..];
                 if (plan.Layers[l].Outputs[^1].Name == StatsReduction.FirstWindowOutput(plan.Sites[l].Layer))
                 {
