@@ -3,10 +3,12 @@ using Onnx;
 namespace Sparsity.Export;
 
 /// <summary>
-/// Rewrites causal self-attention as torch.onnx's TorchScript exporter writes it (Hugging Face OPT, GPT-2 and kin) into
+/// Rewrites causal self-attention as torch.onnx's exporters write it (Hugging Face OPT, GPT-2, Llama and kin) into
 /// one ONNX Runtime <c>com.microsoft.MultiHeadAttention</c> node (<c>unidirectional</c>): Softmax over
 /// MatMul(Transpose(Reshape(Q)), Transpose(Reshape(K))) with constant scales on either side and an additive mask, an
-/// optional NaN guard, MatMul with Transpose(Reshape(V)), transposed back and reshaped to [batch, seq, d_model]. The
+/// optional NaN guard, MatMul with Transpose(Reshape(V)), transposed back and reshaped to [batch, seq, d_model]; or, as
+/// Llama's are, queries and keys rotated in [batch, heads, seq, head_size] and keys and values repeated per group of
+/// heads, which enter as four-dimensional (BNSH) keys and values, the queries merged back to [batch, seq, d_model]. The
 /// mask is replaced by the operator's causal masking, which equals it on real tokens when padding is at the end of a
 /// window (the caller checks the rewritten graph's logits against the original). Anything else is left unchanged and
 /// reported with the reason.
@@ -47,10 +49,23 @@ public static class AttentionFusion
         double scale = 1;
         string scores = Unscale(index, add.Input[scoresSide], ref scale);
         if (index.Producer(scores) is not { OpType: "MatMul" } qk) return "the scores are not a MatMul of queries and keys";
-        var q = Heads(index, Unscale(index, qk.Input[0], ref scale), [0, 2, 1, 3]);
+        string queries = Unscale(index, qk.Input[0], ref scale);
+        var q = Heads(index, queries, [0, 2, 1, 3]);
         string keys = Unscale(index, qk.Input[1], ref scale);
         var k = Heads(index, keys, [0, 2, 3, 1]) ?? Heads(index, Unscale(index, FlattenedTranspose(index, keys) ?? "", ref scale), [0, 2, 1, 3]);
-        if (q == null || k == null) return "queries or keys are not Reshape → Transpose of [batch, seq, d_model] tensors";
+        // Llama-family: queries and keys rotated in [batch, heads, seq, head_size] (rotary embeddings), keys and values
+        // repeated per group of heads; they enter as four-dimensional (BNSH) tensors, the queries merged back to
+        // [batch, seq, d_model] first.
+        string? queriesBnsh = null, keysBnsh = null;
+        if (q == null && Rotated(index, queries) is { } rotatedQ)
+            (q, queriesBnsh) = (rotatedQ, queries);
+        if (k == null && q != null)
+        {
+            string? transposed = FlattenedTranspose(index, keys)
+                ?? (index.Producer(keys) is { OpType: "Transpose" } swap && Perm(swap, [0, 1, 3, 2]) ? swap.Input[0] : null);
+            if (transposed != null) (keysBnsh, k) = (Unscale(index, transposed, ref scale), (transposed, q.Value.Heads));
+        }
+        if (q == null || k == null) return "queries or keys are not Reshape → Transpose of [batch, seq, d_model] tensors, nor rotated ones";
 
         string probs = softmax.Output[0];
         var readers = index.Consumers(probs);
@@ -62,13 +77,14 @@ public static class AttentionFusion
             readers = index.Consumers(probs);
         }
         if (readers is not [{ OpType: "MatMul" } av] || av.Input[0] != probs) return "the attention weights are read by something other than one MatMul with the values";
-        var v = Heads(index, av.Input[1], [0, 2, 1, 3]);
+        var v = keysBnsh == null ? Heads(index, av.Input[1], [0, 2, 1, 3]) : (av.Input[1], q.Value.Heads);
         if (v == null) return "the values are not Reshape → Transpose of a [batch, seq, d_model] tensor";
         // Merging the heads back: Transpose then Reshape (a Shape of the transposed tensor may feed the new shape).
         if (index.Consumers(av.Output[0]) is not [{ OpType: "Transpose" } back] || !Perm(back, [0, 2, 1, 3])
             || index.Consumers(back.Output[0]).Where(n => n.OpType != "Shape").ToList() is not [{ OpType: "Reshape" } merge])
             return "the attention output is not transposed back and reshaped to [batch, seq, d_model]";
         if (q.Value.Heads != k.Value.Heads || q.Value.Heads != v.Value.Heads) return "queries, keys and values disagree on the number of heads";
+        if ((queriesBnsh == null) != (keysBnsh == null)) return "queries and keys are not both rotated, or both not";
 
         // The node goes where the final Reshape is (every input is computed before it). Its [batch, seq, d_model] output
         // replaces the Reshape's when that reshapes to three axes; otherwise (GPT-2's dynamo export flattens to
@@ -76,7 +92,20 @@ public static class AttentionFusion
         var graph = index.Graph;
         bool toModelShape = (index.Int64s(merge.Input[1])?.Length ?? (index.Producer(merge.Input[1]) is { OpType: "Concat" } c ? c.Input.Count : 0)) == 3;
         string output = toModelShape ? merge.Output[0] : merge.Output[0] + "/fused_attention";
-        var mha = OnnxGraph.Node("MultiHeadAttention", merge.Name + "/fused_attention", [q.Value.Input, k.Value.Input, v.Value.Input], [output],
+        string query = q.Value.Input;
+        if (queriesBnsh != null)
+        {
+            // [batch, heads, seq, head_size] → [batch, seq, d_model]; keys and values stay four-dimensional.
+            var g = new GraphWriter(graph);
+            int at = graph.Node.IndexOf(merge);
+            var transpose = OnnxGraph.Node("Transpose", merge.Name + "/fused_query_bsnh", [queriesBnsh], [g.Fresh(merge.Name + "/fused_query_bsnh")], OnnxGraph.Ints("perm", 0, 2, 1, 3));
+            string shape = g.Longs(merge.Name + "/fused_query_shape", [3], 0, 0, -1);
+            var reshape = OnnxGraph.Node("Reshape", merge.Name + "/fused_query", [transpose.Output[0], shape], [g.Fresh(merge.Name + "/fused_query")]);
+            graph.Node.Insert(at, reshape);
+            graph.Node.Insert(at, transpose);
+            query = reshape.Output[0];
+        }
+        var mha = OnnxGraph.Node("MultiHeadAttention", merge.Name + "/fused_attention", [query, keysBnsh ?? k.Value.Input, keysBnsh == null ? v.Value.Input : av.Input[1]], [output],
             OnnxGraph.Int("num_heads", q.Value.Heads), OnnxGraph.Int("unidirectional", 1), OnnxGraph.Float("scale", (float)scale));
         mha.Domain = GraphWriter.ContribDomain;
         if (toModelShape) graph.Node[graph.Node.IndexOf(merge)] = mha;
@@ -85,6 +114,17 @@ public static class AttentionFusion
             graph.Node.Insert(graph.Node.IndexOf(merge), mha);
             merge.Input[0] = output;
         }
+        return null;
+    }
+
+    // Rotary embeddings, as transformers writes them: x·cos + rotate_half(x)·sin, x = Transpose(Reshape(projection)); x's heads.
+    static (string Input, long Heads)? Rotated(GraphIndex index, string tensor)
+    {
+        if (index.Producer(tensor) is not { OpType: "Add" } add) return null;
+        foreach (string side in add.Input)
+            if (index.Producer(side) is { OpType: "Mul" } mul)
+                foreach (string factor in mul.Input)
+                    if (Heads(index, factor, [0, 2, 1, 3]) is { } heads && index.Consumers(factor).Any(n => n.OpType == "Slice")) return heads;
         return null;
     }
 

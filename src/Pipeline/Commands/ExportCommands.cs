@@ -71,7 +71,7 @@ public static class ExportCommands
     {
         var model = ModelOption();
         var outPath = OutOption("ONNX file to write (with its sidecar when the graph has ReLU MLPs).");
-        var command = new Command("fuse-attention", "Rewrite the causal self-attention of a graph (torch.onnx TorchScript exports of OPT, GPT-2 and kin) into ONNX Runtime's fused MultiHeadAttention; checked to give the same logits.")
+        var command = new Command("fuse-attention", "Rewrite the causal self-attention of a graph (torch.onnx exports of OPT, GPT-2, Llama and kin) into ONNX Runtime's fused MultiHeadAttention; checked to give the same logits.")
         { model, outPath };
         command.SetAction(parse =>
         {
