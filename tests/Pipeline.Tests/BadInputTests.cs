@@ -228,7 +228,7 @@ public class BadInputTests
         yield return Case("graph that loads but fails at run time", "ONNX Runtime could not run the model", ["evaluate", "--model", Ws("unrunnable.onnx"), "--corpus", Held, .. Window]);
         yield return Case("encoder given to evaluate", "is not a causal language model", ["evaluate", "--model", Fx("bert.dynamo.onnx"), "--corpus", Held, .. Window]);
         yield return Case("attention fusion finds no pattern it knows", "No attention block was recognised (Softmax '",
-            ["fuse-attention", "--model", Fx("llama.dynamo.onnx"), "--out", Ws("f.onnx")]);
+            ["fuse-attention", "--model", Fx("gpt_cache.torchscript.onnx"), "--out", Ws("f.onnx")]);
         yield return Case("bench given a checkpoint and a model", "Give --checkpoint DIR (a model trained here) or --model M.onnx (any graph), not both.",
             ["bench", "--checkpoint", Ws("nonexistent"), "--model", Opt, "--out", Out]);
         yield return Case("sparse-decode where no layer is sparse enough", "No layer is below the break-even of 1.00 % active units",
