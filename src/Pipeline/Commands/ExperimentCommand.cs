@@ -9,7 +9,7 @@ using Sparsity.Training.Data;
 
 namespace Sparsity.Pipeline.Commands;
 
-/// <summary><c>experiment NAME|all</c>: reproduces one of the seeds' findings (or all six) and writes results.md.</summary>
+/// <summary><c>experiment NAME|all</c>: reproduces one of the seeds' findings (or all nine, <see cref="Sparsity.Pipeline.Experiments.Experiment.All"/>) and writes results.md.</summary>
 public static class ExperimentCommand
 {
     public static Command Create(TextWriter output, bool interactive)

@@ -53,8 +53,10 @@ public sealed record StreamTiming(long Batches, int BatchTokens, double ModelSec
 }
 
 /// <summary>
-/// Streams a corpus through an ONNX model with ML.NET and accumulates per-layer unit use: documents →
-/// tokenization transform → windows → B windows per row → ApplyOnnxModel → <see cref="LayerUnitUse"/>.
+/// Streams a corpus through an ONNX model with ML.NET and accumulates per-layer unit use: documents → tokens →
+/// windows → B windows per row (an IDataView read ahead on its own thread) → the analysis graph, counting in place,
+/// run by <see cref="ModelRunner"/> behind <see cref="InGraphCounts"/> (ML.NET's ApplyOnnxModel only with
+/// <c>--dense-activations</c>) → one cursor-driven consumer adding the counts to <see cref="LayerUnitUse"/>.
 /// Memory is bounded by one batch and the per-layer counts, whatever the corpus size.
 /// </summary>
 public static class Analyzer
