@@ -307,7 +307,10 @@ public class UnitExamplesTests
         string page = Path.Combine(analysis, "units.html");
         Assert.That(File.ReadAllText(page), Does.Not.Contain("http://").And.Not.Contain("https://"), "self-contained: nothing fetched");
 
-        string chromium = new[] { "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome" }.FirstOrDefault(File.Exists)
+        // The names build/chromium.sh looks for, on PATH, so the browser it installs or finds is the one used here.
+        string chromium = new[] { "chromium", "chromium-browser", "google-chrome" }
+            .SelectMany(name => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Select(dir => Path.Combine(dir, name)))
+            .FirstOrDefault(File.Exists)
             ?? throw new AssertionException("Chromium is not installed (Debian: apt-get install chromium; `dotnet cake --target=Test` installs it): the dashboard cannot be checked in a browser.");
         string screenshot = Path.Combine(TestContext.CurrentContext.WorkDirectory, "units.png");
         string dom = Browser(chromium, $"--dump-dom file://{page}");
