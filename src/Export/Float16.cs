@@ -48,13 +48,7 @@ public static class Float16
         if (type == DataType.Bfloat16) KeepFloat32(graph, g);
         foreach (var output in graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)DataType.Float).ToList())
         {
-            // The producer now writes the new type under a new name; a Cast restores the float32 output under its own name.
-            string half = g.Fresh(output.Name + "." + Name(type));
-            foreach (var node in graph.Node)
-                for (int i = 0; i < node.Output.Count; i++)
-                    if (node.Output[i] == output.Name) node.Output[i] = half;
-            GraphIndex.RenameReads(graph, output.Name, half);
-            g.Named("Cast", output.Name, [half], OnnxGraph.Int("to", (long)DataType.Float));
+            g.CastToFloatUnderOwnName(output.Name, output.Name + "." + Name(type)); // the producer now writes the new type
         }
         graph.ValueInfo.Clear();
         return result;

@@ -58,6 +58,21 @@ public sealed class GraphWriter(GraphProto graph)
     /// <summary>When set, large float initializers are written straight into this side file instead of the graph.</summary>
     public ExternalData.SideFile? Spill { get; init; }
 
+    /// <summary>
+    /// Makes <paramref name="tensor"/> a float32 cast of itself: its producer and readers move to a fresh name (from
+    /// <paramref name="hint"/>) in the producer's own type, and a Cast writes the float32 value under the old name, so a
+    /// graph output keeps its name and type whatever the graph computes in.
+    /// </summary>
+    public void CastToFloatUnderOwnName(string tensor, string hint)
+    {
+        string typed = Fresh(hint);
+        foreach (var node in graph.Node)
+            for (int i = 0; i < node.Output.Count; i++)
+                if (node.Output[i] == tensor) node.Output[i] = typed;
+        GraphIndex.RenameReads(graph, tensor, typed);
+        Named("Cast", tensor, [typed], OnnxGraph.Int("to", (long)Onnx.TensorProto.Types.DataType.Float));
+    }
+
     /// <summary>Adds a float32 initializer (into <see cref="Spill"/> when it is set and the tensor is large).</summary>
     public string Floats(string hint, long[] dims, ReadOnlySpan<float> values)
     {

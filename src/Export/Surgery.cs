@@ -35,14 +35,7 @@ public static class Surgery
             // A half-precision graph's activations are exposed as float32 through a Cast: the ReLU keeps its own type
             // (declaring its output float32 made ONNX Runtime refuse fp16-converted graphs), the readers move with it.
             if (initializers.TryGetValue(site.Down.Weight, out var w) && w.DataType is (int)DataType.Float16 or (int)DataType.Bfloat16)
-            {
-                string typed = g.Fresh(site.Output + ".typed");
-                foreach (var node in result.Graph.Node)
-                    for (int i = 0; i < node.Output.Count; i++)
-                        if (node.Output[i] == site.Output) node.Output[i] = typed;
-                GraphIndex.RenameReads(result.Graph, site.Output, typed);
-                g.Named("Cast", site.Output, [typed], OnnxGraph.Int("to", (long)DataType.Float));
-            }
+                g.CastToFloatUnderOwnName(site.Output, site.Output + ".typed");
             result.Graph.Output.Add(site.Layout == "tokens_dff"
                 ? OnnxGraph.Value(site.Output, DataType.Float, "tokens", site.DFf)
                 : OnnxGraph.Value(site.Output, DataType.Float, "batch", "seq", site.DFf));

@@ -457,7 +457,8 @@ public class Float16Tests
 
     static int Index(GraphWriter g, string name) => g.Graph.Initializer.Select((t, i) => (t, i)).Single(p => p.t.Name == name).i;
 
-    static ModelProto StatsExport()
+    /// <summary>A one-layer stats export of this project's model (seeded).</summary>
+    internal static ModelProto StatsExport()
     {
         TorchSharp.torch.random.manual_seed(3);
         using var model = new Training.Model.ReluTransformer(new Training.Model.ModelConfig(Layers: 1, DModel: 16, Heads: 2, DFf: 32, SeqLen: 8, VocabSize: 20));

@@ -26,6 +26,15 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// <summary>Whether the top windows come best first (a TopK of each unit's windows); else every window, in batch order.</summary>
     public bool TopWindowsSorted { get; init; } = true;
 
+    /// <summary>Whether each layer returns its histogram's sample (<see cref="StatsReduction.FirstWindowOutput"/>) for the host to bin, not the bins.</summary>
+    public bool HistogramOnHost { get; init; }
+
+    /// <summary>
+    /// The graph as it is run before the counts are added (inputs bound, in the asked precision), for the forward-alone
+    /// timing; null for stats exports and dense activations. Its weights are shared with <see cref="Graph"/>'s.
+    /// </summary>
+    public ModelProto? Prepared { get; init; }
+
     /// <summary>The graph returns in-graph counts (three outputs per layer, six with top examples), not dense activations.</summary>
     public bool ReadsCounts => Layers.All(l => l.Outputs.Count >= 3);
 
@@ -83,7 +92,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         }
         return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost)).ToList(),
             Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost, halfCounts, windowsPerBatch), true,
-            true, vocab, maxSeq) { TopWindowsSorted = windowsPerBatch is not int b || topExamples < b };
+            true, vocab, maxSeq) { TopWindowsSorted = windowsPerBatch is not int b || topExamples < b, HistogramOnHost = histogramOnHost, Prepared = bound };
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>

@@ -116,7 +116,7 @@ public static class Analyzer
             long tokens;
             try
             {
-                var prepared = new PreparedModel(plan, proto, precision);
+                var prepared = new PreparedModel(plan);
                 tokens = Stream(run, prepared, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
                 if (prepared.Profile is { } profile) AtomicFile.WriteAllText(Path.Combine(dir, "profile.csv"), profile.ToCsv());
             }
@@ -319,7 +319,7 @@ public static class Analyzer
                 int top = (int)lengths[0], histogram = (int)lengths[3]; // windows, peaks, positions: [d_ff, k] each; then the histogram or its sample
                 origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), threshold, plan.TopWindowsSorted);
                 values = values[top..];
-                if (plan.Layers[l].Outputs[^1].Name == StatsReduction.FirstWindowOutput(plan.Sites[l].Layer))
+                if (plan.HistogramOnHost)
                 {
                     examples.Layers[l].Histogram.AddDense(values[..histogram], allReal, T, threshold); // inactive entries are 0, never above the threshold (≥ 0)
                     values = values[histogram..];
@@ -399,12 +399,10 @@ public static class Analyzer
         }, () => { });
     }
 
-    /// <summary>What runs on every device: the plan, and the graph it was planned from (fused for a GPU) for the forward-alone timing.</summary>
-    sealed class PreparedModel(AnalysisPlan plan, ModelProto source, Precision precision)
+    /// <summary>What runs on every device: the plan, and the one profile (<c>--profile</c>: the first device to finish takes it).</summary>
+    sealed class PreparedModel(AnalysisPlan plan)
     {
         public AnalysisPlan Plan => plan;
-        public ModelProto Source => source;
-        public Precision Precision => precision;
         public int Profiling;
         public OperatorProfile? Profile;
     }
@@ -437,10 +435,8 @@ public static class Analyzer
     // was computed (median of 20 runs on the last batch); null when the logits are not a projection of a hidden state.
     static double? Forward(PreparedModel prepared, Device device, AnalysisRequest r, RunnerTuning tuning, ReadOnlySpan<long> ids, ReadOnlySpan<long> mask)
     {
-        if (prepared.Plan.Sites.Count == 0) return null; // a stats export: nothing but our statistics to compare with
-        var (bound, _) = GraphInputs.Bind(prepared.Source);
-        var converted = Sparsity.Export.Float16.Convert(bound, prepared.Precision.Type());
-        if (GraphInputs.WithDecoderOutput(converted) is not { } forward) return null;
+        // A stats export has nothing but our statistics to compare with.
+        if (prepared.Plan.Prepared is not { } graph || GraphInputs.WithDecoderOutput(graph) is not { } forward) return null;
         using var runner = new ModelRunner(forward, device, r.Threads, r.BatchSize, r.SeqLen, [(forward.Graph.Output[0].Name, null)],
             tuning: tuning with { CudaGraph = false, OutputsOnDevice = true });
         return Floor(runner, ids, mask, runs: 20);
@@ -460,7 +456,7 @@ public static class Analyzer
                 for (int i = 0; i < 13; i++) runner.Run(ids, mask);
                 file = runner.EndProfiling();
             }
-            return OperatorProfile.Read(Path.IsPathRooted(file) ? file : Path.Combine(Environment.CurrentDirectory, file), warmUp: 3, onGpu: device.CudaId != null);
+            return OperatorProfile.Read(Path.GetFullPath(file), warmUp: 3, onGpu: device.CudaId != null);
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
