@@ -27,7 +27,7 @@ public static class UnitText
             output.WriteLine("Never active on this corpus: no contexts.");
             return;
         }
-        output.WriteLine(string.Create(inv, $"Top {view.Contexts.Count} windows (peak value, document:peak token, the peak in [[ ]]):"));
+        output.WriteLine(string.Create(inv, $"Top {view.Contexts.Count} windows (peak value, document:peak token, the peak marked):"));
         foreach (var c in view.Contexts)
         {
             string text = $"{string.Concat(c.Before)}[[{c.Token}]]{string.Concat(c.After)}".Replace('\n', ' ');
