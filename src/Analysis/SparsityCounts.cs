@@ -20,10 +20,11 @@ namespace Sparsity.Analysis;
 /// <param name="Precision">The model's compute precision: fp32, fp16 or bf16 (units within half-precision rounding of zero may flip).</param>
 /// <param name="TopExamples">K of <c>--top-examples</c>: the folder holds each unit's K top windows (<see cref="UnitExamples"/>); 0 for none.</param>
 /// <param name="TopExamplesFormat">The definition of those examples (<see cref="UnitExamples.Format"/>); null without them, or in folders written before top windows.</param>
+/// <param name="Pairs">An encoder-decoder model's corpus of pairs, and how its decoder was fed; null for other models.</param>
 public sealed record AnalysisHeader(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, float Threshold,
     long? MaxTokens, IReadOnlyList<string> Shards, string Producer,
     string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32", int TopExamples = 0,
-    string? TopExamplesFormat = null)
+    string? TopExamplesFormat = null, PairSettings? Pairs = null)
 {
     /// <summary>The shard count n of the runs merged here (all equal, <c>SparsityCounts.Merge</c> checks).</summary>
     public int ShardCount => ParseShard(Shards[0]).Count;
@@ -44,16 +45,33 @@ public sealed record AnalysisHeader(string Model, string Corpus, string Tokenize
     }
 }
 
+/// <summary>
+/// How an encoder-decoder model read its corpus: <paramref name="Source"/> "tsv" (lines source&lt;TAB&gt;target) or
+/// "reconstruct" (each window of a text corpus is its own target); the decoder is teacher-forced with the target shifted
+/// right after <paramref name="DecoderStartId"/>, padded with <paramref name="PadId"/>.
+/// </summary>
+public sealed record PairSettings(string Source, long DecoderStartId, long PadId);
+
+/// <summary>An encoder-decoder run's pairs, and how many of their sources and targets were cut to the window length (summed by merge).</summary>
+public sealed record PairCounts(long Pairs, long TruncatedSources, long TruncatedTargets)
+{
+    /// <summary>Both runs' pairs.</summary>
+    public PairCounts Add(PairCounts other) => new(Pairs + other.Pairs, TruncatedSources + other.TruncatedSources, TruncatedTargets + other.TruncatedTargets);
+}
+
 /// <summary>A corpus as it was read: its path as given, total bytes and SHA-256 over its files in reading order.</summary>
 public sealed record CorpusFingerprint(string Path, long Bytes, string Sha256);
 
-/// <summary>Exact integer counts of one layer (the state of a <see cref="LayerUnitUse"/>).</summary>
+/// <summary>
+/// Exact integer counts of one layer (the state of a <see cref="LayerUnitUse"/>). <paramref name="Stack"/>: "encoder" or
+/// "decoder" in an encoder-decoder model, with <paramref name="StackIndex"/> the layer's index in it; null otherwise.
+/// </summary>
 public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensPerUnit, long[] UnitsPerTokenHistogram,
-    long[] UnitsPerSequenceHistogram, long[] UnitsPerBatchHistogram)
+    long[] UnitsPerSequenceHistogram, long[] UnitsPerBatchHistogram, string? Stack = null, int? StackIndex = null)
 {
     /// <summary>Captures an accumulator.</summary>
-    public static LayerCounts From(string name, int index, LayerUnitUse use) => new(name, index, use.DFf, use.TokensPerUnit.ToArray(),
-        use.UnitsPerTokenHistogram.ToArray(), use.UnitsPerSequenceHistogram.ToArray(), use.UnitsPerBatchHistogram.ToArray());
+    public static LayerCounts From(string name, int index, LayerUnitUse use, string? stack = null, int? stackIndex = null) => new(name, index, use.DFf, use.TokensPerUnit.ToArray(),
+        use.UnitsPerTokenHistogram.ToArray(), use.UnitsPerSequenceHistogram.ToArray(), use.UnitsPerBatchHistogram.ToArray(), stack, stackIndex);
 
     /// <summary>Restores the accumulator.</summary>
     public LayerUnitUse ToUse() => LayerUnitUse.FromCounts(TokensPerUnit, UnitsPerTokenHistogram, UnitsPerSequenceHistogram, UnitsPerBatchHistogram);
@@ -63,7 +81,10 @@ public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensP
 /// counts.json: the exact partial counts of one analysis run or shard. <c>Merge</c> adds them,
 /// so shards run anywhere combine into exactly the statistics of one run over the whole corpus.
 /// </summary>
-public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCounts> Layers)
+/// <param name="Header">What was analysed.</param>
+/// <param name="Layers">Each layer's counts (an encoder-decoder's encoder layers first).</param>
+/// <param name="PairCounts">An encoder-decoder run's pairs and truncations; null for other models.</param>
+public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCounts> Layers, PairCounts? PairCounts = null)
 {
     /// <summary>File name inside an analysis folder.</summary>
     public const string FileName = "counts.json";
@@ -101,6 +122,7 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
         LayerUnitUse[] uses = [];
         IReadOnlyList<LayerCounts> firstLayers = [];
         var shards = new HashSet<string>();
+        PairCounts? pairs = null;
         foreach (var (name, part) in parts)
         {
             var h = part.Header;
@@ -118,17 +140,18 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
                     throw new UserInputException($"Cannot merge: the layers of {name} differ from those of {firstName}.");
                 for (int i = 0; i < uses.Length; i++) uses[i].Merge(part.Layers[i].ToUse());
             }
+            if (part.PairCounts is { } p) pairs = pairs?.Add(p) ?? p;
             foreach (string shard in h.Shards)
                 if (!shards.Add(shard)) throw new UserInputException($"Shard {shard} appears twice: merging it twice would count its tokens twice.");
         }
         if (first == null) throw new UserInputException("Nothing to merge.");
-        var layers = firstLayers.Select((l, i) => LayerCounts.From(l.Name, l.Index, uses[i])).ToList();
+        var layers = firstLayers.Select((l, i) => LayerCounts.From(l.Name, l.Index, uses[i], l.Stack, l.StackIndex)).ToList();
         var header = first with { Shards = shards.OrderBy(s => AnalysisHeader.ParseShard(s).Index).ToList() };
         var missing = header.MissingShards();
         if (missing.Count > 0 && !allowPartial)
             throw new UserInputException($"Shards {string.Join(", ", missing.Select(m => $"{m}/{header.ShardCount}"))} are missing: the merge would not cover the corpus. " +
                                         "Add them, or pass --partial to merge what is here.");
-        return new SparsityCounts(header, layers);
+        return new SparsityCounts(header, layers, pairs);
     }
 
     // Shards of one run share the model, corpus, tokenizer, settings, tool version and shard count.
@@ -142,7 +165,7 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
             ("threshold", first.Threshold, h.Threshold), ("max_tokens", first.MaxTokens, h.MaxTokens), ("tool version", first.Producer, h.Producer),
             ("precision", first.Precision, h.Precision), ("top examples K", first.TopExamples, h.TopExamples),
             ("top examples format", first.TopExamplesFormat, h.TopExamplesFormat),
-            ("shard count n", first.ShardCount, h.ShardCount),
+            ("shard count n", first.ShardCount, h.ShardCount), ("pairs", first.Pairs, h.Pairs),
         })
             if (!Equals(a, b))
                 throw new UserInputException($"Cannot merge: {field} differs between {firstName} ({a ?? "none"}) and {name} ({b ?? "none"}); only shards of one run belong together.");
@@ -172,17 +195,27 @@ public sealed record SparsityCounts(AnalysisHeader Header, IReadOnlyList<LayerCo
 /// <summary>One bin of the unit-frequency histogram: units whose activation frequency f is in (From, To] (f = 0 for the first bin).</summary>
 public sealed record FrequencyBin(double From, double To, int Units);
 
-/// <summary>The per-layer statistics of stats.json.</summary>
+/// <summary>
+/// The per-layer statistics of stats.json. <paramref name="Stack"/> and <paramref name="StackIndex"/>: an
+/// encoder-decoder layer's stack and index in it, with <paramref name="Tokens"/> the positions it counted (its side of
+/// the pairs); all three null for other models.
+/// </summary>
 public sealed record LayerStats(string Name, int Index, int DFf, double NonzeroFraction,
     double PerTokenUnitsMean, double PerSequenceUnitsMean, double PerBatchUnitsMean,
     UseSummary PerTokenUnits, UseSummary PerSequenceUnits, UseSummary PerBatchUnits,
     int UnitsEverActive, int DeadUnits, double DownProjectionFlopReduction,
-    IReadOnlyList<FrequencyBin> UnitFrequencyHistogram, long[] UnitActivationCounts, double[] UnitActivationFrequency);
+    IReadOnlyList<FrequencyBin> UnitFrequencyHistogram, long[] UnitActivationCounts, double[] UnitActivationFrequency,
+    string? Stack = null, int? StackIndex = null, long? Tokens = null);
 
-/// <summary>stats.json: what people and plots read. Derived from <see cref="SparsityCounts"/>, never merged itself.</summary>
+/// <summary>
+/// stats.json: what people and plots read. Derived from <see cref="SparsityCounts"/>, never merged itself. For an
+/// encoder-decoder model, <c>Tokens</c> and <c>Sequences</c> are the sources' (each layer gives its own tokens), with
+/// <c>Pairs</c> and <c>PairCounts</c> saying how the pairs were read and cut.
+/// </summary>
 public sealed record SparsityStats(string Model, string Corpus, string Tokenizer, long Tokens, long Sequences, long Batches,
     int SeqLen, int BatchSize, float Threshold, long? MaxTokens, IReadOnlyList<string> Shards, string Producer, IReadOnlyList<LayerStats> Layers,
-    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32")
+    string? ModelSha256 = null, CorpusFingerprint? CorpusFingerprint = null, string? TokenizerSha256 = null, string Precision = "fp32",
+    PairSettings? Pairs = null, PairCounts? PairCounts = null)
 {
     /// <summary>File name inside an analysis folder.</summary>
     public const string FileName = "stats.json";
@@ -214,11 +247,13 @@ public sealed record SparsityStats(string Model, string Corpus, string Tokenizer
             return new LayerStats(l.Name, l.Index, l.DFf, use.NonzeroFraction,
                 use.PerTokenUnitUse.Mean, use.PerSequenceUnitUse.Mean, use.PerBatchUnitUse.Mean,
                 use.PerTokenUnitUse, use.PerSequenceUnitUse, use.PerBatchUnitUse,
-                use.UnitsEverActive, use.DeadUnits, use.DownProjectionFlopReduction, bins, l.TokensPerUnit, frequency);
+                use.UnitsEverActive, use.DeadUnits, use.DownProjectionFlopReduction, bins, l.TokensPerUnit, frequency,
+                l.Stack, l.StackIndex, l.Stack == null ? null : use.Tokens);
         }).ToList();
         var any = counts.Layers.Count > 0 ? counts.Layers[0].ToUse() : null;
         var h = counts.Header;
         return new SparsityStats(h.Model, h.Corpus, h.Tokenizer, any?.Tokens ?? 0, any?.Sequences ?? 0, any?.Batches ?? 0,
-            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers, h.ModelSha256, h.CorpusFingerprint, h.TokenizerSha256, h.Precision);
+            h.SeqLen, h.BatchSize, h.Threshold, h.MaxTokens, h.Shards, h.Producer, layers, h.ModelSha256, h.CorpusFingerprint, h.TokenizerSha256, h.Precision,
+            h.Pairs, counts.PairCounts);
     }
 }

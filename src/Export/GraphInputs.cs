@@ -32,6 +32,11 @@ public static class GraphInputs
     /// <summary>A copy of <paramref name="model"/> whose inputs are input_ids and, if the model reads one, attention_mask.</summary>
     public static (ModelProto Model, BoundInputs Inputs) Bind(ModelProto model)
     {
+        if (EncoderDecoder.Is(model))
+        {
+            var pairs = new List<string>();
+            return (EncoderDecoder.BindPairs(model, pairs), new BoundInputs(true, pairs));
+        }
         var result = model.Clone();
         var graph = result.Graph;
         var index = new GraphIndex(graph);

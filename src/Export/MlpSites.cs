@@ -22,7 +22,14 @@ public sealed record Projection(string Op, string Node, string Weight, string? B
 /// <param name="Up">Up-projection (d_model → d_ff): the activation's input, or in a gated MLP the projection multiplied with it.</param>
 /// <param name="Down">Down-projection (d_ff → d_model).</param>
 /// <param name="Gate">Gated MLPs (Llama family, <c>down(relu(gate(x)) * up(x))</c>): the projection the activation reads; null otherwise.</param>
-public sealed record MlpSite(int Layer, string Node, string Output, int DFf, string Layout, Projection Up, Projection Down, Projection? Gate = null);
+/// <param name="Stack">Encoder-decoder models: the stack it sits in (encoder sites are numbered first); <c>None</c> otherwise.</param>
+/// <param name="StackIndex">Its index within its stack (equal to <paramref name="Layer"/> without stacks).</param>
+public sealed record MlpSite(int Layer, string Node, string Output, int DFf, string Layout, Projection Up, Projection Down, Projection? Gate = null,
+    ModelStack Stack = ModelStack.None, int StackIndex = 0)
+{
+    /// <summary>The layer's name where a user gives one: its index, or <c>encoder.3</c> / <c>decoder.3</c> in an encoder-decoder model.</summary>
+    public string DisplayName => Stack == ModelStack.None ? Layer.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"{Stack.Name()}.{StackIndex}";
+}
 
 /// <summary>
 /// Finds MLP blocks in any ONNX graph: an activation (Relu, or other op types by option) fed by a MatMul(+Add) or
@@ -44,6 +51,7 @@ public static class MlpSites
         activationOps ??= ["Relu"];
         var index = new GraphIndex(model.Graph);
         var sites = new List<MlpSite>();
+        var activationNodes = new List<NodeProto>();
         foreach (var activation in model.Graph.Node.Where(n => activationOps.Contains(n.OpType)))
         {
             if (FindProjection(index, activation.Input[0]) is not { } up) continue; // not fed by a projection: not an MLP
@@ -53,10 +61,18 @@ public static class MlpSites
             int dFf = (int)(down.TransB == 1 ? weight.Dims[1] : weight.Dims[0]);
             bool tokens = flattened || (upBranch == null ? downNode.OpType == "Gemm" : up.Op == "Gemm");
             string layout = tokens ? "tokens_dff" : "batch_seq_dff";
+            activationNodes.Add(activation);
             sites.Add(upBranch == null
                 ? new MlpSite(sites.Count, activation.Name, measured, dFf, layout, up, down)
                 : new MlpSite(sites.Count, activation.Name, measured, dFf, layout, upBranch, down, Gate: up)); // the activation reads the gate
         }
+        if (sites.Count > 0 && EncoderDecoder.Stacks(model, activationNodes) is var stacks && stacks[0] != ModelStack.None)
+        {
+            // Encoder layers first, then the decoder's, each numbered within its stack too.
+            var ordered = sites.Select((s, i) => s with { Stack = stacks[i] }).OrderBy(s => s.Stack).ThenBy(s => s.Layer).ToList();
+            sites = ordered.Select((s, i) => s with { Layer = i, StackIndex = ordered.Take(i).Count(o => o.Stack == s.Stack) }).ToList();
+        }
+        else sites = sites.Select(s => s with { StackIndex = s.Layer }).ToList();
         if (sites.Count == 0)
             throw new UserInputException($"No MLP activation found: no {string.Join("/", activationOps)} node feeds a MatMul or Gemm with an initializer weight " +
                                          "(through Reshape/Cast/Identity, a mask or a gating product) after a MatMul or Gemm. Use --activation for other activation op types.");

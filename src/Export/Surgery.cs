@@ -176,10 +176,15 @@ public static class Surgery
         var g = new GraphWriter(result.Graph);
         if (!result.Graph.Input.Any(i => i.Name == GraphInputs.MaskInput))
             result.Graph.Input.Add(OnnxGraph.Value(GraphInputs.MaskInput, DataType.Int64, "batch", "seq"));
-        string real = StatsReduction.RealTokens(g, GraphInputs.MaskInput);
-        string batchSeq = g.Op("Shape", "stats/batch_seq", [GraphInputs.TokenInput]);
+        // An encoder-decoder's layers count the positions of their own side of the pair: source or target.
+        bool pairs = EncoderDecoder.IsBoundPairs(result);
+        string real = StatsReduction.RealTokens(g, pairs ? EncoderDecoder.SourceMask : GraphInputs.MaskInput);
+        string batchSeq = g.Op("Shape", "stats/batch_seq", [pairs ? EncoderDecoder.SourceIds : GraphInputs.TokenInput]);
+        var (targetReal, targetBatchSeq) = pairs && sites.Any(s => s.Stack == ModelStack.Decoder)
+            ? (StatsReduction.RealTokens(g, EncoderDecoder.TargetMask), g.Op("Shape", "stats/target_batch_seq", [EncoderDecoder.TargetInputIds])) : (real, batchSeq);
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
-        var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, real, batchSeq, threshold, s.Layer, s.DFf,
+        var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, s.Stack == ModelStack.Decoder ? targetReal : real,
+            s.Stack == ModelStack.Decoder ? targetBatchSeq : batchSeq, threshold, s.Layer, s.DFf,
             (DataType)initializers[s.Down.Weight].DataType, topExamples,
             result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, histogramOnHost, halfCounts, windowsPerBatch)).ToList();
         result.Graph.Output.Clear();

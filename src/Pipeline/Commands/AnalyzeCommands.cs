@@ -11,7 +11,7 @@ public static class AnalyzeCommands
 {
     public static Command Analyze(TextWriter output, bool interactive)
     {
-        var model = new Option<string>("--model") { Description = "ONNX model: this project's export (dense or stats variant) or any graph with ReLU MLPs.", Required = true };
+        var model = new Option<string>("--model") { Description = "ONNX model: this project's export (dense or stats variant) or any graph with ReLU MLPs; an encoder-decoder graph (taking decoder_input_ids) or Optimum's folder (encoder_model.onnx, decoder_model.onnx).", Required = true };
         var corpus = new Option<string?>("--corpus") { Description = ".txt (one document per line), .jsonl (field text), .tsv (last column), a folder of them, or .gz (default: the built-in Brown held-out text, data/brown/heldout.txt)." };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer spec (bpe:vocab.json,merges.txt, tiktoken:cl100k_base, bytes, ids, …; default: the BPE learned on Brown)." };
         var seqLen = new Option<int>("--seq-len") { Description = "Window length T: documents are cut into non-overlapping windows of T tokens.", Required = true };
@@ -30,11 +30,14 @@ public static class AnalyzeCommands
         var noFuse = new Option<bool>("--no-fuse") { Description = "On a GPU, run the graph as it is: without it, attention runs as ONNX Runtime's fused MultiHeadAttention where the graph's pattern is known (checked on the CPU to give the same logits first; anything else stays as it is, and a line says so)." };
         var cudaGraph = new Option<bool>("--cuda-graph") { Description = "On a GPU, capture each batch's kernels once as a CUDA graph and replay them (inputs and outputs at fixed device addresses); the graph must run wholly on the GPU." };
         var profile = new Option<bool>("--profile") { Description = "After the stream, profile 10 runs of the last batch with ONNX Runtime's profiler: time per operator type, nodes off the GPU, host/device copies (also profile.csv)." };
+        var pairs = new Option<string?>("--pairs") { Description = "Encoder-decoder models: tsv (the default: a .tsv corpus of lines source<TAB>target; the decoder is teacher-forced on the target) or reconstruct (each window of a text corpus is its own target)." };
+        var decoderStart = new Option<long?>("--decoder-start-id") { Description = "Encoder-decoder models: the decoder's start id (default: decoder_start_token_id of config.json beside the model; T5: 0)." };
+        var padId = new Option<long?>("--pad-id") { Description = "Encoder-decoder models: the pad id (default: pad_token_id of config.json beside the model; T5: 0)." };
         var denseActivations = new Option<bool>("--dense-activations") { Description = "Read the MLP activations out of the runtime and count them in .NET, instead of counting inside the graph (slower; same counts)." };
         var command = new Command("analyze", "Stream a corpus through an ONNX model and measure how each layer's MLP units are used.")
         {
             model, corpus, tokenizer, seqLen, batch, maxTokens, shard, shardCount, threshold, device, threads, activation, topExamples, denseActivations, precision, noFuse, cudaGraph,
-            timing, profile, outDir,
+            timing, profile, pairs, decoderStart, padId, outDir,
         };
         command.SetAction((parse, cancel) =>
         {
@@ -44,7 +47,8 @@ public static class AnalyzeCommands
             var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
                 parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), string.Join(",", Devices.ResolveAll(parse.GetValue(device)!, output)), parse.GetValue(threads),
                 parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!, TopExamples: parse.GetValue(topExamples),
-                Fuse: !parse.GetValue(noFuse), CudaGraph: parse.GetValue(cudaGraph), Profile: parse.GetValue(profile));
+                Fuse: !parse.GetValue(noFuse), CudaGraph: parse.GetValue(cudaGraph), Profile: parse.GetValue(profile), Pairs: parse.GetValue(pairs),
+                DecoderStartId: parse.GetValue(decoderStart), PadId: parse.GetValue(padId));
             var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel, notes: output);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);
@@ -136,6 +140,16 @@ public static class AnalyzeCommands
 
     static void PrintSummary(TextWriter output, SparsityStats s, string dir)
     {
+        if (s.PairCounts is { } pairs)
+        {
+            output.WriteLine($"{pairs.Pairs:N0} pairs ({s.Pairs!.Source}; decoder start id {s.Pairs.DecoderStartId}, pad id {s.Pairs.PadId}), {s.Batches:N0} batches of {s.BatchSize} × {s.SeqLen}; " +
+                $"{pairs.TruncatedSources:N0} sources and {pairs.TruncatedTargets:N0} targets cut to {s.SeqLen} tokens (shards {string.Join(",", s.Shards)}):");
+            output.WriteLine($"{"layer",-10}  tokens   d_ff  nonzero  units/token  units/sequence  units/batch  ever active  dead");
+            foreach (var l in s.Layers)
+                output.WriteLine($"{l.Name,-10}  {l.Tokens,6}  {l.DFf,5}  {l.NonzeroFraction,7:0.0000}  {l.PerTokenUnitsMean,11:0.0}  {l.PerSequenceUnitsMean,14:0.0}  {l.PerBatchUnitsMean,11:0.0}  {l.UnitsEverActive,11}  {l.DeadUnits,4}");
+            output.WriteLine($"Wrote {Path.Combine(dir, SparsityStats.FileName)}");
+            return;
+        }
         output.WriteLine($"{s.Tokens:N0} tokens, {s.Sequences:N0} sequences, {s.Batches:N0} batches of {s.BatchSize} × {s.SeqLen} (shards {string.Join(",", s.Shards)}):");
         output.WriteLine("layer   d_ff  nonzero  units/token  units/sequence  units/batch  ever active  dead");
         foreach (var l in s.Layers)

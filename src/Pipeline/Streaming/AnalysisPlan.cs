@@ -12,7 +12,13 @@ public sealed record LayerOutput(string Name, Func<int, int, int, int[]?> ShapeO
 }
 
 /// <summary>What to read of one layer: its outputs (dense activations, or the three in-graph counts).</summary>
-public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs);
+public sealed record LayerPlan(string Name, int DFf, IReadOnlyList<LayerOutput> Outputs)
+{
+    /// <summary>An encoder-decoder layer's stack (its counts read the source's or the target's positions); <c>None</c> otherwise.</summary>
+    public ModelStack Stack { get; init; }
+    /// <summary>Its index within the stack.</summary>
+    public int StackIndex { get; init; }
+}
 
 /// <summary>
 /// What to run and read for a model: <see cref="Graph"/>, the graph ONNX Runtime runs (its outputs are only what the
@@ -34,6 +40,9 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// timing; null for stats exports and dense activations. Its weights are shared with <see cref="Graph"/>'s.
     /// </summary>
     public ModelProto? Prepared { get; init; }
+
+    /// <summary>An encoder-decoder model: its rows are pairs (<see cref="EncoderDecoder"/>), twice the window length wide.</summary>
+    public bool Pairs => Layers.Any(l => l.Stack != ModelStack.None);
 
     /// <summary>The graph returns in-graph counts (three outputs per layer, six with top examples), not dense activations.</summary>
     public bool ReadsCounts => Layers.All(l => l.Outputs.Count >= 3);
@@ -90,7 +99,8 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             bound = Float16.Convert(bound, precision.Type()); // the counts added below compare in that type, sum in float32
             sites = MlpSites.Find(bound, activations);
         }
-        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost)).ToList(),
+        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost) is var layer && s.Stack != ModelStack.None
+                ? layer with { Name = s.DisplayName, Stack = s.Stack, StackIndex = s.StackIndex } : layer).ToList(),
             Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost, halfCounts, windowsPerBatch), true,
             true, vocab, maxSeq) { TopWindowsSorted = windowsPerBatch is not int b || topExamples < b, HistogramOnHost = histogramOnHost, Prepared = bound };
     }

@@ -19,11 +19,14 @@ namespace Sparsity.Pipeline.Streaming;
 /// only, where the host is otherwise idle). <c>TopExamples</c>: keep each unit's K top windows and the histogram of its
 /// values (<see cref="UnitExamples"/>); 0 for none. <c>Fuse</c>: on a GPU, run attention as ONNX Runtime's fused
 /// kernel (checked exact first; <c>--no-fuse</c> turns it off). <c>CudaGraph</c>: capture each step as a CUDA graph.
-/// <c>Profile</c>: profile a few steady-state batches per operator type (profile.csv).
+/// <c>Profile</c>: profile a few steady-state batches per operator type (profile.csv). Encoder-decoder models (a graph
+/// taking decoder_input_ids, or Optimum's folder): <c>Pairs</c> "tsv" (the default: lines source&lt;TAB&gt;target) or
+/// "reconstruct" (each window its own target); <c>DecoderStartId</c> and <c>PadId</c> override config.json's.
 /// </summary>
 public sealed record AnalysisRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens,
     int ShardIndex, int ShardCount, float Threshold, string Device, int Threads, string OutDir, IReadOnlyList<string> Activations, bool DenseActivations = false,
-    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0, bool Fuse = true, bool CudaGraph = false, bool Profile = false);
+    bool Timing = false, string Precision = "fp32", bool? CountingThread = null, int TopExamples = 0, bool Fuse = true, bool CudaGraph = false, bool Profile = false,
+    string? Pairs = null, long? DecoderStartId = null, long? PadId = null);
 
 /// <summary>
 /// Progress of an analysis: tokens so far, rate, and an estimate of the time left; on several devices, each one's share
@@ -86,7 +89,8 @@ public static class Analyzer
         if (precision != Precision.Fp32 && devices.Any(d => d.CudaId == null))
             throw new UserInputException($"--precision {r.Precision} runs on a GPU only (ONNX Runtime's CPU provider lacks half-precision kernels for most ops): add --device cuda, or use fp32.");
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
-        var proto = OnnxGraph.Load(r.Model);
+        var proto = EncoderDecoder.IsFolder(r.Model) ? EncoderDecoder.LoadFolder(r.Model) : OnnxGraph.Load(r.Model);
+        var pairs = PairSettingsFor(r, proto);
         if (r.Fuse && !r.DenseActivations && devices.Any(d => d.CudaId != null)) proto = FuseForGpu(proto, notes);
         var plan = AnalysisPlan.For(proto, r.Activations, r.Threshold, r.DenseActivations, precision, r.DenseActivations ? 0 : r.TopExamples,
             histogramOnHost: devices.All(d => d.CudaId == null), halfCounts: devices.All(d => d.CudaId != null) && r.SeqLen <= StatsReduction.HalfExactSum,
@@ -98,11 +102,15 @@ public static class Analyzer
             throw new UserInputException($"The tokenizer has {tv} ids but the model's vocabulary has {mv}: use the model's tokenizer.");
         if (plan.MaxSeqLen is long maxT && r.SeqLen > maxT)
             throw new UserInputException($"--seq-len {r.SeqLen} exceeds what the model can take ({maxT} positions).");
-        long totalDocuments = CorpusBatches.DocumentCount(r.Corpus, tokenizer, r.SeqLen); // cheap pre-pass: the estimate of time left
-        if (totalDocuments == 0) throw new UserInputException($"The corpus {r.Corpus} holds no documents.");
+        // Cheap pre-pass: the estimate of time left (pairs: the pairs, counted without tokenizing unless reconstructed).
+        long totalDocuments = pairs == null ? CorpusBatches.DocumentCount(r.Corpus, tokenizer, r.SeqLen)
+            : pairs.Source == "tsv" ? TextDocuments.ReadPairs(r.Corpus).LongCount() : CorpusBatches.WindowsUpTo(r.Corpus, tokenizer, r.SeqLen, r.MaxTokens, long.MaxValue);
+        if (totalDocuments == 0) throw new UserInputException($"The corpus {r.Corpus} holds no {(pairs == null ? "documents" : "pairs")}.");
         // Memory follows the data, not the option: a corpus of fewer windows than a batch runs as one batch of just those
         // windows (the filler windows would count nowhere, so the statistics are the same; the header keeps --batch-size).
-        var run = r with { BatchSize = (int)Math.Clamp(CorpusBatches.WindowsUpTo(r.Corpus, tokenizer, r.SeqLen, r.MaxTokens, r.BatchSize), 1, r.BatchSize) };
+        long fewest = pairs == null ? CorpusBatches.WindowsUpTo(r.Corpus, tokenizer, r.SeqLen, r.MaxTokens, r.BatchSize) : Math.Min(totalDocuments, r.BatchSize);
+        var run = r with { BatchSize = (int)Math.Clamp(fewest, 1, r.BatchSize) };
+        var tally = new PairTally();
 
         SparsityStats? stats = null;
         OutputFolder.Write(r.OutDir, "analyze", dir =>
@@ -117,7 +125,7 @@ public static class Analyzer
             try
             {
                 var prepared = new PreparedModel(plan);
-                tokens = Stream(run, prepared, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel);
+                tokens = Stream(run, prepared, modelFile, devices, vocab, tokenizer, uses, examples, totalDocuments, progress, cancel, pairs, tally);
                 if (prepared.Profile is { } profile) AtomicFile.WriteAllText(Path.Combine(dir, "profile.csv"), profile.ToCsv());
             }
             catch (InvalidOperationException e) when (e.GetBaseException() is UserInputException user)
@@ -138,8 +146,9 @@ public static class Analyzer
 
             var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
                 [$"{r.ShardIndex}/{r.ShardCount}"], Tool.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), r.Precision, r.TopExamples,
-                examples != null ? UnitExamples.Format : null);
-            var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i])).ToList());
+                examples != null ? UnitExamples.Format : null, pairs);
+            var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i], l.Stack.Name(),
+                l.Stack == ModelStack.None ? null : l.StackIndex)).ToList(), pairs == null ? null : tally.Counts);
             examples?.Write(dir);
             counts.Write(dir);
             stats = SparsityStats.From(counts);
@@ -151,13 +160,16 @@ public static class Analyzer
     // takes the next batch when it is ready), each device counting into accumulators of its own, added when all are done:
     // the counts are integers and the top examples totally ordered, so the result equals one device's, bit for bit.
     static long Stream(AnalysisRequest r, PreparedModel prepared, string modelFile, IReadOnlyList<Device> devices, long vocab, TextTokenizer tokenizer,
-        LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
+        LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel, PairSettings? pairs, PairTally tally)
     {
         var plan = prepared.Plan;
-        var batches = CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab);
+        var batches = pairs == null
+            ? CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, r.ShardIndex, r.ShardCount, vocab)
+            : CorpusBatches.PackPairs(CorpusBatches.PairTokens(r.Corpus, tokenizer, r.SeqLen, pairs.Source == "reconstruct"), r.SeqLen, r.BatchSize, r.MaxTokens,
+                r.ShardIndex, r.ShardCount, vocab, pairs.DecoderStartId, pairs.PadId, tally);
         if (devices.Count == 1) return StreamOn(r, prepared, modelFile, devices[0], batches, readAhead: true, uses, examples, totalDocuments, progress, cancel);
 
-        using var dealer = new Dealer<BatchRow>(batches, Math.Max(2 * devices.Count, CorpusBatches.ReadAheadBatches(r.BatchSize, r.SeqLen)));
+        using var dealer = new Dealer<BatchRow>(batches, Math.Max(2 * devices.Count, CorpusBatches.ReadAheadBatches(r.BatchSize, RowLength(r, plan))));
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         var perDevice = new MultiDeviceProgress(devices, totalDocuments, progress);
         var parts = devices.Select(_ => (Uses: plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray(),
@@ -193,15 +205,15 @@ public static class Analyzer
         LayerUnitUse[] uses, UnitExamples? examples, long totalDocuments, IProgress<AnalysisProgress>? progress, CancellationToken cancel)
     {
         var plan = prepared.Plan;
-        int B = r.BatchSize, T = r.SeqLen;
+        int B = r.BatchSize, T = r.SeqLen, W = RowLength(r, plan); // W: a row's width, 2T for pairs (source, then decoder inputs)
         // Fixed sizes on a GPU only: on the CPU they let the optimizer fold bias adds into GEMMs, which moves activations by
         // an ulp, and so the top-example values users compare across versions.
         var tuning = new RunnerTuning(FixedShapes: device.CudaId != null, CudaGraph: r.CudaGraph);
         var ml = new MLContext(seed: 0);
-        var batches = CorpusBatches.View(ml, batchRows, B, T, readAhead);
+        var batches = CorpusBatches.View(ml, batchRows, B, W, readAhead);
         var outputs = plan.Layers.SelectMany(l => l.Outputs.Select(o => (o.Name, Shape: o.Shape(B, T, l.DFf)))).ToList();
         var runnerOutputs = outputs.Select(o => (o.Name, o.Shape?.Select(d => (long)d).ToArray())).ToList();
-        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, T, runnerOutputs, tuning: tuning) : null;
+        using var runner = plan.ReadsCounts ? new ModelRunner(plan.Graph, device, r.Threads, B, W, runnerOutputs, tuning: tuning) : null;
         var model = runner != null ? InGraphCounts.Fit(ml, batches, runner, outputs.Select(o => o.Name).ToList()) : ApplyOnnxModel(ml, r, plan, modelFile, device, batches, outputs);
         using var disposeModel = model as IDisposable;
         // Mapped row by row over one input cursor: the transformed view's own cursor runs the model on several threads and
@@ -221,6 +233,7 @@ public static class Analyzer
         VBuffer<long> maskBuffer = default, lastIds = default, windowDocument = default, windowStart = default;
         var origin = new BatchOrigin(new long[B], new long[B], T);
         var realToken = new bool[B * T];
+        var realTarget = W > T ? new bool[B * T] : null; // pairs: each stack counts its own side
         long tokens = 0, batchCount = 0, documents = 0;
         double model_ = 0, wait = 0, count = 0;
         var clock = Stopwatch.StartNew();
@@ -235,7 +248,14 @@ public static class Analyzer
                 maskGetter(ref maskBuffer);
                 documentsGetter(ref documents);
                 var mask = maskBuffer.GetValues();
-                for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
+                if (realTarget == null)
+                    for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
+                else
+                    for (int i = 0; i < realToken.Length; i++)
+                    {
+                        int at = i / T * W + i % T;
+                        tokens += ((realToken[i] = mask[at] == 1) ? 1 : 0) + ((realTarget[i] = mask[at + T] == 1) ? 1 : 0);
+                    }
                 if (examples != null)
                 {
                     windowDocumentGetter(ref windowDocument);
@@ -245,7 +265,7 @@ public static class Analyzer
                 }
                 layers.Fetch(); // runs the model
                 double ran = step.Elapsed.TotalSeconds;
-                layers.Add(uses, examples, realToken, origin);
+                layers.Add(uses, examples, realToken, realTarget, origin);
                 if (batchCount++ > 0) (wait, model_, count) = (wait + waited, model_ + ran - waited, count + step.Elapsed.TotalSeconds - ran); // the first batch is start-up
                 if (r.Timing || r.Profile) idsGetter(ref lastIds);
                 if (progress != null && (clock.Elapsed - lastReport).TotalSeconds >= 0.5)
@@ -259,12 +279,12 @@ public static class Analyzer
         finally { layers.Finish(); } // the counting thread, if any, has added every batch
         var timing = r.Timing && runner != null && batchCount > 0
             ? new StreamTiming(batchCount - 1, B * T, model_, wait, count, Floor(runner, lastIds.GetValues(), maskBuffer.GetValues(), runs: 20), 20,
-                Forward(prepared, device, r, tuning, lastIds.GetValues(), maskBuffer.GetValues())) : null;
+                Forward(prepared, device, r with { SeqLen = W }, tuning, lastIds.GetValues(), maskBuffer.GetValues())) : null;
         OperatorProfile? profile = null;
         if (r.Profile && runner != null && batchCount > 0 && Interlocked.CompareExchange(ref prepared.Profiling, 1, 0) == 0) // one device profiles
         {
             runner.Dispose(); // one session on the device at a time
-            profile = prepared.Profile = ProfileRuns(plan.Graph, device, r, tuning, runnerOutputs, lastIds.GetValues(), maskBuffer.GetValues());
+            profile = prepared.Profile = ProfileRuns(plan.Graph, device, r with { SeqLen = W }, tuning, runnerOutputs, lastIds.GetValues(), maskBuffer.GetValues());
         }
         progress?.Report(Progress(tokens, batchCount, documents, totalDocuments, clock.Elapsed) with { Timing = timing, Profile = profile });
         return tokens;
@@ -292,10 +312,10 @@ public static class Analyzer
     /// Reads one scored row: <see cref="Fetch"/> runs the model (the getters are lazy), <see cref="Add"/> counts (or hands
     /// the counts to a counting thread), <see cref="Finish"/> waits until every batch is counted.
     /// </summary>
-    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], UnitExamples?, bool[], BatchOrigin> Add, Action Finish);
+    sealed record LayerReader(Action Fetch, Action<LayerUnitUse[], UnitExamples?, bool[], bool[]?, BatchOrigin> Add, Action Finish);
 
     // One batch's in-graph outputs, copied for the counting thread (buffers reused, so they may be longer than the batch's).
-    sealed record CountedBatch(long[] Counts, float[] Values, long[] Lengths, bool[] Real, BatchOrigin Origin);
+    sealed record CountedBatch(long[] Counts, float[] Values, long[] Lengths, bool[] Real, bool[]? RealTarget, BatchOrigin Origin);
 
     static LayerReader CountsReader(DataViewRow scored, AnalysisPlan plan, float threshold, int B, int T, bool background)
     {
@@ -307,11 +327,13 @@ public static class Analyzer
         var scratch = new StatsScratch();
         var allReal = Enumerable.Repeat(true, T).ToArray(); // the histogram's sample is masked in the graph
         // Walks the outputs in the plan's order, three per layer and four more with top examples: int64 ones from counts, float32 ones from values.
-        void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] real, BatchOrigin origin, ReadOnlySpan<long> counts, ReadOnlySpan<float> values, ReadOnlySpan<long> lengths)
+        void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] realSource, bool[]? realTarget, BatchOrigin origin, ReadOnlySpan<long> counts,
+            ReadOnlySpan<float> values, ReadOnlySpan<long> lengths)
         {
             for (int l = 0; l < uses.Length; l++)
             {
                 int dFf = plan.Layers[l].DFf;
+                var real = plan.Layers[l].Stack == ModelStack.Decoder ? realTarget! : realSource;
                 AnalysisPlan.AddStatsBatch(uses[l], real, B, T, counts[..(B * T)], counts.Slice(B * T, B), counts.Slice(B * T + B, dFf), scratch);
                 counts = counts[(B * T + B + dFf)..];
                 lengths = lengths[3..];
@@ -340,7 +362,8 @@ public static class Analyzer
             lengthsGetter(ref lengthsBuffer);
         }
         if (!background)
-            return new(Fetch, (uses, examples, real, origin) => Count(uses, examples, real, origin, buffer.GetValues(), valuesBuffer.GetValues(), lengthsBuffer.GetValues()), () => { });
+            return new(Fetch, (uses, examples, real, realTarget, origin) => Count(uses, examples, real, realTarget, origin, buffer.GetValues(), valuesBuffer.GetValues(),
+                lengthsBuffer.GetValues()), () => { });
 
         // On a GPU the host only waits while the device runs the next batch: count the last one meanwhile, on a thread of
         // its own (outputs, mask and origin are copied; two batches may wait, their buffers are reused).
@@ -353,23 +376,25 @@ public static class Analyzer
             {
                 foreach (var (batch, uses, examples) in queue.GetConsumingEnumerable())
                 {
-                    Count(uses, examples, batch.Real, batch.Origin, batch.Counts, batch.Values, batch.Lengths);
+                    Count(uses, examples, batch.Real, batch.RealTarget, batch.Origin, batch.Counts, batch.Values, batch.Lengths);
                     spare.Enqueue(batch);
                 }
             }
             catch { failed.Cancel(); throw; }
         });
-        return new(Fetch, (uses, examples, real, origin) =>
+        return new(Fetch, (uses, examples, real, realTarget, origin) =>
         {
             var counts = buffer.GetValues();
             var values = valuesBuffer.GetValues();
             var lengths = lengthsBuffer.GetValues();
             var batch = spare.TryDequeue(out var reused) && reused.Counts.Length >= counts.Length && reused.Values.Length >= values.Length ? reused
-                : new CountedBatch(new long[counts.Length], new float[values.Length], new long[lengths.Length], new bool[real.Length], new BatchOrigin(new long[B], new long[B], T));
+                : new CountedBatch(new long[counts.Length], new float[values.Length], new long[lengths.Length], new bool[real.Length],
+                    realTarget == null ? null : new bool[realTarget.Length], new BatchOrigin(new long[B], new long[B], T));
             counts.CopyTo(batch.Counts);
             values.CopyTo(batch.Values);
             lengths.CopyTo(batch.Lengths);
             real.CopyTo(batch.Real, 0);
+            realTarget?.CopyTo(batch.RealTarget!, 0);
             origin.WindowDocument.CopyTo(batch.Origin.WindowDocument, 0);
             origin.WindowStart.CopyTo(batch.Origin.WindowStart, 0);
             try { queue.Add((batch, uses, examples), failed.Token); }
@@ -386,7 +411,7 @@ public static class Analyzer
     {
         var getters = plan.Layers.Select(l => scored.GetGetter<VBuffer<float>>(scored.Schema[l.Outputs[0].Name])).ToArray();
         var buffers = new VBuffer<float>[getters.Length];
-        return new(() => { for (int l = 0; l < getters.Length; l++) getters[l](ref buffers[l]); }, (uses, examples, real, origin) =>
+        return new(() => { for (int l = 0; l < getters.Length; l++) getters[l](ref buffers[l]); }, (uses, examples, real, _, origin) =>
         {
             for (int l = 0; l < uses.Length; l++)
             {
@@ -472,6 +497,46 @@ public static class Analyzer
             times[i] = clock.Elapsed.TotalMilliseconds;
         }
         return MathNet.Numerics.Statistics.Statistics.Median(times);
+    }
+
+    // A row's width: T tokens, or for pairs T source ids then T decoder input ids.
+    static int RowLength(AnalysisRequest r, AnalysisPlan plan) => plan.Pairs ? 2 * r.SeqLen : r.SeqLen;
+
+    /// <summary>
+    /// How an encoder-decoder model reads its corpus (null for other models): pairs from a .tsv, or reconstructed with
+    /// <c>--pairs reconstruct</c>; the decoder start and pad ids from the options, else config.json beside the model.
+    /// </summary>
+    static PairSettings? PairSettingsFor(AnalysisRequest r, ModelProto model)
+    {
+        if (!EncoderDecoder.Is(model))
+        {
+            if (r.Pairs != null || r.DecoderStartId != null || r.PadId != null)
+                throw new UserInputException($"--pairs, --decoder-start-id and --pad-id are for encoder-decoder models (a graph taking decoder_input_ids, or Optimum's folder); {r.Model} is not one.");
+            return null;
+        }
+        if (r.Pairs is not (null or "tsv" or "reconstruct"))
+            throw new UserInputException($"--pairs {r.Pairs}: use tsv (lines source<TAB>target, the default) or reconstruct (each window of a text corpus is its own target).");
+        if (r.DenseActivations)
+            throw new UserInputException("--dense-activations is not available for encoder-decoder models: leave it out (the in-graph counts are the same numbers).");
+        if (r.TopExamples > 0)
+            throw new UserInputException("--top-examples is not available for encoder-decoder models yet: leave it out (the statistics of both stacks are complete without it).");
+        string config = Path.Combine(Directory.Exists(r.Model) ? r.Model : Path.GetDirectoryName(Path.GetFullPath(r.Model))!, "config.json");
+        long? start = null, pad = null;
+        if (File.Exists(config))
+        {
+            try
+            {
+                using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(config));
+                long? Id(string name) => json.RootElement.TryGetProperty(name, out var v) && v.ValueKind == System.Text.Json.JsonValueKind.Number ? v.GetInt64() : null;
+                (start, pad) = (Id("decoder_start_token_id"), Id("pad_token_id"));
+            }
+            catch (System.Text.Json.JsonException e) { throw new UserInputException($"{config} is not valid JSON ({e.Message.Split('.')[0]}): fix it, or give --decoder-start-id and --pad-id."); }
+        }
+        string source = r.Pairs ?? "tsv";
+        if (source == "tsv") _ = TextDocuments.ReadPairs(r.Corpus); // a corpus that is not pairs is refused before anything is written
+        return new PairSettings(source,
+            r.DecoderStartId ?? start ?? throw new UserInputException($"The decoder's start id is unknown: no config.json with decoder_start_token_id beside {r.Model}; give --decoder-start-id (T5: 0)."),
+            r.PadId ?? pad ?? throw new UserInputException($"The pad id is unknown: no config.json with pad_token_id beside {r.Model}; give --pad-id (T5: 0)."));
     }
 
     static AnalysisProgress Progress(long tokens, long batches, long documents, long totalDocuments, TimeSpan elapsed)

@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Sparsity.Analysis;
 using Sparsity.Training.Data;
 
 namespace Sparsity.Pipeline.Streaming;
@@ -112,6 +113,86 @@ public static class CorpusBatches
         if (window > 0 && batchIndex % shardCount == shardIndex) yield return Emit(ids, mask, documentsRead, windowDocument, windowStart);
     }
 
+    /// <summary>
+    /// An encoder-decoder corpus as token pairs: a .tsv corpus's lines, each side tokenized (<see cref="TextDocuments.ReadPairs"/>),
+    /// or with <paramref name="reconstruct"/> each window of <paramref name="seqLen"/> of a text or token corpus paired with itself.
+    /// </summary>
+    public static IEnumerable<(long[] Source, long[] Target)> PairTokens(string corpus, TextTokenizer tokenizer, int seqLen, bool reconstruct)
+    {
+        if (reconstruct)
+            return Tokens(corpus, tokenizer, seqLen).SelectMany(doc => Enumerable.Range(0, (doc.Length + seqLen - 1) / seqLen)
+                .Select(w => doc[(w * seqLen)..Math.Min(doc.Length, (w + 1) * seqLen)]).Select(w => (w, w)));
+        long[] Encode(string text) => tokenizer.Encode(text).Select(id => (long)id).ToArray();
+        return TextDocuments.ReadPairs(corpus).Select(p => (Encode(p.Source), Encode(p.Target)));
+    }
+
+    /// <summary>
+    /// Batches of pairs for an encoder-decoder model, streamed like <see cref="Pack"/>: each row holds T source ids then
+    /// the T decoder input ids (the target shifted right after <paramref name="decoderStart"/>, as T5 trains), padded
+    /// with <paramref name="pad"/>; the mask holds the source's real positions then the target's. A side longer than T is
+    /// cut to T and counted in <paramref name="tally"/> (this shard's pairs only). --max-tokens counts both sides; the
+    /// pair that reaches it is the last.
+    /// </summary>
+    public static IEnumerable<BatchRow> PackPairs(IEnumerable<(long[] Source, long[] Target)> pairs, int seqLen, int batchSize, long? maxTokens,
+        int shardIndex, int shardCount, long vocabSize, long decoderStart, long pad, PairTally tally)
+    {
+        int width = 2 * seqLen;
+        var ids = new long[batchSize * width];
+        var mask = new long[batchSize * width];
+        var pairIndex = new long[batchSize];
+        Array.Fill(ids, pad);
+        Array.Fill(pairIndex, -1);
+        int row = 0;
+        long tokens = 0, batchIndex = 0, read = 0, cutSources = 0, cutTargets = 0;
+        void Check(long id)
+        {
+            if (id < 0 || id >= vocabSize) throw new UserInputException($"Token id {id} is outside the model's vocabulary (0..{vocabSize - 1}): the tokenizer does not match the model.");
+        }
+        Check(decoderStart);
+        Check(pad);
+        foreach (var (source, target) in pairs)
+        {
+            read++;
+            int s = Math.Min(seqLen, source.Length), t = Math.Min(seqLen, target.Length);
+            cutSources += source.Length > seqLen ? 1 : 0;
+            cutTargets += target.Length > seqLen ? 1 : 0;
+            int at = row * width;
+            for (int i = 0; i < s; i++)
+            {
+                Check(source[i]);
+                (ids[at + i], mask[at + i]) = (source[i], 1);
+            }
+            ids[at + seqLen] = decoderStart; // the decoder's first input; its own target is target[0]
+            for (int i = 0; i < t; i++)
+            {
+                Check(target[i]);
+                if (i + 1 < seqLen) ids[at + seqLen + i + 1] = target[i];
+                mask[at + seqLen + i] = 1;
+            }
+            tokens += s + t;
+            pairIndex[row] = read - 1;
+            if (++row == batchSize)
+            {
+                if (batchIndex++ % shardCount == shardIndex)
+                {
+                    tally.Add(row, cutSources, cutTargets);
+                    yield return Emit(ids, mask, read, pairIndex, new long[batchSize]);
+                }
+                (cutSources, cutTargets, row) = (0, 0, 0);
+                Array.Fill(ids, pad);
+                Array.Clear(mask);
+                Array.Fill(pairIndex, -1);
+            }
+            if (maxTokens is long max && tokens >= max) break;
+        }
+        if (row > 0 && batchIndex % shardCount == shardIndex)
+        {
+            for (int r = row; r < batchSize; r++) ids[r * width + seqLen] = decoderStart;
+            tally.Add(row, cutSources, cutTargets);
+            yield return Emit(ids, mask, read, pairIndex, new long[batchSize]);
+        }
+    }
+
     static BatchRow Emit(long[] ids, long[] mask, long documentsRead, long[] windowDocument, long[] windowStart) =>
         new() { InputIds = (long[])ids.Clone(), AttentionMask = (long[])mask.Clone(), DocumentsRead = documentsRead,
                 WindowDocument = (long[])windowDocument.Clone(), WindowStart = (long[])windowStart.Clone() };
@@ -144,4 +225,21 @@ public static class CorpusBatches
         schema["window_start"].ColumnType = new VectorDataViewType(NumberDataViewType.Int64, batchSize);
         return schema;
     }
+}
+
+/// <summary>An encoder-decoder stream's pairs and cut sides so far (written by the reading thread, read when it is done).</summary>
+public sealed class PairTally
+{
+    long _pairs, _sources, _targets;
+
+    /// <summary>Adds one batch's pairs and cut sides.</summary>
+    public void Add(long pairs, long cutSources, long cutTargets)
+    {
+        Interlocked.Add(ref _pairs, pairs);
+        Interlocked.Add(ref _sources, cutSources);
+        Interlocked.Add(ref _targets, cutTargets);
+    }
+
+    /// <summary>The totals.</summary>
+    public PairCounts Counts => new(Interlocked.Read(ref _pairs), Interlocked.Read(ref _sources), Interlocked.Read(ref _targets));
 }

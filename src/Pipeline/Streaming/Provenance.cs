@@ -8,17 +8,25 @@ namespace Sparsity.Pipeline.Streaming;
 /// <summary>Fingerprints of what an analysis read, recorded in its header so that only shards of one run merge.</summary>
 public static class Provenance
 {
-    /// <summary>SHA-256 of the model file followed by each external data file it names (in name order), hex.</summary>
+    /// <summary>
+    /// SHA-256 of the model file followed by each external data file it names (in name order), hex; of an
+    /// encoder-decoder folder, its encoder's and decoder's files so (<see cref="Sparsity.Export.EncoderDecoder.FolderGraphs"/>).
+    /// </summary>
     public static string ModelSha256(string modelPath)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (string file in Directory.Exists(modelPath) ? Sparsity.Export.EncoderDecoder.FolderGraphs(modelPath) : [modelPath]) AppendGraph(sha, file);
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
+    }
+
+    static void AppendGraph(IncrementalHash sha, string modelPath)
+    {
         Append(sha, modelPath);
         ModelProto proto;
         using (var stream = File.OpenRead(modelPath)) proto = ModelProto.Parser.ParseFrom(stream);
         string folder = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
         foreach (string location in proto.Graph.Initializer.SelectMany(t => t.ExternalData).Where(e => e.Key == "location").Select(e => e.Value).Distinct().Order(StringComparer.Ordinal))
             Append(sha, Path.Combine(folder, location));
-        return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
     /// <summary>The corpus as read: its path as given, the bytes and SHA-256 of its files in reading order.</summary>

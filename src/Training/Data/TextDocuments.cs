@@ -53,16 +53,8 @@ public static class TextDocuments
             foreach (string text in TokenDocuments.ParquetTexts(path)) if (!string.IsNullOrWhiteSpace(text)) yield return text;
             yield break;
         }
-        using var file = File.OpenRead(path);
-        using Stream stream = Compression(path) switch
-        {
-            ".gz" => new WholeStream(new ICSharpCode.SharpZipLib.GZip.GZipInputStream(file), file, path, "gzip"),
-            ".zst" => new WholeStream(new ZstdSharp.DecompressionStream(file), file, path, "zstd"),
-            _ => file,
-        };
-        using var reader = new StreamReader(stream);
         long lineNumber = 0;
-        while (reader.ReadLine() is { } line)
+        foreach (string line in Lines(path))
         {
             lineNumber++;
             string? text = format switch
@@ -73,6 +65,47 @@ public static class TextDocuments
             };
             if (!string.IsNullOrWhiteSpace(text)) yield return text;
         }
+    }
+
+    /// <summary>
+    /// The (source, target) pairs of an encoder-decoder corpus: lines <c>source&lt;TAB&gt;target</c> of a .tsv file (or
+    /// .tsv.gz / .tsv.zst, or a folder of them), blank lines skipped; a line without exactly one tab is refused by number.
+    /// </summary>
+    public static IEnumerable<(string Source, string Target)> ReadPairs(string path)
+    {
+        var files = Files(path).Where(f => FormatOf(f) == ".tsv").ToList();
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new UserInputException($"Corpus {path} does not exist.");
+        if (files.Count == 0 || Directory.Exists(path) && files.Count != Files(path).Count)
+            throw new UserInputException($"An encoder-decoder model reads pairs, and {path} is not a .tsv corpus of source<TAB>target lines (or a folder of only such files): " +
+                                         "give one, or pass --pairs reconstruct to make each window of a text corpus its own target.");
+        return files.SelectMany(PairsOf);
+    }
+
+    static IEnumerable<(string Source, string Target)> PairsOf(string path)
+    {
+        long lineNumber = 0;
+        foreach (string line in Lines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            int tab = line.IndexOf('\t');
+            if (tab < 0 || line.IndexOf('\t', tab + 1) >= 0)
+                throw new UserInputException($"{path}:{lineNumber} has {line.Count(c => c == '\t')} tabs: a pair is one line source<TAB>target, with exactly one tab.");
+            yield return (line[..tab], line[(tab + 1)..]);
+        }
+    }
+
+    static IEnumerable<string> Lines(string path)
+    {
+        using var file = File.OpenRead(path);
+        using Stream stream = Compression(path) switch
+        {
+            ".gz" => new WholeStream(new ICSharpCode.SharpZipLib.GZip.GZipInputStream(file), file, path, "gzip"),
+            ".zst" => new WholeStream(new ZstdSharp.DecompressionStream(file), file, path, "zstd"),
+            _ => file,
+        };
+        using var reader = new StreamReader(stream);
+        while (reader.ReadLine() is { } line) yield return line;
     }
 
     static string? JsonText(string line, string path, long lineNumber)
