@@ -18,11 +18,14 @@ public static class CountsValidation
         if (h.TopExamplesFormat is string format && format != UnitExamples.Format)
             throw Bad(path, $"top_examples_format is {format}, which this relu-sparsity does not read (it writes {UnitExamples.Format})");
         if (counts.Layers.Count == 0) throw Bad(path, "it lists no layers");
-        (Int128 Tokens, Int128 Sequences, Int128 Batches)? totals = null;
+        // Per stack: an encoder-decoder's encoder layers count the sources' positions, its decoder layers the targets'.
+        var totals = new Dictionary<string, (Int128 Tokens, Int128 Sequences, Int128 Batches, int Layer)>();
         foreach (var l in counts.Layers)
         {
             if (l is null) throw Bad(path, "a layer is null");
             string where = $"layer {l.Index}";
+            if (l.Stack is not (null or "encoder" or "decoder") || (l.Stack == null) != (l.StackIndex == null) || l.StackIndex < 0)
+                throw Bad(path, $"{where} has stack {l.Stack ?? "none"} and stack index {l.StackIndex?.ToString() ?? "none"}");
             if (l.DFf < 1) throw Bad(path, $"{where} has d_ff {l.DFf}");
             RequireLength(path, where, "tokens_per_unit", l.TokensPerUnit, l.DFf);
             RequireLength(path, where, "units_per_token_histogram", l.UnitsPerTokenHistogram, l.DFf + 1);
@@ -39,9 +42,9 @@ public static class CountsValidation
                 throw Bad(path, $"{where}: the per-unit counts add up to {active} active entries, the per-token histogram to {activeFromHistogram}");
             if (sequences > tokens || tokens > sequences * h.SeqLen || sequences > batches * h.BatchSize)
                 throw Bad(path, $"{where}: {tokens} tokens, {sequences} sequences and {batches} batches do not fit windows of {h.SeqLen} in batches of {h.BatchSize}");
-            if (totals is { } t && t != (tokens, sequences, batches))
-                throw Bad(path, $"{where} counts {tokens} tokens, {sequences} sequences and {batches} batches; layer {counts.Layers[0].Index} counts {t.Tokens}, {t.Sequences} and {t.Batches}");
-            totals = (tokens, sequences, batches);
+            if (totals.TryGetValue(l.Stack ?? "", out var t) && (t.Tokens, t.Sequences, t.Batches) != (tokens, sequences, batches))
+                throw Bad(path, $"{where} counts {tokens} tokens, {sequences} sequences and {batches} batches; layer {t.Layer} counts {t.Tokens}, {t.Sequences} and {t.Batches}");
+            totals.TryAdd(l.Stack ?? "", (tokens, sequences, batches, l.Index));
         }
     }
 
@@ -60,7 +63,8 @@ public static class CountsValidation
             RequireLength(path, where, "unit_activation_counts", l.UnitActivationCounts, l.DFf);
             if (l.UnitActivationFrequency is null || l.UnitActivationFrequency.Length != l.DFf) throw Bad(path, $"{where}: unit_activation_frequency does not hold {l.DFf} values");
             Sum(path, where, "unit_activation_counts", l.UnitActivationCounts);
-            if (l.UnitActivationCounts.Any(c => c > stats.Tokens)) throw Bad(path, $"{where}: a unit is active on more tokens than the {stats.Tokens} counted");
+            long counted = l.Tokens ?? stats.Tokens; // an encoder-decoder layer counts its own side of the pairs
+            if (l.UnitActivationCounts.Any(c => c > counted)) throw Bad(path, $"{where}: a unit is active on more tokens than the {counted} counted");
             if (l.UnitActivationFrequency.Any(f => !(f >= 0 && f <= 1)) || !(l.NonzeroFraction >= 0 && l.NonzeroFraction <= 1))
                 throw Bad(path, $"{where}: a frequency lies outside [0, 1]");
             if (!(l.PerTokenUnitsMean >= 0 && l.PerTokenUnitsMean <= l.DFf) || l.UnitsEverActive < 0 || l.UnitsEverActive > l.DFf || l.DeadUnits < 0 || l.DeadUnits > l.DFf)

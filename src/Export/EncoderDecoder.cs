@@ -197,8 +197,9 @@ public static class EncoderDecoder
         string? start = IsBoundPairs(model) ? TargetInputIds : Is(model) ? DecoderInput : null;
         if (start == null) return activations.Select(_ => ModelStack.None).ToArray();
         var reached = new HashSet<string> { start };
+        // Values only: a Shape of the decoder's input carries no token (exporters share shape arithmetic between the stacks).
         foreach (var node in model.Graph.Node) // nodes are in topological order
-            if (node.Input.Any(reached.Contains)) foreach (var o in node.Output) reached.Add(o);
+            if (node.OpType is not ("Shape" or "Size") && node.Input.Any(reached.Contains)) foreach (var o in node.Output) reached.Add(o);
         return activations.Select(a => a.Output.Any(reached.Contains) ? ModelStack.Decoder : ModelStack.Encoder).ToArray();
     }
 

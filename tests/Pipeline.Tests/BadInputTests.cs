@@ -250,7 +250,7 @@ public class BadInputTests
         yield return Case("Hugging Face shard missing", "shard model-00002-of-00003.safetensors named by model.safetensors.index.json is missing", ["export", "--checkpoint", Ws("hf-shard"), "--out", Ws("e.onnx")]);
         yield return Case("Hugging Face safetensors truncated", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("hf-corrupt"), "--out", Ws("e.onnx")]);
         yield return Case("OPT with project_in/project_out", "word_embed_proj_dim (32) differs from hidden_size (64)", ["export", "--checkpoint", Ws("hf-proj"), "--out", Ws("e.onnx")]);
-        yield return Case("hf: tokenizer folder without tokenizer files", "has no tokenizer.model (SentencePiece) and no vocab.json with merges.txt", Analyze(Opt, Held, "--tokenizer", "hf:" + Ws("user"), "--seq-len", "32"));
+        yield return Case("hf: tokenizer folder without tokenizer files", "has no tokenizer.model or spiece.model (SentencePiece) and no vocab.json with merges.txt", Analyze(Opt, Held, "--tokenizer", "hf:" + Ws("user"), "--seq-len", "32"));
         yield return Case("safetensors header not JSON", "is not a safetensors file (header is not a JSON object)", ["export", "--checkpoint", Ws("ck-header"), "--out", Ws("e.onnx")]);
         yield return Case("safetensors truncated (offsets past the end)", "the file is truncated or corrupt", ["export", "--checkpoint", Ws("ck-offsets"), "--out", Ws("e.onnx")]);
         yield return Case("truncated sparsity.jsonl", "is not a training-log entry (the file is truncated or corrupt)", ["report", "--in", Ws("own-analysis"), "--checkpoint", Ws("ck-log")]);

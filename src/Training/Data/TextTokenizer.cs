@@ -92,7 +92,7 @@ public sealed class TextTokenizer
                     { EndOfTextId = endOfText.Count > 0 ? endOfText.Values.Single() : null };
                 case "sentencepiece" when argument != "":
                     string model = Resolve(argument);
-                    using (var s = File.OpenRead(model))
+                    using (var s = new MemoryStream(SentencePieceModel.Loadable(File.ReadAllBytes(model))))
                     {
                         var sp = SentencePieceTokenizer.Create(s, addBeginningOfSentence: false, addEndOfSentence: false);
                         return new TextTokenizer(spec, sp, false, MaxId(sp.Vocabulary.Values, sp.SpecialTokens?.Values) + 1, [model]);
@@ -102,9 +102,16 @@ public sealed class TextTokenizer
                     if (!Directory.Exists(folder)) throw new UserInputException($"Tokenizer folder {folder} (from --tokenizer {spec}) does not exist.");
                     string Absolute(string file) => Path.GetFullPath(Path.Combine(folder, file));
                     if (File.Exists(Path.Combine(folder, "tokenizer.model"))) return Rename(FromSpec("sentencepiece:" + Absolute("tokenizer.model")), spec, folder);
+                    if (File.Exists(Path.Combine(folder, "spiece.model")))
+                    {
+                        // T5's tokenizer (a SentencePiece Unigram model named spiece.model, no BOS) ends every text with </s>.
+                        using var s = new MemoryStream(SentencePieceModel.Loadable(File.ReadAllBytes(Absolute("spiece.model"))));
+                        var t5 = SentencePieceTokenizer.Create(s, addBeginningOfSentence: false, addEndOfSentence: true);
+                        return Rename(new TextTokenizer(spec, t5, false, MaxId(t5.Vocabulary.Values, t5.SpecialTokens?.Values) + 1, [Absolute("spiece.model")]), spec, folder);
+                    }
                     if (File.Exists(Path.Combine(folder, "vocab.json")) && File.Exists(Path.Combine(folder, "merges.txt")))
                         return Rename(FromSpec($"bpe:{Absolute("vocab.json")},{Absolute("merges.txt")}"), spec, folder);
-                    throw new UserInputException($"{folder} has no tokenizer.model (SentencePiece) and no vocab.json with merges.txt (byte-level BPE); " +
+                    throw new UserInputException($"{folder} has no tokenizer.model or spiece.model (SentencePiece) and no vocab.json with merges.txt (byte-level BPE); " +
                                                  "relu-sparsity cannot read a tokenizer.json alone: pass its ids with --tokenizer ids, or the vocabulary files with --tokenizer bpe:<vocab.json>,<merges.txt>.");
                 case "wordpiece" when argument != "":
                     string vocabTxt = Resolve(argument);

@@ -1,0 +1,155 @@
+using System.Text.Json;
+using NUnit.Framework;
+using Sparsity.Analysis;
+using Sparsity.Export;
+using Sparsity.Pipeline.Runtime;
+
+namespace Sparsity.Tests;
+
+/// <summary>Reference statistics of the T5 fixture (tests/fixtures/t5/make_t5.py): PyTorch hooks on each layer's DenseReluDense.wo input.</summary>
+public sealed record T5Layer(string Stack, int Index, int DFf, int Tokens, int[] UnitsPerToken, int[] UnitsPerSequence, int[] UnitsPerBatch, long[] TokensPerUnit,
+    double NonzeroFraction, double UnitsPerTokenMean, int DeadUnits);
+public sealed record T5Probe(long[] InputIds, long[] AttentionMask, long[] DecoderInputIds, int[] Shape, int[] DecoderShape, float[] Logits);
+public sealed record T5Fixture(Dictionary<string, string> Exports, string Tokenizer, int SeqLen, int BatchSize, int Vocab, int Pairs, Dictionary<string, int> Truncated,
+    T5Probe Probe, T5Layer[] Layers)
+{
+    static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    public static T5Fixture Load() => JsonSerializer.Deserialize<T5Fixture>(File.ReadAllText(PathOf("t5.json")), Options)!;
+    public static string PathOf(string file) => Path.Combine(TestContext.CurrentContext.TestDirectory, "t5", file);
+}
+
+/// <summary>
+/// Encoder-decoder models as users bring them (Hugging Face T5 exported by torch.onnx, whole or as Optimum's folder):
+/// both stacks analysed, each on its own side of the pairs, exactly as PyTorch's hooks count them.
+/// </summary>
+[TestFixture]
+public class EncoderDecoderTests
+{
+    static readonly string[] Forms = ["t5.torchscript.onnx", "t5.dynamo.onnx", "optimum"];
+
+    static string Analyze(string model, string corpus, string tokenizer, params string[] extra)
+    {
+        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, output, error) = Cli.Run([.. new[] { "analyze", "--model", model, "--corpus", corpus, "--tokenizer", tokenizer, "--seq-len", "32",
+            "--batch-size", "4", "--threads", "2", "--out", outDir }, .. extra]);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("22 pairs (tsv; decoder start id 0, pad id 0)").And.Contain("9 sources and 7 targets cut to 32 tokens"));
+        return outDir;
+    }
+
+    [TestCaseSource(nameof(Forms))]
+    public void BothStacksMatchTheHooks(string form)
+    {
+        var fixture = T5Fixture.Load();
+        Assert.That(fixture.Exports.Values, Has.All.StartsWith("ok"));
+        // The single graphs sit beside no config.json: the ids are given; the folder's config.json gives them.
+        string[] ids = form == "optimum" ? [] : ["--decoder-start-id", "0", "--pad-id", "0"];
+        string dir = Analyze(T5Fixture.PathOf(form), T5Fixture.PathOf("heldout.ids.tsv"), "ids", ids);
+        var stats = SparsityStats.Load(Path.Combine(dir, SparsityStats.FileName));
+        var counts = SparsityCounts.Load(dir);
+        Assert.That(counts.PairCounts, Is.EqualTo(new PairCounts(fixture.Pairs, fixture.Truncated["sources"], fixture.Truncated["targets"])));
+        Assert.That(stats.Pairs, Is.EqualTo(new PairSettings("tsv", 0, 0)));
+        Assert.That(stats.Layers.Select(l => l.Name), Is.EqualTo(new[] { "encoder.0", "encoder.1", "decoder.0", "decoder.1", "decoder.2" }));
+        for (int l = 0; l < fixture.Layers.Length; l++)
+        {
+            var expected = fixture.Layers[l];
+            var actual = stats.Layers[l];
+            string what = $"{form} {actual.Name}";
+            Assert.That((actual.Stack, actual.StackIndex, actual.Tokens), Is.EqualTo((expected.Stack, (int?)expected.Index, (long?)expected.Tokens)), what);
+            Assert.That(actual.NonzeroFraction, Is.EqualTo(expected.NonzeroFraction).Within(1e-5), what);
+            Assert.That(actual.PerTokenUnitsMean, Is.EqualTo(expected.UnitsPerTokenMean).Within(0.05), what);
+            Assert.That(actual.DeadUnits, Is.EqualTo(expected.DeadUnits), what);
+            // Exact, not only close: the same multiset of units per token, per pair side and per batch, and every unit's count.
+            var use = counts.Layers[l].ToUse();
+            Assert.That(use.TokensPerUnit.ToArray(), Is.EqualTo(expected.TokensPerUnit), what);
+            Assert.That(use.UnitsPerTokenHistogram.ToArray(), Is.EqualTo(Histogram(expected.UnitsPerToken, expected.DFf)), what);
+            Assert.That(use.UnitsPerSequenceHistogram.ToArray(), Is.EqualTo(Histogram(expected.UnitsPerSequence, expected.DFf)), what);
+            Assert.That(use.UnitsPerBatchHistogram.ToArray(), Is.EqualTo(Histogram(expected.UnitsPerBatch, expected.DFf)), what);
+        }
+    }
+
+    [Test]
+    public void T5sOwnTokenizerGivesTheSameIdsAsPython()
+    {
+        // spiece.model (SentencePiece Unigram, no BOS) through Microsoft.ML.Tokenizers, </s> appended: the same pairs as the ids.
+        string fromText = Analyze(T5Fixture.PathOf("optimum"), T5Fixture.PathOf("heldout.tsv"), "hf:" + T5Fixture.PathOf("optimum"));
+        string fromIds = Analyze(T5Fixture.PathOf("optimum"), T5Fixture.PathOf("heldout.ids.tsv"), "ids");
+        var a = SparsityCounts.Load(fromText);
+        var b = SparsityCounts.Load(fromIds);
+        for (int l = 0; l < a.Layers.Count; l++) AssertCounts.Equal(a.Layers[l].ToUse(), b.Layers[l].ToUse(), a.Layers[l].Name);
+    }
+
+    [Test]
+    public void APlainTextCorpusNeedsTheReconstructOption()
+    {
+        string model = T5Fixture.PathOf("optimum");
+        string text = HookFixture.Corpus;
+        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, _, error) = Cli.Run("analyze", "--model", model, "--corpus", text, "--tokenizer", "ids", "--seq-len", "32", "--out", outDir);
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error.Trim(), Does.StartWith("error: An encoder-decoder model reads pairs").And.Contain("--pairs reconstruct"));
+        Assert.That(error.Trim().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(Directory.Exists(outDir), Is.False);
+
+        // With it, every window is its own target: both stacks count the same positions.
+        (exit, var output, error) = Cli.Run("analyze", "--model", model, "--corpus", text, "--tokenizer", "hf:" + model, "--seq-len", "32", "--batch-size", "4",
+            "--pairs", "reconstruct", "--out", outDir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("(reconstruct; decoder start id 0, pad id 0)"));
+        var stats = SparsityStats.Load(Path.Combine(outDir, SparsityStats.FileName));
+        Assert.That(stats.Layers.Select(l => l.Tokens).Distinct().Count(), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void DecoderOnlyOptionsAndModelsStayApart()
+    {
+        string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, _, error) = Cli.Run("analyze", "--model", HookFixture.PathOf("opt.torchscript.onnx"), "--corpus", HookFixture.Corpus, "--tokenizer", "bytes",
+            "--seq-len", "32", "--pairs", "reconstruct", "--out", outDir);
+        Assert.That((exit, error.Trim()), Is.EqualTo((2, $"error: --pairs, --decoder-start-id and --pad-id are for encoder-decoder models (a graph taking decoder_input_ids, or Optimum's folder); {HookFixture.PathOf("opt.torchscript.onnx")} is not one.")));
+        // A single graph without config.json beside it must be told the decoder's start id.
+        (exit, _, error) = Cli.Run("analyze", "--model", T5Fixture.PathOf("t5.torchscript.onnx"), "--corpus", T5Fixture.PathOf("heldout.ids.tsv"), "--tokenizer", "ids",
+            "--seq-len", "32", "--out", outDir);
+        Assert.That((exit, error.Trim()), Is.EqualTo((2, $"error: The decoder's start id is unknown: no config.json with decoder_start_token_id beside {T5Fixture.PathOf("t5.torchscript.onnx")}; give --decoder-start-id (T5: 0).")));
+    }
+
+    [Test]
+    public void TheOptimumFolderJoinsIntoOneGraphWithPyTorchsLogits()
+    {
+        var fixture = T5Fixture.Load();
+        var joined = EncoderDecoder.LoadFolder(T5Fixture.PathOf("optimum"));
+        Assert.That(GraphInputs.Required(joined).Select(i => i.Name), Is.EquivalentTo(new[] { "input_ids", "attention_mask", "decoder_input_ids" }));
+        Assert.That(joined.Graph.Output.Select(o => o.Name), Is.EqualTo(new[] { "logits" }), "the decoder's presents are dropped");
+        foreach (var model in new[] { joined, OnnxGraph.Load(T5Fixture.PathOf("t5.torchscript.onnx")) })
+        {
+            using var session = OrtSession.Open(model, new Microsoft.ML.OnnxRuntime.SessionOptions());
+            var p = fixture.Probe;
+            using var ids = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(p.InputIds, [p.Shape[0], p.Shape[1]]);
+            using var mask = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(p.AttentionMask, [p.Shape[0], p.Shape[1]]);
+            using var dec = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(p.DecoderInputIds, [p.DecoderShape[0], p.DecoderShape[1]]);
+            using var run = new Microsoft.ML.OnnxRuntime.RunOptions();
+            using var outputs = session.Run(run, ["input_ids", "attention_mask", "decoder_input_ids"], [ids, mask, dec], ["logits"]);
+            Assert.That(outputs[0].GetTensorDataAsSpan<float>().ToArray(), Is.EqualTo(p.Logits).Within(1e-4f));
+        }
+    }
+
+    [Test]
+    public void SitesAreTaggedByStackWhateverTheExporter()
+    {
+        foreach (string graph in new[] { "t5.torchscript.onnx", "t5.dynamo.onnx" })
+        {
+            var sites = MlpSites.Find(OnnxGraph.Load(T5Fixture.PathOf(graph)));
+            Assert.That(sites.Select(s => s.DisplayName), Is.EqualTo(new[] { "encoder.0", "encoder.1", "decoder.0", "decoder.1", "decoder.2" }), graph);
+            Assert.That(sites.Select(s => s.Layer), Is.EqualTo(new[] { 0, 1, 2, 3, 4 }), graph);
+        }
+        // The decoder of Optimum's folder alone is an ordinary graph (it takes input_ids, not decoder_input_ids).
+        Assert.That(MlpSites.Find(OnnxGraph.Load(T5Fixture.PathOf("optimum/decoder_model.onnx"))).Select(s => s.Stack), Has.All.EqualTo(ModelStack.None));
+    }
+
+    static long[] Histogram(int[] values, int dFf)
+    {
+        var h = new long[dFf + 1];
+        foreach (int v in values) h[v]++;
+        return h;
+    }
+}
