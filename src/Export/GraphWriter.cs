@@ -137,9 +137,9 @@ public sealed class GraphWriter(GraphProto graph)
 
     /// <summary>
     /// Top-k thresholding of the last axis, as <c>Mlp.Hidden</c> trains it: the k largest entries
-    /// of each row keep their value, all others become 0 (ScatterElements of ones at TopK's indices).
+    /// of each row keep their value, all others become 0 (ScatterElements of ones at TopK's indices); <paramref name="type"/> is the input's element type.
     /// </summary>
-    public string TopKMask(string input, long k, string hint)
+    public string TopKMask(string input, long k, string hint, TensorProto.Types.DataType type = TensorProto.Types.DataType.Float)
     {
         string indices = Ops("TopK", hint + "/topk", [input, Longs(hint + "/k", [1], k)], 2,
             OnnxGraph.Int("axis", -1), OnnxGraph.Int("largest", 1), OnnxGraph.Int("sorted", 0))[1];
@@ -148,6 +148,7 @@ public sealed class GraphWriter(GraphProto graph)
         string ones = Op("ConstantOfShape", hint + "/ones", [Op("Shape", hint + "/kshape", [indices])],
             OnnxGraph.TensorAttribute("value", OnnxGraph.FloatTensor("value", [1], [1f])));
         string keep = Op("ScatterElements", hint + "/keep", [zeros, indices, ones], OnnxGraph.Int("axis", -1));
+        if (type != TensorProto.Types.DataType.Float) keep = Op("Cast", hint + "/keep_typed", [keep], OnnxGraph.Int("to", (long)type)); // 0/1: exact in any float type
         return Op("Mul", hint + "/topk_out", [input, keep]);
     }
 }

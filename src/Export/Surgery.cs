@@ -133,7 +133,8 @@ public static class Surgery
             string raw = g.Fresh(site.Output + ".before_topk");
             producer.Output[producer.Output.IndexOf(site.Output)] = raw;
             int before = result.Graph.Node.Count;
-            string thresholded = g.TopKMask(raw, layerK, $"h.{site.Layer}.topk");
+            var type = (DataType)result.Graph.Initializer.First(t => t.Name == site.Down.Weight).DataType; // the activations' type (fp16 graphs)
+            string thresholded = g.TopKMask(raw, layerK, $"h.{site.Layer}.topk", type);
             g.Named("Identity", site.Output, [thresholded]);
             // Keep the node list topologically sorted: the new nodes go right after the producer.
             var added = result.Graph.Node.Skip(before).ToList();
@@ -197,30 +198,39 @@ public static class Surgery
     /// <summary>Parameters held in initializers.</summary>
     public static long Parameters(ModelProto model) => model.Graph.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, d) => a * d));
 
+    // Keeps the given rows (axis 0) or columns (last axis) of a float32, fp16 or bf16 initializer, byte for byte.
     static void SliceAxis(TensorProto t, int axis, int[] kept)
     {
-        if (t.DataType != (int)DataType.Float) throw new UserInputException($"Initializer {t.Name} is not float32; only float32 weights can be pruned.");
-        float[] values = ReadFloats(t);
+        int size = t.DataType switch
+        {
+            (int)DataType.Float => 4,
+            (int)DataType.Float16 or (int)DataType.Bfloat16 => 2,
+            _ => throw new UserInputException($"Initializer {t.Name} is {(DataType)t.DataType}; only float32, float16 and bfloat16 weights can be pruned."),
+        };
+        byte[] values = t.FloatData.Count > 0 ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.FloatData.ToArray().AsSpan()).ToArray()
+            : t.Int32Data.Count > 0 ? t.Int32Data.SelectMany(v => BitConverter.GetBytes((ushort)v)).ToArray() // 16-bit types outside raw_data
+            : t.RawData.ToByteArray();
         long[] dims = t.Dims.ToArray();
-        long rows = axis == 0 ? dims[0] : values.Length / dims[^1], cols = dims.Length == 1 ? 1 : dims[^1];
-        float[] sliced;
+        long count = values.Length / size, cols = dims.Length == 1 ? 1 : dims[^1], rows = axis == 0 ? dims[0] : count / cols;
+        byte[] sliced;
         if (axis == 0)
         {
-            sliced = new float[kept.Length * cols];
-            for (int r = 0; r < kept.Length; r++) Array.Copy(values, kept[r] * cols, sliced, r * cols, cols);
+            sliced = new byte[kept.Length * cols * size];
+            for (int r = 0; r < kept.Length; r++) Array.Copy(values, kept[r] * cols * size, sliced, r * cols * size, cols * size);
             dims[0] = kept.Length;
         }
         else
         {
-            sliced = new float[rows * kept.Length];
+            sliced = new byte[rows * kept.Length * size];
             for (long r = 0; r < rows; r++)
-                for (int c = 0; c < kept.Length; c++) sliced[r * kept.Length + c] = values[r * cols + kept[c]];
+                for (int c = 0; c < kept.Length; c++) Array.Copy(values, (r * cols + kept[c]) * size, sliced, (r * kept.Length + c) * size, size);
             dims[^1] = kept.Length;
         }
         t.Dims.Clear();
         t.Dims.AddRange(dims);
         t.FloatData.Clear();
-        t.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(sliced.AsSpan()));
+        t.Int32Data.Clear();
+        t.RawData = ByteString.CopyFrom(sliced);
     }
 
     static void ClampK(TensorProto t, int units)

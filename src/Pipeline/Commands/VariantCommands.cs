@@ -86,7 +86,7 @@ public static class VariantCommands
             var report = result.Report;
             output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)} ({unitMask.Rule})");
             output.WriteLine($"Parameters: {report.ParametersBefore:N0} → {report.ParametersAfter:N0} ({100.0 * report.ParametersAfter / report.ParametersBefore:0.0} %); bytes: {report.BytesBefore:N0} → {report.BytesAfter:N0}");
-            if (result.ExactOn is { } batch) output.WriteLine($"Exact on the statistics' text: max |Δ logits| = {result.MaxLogitChange:E2} on a batch of {batch.Batch} × {batch.SeqLen}.");
+            if (result.ExactOn is { } batch) output.WriteLine($"Exact on the statistics' text: max |Δ {result.Compared}| = {result.MaxLogitChange:E2} on a batch of {batch.Batch} × {batch.SeqLen}.");
             if (result.Pruned is { } pruned)
             {
                 output.WriteLine(VariantFolder.Table([("input model", result.Reference!), ("pruned", pruned)]));

@@ -16,7 +16,11 @@ public sealed record PruneRequest(string Model, UnitMask Mask, string Out, IRead
     bool DeadOnly = false, EvaluationRequest? Evaluation = null, bool AllowStatsCorpus = false, string CommandLine = "");
 
 /// <summary>What pruning did: sizes before and after, the exactness check (dead-only), and the two evaluations (folder output).</summary>
-public sealed record PruneResult(Surgery.PruneReport Report, float? MaxLogitChange, ProbeBatch? ExactOn, Evaluation? Reference, Evaluation? Pruned);
+public sealed record PruneResult(Surgery.PruneReport Report, float? MaxLogitChange, ProbeBatch? ExactOn, Evaluation? Reference, Evaluation? Pruned)
+{
+    /// <summary>The output the exactness check compared: logits, or the last hidden state of a stack exported without them.</summary>
+    public string Compared { get; init; } = "logits";
+}
 
 /// <summary>Pruning as a library call: slice the MLP weights by a mask, check the graph runs (exactly, for dead units), write it.</summary>
 public static class Pruning
@@ -36,7 +40,7 @@ public static class Pruning
         if (VariantFolder.IsModelFile(r.Out))
         {
             ModelFiles.Save("prune", pruned, r.Out, prunedSites);
-            return new PruneResult(report, change, exactOn, null, null);
+            return new PruneResult(report, change, exactOn, null, null) { Compared = GraphCheck.OutputName(proto) };
         }
         OutputFolder.RequireWritable(r.Out, "prune");
         var request = r.Evaluation ?? throw new UserInputException("Writing a folder evaluates the pruned model: give --eval-corpus, --tokenizer and --seq-len (or a .onnx --out).");
@@ -45,7 +49,7 @@ public static class Pruning
         var reference = Evaluator.Run(request);
         Evaluation result = null!;
         OutputFolder.Write(r.Out, "prune", dir => result = VariantFolder.Write(dir, pruned, $"Pruned {Path.GetFileNameWithoutExtension(r.Model)}", r.CommandLine, request, reference, r.Mask, r.Model));
-        return new PruneResult(report, change, exactOn, reference, result);
+        return new PruneResult(report, change, exactOn, reference, result) { Compared = GraphCheck.OutputName(proto) };
     }
 
     // A mask from another model's statistics would remove the wrong units: the stats record the model's SHA-256.
