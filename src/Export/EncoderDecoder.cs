@@ -104,12 +104,9 @@ public static class EncoderDecoder
             for (int i = 0; i < copy.Output.Count; i++) copy.Output[i] = Renamed(copy.Output[i]);
             graph.Node.Add(copy);
         }
-        foreach (var v in d.ValueInfo)
-        {
-            var copy = v.Clone();
-            copy.Name = Renamed(v.Name);
-            graph.ValueInfo.Add(copy);
-        }
+        // Shape annotations stay behind: their symbolic dimensions (unk__12, …) are named per graph, and the same name in
+        // the other graph would tell ONNX Runtime two different sizes are one. It infers them again.
+        graph.ValueInfo.Clear();
         var decoderIds = d.Input.First(i => i.Name == "input_ids").Clone();
         decoderIds.Name = DecoderInput;
         graph.Input.Add(decoderIds);

@@ -132,7 +132,9 @@ public static class MlpSites
                 if (node.OpType == "Mul" && unknown == null)
                 {
                     string other = node.Input[0] == t ? node.Input[1] : node.Input[0];
-                    if (index.Constant(other) != null || index.Producer(other)?.OpType == "ScatterElements") { } // per-unit mask, or our Top-k's keep mask
+                    var maskProducer = index.Producer(other);
+                    if (maskProducer?.OpType == "Cast") maskProducer = index.Producer(maskProducer.Input[0]); // the keep mask in a half-precision graph's type
+                    if (index.Constant(other) != null || maskProducer?.OpType == "ScatterElements") { } // per-unit mask, or our Top-k's keep mask
                     else if (gate == null && FindProjection(index, other) is { } upBranch && upBranch.Node != up.Node
                              && index.Source(DataInput(index, upBranch)) == index.Source(DataInput(index, up)))
                         next = next with { Measured = t, Gate = upBranch }; // gated MLP: the units are relu(gate), measured before the product

@@ -99,6 +99,7 @@ public static class OnnxGraph
             if (model.Graph != null && model.Graph.Node.Count > 0)
             {
                 ExternalData.Inline(model, path); // rewritten graphs are written elsewhere: carry the weights with them
+                SortTopologically(model.Graph);
                 return model;
             }
         }
@@ -144,6 +145,45 @@ public static class OnnxGraph
         foreach (var node in graph.Node.Where(n => !live.Contains(n)).ToList()) graph.Node.Remove(node);
         var used = graph.Node.SelectMany(Reads).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
         foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList()) graph.Initializer.Remove(t);
+    }
+
+    /// <summary>
+    /// Puts <paramref name="graph"/>'s nodes in topological order, as ONNX requires and every rewrite here assumes;
+    /// stable, so a sorted graph is left as it is. ONNX Runtime's float16 converter appends the casts of the graph's
+    /// inputs after the nodes that read them (ONNX Runtime sorts on load, so such graphs run). A node whose inputs
+    /// nothing produces keeps its place at the end, for ONNX Runtime to name.
+    /// </summary>
+    public static void SortTopologically(GraphProto graph)
+    {
+        var ready = graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(t => t.Name)).Append("").ToHashSet();
+        var order = new List<NodeProto>(graph.Node.Count);
+        var waiting = new Dictionary<string, List<NodeProto>>();
+        var missing = new Dictionary<NodeProto, int>();
+        bool moved = false;
+        foreach (var node in graph.Node)
+        {
+            var absent = node.Input.Where(i => !ready.Contains(i)).Distinct().ToList();
+            if (absent.Count > 0)
+            {
+                missing[node] = absent.Count;
+                foreach (string i in absent) (waiting.TryGetValue(i, out var list) ? list : waiting[i] = []).Add(node);
+                moved = true;
+                continue;
+            }
+            var emitted = new Queue<NodeProto>([node]);
+            while (emitted.TryDequeue(out var done))
+            {
+                order.Add(done);
+                foreach (string o in done.Output)
+                    if (ready.Add(o) && waiting.Remove(o, out var readers))
+                        foreach (var reader in readers)
+                            if (--missing[reader] == 0) { missing.Remove(reader); emitted.Enqueue(reader); }
+            }
+        }
+        if (!moved) return;
+        order.AddRange(graph.Node.Where(missing.ContainsKey));
+        graph.Node.Clear();
+        graph.Node.AddRange(order);
     }
 
     // What a node reads: its inputs, and for control flow (If, Loop, Scan) every name its subgraphs read, outer values
