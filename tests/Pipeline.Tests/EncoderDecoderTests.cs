@@ -146,6 +146,69 @@ public class EncoderDecoderTests
         Assert.That(MlpSites.Find(OnnxGraph.Load(T5Fixture.PathOf("optimum/decoder_model.onnx"))).Select(s => s.Stack), Has.All.EqualTo(ModelStack.None));
     }
 
+    [Test]
+    public void AnOptimumFolderIsPrunedAndTopKedIntoFoldersOfItsLayout()
+    {
+        string folder = TestCorpus.TempDir();
+        foreach (string f in Directory.EnumerateFiles(T5Fixture.PathOf("optimum"))) File.Copy(f, Path.Combine(folder, Path.GetFileName(f)));
+        File.Copy(T5Fixture.PathOf("optimum/decoder_model.onnx"), Path.Combine(folder, EncoderDecoder.DecoderWithPastFile)); // stands in for the graph with a past
+        string stats = Path.Combine(Analyze(folder, T5Fixture.PathOf("heldout.ids.tsv"), "ids"), SparsityStats.FileName);
+        var dead = SparsityStats.Load(stats).Layers.Select(l => 256 - l.DeadUnits).ToArray();
+
+        string pruned = Path.Combine(TestCorpus.TempDir(), "dead");
+        var (exit, output, error) = Cli.Run("prune", "--model", folder, "--stats", stats, "--dead-only", "--out", pruned);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain($"Units per layer: 256 256 256 256 256 → {string.Join(' ', dead)}"));
+        Assert.That(output, Does.Contain("Exact on the statistics' text: max |Δ logits| =").And.Contain("on a batch of 4 × 64"));
+        Assert.That(output, Does.Contain($"Left out (graphs with a past").And.Contain(EncoderDecoder.DecoderWithPastFile));
+        Assert.That(File.Exists(Path.Combine(pruned, "config.json")) && File.Exists(Path.Combine(pruned, "spiece.model")), "the folder's other files come along");
+        Assert.That(File.Exists(Path.Combine(pruned, EncoderDecoder.DecoderWithPastFile)), Is.False);
+        Assert.That(MlpSites.Find(OnnxGraph.Load(Path.Combine(pruned, EncoderDecoder.EncoderFile))).Select(s => s.DFf), Is.EqualTo(dead[..2]));
+        Assert.That(MlpSites.Find(OnnxGraph.Load(Path.Combine(pruned, EncoderDecoder.DecoderFile))).Select(s => s.DFf), Is.EqualTo(dead[2..]));
+
+        // Teacher-forced evaluation: the pruned folder scores exactly what the input does, on every target token.
+        string Loss(string model)
+        {
+            var (code, text, err) = Cli.Run("evaluate", "--model", model, "--corpus", T5Fixture.PathOf("heldout.ids.tsv"), "--tokenizer", "ids", "--seq-len", "32",
+                "--batch-size", "4", "--runs", "1", "--out", Path.Combine(TestCorpus.TempDir(), "eval"));
+            Assert.That(code, Is.EqualTo(0), err);
+            Assert.That(text, Does.Contain("421 next-token predictions"), "one per target token of the 22 pairs, as the hooks count the decoder's");
+            return text.Split('\n').First(l => l.StartsWith("| ", StringComparison.Ordinal) && !l.StartsWith("| model", StringComparison.Ordinal)).Split('|')[5];
+        }
+        Assert.That(Loss(pruned), Is.EqualTo(Loss(folder)));
+
+        string variants = Path.Combine(TestCorpus.TempDir(), "topk");
+        (exit, output, error) = Cli.Run("topk", "--model", folder, "--k", "16,256", "--out", variants);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("Top-k (k=16, k=256) inserted in 5 layers"));
+        string k16 = Analyze(Path.Combine(variants, "k16"), T5Fixture.PathOf("heldout.ids.tsv"), "ids");
+        foreach (var layer in SparsityCounts.Load(k16).Layers)
+            Assert.That(Array.FindLastIndex(layer.UnitsPerTokenHistogram, c => c > 0), Is.InRange(1, 16), $"{layer.Name}: at most 16 active units per token");
+    }
+
+    [Test]
+    public void ShardsOfPairsMergeIntoTheSingleRun()
+    {
+        string corpus = T5Fixture.PathOf("heldout.ids.tsv"), model = T5Fixture.PathOf("optimum");
+        string whole = Analyze(model, corpus, "ids");
+        var parts = new List<string>();
+        for (int i = 0; i < 2; i++)
+        {
+            string outDir = Path.Combine(TestCorpus.TempDir(), "shard");
+            var (code, _, err) = Cli.Run("analyze", "--model", model, "--corpus", corpus, "--tokenizer", "ids", "--seq-len", "32", "--batch-size", "4", "--shard", $"{i}/2", "--out", outDir);
+            Assert.That(code, Is.EqualTo(0), err);
+            parts.Add(outDir);
+        }
+        string merged = Path.Combine(TestCorpus.TempDir(), "merged");
+        var (exit, _, error) = Cli.Run(["merge", "--inputs", .. parts, "--out", merged]);
+        Assert.That(exit, Is.EqualTo(0), error);
+        var a = SparsityCounts.Load(whole);
+        var b = SparsityCounts.Load(merged);
+        Assert.That(b.PairCounts, Is.EqualTo(a.PairCounts));
+        for (int l = 0; l < a.Layers.Count; l++) AssertCounts.Equal(b.Layers[l].ToUse(), a.Layers[l].ToUse(), a.Layers[l].Name);
+        Assert.That(b.Layers.Select(l => (l.Stack, l.StackIndex)), Is.EqualTo(a.Layers.Select(l => (l.Stack, l.StackIndex))));
+    }
+
     static long[] Histogram(int[] values, int dFf)
     {
         var h = new long[dFf + 1];

@@ -15,7 +15,7 @@ public static class VariantCommands
 {
     // Evaluation options shared by the three commands.
     sealed record EvalOptions(Option<string?> Corpus, Option<string?> Tokenizer, Option<int> SeqLen, Option<int> BatchSize, Option<long?> MaxTokens,
-        Option<double> Noise, Option<int> Threads, Option<int> Runs, Option<string> Device)
+        Option<double> Noise, Option<int> Threads, Option<int> Runs, Option<string> Device, Option<string?> Pairs, Option<long?> DecoderStart, Option<long?> PadId)
     {
         public static EvalOptions Create(bool required, string corpusName) => new(
             new Option<string?>(corpusName) { Description = "Held-out text to evaluate on (.txt, .jsonl, .tsv, folder, .gz; default: data/brown/heldout.txt)." },
@@ -26,9 +26,12 @@ public static class VariantCommands
             new Option<double>("--noise") { Description = "Fraction of input tokens replaced by random ids for the robustness accuracy.", DefaultValueFactory = _ => 0.1 },
             new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (stated in the output).", DefaultValueFactory = _ => 2 },
             new Option<int>("--runs") { Description = "Timed runs after 3 warm-up runs.", DefaultValueFactory = _ => 20 },
-            new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (says which it chose).", DefaultValueFactory = _ => "cpu" });
+            new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto (says which it chose).", DefaultValueFactory = _ => "cpu" },
+            new Option<string?>("--pairs") { Description = "Encoder-decoder models: tsv (the default: lines source<TAB>target, scored teacher-forced on the targets) or reconstruct (each window its own target)." },
+            new Option<long?>("--decoder-start-id") { Description = "Encoder-decoder models: the decoder's start id (default: config.json's decoder_start_token_id)." },
+            new Option<long?>("--pad-id") { Description = "Encoder-decoder models: the pad id (default: config.json's pad_token_id)." });
 
-        public IEnumerable<Option> All => [Corpus, Tokenizer, SeqLen, BatchSize, MaxTokens, Noise, Threads, Runs, Device];
+        public IEnumerable<Option> All => [Corpus, Tokenizer, SeqLen, BatchSize, MaxTokens, Noise, Threads, Runs, Device, Pairs, DecoderStart, PadId];
 
         public EvaluationRequest Request(ParseResult p, string model, TextWriter note)
         {
@@ -36,7 +39,7 @@ public static class VariantCommands
             var text = BrownDefaults.Apply(note, (Corpus.Name, p.GetValue(Corpus), BrownDefaults.Kind.HeldOutText), (Tokenizer.Name, p.GetValue(Tokenizer), BrownDefaults.Kind.Tokenizer));
             return new(model, text[0], text[1], seqLen,
                 p.GetValue(BatchSize), p.GetValue(MaxTokens), p.GetValue(Noise), 0, p.GetValue(Threads), 3, Math.Max(1, p.GetValue(Runs)),
-                Device: Devices.Resolve(p.GetValue(Device)!, note));
+                Device: Devices.Resolve(p.GetValue(Device)!, note), Pairs: p.GetValue(Pairs), DecoderStartId: p.GetValue(DecoderStart), PadId: p.GetValue(PadId));
         }
     }
 
@@ -44,7 +47,7 @@ public static class VariantCommands
 
     public static Command Evaluate(TextWriter output)
     {
-        var model = new Option<string>("--model") { Description = "ONNX language model with a logits output.", Required = true };
+        var model = new Option<string>("--model") { Description = "ONNX language model with a logits output; an encoder-decoder graph or Optimum folder is scored teacher-forced on pairs.", Required = true };
         var activation = ExportCommands.ActivationOption();
         var eval = EvalOptions.Create(required: true, "--corpus");
         var outDir = new Option<string?>("--out") { Description = "Folder for evaluation.json and evaluation.md." };
@@ -80,13 +83,15 @@ public static class VariantCommands
         {
             string path = p.GetValue(outPath)!;
             var unitMask = BuildMask(p, mask, stats, deadOnly, minFrequency, keepFraction, flopReduction);
-            var request = VariantFolder.IsModelFile(path) ? null : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
+            var request = VariantFolder.IsModelFile(path) || EncoderDecoder.IsFolder(p.GetValue(model)!) ? null
+                : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
             var result = Pruning.Run(new PruneRequest(p.GetValue(model)!, unitMask, path, p.GetValue(activation)!, p.GetValue(stats), p.GetValue(deadOnly),
                 request, p.GetValue(allowStatsCorpus), CommandLine(p)));
             var report = result.Report;
             output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)} ({unitMask.Rule})");
             output.WriteLine($"Parameters: {report.ParametersBefore:N0} → {report.ParametersAfter:N0} ({100.0 * report.ParametersAfter / report.ParametersBefore:0.0} %); bytes: {report.BytesBefore:N0} → {report.BytesAfter:N0}");
             if (result.ExactOn is { } batch) output.WriteLine($"Exact on the statistics' text: max |Δ {result.Compared}| = {result.MaxLogitChange:E2} on a batch of {batch.Batch} × {batch.SeqLen}.");
+            if (EncoderDecoderFolder.LeftOutLine(result.LeftOut) is { } leftOut) output.WriteLine(leftOut);
             if (result.Pruned is { } pruned)
             {
                 output.WriteLine(VariantFolder.Table([("input model", result.Reference!), ("pruned", pruned)]));
@@ -115,13 +120,16 @@ public static class VariantCommands
                 ? [new TopKVariant("k=" + perLayer.Replace(',', '/'), "k_" + perLayer.Replace(',', '_'), Ints(perLayer, "--k-per-layer"))]
                 : Ints(p.GetValue(k)!, "--k").Select(v => new TopKVariant($"k={v}", $"k{v}", [v])).ToList();
             string path = p.GetValue(outPath)!;
-            var request = VariantFolder.IsModelFile(path) ? null : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
+            // An encoder-decoder folder is rewritten into folders of its layout, not evaluated variant folders.
+            var request = VariantFolder.IsModelFile(path) || EncoderDecoder.IsFolder(p.GetValue(model)!) ? null
+                : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
             var result = TopKVariants.Run(new TopKRequest(p.GetValue(model)!, variants, path, p.GetValue(activation)!, request, CommandLine(p)));
             if (result.MaxLogitChange is float change)
                 output.WriteLine($"Note: k equals d_ff in every layer, so this model computes exactly what the input model does (checked: max |Δ logits| = {change:E2}).");
             foreach (var (name, e) in result.Rows.Skip(1))
                 output.WriteLine($"{name}: loss {e.Loss:0.0000}, accuracy {e.Accuracy:P2}, ECE {e.ExpectedCalibrationError:P2}, noisy accuracy {e.NoisyAccuracy:P2}");
-            output.WriteLine(result.Table ?? $"Top-k ({variants[0].Name}) inserted in {result.Layers} layers. Wrote {path}");
+            output.WriteLine(result.Table ?? $"Top-k ({string.Join(", ", variants.Select(v => v.Name))}) inserted in {result.Layers} layers. Wrote {path}");
+            if (EncoderDecoderFolder.LeftOutLine(result.LeftOut) is { } leftOut) output.WriteLine(leftOut);
             return 0;
         });
         return command;

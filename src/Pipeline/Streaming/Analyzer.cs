@@ -502,41 +502,15 @@ public static class Analyzer
     // A row's width: T tokens, or for pairs T source ids then T decoder input ids.
     static int RowLength(AnalysisRequest r, AnalysisPlan plan) => plan.Pairs ? 2 * r.SeqLen : r.SeqLen;
 
-    /// <summary>
-    /// How an encoder-decoder model reads its corpus (null for other models): pairs from a .tsv, or reconstructed with
-    /// <c>--pairs reconstruct</c>; the decoder start and pad ids from the options, else config.json beside the model.
-    /// </summary>
+    // An encoder-decoder's pairs (null for other models), and what analysis cannot do with them yet.
     static PairSettings? PairSettingsFor(AnalysisRequest r, ModelProto model)
     {
-        if (!EncoderDecoder.Is(model))
-        {
-            if (r.Pairs != null || r.DecoderStartId != null || r.PadId != null)
-                throw new UserInputException($"--pairs, --decoder-start-id and --pad-id are for encoder-decoder models (a graph taking decoder_input_ids, or Optimum's folder); {r.Model} is not one.");
-            return null;
-        }
-        if (r.Pairs is not (null or "tsv" or "reconstruct"))
-            throw new UserInputException($"--pairs {r.Pairs}: use tsv (lines source<TAB>target, the default) or reconstruct (each window of a text corpus is its own target).");
-        if (r.DenseActivations)
+        var pairs = PairCorpus.SettingsFor(r.Model, model, r.Corpus, r.Pairs, r.DecoderStartId, r.PadId);
+        if (pairs != null && r.DenseActivations)
             throw new UserInputException("--dense-activations is not available for encoder-decoder models: leave it out (the in-graph counts are the same numbers).");
-        if (r.TopExamples > 0)
+        if (pairs != null && r.TopExamples > 0)
             throw new UserInputException("--top-examples is not available for encoder-decoder models yet: leave it out (the statistics of both stacks are complete without it).");
-        string config = Path.Combine(Directory.Exists(r.Model) ? r.Model : Path.GetDirectoryName(Path.GetFullPath(r.Model))!, "config.json");
-        long? start = null, pad = null;
-        if (File.Exists(config))
-        {
-            try
-            {
-                using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(config));
-                long? Id(string name) => json.RootElement.TryGetProperty(name, out var v) && v.ValueKind == System.Text.Json.JsonValueKind.Number ? v.GetInt64() : null;
-                (start, pad) = (Id("decoder_start_token_id"), Id("pad_token_id"));
-            }
-            catch (System.Text.Json.JsonException e) { throw new UserInputException($"{config} is not valid JSON ({e.Message.Split('.')[0]}): fix it, or give --decoder-start-id and --pad-id."); }
-        }
-        string source = r.Pairs ?? "tsv";
-        if (source == "tsv") _ = TextDocuments.ReadPairs(r.Corpus); // a corpus that is not pairs is refused before anything is written
-        return new PairSettings(source,
-            r.DecoderStartId ?? start ?? throw new UserInputException($"The decoder's start id is unknown: no config.json with decoder_start_token_id beside {r.Model}; give --decoder-start-id (T5: 0)."),
-            r.PadId ?? pad ?? throw new UserInputException($"The pad id is unknown: no config.json with pad_token_id beside {r.Model}; give --pad-id (T5: 0)."));
+        return pairs;
     }
 
     static AnalysisProgress Progress(long tokens, long batches, long documents, long totalDocuments, TimeSpan elapsed)

@@ -17,6 +17,8 @@ public sealed class BatchRow
     [ColumnName("window_document")] public long[] WindowDocument = [];
     /// <summary>Per window: the offset of its first token in its document.</summary>
     [ColumnName("window_start")] public long[] WindowStart = [];
+    /// <summary>Pairs only, [B, T]: the target ids the decoder's positions predict (pad where the target has ended); empty otherwise.</summary>
+    [ColumnName("targets")] public long[] Targets = [];
 }
 
 /// <summary>
@@ -140,7 +142,9 @@ public static class CorpusBatches
         var ids = new long[batchSize * width];
         var mask = new long[batchSize * width];
         var pairIndex = new long[batchSize];
+        var targets = new long[batchSize * seqLen];
         Array.Fill(ids, pad);
+        Array.Fill(targets, pad);
         Array.Fill(pairIndex, -1);
         int row = 0;
         long tokens = 0, batchIndex = 0, read = 0, cutSources = 0, cutTargets = 0;
@@ -168,6 +172,7 @@ public static class CorpusBatches
                 Check(target[i]);
                 if (i + 1 < seqLen) ids[at + seqLen + i + 1] = target[i];
                 mask[at + seqLen + i] = 1;
+                targets[row * seqLen + i] = target[i];
             }
             tokens += s + t;
             pairIndex[row] = read - 1;
@@ -176,10 +181,11 @@ public static class CorpusBatches
                 if (batchIndex++ % shardCount == shardIndex)
                 {
                     tally.Add(row, cutSources, cutTargets);
-                    yield return Emit(ids, mask, read, pairIndex, new long[batchSize]);
+                    yield return WithTargets(Emit(ids, mask, read, pairIndex, new long[batchSize]), targets);
                 }
                 (cutSources, cutTargets, row) = (0, 0, 0);
                 Array.Fill(ids, pad);
+                Array.Fill(targets, pad);
                 Array.Clear(mask);
                 Array.Fill(pairIndex, -1);
             }
@@ -189,8 +195,14 @@ public static class CorpusBatches
         {
             for (int r = row; r < batchSize; r++) ids[r * width + seqLen] = decoderStart;
             tally.Add(row, cutSources, cutTargets);
-            yield return Emit(ids, mask, read, pairIndex, new long[batchSize]);
+            yield return WithTargets(Emit(ids, mask, read, pairIndex, new long[batchSize]), targets);
         }
+    }
+
+    static BatchRow WithTargets(BatchRow row, long[] targets)
+    {
+        row.Targets = (long[])targets.Clone();
+        return row;
     }
 
     static BatchRow Emit(long[] ids, long[] mask, long documentsRead, long[] windowDocument, long[] windowStart) =>

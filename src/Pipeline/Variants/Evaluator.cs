@@ -12,8 +12,13 @@ using Sparsity.Pipeline.Runtime;
 namespace Sparsity.Pipeline.Variants;
 
 /// <summary>What to evaluate and how.</summary>
+/// <remarks>
+/// Encoder-decoder models (<see cref="EncoderDecoder"/>) are scored teacher-forced on pairs, as <c>analyze</c> reads
+/// them: <c>Pairs</c>, <c>DecoderStartId</c> and <c>PadId</c> as there (<see cref="PairCorpus.SettingsFor"/>).
+/// </remarks>
 public sealed record EvaluationRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens = null,
-    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20, IReadOnlyList<string>? Activations = null, Device? Device = null);
+    double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20, IReadOnlyList<string>? Activations = null, Device? Device = null,
+    string? Pairs = null, long? DecoderStartId = null, long? PadId = null);
 
 /// <summary>Quality and cost of one model on held-out text (evaluation.json).</summary>
 public sealed record Evaluation(string Model, string Corpus, int SeqLen, int BatchSize, long Predictions,
@@ -24,13 +29,17 @@ public sealed record Evaluation(string Model, string Corpus, int SeqLen, int Bat
 /// Held-out quality (loss, perplexity, next-token accuracy, ECE, accuracy with a seeded fraction of input
 /// tokens replaced by random ids) and cost (parameters, MLP FLOPs per token, latency) of an ONNX language
 /// model. Runs the model stripped to its logits output through <see cref="ModelRunner"/>, with a fixed thread count.
+/// An encoder-decoder model is scored on the targets of its pairs, the decoder teacher-forced (as T5 trains): each
+/// real target position predicts its target token; the noise replaces source and decoder input tokens alike.
 /// </summary>
 public static class Evaluator
 {
     public static Evaluation Run(EvaluationRequest r)
     {
         if (r.NoiseFraction is < 0 or > 1) throw new UserInputException($"--noise must be in [0, 1]; got {r.NoiseFraction}.");
-        var (proto, inputs) = GraphInputs.Bind(OnnxGraph.Load(r.Model));
+        var loaded = EncoderDecoder.IsFolder(r.Model) ? EncoderDecoder.LoadFolder(r.Model) : OnnxGraph.Load(r.Model);
+        var pairs = PairCorpus.SettingsFor(r.Model, loaded, r.Corpus, r.Pairs, r.DecoderStartId, r.PadId);
+        var (proto, inputs) = GraphInputs.Bind(loaded);
         string logits = GraphInputs.LogitsOutput(proto)?.Name
             ?? throw new UserInputException($"{r.Model} has no logits output (an output named logits, or a single float output of rank 3); evaluate scores next-token predictions.");
         long vocab = GraphInputs.VocabularySize(proto)
@@ -38,23 +47,29 @@ public static class Evaluator
         var sites = MlpSitesOrNone(proto, r.Activations ?? ["Relu"]);
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
         var deployed = OnnxGraph.WithOnlyOutput(proto, logits);
-        GraphCheck.RequireCausal(deployed, vocab, r.Model,
-            "evaluate, prune --out DIR and topk --out DIR score next-token predictions. analyze, instrument, and prune/topk to a .onnx file work on encoders.");
+        if (pairs == null)
+            GraphCheck.RequireCausal(deployed, vocab, r.Model,
+                "evaluate, prune --out DIR and topk --out DIR score next-token predictions. analyze, instrument, and prune/topk to a .onnx file work on encoders.");
 
-        using var runner = new ModelRunner(deployed, r.Device ?? Device.Cpu, r.Threads, r.BatchSize, r.SeqLen, [(logits, [r.BatchSize, r.SeqLen, vocab])]);
+        // Pairs: rows of T source ids then T decoder input ids; the logits are the decoder's, [B, T, vocab].
+        int width = pairs == null ? r.SeqLen : 2 * r.SeqLen;
+        using var runner = new ModelRunner(deployed, r.Device ?? Device.Cpu, r.Threads, r.BatchSize, width, [(logits, [r.BatchSize, r.SeqLen, vocab])]);
         var clean = new NextTokenQuality();
         var noisy = new NextTokenQuality();
         var random = new Random(r.Seed);
         long[]? firstBatch = null, firstMask = null;
-        foreach (var batch in CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab))
+        var batches = pairs == null
+            ? CorpusBatches.Pack(CorpusBatches.Tokens(r.Corpus, tokenizer, r.SeqLen), r.SeqLen, r.BatchSize, r.MaxTokens, 0, 1, vocab)
+            : PairCorpus.Batches(r.Corpus, tokenizer, pairs, r.SeqLen, r.BatchSize, r.MaxTokens, vocab);
+        foreach (var batch in batches)
         {
             firstBatch ??= batch.InputIds;
             firstMask ??= batch.AttentionMask;
-            Score(runner, batch.InputIds, batch.AttentionMask, batch.InputIds, vocab, clean);
+            Score(runner, batch, batch.InputIds, r.SeqLen, vocab, clean);
             long[] corrupted = (long[])batch.InputIds.Clone();
             for (int i = 0; i < corrupted.Length; i++)
                 if (batch.AttentionMask[i] == 1 && random.NextDouble() < r.NoiseFraction) corrupted[i] = random.NextInt64(vocab);
-            Score(runner, corrupted, batch.AttentionMask, batch.InputIds, vocab, noisy);
+            Score(runner, batch, corrupted, r.SeqLen, vocab, noisy);
         }
         if (firstBatch == null || clean.Predictions == 0) throw new UserInputException($"The corpus {r.Corpus} gives no next-token predictions at --seq-len {r.SeqLen}.");
 
@@ -67,15 +82,22 @@ public static class Evaluator
     }
 
     // Predictions inside each window: position t predicts t+1 when both are real tokens; targets are always the clean ids.
-    static void Score(ModelRunner runner, long[] ids, long[] mask, long[] targets, long vocab, NextTokenQuality quality)
+    // Pairs: decoder position t predicts target t wherever the target is real.
+    static void Score(ModelRunner runner, BatchRow batch, long[] ids, int seqLen, long vocab, NextTokenQuality quality)
     {
+        var mask = batch.AttentionMask;
         runner.Run(ids, mask);
         var logits = runner.Floats(0);
+        bool pairs = batch.Targets.Length > 0;
         for (int w = 0; w < runner.Batch; w++)
-            for (int t = 0; t + 1 < runner.SeqLen; t++)
+            for (int t = 0; t < seqLen; t++)
             {
-                int p = w * runner.SeqLen + t;
-                if (mask[p] == 1 && mask[p + 1] == 1) quality.Add(logits.Slice(p * (int)vocab, (int)vocab), (int)targets[p + 1]);
+                int p = w * seqLen + t; // the logits' position
+                if (pairs)
+                {
+                    if (mask[w * 2 * seqLen + seqLen + t] == 1) quality.Add(logits.Slice(p * (int)vocab, (int)vocab), (int)batch.Targets[p]);
+                }
+                else if (t + 1 < seqLen && mask[p] == 1 && mask[p + 1] == 1) quality.Add(logits.Slice(p * (int)vocab, (int)vocab), (int)batch.InputIds[p + 1]);
             }
     }
 

@@ -20,6 +20,8 @@ public sealed record PruneResult(Surgery.PruneReport Report, float? MaxLogitChan
 {
     /// <summary>The output the exactness check compared: logits, or the last hidden state of a stack exported without them.</summary>
     public string Compared { get; init; } = "logits";
+    /// <summary>Files of an encoder-decoder folder not written (graphs with a past).</summary>
+    public IReadOnlyList<string> LeftOut { get; init; } = [];
 }
 
 /// <summary>Pruning as a library call: slice the MLP weights by a mask, check the graph runs (exactly, for dead units), write it.</summary>
@@ -28,6 +30,7 @@ public static class Pruning
     /// <summary>Prunes, verifies and writes <see cref="PruneRequest.Out"/>; nothing is written when a check fails.</summary>
     public static PruneResult Run(PruneRequest r)
     {
+        if (EncoderDecoder.IsFolder(r.Model)) return RunFolder(r);
         if (VariantFolder.IsModelFile(r.Out)) ModelFiles.RequireWritable("prune", r.Out, [r.Model], r.Stats ?? "");
         var proto = OnnxGraph.Load(r.Model);
         var sites = MlpSites.Find(proto, r.Activations);
@@ -52,6 +55,41 @@ public static class Pruning
         return new PruneResult(report, change, exactOn, reference, result) { Compared = GraphCheck.OutputName(proto) };
     }
 
+    // An Optimum folder in, a folder out: each stack's graph pruned by its part of the mask, checked joined.
+    static PruneResult RunFolder(PruneRequest r)
+    {
+        if (VariantFolder.IsModelFile(r.Out))
+            throw new UserInputException($"{r.Model} is an encoder-decoder folder: it is pruned into a folder of the same layout; give --out DIR.");
+        OutputFolder.RequireWritable(r.Out, "prune");
+        var folder = EncoderDecoderFolder.Load(r.Model, r.Activations);
+        if (r.Stats != null) RequireStatsOf(r.Stats, r.Model);
+        r.Mask.Validate(folder.LayerSizes);
+        if (r.Mask.Layers.All(l => l.Kept.Length == l.DFf)) throw new UserInputException("The mask keeps every unit: pruning would write an unchanged model.");
+        var pruned = folder;
+        if (folder.MaskOf(r.Mask, ModelStack.Encoder) is { } encoderMask)
+        {
+            var (model, sites, _) = Surgery.Prune(folder.Encoder, folder.EncoderSites, encoderMask);
+            pruned = pruned.With(model, null) with { EncoderSites = sites };
+        }
+        if (folder.MaskOf(r.Mask, ModelStack.Decoder) is { } decoderMask)
+        {
+            var (model, sites, _) = Surgery.Prune(folder.Decoder, folder.DecoderSites, decoderMask);
+            pruned = pruned.With(null, model) with { DecoderSites = sites };
+        }
+        var reference = folder.Joined();
+        var joined = pruned.Joined();
+        var exactOn = r.DeadOnly && r.Stats != null ? StatsBatch(r.Stats, GraphInputs.VocabularySize(reference)) : null;
+        float? change = exactOn != null ? GraphCheck.Verify(joined, "pruned encoder-decoder", exactOn, reference: reference) : null;
+        if (exactOn == null) GraphCheck.Verify(joined, "pruned encoder-decoder", ProbeBatch.For(reference));
+        IReadOnlyList<string> leftOut = [];
+        OutputFolder.Write(r.Out, "prune", dir => leftOut = pruned.WriteTo(dir, "prune"));
+        var combined = new Surgery.PruneReport(
+            Surgery.Parameters(folder.Encoder) + Surgery.Parameters(folder.Decoder), Surgery.Parameters(pruned.Encoder) + Surgery.Parameters(pruned.Decoder),
+            folder.Encoder.CalculateSize() + folder.Decoder.CalculateSize(), pruned.Encoder.CalculateSize() + pruned.Decoder.CalculateSize(),
+            [.. folder.LayerSizes], [.. pruned.LayerSizes]);
+        return new PruneResult(combined, change, exactOn, null, null) { LeftOut = leftOut };
+    }
+
     // A mask from another model's statistics would remove the wrong units: the stats record the model's SHA-256.
     internal static void RequireStatsOf(string statsPath, string modelPath)
     {
@@ -66,8 +104,10 @@ public static class Pruning
         var s = SparsityStats.Load(statsPath);
         if (!File.Exists(s.Corpus) && !Directory.Exists(s.Corpus)) return null;
         var tokenizer = TextTokenizer.FromSpec(s.Tokenizer);
-        var first = CorpusBatches.Pack(CorpusBatches.Tokens(s.Corpus, tokenizer, s.SeqLen), s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue).FirstOrDefault();
-        return first == null ? null : new ProbeBatch(first.InputIds, first.AttentionMask, s.BatchSize, s.SeqLen);
+        var first = (s.Pairs is { } pairs // an encoder-decoder's statistics come from pairs: rows of 2T
+            ? PairCorpus.Batches(s.Corpus, tokenizer, pairs, s.SeqLen, s.BatchSize, null, vocab ?? long.MaxValue)
+            : CorpusBatches.Pack(CorpusBatches.Tokens(s.Corpus, tokenizer, s.SeqLen), s.SeqLen, s.BatchSize, null, 0, 1, vocab ?? long.MaxValue)).FirstOrDefault();
+        return first == null ? null : new ProbeBatch(first.InputIds, first.AttentionMask, s.BatchSize, first.InputIds.Length / s.BatchSize);
     }
 
     static bool SameFile(string a, string b) => Path.GetFullPath(a) == Path.GetFullPath(b);
