@@ -8,11 +8,12 @@ namespace Sparsity.Analysis;
 /// <param name="Actual">Value in the checked statistics.</param>
 /// <param name="Baseline">Value in the baseline.</param>
 /// <param name="Tolerance">Allowed absolute difference.</param>
-public sealed record MetricDeviation(int Layer, string Metric, double Actual, double Baseline, double Tolerance)
+/// <param name="LayerName">An encoder-decoder layer's name (encoder.3, decoder.3); null otherwise.</param>
+public sealed record MetricDeviation(int Layer, string Metric, double Actual, double Baseline, double Tolerance, string? LayerName = null)
 {
     /// <summary>One line naming the metric, both values and the tolerance.</summary>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"layer {Layer} {Metric}: {Actual:G6} vs baseline {Baseline:G6} (difference {Actual - Baseline:+0.######;-0.######}, tolerance ±{Tolerance:G4})");
+        $"{LayerName ?? $"layer {Layer}"} {Metric}: {Actual:G6} vs baseline {Baseline:G6} (difference {Actual - Baseline:+0.######;-0.######}, tolerance ±{Tolerance:G4})");
 }
 
 /// <summary>
@@ -53,10 +54,11 @@ public static class SparsityCheck
         {
             var (a, b) = (actual.Layers[i], baseline.Layers[i]);
             if (a.DFf != b.DFf) throw new UserInputException($"Layer {i} has {a.DFf} units, the baseline's {b.DFf}.");
+            if (a.Label != b.Label) throw new UserInputException($"Layer {i} is {a.Label}, the baseline's {b.Label}: not the same model.");
             foreach (var (name, value) in Metrics)
             {
                 double tolerance = tolerances != null && tolerances.TryGetValue(name, out double t) ? t : DefaultTolerance(name, a.DFf);
-                if (!(Math.Abs(value(a) - value(b)) <= tolerance)) deviations.Add(new MetricDeviation(a.Index, name, value(a), value(b), tolerance));
+                if (!(Math.Abs(value(a) - value(b)) <= tolerance)) deviations.Add(new MetricDeviation(a.Index, name, value(a), value(b), tolerance, a.Stack == null ? null : a.Label));
             }
         }
         return deviations;

@@ -205,7 +205,12 @@ public sealed record LayerStats(string Name, int Index, int DFf, double NonzeroF
     UseSummary PerTokenUnits, UseSummary PerSequenceUnits, UseSummary PerBatchUnits,
     int UnitsEverActive, int DeadUnits, double DownProjectionFlopReduction,
     IReadOnlyList<FrequencyBin> UnitFrequencyHistogram, long[] UnitActivationCounts, double[] UnitActivationFrequency,
-    string? Stack = null, int? StackIndex = null, long? Tokens = null);
+    string? Stack = null, int? StackIndex = null, long? Tokens = null)
+{
+    /// <summary>How people name the layer: "layer 3", or "encoder.3" / "decoder.3" in an encoder-decoder model.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string Label => Stack == null ? $"layer {Index}" : $"{Stack}.{StackIndex}";
+}
 
 /// <summary>
 /// stats.json: what people and plots read. Derived from <see cref="SparsityCounts"/>, never merged itself. For an

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
+using Sparsity.Core;
 using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
 
@@ -207,6 +208,27 @@ public class EncoderDecoderTests
         Assert.That(b.PairCounts, Is.EqualTo(a.PairCounts));
         for (int l = 0; l < a.Layers.Count; l++) AssertCounts.Equal(b.Layers[l].ToUse(), a.Layers[l].ToUse(), a.Layers[l].Name);
         Assert.That(b.Layers.Select(l => (l.Stack, l.StackIndex)), Is.EqualTo(a.Layers.Select(l => (l.Stack, l.StackIndex))));
+    }
+
+    [Test]
+    public void ReportAndCheckNameTheStacks()
+    {
+        string dir = Analyze(T5Fixture.PathOf("optimum"), T5Fixture.PathOf("heldout.ids.tsv"), "ids");
+        var (exit, _, error) = Cli.Run("report", "--in", dir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        string report = File.ReadAllText(Path.Combine(dir, "report.md"));
+        Assert.That(report, Does.Contain("(22 pairs, lines source<TAB>target; 470 source and 421 target tokens, 9 sources and 7 targets cut to 32 tokens"));
+        Assert.That(report, Does.Contain("| encoder.1 | 256 | 0.2879 |").And.Contain("| decoder.2 | 256 | 0.2897 |"));
+
+        // A baseline whose decoder.0 was denser: the gate names the layer as users do.
+        string stats = Path.Combine(dir, SparsityStats.FileName);
+        var s = SparsityStats.Load(stats);
+        var baseline = s with { Layers = s.Layers.Select(l => l.Label == "decoder.0" ? l with { NonzeroFraction = l.NonzeroFraction + 0.05 } : l).ToList() };
+        string baselinePath = Path.Combine(TestCorpus.TempDir(), "baseline.json");
+        File.WriteAllText(baselinePath, System.Text.Json.JsonSerializer.Serialize(baseline, ProjectJson.Options));
+        (exit, var output, _) = Cli.Run("check", "--stats", stats, "--baseline", baselinePath);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(output, Does.Contain("FAIL decoder.0 nonzero_fraction: 0.362882 vs baseline 0.412882"));
     }
 
     static long[] Histogram(int[] values, int dFf)

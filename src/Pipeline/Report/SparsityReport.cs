@@ -47,12 +47,18 @@ public static class SparsityReport
         var md = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
         md.AppendLine(CultureInfo.InvariantCulture, $"# MLP activation sparsity of {stats.Model}").AppendLine();
-        md.AppendLine(inv, $"Corpus `{stats.Corpus}` ({stats.Tokens:N0} tokens, {stats.Sequences:N0} windows of ≤ {stats.SeqLen} tokens, {stats.Batches:N0} batches of {stats.BatchSize} windows), tokenizer `{stats.Tokenizer}`, ");
+        if (stats.Pairs is { } pairs && stats.PairCounts is { } cut)
+            md.AppendLine(inv, $"Corpus `{stats.Corpus}` ({cut.Pairs:N0} pairs, {(pairs.Source == "tsv" ? "lines source<TAB>target" : "each window its own target")}; " +
+                $"{stats.Layers.First(l => l.Stack == "encoder").Tokens:N0} source and {stats.Layers.FirstOrDefault(l => l.Stack == "decoder")?.Tokens ?? 0:N0} target tokens, " +
+                $"{cut.TruncatedSources:N0} sources and {cut.TruncatedTargets:N0} targets cut to {stats.SeqLen} tokens; {stats.Batches:N0} batches of {stats.BatchSize} pairs; " +
+                $"the decoder teacher-forced, start id {pairs.DecoderStartId}), tokenizer `{stats.Tokenizer}`, ");
+        else
+            md.AppendLine(inv, $"Corpus `{stats.Corpus}` ({stats.Tokens:N0} tokens, {stats.Sequences:N0} windows of ≤ {stats.SeqLen} tokens, {stats.Batches:N0} batches of {stats.BatchSize} windows), tokenizer `{stats.Tokenizer}`, ");
         md.AppendLine(inv, $"a unit is active when its activation exceeds {stats.Threshold}. Shards: {string.Join(", ", stats.Shards)}. Written by {stats.Producer}.").AppendLine();
         if (stats.Precision == "fp16")
             md.AppendLine("The model ran in fp16 (`--precision fp16`): a unit whose activation lies within fp16 rounding of the threshold may be counted differently from an fp32 run.").AppendLine();
         md.Append(Markdown.Table(["layer", "d_ff", "nonzero fraction", "units / token", "units / sequence", "units / batch", "ever active", "dead", "down-proj. FLOPs saved"],
-            stats.Layers.Select(l => new[] { $"{l.Index}", $"{l.DFf}", Markdown.F(l.NonzeroFraction, "0.0000"), $"{Markdown.F(l.PerTokenUnitsMean, "0.0")} ± {Markdown.F(l.PerTokenUnits.StandardDeviation, "0.0")}",
+            stats.Layers.Select(l => new[] { l.Stack == null ? $"{l.Index}" : l.Label, $"{l.DFf}", Markdown.F(l.NonzeroFraction, "0.0000"), $"{Markdown.F(l.PerTokenUnitsMean, "0.0")} ± {Markdown.F(l.PerTokenUnits.StandardDeviation, "0.0")}",
                 Markdown.F(l.PerSequenceUnitsMean, "0.0"), Markdown.F(l.PerBatchUnitsMean, "0.0"), $"{l.UnitsEverActive}", $"{l.DeadUnits}", l.DownProjectionFlopReduction.ToString("P1", inv) })));
         md.AppendLine().AppendLine(Findings(stats)).AppendLine();
 
@@ -122,9 +128,10 @@ public static class SparsityReport
         var first = s.Layers[0];
         var last = s.Layers[^1];
         return string.Create(CultureInfo.InvariantCulture,
-            $"Densest per token: layer {byToken[0].Index} ({byToken[0].NonzeroFraction:0.000}); sparsest: layer {byToken[^1].Index} ({byToken[^1].NonzeroFraction:0.000}). " +
-            $"Most units per batch (as a fraction of d_ff): layer {byBatch[0].Index}; fewest: layer {byBatch[^1].Index}. " +
-            $"Layer 0 uses {first.PerTokenUnitsMean:0.0} units per token and {first.PerBatchUnitsMean:0.0} per batch; the last layer {last.PerTokenUnitsMean:0.0} and {last.PerBatchUnitsMean:0.0}.");
+            $"Densest per token: {byToken[0].Label} ({byToken[0].NonzeroFraction:0.000}); sparsest: {byToken[^1].Label} ({byToken[^1].NonzeroFraction:0.000}). " +
+            $"Most units per batch (as a fraction of d_ff): {byBatch[0].Label}; fewest: {byBatch[^1].Label}. " +
+            $"{char.ToUpperInvariant(first.Label[0])}{first.Label[1..]} uses {first.PerTokenUnitsMean:0.0} units per token and {first.PerBatchUnitsMean:0.0} per batch; " +
+            $"the last layer{(last.Stack == null ? "" : $" ({last.Label})")} {last.PerTokenUnitsMean:0.0} and {last.PerBatchUnitsMean:0.0}.");
     }
 
     static Plot NonzeroFraction(SparsityStats s)
@@ -167,7 +174,7 @@ public static class SparsityReport
         {
             double[] sorted = l.UnitActivationFrequency.OrderDescending().Select(f => Math.Log10(Math.Max(f, 1e-7))).ToArray();
             var line = plt.Add.ScatterLine(Enumerable.Range(0, sorted.Length).Select(i => (double)i / sorted.Length).ToArray(), sorted);
-            line.LegendText = $"layer {l.Index}";
+            line.LegendText = l.Label;
             line.LineWidth = 2;
         }
         LogAxis(plt);
@@ -232,7 +239,7 @@ public static class SparsityReport
 
     static void LayerTicks(Plot plt, SparsityStats s)
     {
-        plt.Axes.Bottom.SetTicks(s.Layers.Select(l => (double)l.Index).ToArray(), s.Layers.Select(l => $"layer {l.Index}").ToArray());
+        plt.Axes.Bottom.SetTicks(s.Layers.Select(l => (double)l.Index).ToArray(), s.Layers.Select(l => l.Label).ToArray());
     }
 
     static void LogAxis(Plot plt)
