@@ -238,7 +238,7 @@ public sealed class HuggingFaceCheckpoint
     }
 
     // The safetensors entries of the folder: model.safetensors, or the shards model.safetensors.index.json names.
-    static Dictionary<string, Safetensors.Entry> Weights(string folder)
+    internal static Dictionary<string, Safetensors.Entry> Weights(string folder)
     {
         string single = Path.Combine(folder, "model.safetensors"), index = Path.Combine(folder, "model.safetensors.index.json");
         if (File.Exists(index))

@@ -113,8 +113,8 @@ public static class Safetensors
         return result;
     }
 
-    /// <summary>Reads one tensor as float32 on the CPU (F16 and BF16 widened exactly).</summary>
-    public static Tensor Read(Entry entry)
+    /// <summary>Reads one tensor's values as float32 (F16 and BF16 widened exactly), row-major, without TorchSharp.</summary>
+    public static float[] ReadFloats(Entry entry)
     {
         var raw = new byte[entry.End - entry.Begin];
         using (var stream = File.OpenRead(entry.Path))
@@ -122,13 +122,16 @@ public static class Safetensors
             stream.Position = entry.Begin;
             stream.ReadExactly(raw);
         }
-        if (entry.Dtype == "F32") return tensor(MemoryMarshalFloat(raw), entry.Shape);
+        if (entry.Dtype == "F32") return MemoryMarshalFloat(raw);
         var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(raw);
         var values = new float[halves.Length];
         if (entry.Dtype == "BF16") for (int i = 0; i < values.Length; i++) values[i] = BitConverter.Int32BitsToSingle(halves[i] << 16);
         else for (int i = 0; i < values.Length; i++) values[i] = (float)BitConverter.UInt16BitsToHalf(halves[i]);
-        return tensor(values, entry.Shape);
+        return values;
     }
+
+    /// <summary>Reads one tensor as float32 on the CPU (F16 and BF16 widened exactly).</summary>
+    public static Tensor Read(Entry entry) => tensor(ReadFloats(entry), entry.Shape);
 
     static float[] MemoryMarshalFloat(byte[] raw)
     {

@@ -231,6 +231,86 @@ public class EncoderDecoderTests
         Assert.That(output, Does.Contain("FAIL decoder.0 nonzero_fraction: 0.362882 vs baseline 0.412882"));
     }
 
+    [Test]
+    public void AT5CheckpointIsExportedFromItsSafetensorsWithPyTorchsLogits()
+    {
+        var fixture = T5Fixture.Load();
+        string folder = Path.Combine(TestCorpus.TempDir(), "t5");
+        var (exit, output, error) = Cli.Run("export", "--checkpoint", T5Fixture.PathOf("checkpoint"), "--out", folder);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("Exported 2 encoder and 3 decoder layers (d_ff 256"));
+        foreach (string file in new[] { "encoder_model.onnx", "decoder_model.onnx", "config.json", "spiece.model", "tokenizer.json" })
+            Assert.That(File.Exists(Path.Combine(folder, file)), file);
+
+        var p = fixture.Probe;
+        using var session = OrtSession.Open(EncoderDecoder.LoadFolder(folder), new Microsoft.ML.OnnxRuntime.SessionOptions());
+        using var ids = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(p.InputIds, [p.Shape[0], p.Shape[1]]);
+        using var mask = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(p.AttentionMask, [p.Shape[0], p.Shape[1]]);
+        using var dec = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(p.DecoderInputIds, [p.DecoderShape[0], p.DecoderShape[1]]);
+        using var run = new Microsoft.ML.OnnxRuntime.RunOptions();
+        using var outputs = session.Run(run, ["input_ids", "attention_mask", "decoder_input_ids"], [ids, mask, dec], ["logits"]);
+        Assert.That(outputs[0].GetTensorDataAsSpan<float>().ToArray(), Is.EqualTo(p.Logits).Within(1e-4f), "PyTorch's logits, a padded source among them");
+
+        // Windows of 32 reach the far relative-position buckets (log-spaced past 8 in the encoder, 16 in the decoder): the hooks' exact counts.
+        var counts = SparsityCounts.Load(Analyze(folder, T5Fixture.PathOf("heldout.tsv"), "hf:" + folder));
+        for (int l = 0; l < fixture.Layers.Length; l++)
+            Assert.That(counts.Layers[l].TokensPerUnit, Is.EqualTo(fixture.Layers[l].TokensPerUnit), counts.Layers[l].Name);
+    }
+
+    [Test]
+    public void GatedT5IsRefusedByNameAndHalfWeightsAreWidened()
+    {
+        string gated = TestCorpus.TempDir();
+        foreach (string f in Directory.EnumerateFiles(T5Fixture.PathOf("checkpoint"))) File.Copy(f, Path.Combine(gated, Path.GetFileName(f)));
+        string config = Path.Combine(gated, "config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"feed_forward_proj\": \"relu\"", "\"feed_forward_proj\": \"gated-gelu\""));
+        var (exit, _, error) = Cli.Run("export", "--checkpoint", gated, "--out", Path.Combine(TestCorpus.TempDir(), "out"));
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("feed_forward_proj is 'gated-gelu' (T5 v1.1, Flan-T5, mT5): a gated GELU MLP"));
+
+        // The same weights stored in bf16 (rounded to nearest even): widened exactly, the statistics within rounding of fp32's.
+        string half = TestCorpus.TempDir();
+        foreach (string f in Directory.EnumerateFiles(T5Fixture.PathOf("checkpoint"))) File.Copy(f, Path.Combine(half, Path.GetFileName(f)));
+        Bf16(Path.Combine(half, "model.safetensors"));
+        string folder = Path.Combine(TestCorpus.TempDir(), "t5");
+        (exit, var output, error) = Cli.Run("export", "--checkpoint", half, "--out", folder);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("(BF16 weights, computed in float32)"));
+        var stats = SparsityStats.Load(Path.Combine(Analyze(folder, T5Fixture.PathOf("heldout.ids.tsv"), "ids"), SparsityStats.FileName));
+        var fixture = T5Fixture.Load();
+        for (int l = 0; l < fixture.Layers.Length; l++)
+            Assert.That(stats.Layers[l].NonzeroFraction, Is.EqualTo(fixture.Layers[l].NonzeroFraction).Within(0.01), stats.Layers[l].Name);
+    }
+
+    // Rewrites a float32 safetensors file in bf16 (round to nearest even), as checkpoints are often shipped.
+    static void Bf16(string path)
+    {
+        byte[] file = File.ReadAllBytes(path);
+        long n = BitConverter.ToInt64(file, 0);
+        var header = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Encoding.UTF8.GetString(file, 8, (int)n))!.AsObject();
+        var data = new List<byte>();
+        foreach (var (name, node) in header.ToList())
+        {
+            if (name == "__metadata__") continue;
+            var offsets = node!["data_offsets"]!.AsArray();
+            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            long start = data.Count;
+            for (long at = 8 + n + begin; at < 8 + n + end; at += 4)
+            {
+                uint bits = BitConverter.ToUInt32(file, (int)at);
+                ushort rounded = (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+                data.AddRange(BitConverter.GetBytes(rounded));
+            }
+            node["dtype"] = "BF16";
+            node["data_offsets"] = new System.Text.Json.Nodes.JsonArray(start, (long)data.Count);
+        }
+        byte[] json = System.Text.Encoding.UTF8.GetBytes(header.ToJsonString());
+        using var output = File.Create(path);
+        output.Write(BitConverter.GetBytes((long)json.Length));
+        output.Write(json);
+        output.Write(data.ToArray());
+    }
+
     static long[] Histogram(int[] values, int dFf)
     {
         var h = new long[dFf + 1];

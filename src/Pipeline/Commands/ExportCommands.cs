@@ -20,7 +20,7 @@ public static class ExportCommands
 
     public static Command Export(TextWriter output)
     {
-        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: written by `train`, or a Hugging Face folder (config.json + safetensors) of an OPT, Llama or Mistral ReLU model.", Required = true };
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: written by `train`, or a Hugging Face folder (config.json + safetensors) of an OPT, Llama or Mistral ReLU model, or of T5 v1.0 (written as Optimum's encoder/decoder folder: give --out DIR).", Required = true };
         var outPath = OutOption("ONNX file to write; its sidecar <name>.mlp.json is written beside it (and <name>.data for large models).");
         var variant = new Option<ExportVariant>("--variant") { Description = "dense: logits + mlp_hidden.{i}; stats: per-token/sequence/unit counts reduced in the runtime.", DefaultValueFactory = _ => ExportVariant.Dense };
         var threshold = new Option<float>("--threshold") { Description = "Stats variant: a unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
@@ -32,6 +32,18 @@ public static class ExportCommands
             { checkpoint, outPath, variant, threshold, fused, skipParity, externalAbove, withPast };
         command.SetAction(parse =>
         {
+            if (T5Checkpoint.IsOne(parse.GetValue(checkpoint)!))
+            {
+                // T5 is written from its weights straight to ONNX: no TorchSharp model, no variants.
+                if (parse.GetValue(variant) != ExportVariant.Dense || parse.GetValue(fused) || parse.GetValue(withPast))
+                    throw new UserInputException("--variant, --fused-attention and --with-past apply to decoder-only models; a T5 checkpoint is written as Optimum's encoder and decoder graphs (analyze adds the statistics in memory).");
+                var t5 = T5Export.Run(parse.GetValue(checkpoint)!, parse.GetValue(outPath)!);
+                output.WriteLine($"Source: {t5.Source}.");
+                output.WriteLine("Checked: the encoder and decoder load and run joined in ONNX Runtime.");
+                output.WriteLine($"Exported {t5.EncoderLayers} encoder and {t5.DecoderLayers} decoder layers (d_ff {t5.DFf}, {t5.Parameters:N0} parameters) to {parse.GetValue(outPath)}: " +
+                                 $"{string.Join(", ", t5.Files.Select(Path.GetFileName))} ({t5.Files.Sum(f => new FileInfo(f).Length) / 1e6:0.0} MB).");
+                return 0;
+            }
             Libtorch.Require("export");
             var v = parse.GetValue(variant);
             var r = CheckedExport.Run(new ExportRequest(parse.GetValue(checkpoint)!, parse.GetValue(outPath)!, v, parse.GetValue(threshold),
