@@ -286,6 +286,18 @@ public class BadInputTests
             Analyze(Fx("gpt2.torchscript.onnx"), Held, "--tokenizer", "bytes", "--seq-len", "100", "--batch-size", "2"));
         yield return Case("train into a user's folder", "already holds files relu-sparsity did not write (notes.txt)",
             ["train", "--corpus", Held, "--heldout", Held, "--tokenizer", "bytes", "--out", Ws("user"), "--steps", "1"]);
+        string t5 = Fx("../t5/optimum"), pairs = Fx("../t5/heldout.ids.tsv");
+        yield return Case("encoder-decoder model on a plain text corpus", "An encoder-decoder model reads pairs, and",
+            Analyze(t5, Held, "--tokenizer", "ids", "--seq-len", "32"));
+        yield return Case("pair option on a decoder-only model", "--pairs, --decoder-start-id and --pad-id are for encoder-decoder models",
+            Analyze(Opt, Held, "--tokenizer", "bytes", "--seq-len", "32", "--pairs", "reconstruct"));
+        yield return Case("single encoder-decoder graph, no config.json, no start id", "The decoder's start id is unknown",
+            Analyze(Fx("../t5/t5.torchscript.onnx"), pairs, "--tokenizer", "ids", "--seq-len", "32"));
+        yield return Case("unknown pair source", "--pairs both: use tsv", Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--pairs", "both"));
+        yield return Case("top examples of an encoder-decoder", "--top-examples is not available for encoder-decoder models yet",
+            Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--top-examples", "5"));
+        yield return Case("encoder-decoder folder pruned into a .onnx file", "is an encoder-decoder folder: it is pruned into a folder",
+            ["prune", "--model", t5, "--mask", Ws("mask.json"), "--out", Ws("t5.onnx")]);
     }
 
     [TestCaseSource(nameof(Cases))]
