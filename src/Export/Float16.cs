@@ -35,8 +35,9 @@ public static class Float16
         }
         var result = model.Clone();
         var graph = result.Graph;
-        foreach (var t in graph.Initializer.Where(t => t.DataType == (int)DataType.Float)) ToHalf(t, type);
-        foreach (var node in graph.Node)
+        var (indexNodes, indexConstants) = IndexArithmetic(graph);
+        foreach (var t in graph.Initializer.Where(t => t.DataType == (int)DataType.Float && !indexConstants.Contains(t.Name))) ToHalf(t, type);
+        foreach (var node in graph.Node.Where(n => !indexNodes.Contains(n)))
             foreach (var a in node.Attribute)
             {
                 if (a.T != null && a.T.DataType == (int)DataType.Float) ToHalf(a.T, type); // Constant, ConstantOfShape
@@ -45,7 +46,7 @@ public static class Float16
         if (graph.Node.Any(n => n.OpType == "Constant" && n.Attribute.Any(a => a.Name is "value_float" or "value_floats")))
             throw new UserInputException($"The graph holds Constant nodes with value_float attributes, which --precision {Name(type)} does not convert; use fp32.");
         var g = new GraphWriter(graph);
-        if (type == DataType.Bfloat16) KeepFloat32(graph, g);
+        if (type == DataType.Bfloat16) KeepFloat32(graph, g, indexNodes);
         foreach (var output in graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)DataType.Float).ToList())
         {
             g.CastToFloatUnderOwnName(output.Name, output.Name + "." + Name(type)); // the producer now writes the new type
@@ -54,14 +55,68 @@ public static class Float16
         return result;
     }
 
-    // Ops without bfloat16: in ONNX's type constraints (rotary embeddings' Sin and Cos, a float Range), or in ONNX
-    // Runtime's kernels on both providers (Reciprocal, RMSNorm's rsqrt; found on an H200): float32 between two casts.
-    static readonly HashSet<string> NoBFloat16 = ["Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Range", "Reciprocal"];
+    // Float ops that turn integers into an integer again (T5's relative-position buckets: ⌊log(d / 8) / log(16) · 8⌋)
+    // stay float32: in half precision they round across an integer (d = 16 gives bucket 9, not 10, in fp16 and bf16).
+    static readonly HashSet<string> IndexOps = ["Mul", "Div", "Add", "Sub", "Log", "Exp", "Sqrt", "Pow", "Floor", "Ceil", "Round", "Abs", "Neg", "Min", "Max", "Identity"];
+    static readonly HashSet<long> IntegerTypes = [(long)DataType.Int64, (long)DataType.Int32, (long)DataType.Int16, (long)DataType.Int8,
+        (long)DataType.Uint64, (long)DataType.Uint32, (long)DataType.Uint16, (long)DataType.Uint8];
 
-    static void KeepFloat32(GraphProto graph, GraphWriter g)
+    // The nodes and constants of every float computation that starts at casts of integers to float and ends in a cast
+    // back to an integer, through elementwise ops and constants only.
+    static (HashSet<NodeProto> Nodes, HashSet<string> Constants) IndexArithmetic(GraphProto graph)
     {
         var index = new GraphIndex(graph);
-        foreach (var node in graph.Node.Where(n => n.Domain is "" or "ai.onnx" && NoBFloat16.Contains(n.OpType)).ToList())
+        var initializers = graph.Initializer.Select(t => t.Name).ToHashSet();
+        var nodes = new HashSet<NodeProto>();
+        var constants = new HashSet<string>();
+        bool ToInteger(NodeProto n) => n.OpType == "Cast" && n.Attribute.Any(a => a.Name == "to" && IntegerTypes.Contains(a.I));
+        bool ToFloat(NodeProto n) => n.OpType == "Cast" && n.Attribute.Any(a => a.Name == "to" && a.I == (long)DataType.Float);
+        foreach (var end in graph.Node.Where(ToInteger))
+        {
+            var region = new HashSet<NodeProto>();
+            var regionConstants = new HashSet<string>();
+            var pending = new Stack<string>([end.Input[0]]);
+            bool integral = true, fromInteger = false;
+            while (integral && pending.TryPop(out var tensor))
+            {
+                var producer = index.Producer(tensor);
+                if (producer == null)
+                {
+                    if (initializers.Contains(tensor)) regionConstants.Add(tensor);
+                    else integral = false; // a graph input: not index arithmetic
+                    continue;
+                }
+                if (!region.Add(producer)) continue;
+                if (ToFloat(producer))
+                {
+                    // Where integers enter (a Range, a Shape, an index computation): not a cast of a model's float values.
+                    fromInteger = true;
+                    if (index.Producer(producer.Input[0]) is { } source && (ToFloat(source) || source.OpType is "MatMul" or "Gemm" or "Softmax"
+                        || source.OpType == "Gather" && !IsIntegerGather(source))) integral = false;
+                    continue;
+                }
+                if (producer.OpType == "Constant") continue;
+                if (!IndexOps.Contains(producer.OpType)) { integral = false; continue; }
+                foreach (string i in producer.Input.Where(i => i.Length > 0)) pending.Push(i);
+            }
+            if (!integral || !fromInteger) continue;
+            nodes.UnionWith(region);
+            constants.UnionWith(regionConstants);
+        }
+        return (nodes, constants);
+
+        // A Gather of positions (an integer table) is integer; one of an embedding table is not.
+        bool IsIntegerGather(NodeProto gather) => index.Constant(gather.Input[0]) is { } table && IntegerTypes.Contains(table.DataType);
+    }
+
+    // Ops without bfloat16: in ONNX's type constraints (rotary embeddings' Sin and Cos, a float Range), or in ONNX
+    // Runtime's kernels on both providers (Reciprocal, RMSNorm's rsqrt; Log; found on an H200): float32 between two casts.
+    static readonly HashSet<string> NoBFloat16 = ["Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Range", "Reciprocal", "Log"];
+
+    static void KeepFloat32(GraphProto graph, GraphWriter g, HashSet<NodeProto> float32Already)
+    {
+        var index = new GraphIndex(graph);
+        foreach (var node in graph.Node.Where(n => n.Domain is "" or "ai.onnx" && NoBFloat16.Contains(n.OpType) && !float32Already.Contains(n)).ToList())
         {
             if (node.OpType == "Range" && !node.Input.Any(i => IsBFloat16(graph, index, i))) continue; // an integer Range
             int at = graph.Node.IndexOf(node);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using NUnit.Framework;
+using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Core;
 using Sparsity.Export;
@@ -309,6 +310,81 @@ public class EncoderDecoderTests
         output.Write(BitConverter.GetBytes((long)json.Length));
         output.Write(json);
         output.Write(data.ToArray());
+    }
+
+    [TestCase("t5.torchscript.onnx", TensorProto.Types.DataType.Float16)]
+    [TestCase("t5.torchscript.onnx", TensorProto.Types.DataType.Bfloat16)]
+    [TestCase("t5.dynamo.onnx", TensorProto.Types.DataType.Float16)]
+    [TestCase("t5.dynamo.onnx", TensorProto.Types.DataType.Bfloat16)]
+    public void RelativePositionBucketsStayFloat32InHalfPrecision(string graph, TensorProto.Types.DataType type)
+    {
+        // ⌊log(d / 8) / log(16) · 8⌋ in fp16 or bf16 gives bucket 9 for d = 16 (the H200 run: T5 moved by 1e-4 in fp16 and
+        // failed in bf16); the conversion keeps integer-to-integer float arithmetic in float32. The buckets, run on the CPU
+        // (they are integer and float32 ops only), equal transformers' formula at every distance of a 32-token window.
+        var model = OnnxGraph.Load(T5Fixture.PathOf(graph));
+        var converted = Float16.Convert(model, type);
+        // Structurally: each Log reads float32 arithmetic that starts at casts to float32 of integers, with float32 constants.
+        var index = new GraphIndex(converted.Graph);
+        var logs = converted.Graph.Node.Where(n => n.OpType == "Log").ToList();
+        Assert.That(logs, Has.Count.EqualTo(2));
+        foreach (var log in logs)
+        {
+            var pending = new Stack<string>([log.Input[0]]);
+            while (pending.TryPop(out var tensor))
+            {
+                if (index.Constant(tensor) is { } constant) { Assert.That(constant.DataType, Is.EqualTo((int)TensorProto.Types.DataType.Float), tensor); continue; }
+                var producer = index.Producer(tensor)!;
+                if (producer.OpType == "Cast") { Assert.That(producer.Attribute.Single(a => a.Name == "to").I, Is.EqualTo((long)TensorProto.Types.DataType.Float), producer.Name); continue; }
+                foreach (string i in producer.Input) pending.Push(i);
+            }
+        }
+        // Numerically (ONNX Runtime's CPU provider lacks bf16 kernels for the layer norm TorchScript's export reads the length from).
+        foreach (var m in type == TensorProto.Types.DataType.Float16 || graph.Contains("dynamo") ? new[] { model, converted } : [model])
+        {
+            var gathers = m.Graph.Node.Where(n => n.OpType == "Gather" && m.Graph.Initializer.Any(t => t.Name == n.Input[0] && t.Dims.SequenceEqual(new long[] { 32, 4 }))).ToList();
+            Assert.That(gathers, Has.Count.EqualTo(2), "the encoder's and the decoder's bias tables");
+            var buckets = m.Clone();
+            buckets.Graph.Output.Clear();
+            foreach (var g in gathers)
+                buckets.Graph.Output.Add(new ValueInfoProto { Name = g.Input[1], Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Int64 } } });
+            OnnxGraph.RemoveDeadNodes(buckets.Graph);
+            using var session = OrtSession.Open(buckets, new Microsoft.ML.OnnxRuntime.SessionOptions());
+            var ids = new long[32];
+            var ones = Enumerable.Repeat(1L, 32).ToArray();
+            using var a = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(ids, [1, 32]);
+            using var b = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(ones, [1, 32]);
+            using var c = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory((long[])ids.Clone(), [1, 32]);
+            var feeds = new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue> { ["input_ids"] = a, ["attention_mask"] = b, ["decoder_input_ids"] = c };
+            using var run = new Microsoft.ML.OnnxRuntime.RunOptions();
+            var names = session.InputNames.ToArray();
+            using var results = session.Run(run, names, names.Select(n => feeds[n]).ToArray(), session.OutputNames.ToArray());
+            var tables = results.Select(r => r.GetTensorDataAsSpan<long>().ToArray()).ToList();
+            for (int stack = 0; stack < 2; stack++)
+            {
+                bool bidirectional = stack == 0; // encoder first in graph order
+                var expected = new long[32 * 32];
+                for (int q = 0; q < 32; q++)
+                    for (int k = 0; k < 32; k++) expected[q * 32 + k] = Bucket(k - q, bidirectional);
+                Assert.That(tables[stack], Is.EqualTo(expected), $"{graph} {(m == model ? "fp32" : type.ToString())} {(bidirectional ? "encoder" : "decoder")}");
+            }
+        }
+    }
+
+    // transformers' T5Attention._relative_position_bucket (32 buckets, max distance 128), in double precision.
+    static long Bucket(long relative, bool bidirectional)
+    {
+        long buckets = 32, result = 0;
+        if (bidirectional)
+        {
+            buckets /= 2;
+            if (relative > 0) result += buckets;
+            relative = Math.Abs(relative);
+        }
+        else relative = -Math.Min(relative, 0);
+        long exact = buckets / 2;
+        if (relative < exact) return result + relative;
+        long large = exact + (long)(Math.Log(relative / (double)exact) / Math.Log(128.0 / exact) * (buckets - exact));
+        return result + Math.Min(large, buckets - 1);
     }
 
     static long[] Histogram(int[] values, int dFf)
