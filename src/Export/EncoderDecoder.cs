@@ -44,19 +44,70 @@ public static class EncoderDecoder
     public static bool IsFolder(string path) => Directory.Exists(path) && File.Exists(Path.Combine(path, EncoderFile))
         && (File.Exists(Path.Combine(path, DecoderFile)) || File.Exists(Path.Combine(path, MergedDecoderFile)));
 
-    /// <summary>The files of an Optimum folder that hold the model analysed: the encoder and the decoder without past.</summary>
-    public static IReadOnlyList<string> FolderGraphs(string dir) => [Path.Combine(dir, EncoderFile), Path.Combine(dir, DecoderFile)];
+    /// <summary>The files of an Optimum folder that hold the model analysed: the encoder and the decoder without past (else the merged one).</summary>
+    public static IReadOnlyList<string> FolderGraphs(string dir) =>
+        [Path.Combine(dir, EncoderFile), Path.Combine(dir, File.Exists(Path.Combine(dir, DecoderFile)) ? DecoderFile : MergedDecoderFile)];
 
     /// <summary>
     /// An Optimum folder's encoder and decoder (without past) as one graph: inputs input_ids, attention_mask and
     /// decoder_input_ids, output logits; the decoder's presents are dropped (analysis feeds no past).
     /// </summary>
-    public static ModelProto LoadFolder(string dir)
+    public static ModelProto LoadFolder(string dir) => Join(OnnxGraph.Load(Path.Combine(dir, EncoderFile)), LoadDecoder(dir), dir);
+
+    /// <summary>
+    /// The folder's decoder without past: decoder_model.onnx, else decoder_model_merged.onnx with its If on
+    /// use_cache_branch folded for false (<see cref="FoldMergedDecoder"/>).
+    /// </summary>
+    public static ModelProto LoadDecoder(string dir) => File.Exists(Path.Combine(dir, DecoderFile))
+        ? OnnxGraph.Load(Path.Combine(dir, DecoderFile))
+        : FoldMergedDecoder(OnnxGraph.Load(Path.Combine(dir, MergedDecoderFile)), Path.Combine(dir, MergedDecoderFile));
+
+    /// <summary>The input of Optimum's merged decoder that chooses the branch with a cache.</summary>
+    public const string UseCacheBranch = "use_cache_branch";
+
+    /// <summary>
+    /// Optimum's merged decoder as its branch without a cache: the If on <see cref="UseCacheBranch"/> replaced by its
+    /// else branch (its nodes and initializers in the graph, its outputs under the If's names), then the inputs nothing
+    /// reads any more (use_cache_branch, past_key_values.*) removed. Any other form is refused by name.
+    /// </summary>
+    public static ModelProto FoldMergedDecoder(ModelProto merged, string where)
     {
-        if (!File.Exists(Path.Combine(dir, DecoderFile)))
-            throw new UserInputException($"{dir} holds {MergedDecoderFile} but no {DecoderFile}: relu-sparsity reads the decoder without past. " +
-                                         "Export it with Optimum's --no-post-process (which writes decoder_model.onnx), or give a single graph that takes decoder_input_ids.");
-        return Join(OnnxGraph.Load(Path.Combine(dir, EncoderFile)), OnnxGraph.Load(Path.Combine(dir, DecoderFile)), dir);
+        var result = merged.Clone();
+        var graph = result.Graph;
+        var branches = graph.Node.Where(n => n.OpType == "If" && n.Input.Count == 1 && n.Input[0] == UseCacheBranch).ToList();
+        if (branches.Count != 1 || graph.Node.Any(n => n.OpType == "If" && !branches.Contains(n)))
+            throw new UserInputException($"{where} is not an Optimum merged decoder (one If on {UseCacheBranch}, no other If): relu-sparsity reads the decoder without past " +
+                                         $"({DecoderFile}); export it with Optimum's --no-post-process.");
+        var node = branches[0];
+        var body = node.Attribute.FirstOrDefault(a => a.Name == "else_branch")?.G
+            ?? throw new UserInputException($"{where}: the If on {UseCacheBranch} has no else branch.");
+        if (body.Output.Count != node.Output.Count)
+            throw new UserInputException($"{where}: the If on {UseCacheBranch} has {node.Output.Count} outputs, its else branch {body.Output.Count}.");
+        var rename = body.Output.Select((o, i) => (o.Name, node.Output[i])).ToDictionary(p => p.Name, p => p.Item2);
+        string Renamed(string name) => rename.GetValueOrDefault(name, name);
+        int at = graph.Node.IndexOf(node);
+        graph.Node.RemoveAt(at);
+        var produced = body.Node.SelectMany(n => n.Output).ToHashSet();
+        var added = new List<NodeProto>();
+        foreach (var inner in body.Node)
+        {
+            var copy = inner.Clone();
+            for (int i = 0; i < copy.Input.Count; i++) copy.Input[i] = Renamed(copy.Input[i]);
+            for (int i = 0; i < copy.Output.Count; i++) copy.Output[i] = Renamed(copy.Output[i]);
+            added.Add(copy);
+        }
+        // A branch output that is an outer value passed through: an Identity under the If's name.
+        foreach (var (name, output) in rename.Where(r => !produced.Contains(r.Key)))
+            added.Add(OnnxGraph.Node("Identity", output + "/passed", [name], [output]));
+        foreach (var (copy, i) in added.Select((n, i) => (n, i))) graph.Node.Insert(at + i, copy);
+        graph.Initializer.AddRange(body.Initializer.Select(t => t.Clone()));
+        var read = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
+        foreach (var unused in graph.Input.Where(i => !read.Contains(i.Name)).ToList()) graph.Input.Remove(unused);
+        if (graph.Input.Any(i => i.Name == UseCacheBranch || i.Name.StartsWith("past_key_values", StringComparison.Ordinal)))
+            throw new UserInputException($"{where}: its branch without a cache still reads {string.Join(", ", graph.Input.Where(i => i.Name == UseCacheBranch || i.Name.StartsWith("past", StringComparison.Ordinal)).Select(i => i.Name))}; export the decoder with Optimum's --no-post-process.");
+        graph.ValueInfo.Clear();
+        OnnxGraph.SortTopologically(graph);
+        return result;
     }
 
     /// <summary>The decoder's names in <see cref="Join"/>: its tensors and nodes are prefixed so they never meet the encoder's.</summary>

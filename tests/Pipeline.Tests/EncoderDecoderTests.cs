@@ -387,6 +387,60 @@ public class EncoderDecoderTests
         return result + Math.Min(large, buckets - 1);
     }
 
+    [Test]
+    public void AMergedDecoderIsReadThroughItsBranchWithoutACache()
+    {
+        // Optimum's decoder_model_merged.onnx: one If on use_cache_branch, the decoder without past as its else branch,
+        // the one with past as its then branch (a stand-in here, never taken), the shared weights outside, past inputs beside.
+        var decoder = OnnxGraph.Load(T5Fixture.PathOf("optimum/decoder_model.onnx"));
+        var merged = decoder.Clone();
+        var g = merged.Graph;
+        var withoutPast = new GraphProto { Name = "no_past" };
+        var withPast = new GraphProto { Name = "with_past" };
+        foreach (var node in g.Node)
+        {
+            var copy = node.Clone();
+            for (int i = 0; i < copy.Output.Count; i++)
+                if (g.Output.Any(o => o.Name == copy.Output[i])) copy.Output[i] += ".no_past";
+            withoutPast.Node.Add(copy);
+        }
+        foreach (var o in g.Output)
+        {
+            withoutPast.Output.Add(new ValueInfoProto { Name = o.Name + ".no_past", Type = o.Type.Clone() });
+            withPast.Node.Add(OnnxGraph.Node("Identity", o.Name + "/stand_in", ["encoder_hidden_states"], [o.Name + ".with_past"]));
+            withPast.Output.Add(new ValueInfoProto { Name = o.Name + ".with_past", Type = o.Type.Clone() });
+        }
+        g.Node.Clear();
+        g.Node.Add(OnnxGraph.Node("If", "optimum::if", [EncoderDecoder.UseCacheBranch], g.Output.Select(o => o.Name),
+            new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = withPast },
+            new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = withoutPast }));
+        g.Input.Add(OnnxGraph.Value(EncoderDecoder.UseCacheBranch, TensorProto.Types.DataType.Bool, 1));
+        g.Input.Add(OnnxGraph.Value("past_key_values.0.decoder.key", TensorProto.Types.DataType.Float, "batch_size", 4, "past_decoder_sequence_length", 16));
+        string folder = TestCorpus.TempDir();
+        foreach (string f in new[] { "encoder_model.onnx", "config.json", "spiece.model" }) File.Copy(T5Fixture.PathOf("optimum/" + f), Path.Combine(folder, f));
+        OnnxGraph.Save(merged, Path.Combine(folder, EncoderDecoder.MergedDecoderFile));
+
+        var fixture = T5Fixture.Load();
+        string dir = Analyze(folder, T5Fixture.PathOf("heldout.ids.tsv"), "ids");
+        var counts = SparsityCounts.Load(dir);
+        for (int l = 0; l < fixture.Layers.Length; l++) Assert.That(counts.Layers[l].TokensPerUnit, Is.EqualTo(fixture.Layers[l].TokensPerUnit), counts.Layers[l].Name);
+
+        // Pruned: the folder gets the decoder without past, the merged one is left out and named.
+        string pruned = Path.Combine(TestCorpus.TempDir(), "dead");
+        var (exit, output, error) = Cli.Run("prune", "--model", folder, "--stats", Path.Combine(dir, SparsityStats.FileName), "--dead-only", "--out", pruned);
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("Exact on the statistics' text").And.Contain("Left out (graphs with a past").And.Contain(EncoderDecoder.MergedDecoderFile));
+        Assert.That(File.Exists(Path.Combine(pruned, EncoderDecoder.DecoderFile)));
+
+        // Anything else with an If is refused by name.
+        var twoIfs = merged.Clone();
+        twoIfs.Graph.Node.Add(OnnxGraph.Node("If", "other::if", ["use_cache_branch"], ["x"],
+            new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = withPast.Clone() },
+            new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = withPast.Clone() }));
+        var refused = Assert.Throws<UserInputException>(() => EncoderDecoder.FoldMergedDecoder(twoIfs, "two.onnx"))!;
+        Assert.That(refused.Message, Does.StartWith("two.onnx is not an Optimum merged decoder (one If on use_cache_branch"));
+    }
+
     static long[] Histogram(int[] values, int dFf)
     {
         var h = new long[dFf + 1];

@@ -9,16 +9,17 @@ namespace Sparsity.Pipeline.Variants;
 /// An Optimum encoder-decoder folder (encoder_model.onnx, decoder_model.onnx) rewritten graph by graph: the encoder's
 /// MLP layers are the analysis's encoder.0…, the decoder's its decoder.0…; the rewritten pair is checked joined, as
 /// <c>analyze</c> runs it, and written beside the folder's other files (config, tokenizer). Graphs with a past
-/// (decoder_with_past_model.onnx, decoder_model_merged.onnx) are not rewritten: they are left out, and the output says so.
+/// (decoder_with_past_model.onnx, decoder_model_merged.onnx) are not rewritten: they are left out, and the output says
+/// so; a folder with only the merged decoder gets decoder_model.onnx, its branch without a cache.
 /// </summary>
 public sealed record EncoderDecoderFolder(string Dir, ModelProto Encoder, ModelProto Decoder, IReadOnlyList<MlpSite> EncoderSites, IReadOnlyList<MlpSite> DecoderSites)
 {
     /// <summary>Reads the folder's encoder and decoder and finds their MLPs.</summary>
     public static EncoderDecoderFolder Load(string dir, IReadOnlyList<string> activations)
     {
-        if (!File.Exists(Path.Combine(dir, EncoderDecoder.DecoderFile))) EncoderDecoder.LoadFolder(dir); // refuses a folder with only the merged decoder, by name
         var encoder = OnnxGraph.Load(Path.Combine(dir, EncoderDecoder.EncoderFile));
-        var decoder = OnnxGraph.Load(Path.Combine(dir, EncoderDecoder.DecoderFile));
+        var decoder = EncoderDecoder.LoadDecoder(dir); // a merged decoder is rewritten as the decoder without past
+
         return new EncoderDecoderFolder(dir, encoder, decoder, MlpSites.Find(encoder, activations), MlpSites.Find(decoder, activations));
     }
 
