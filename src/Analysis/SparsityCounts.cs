@@ -73,6 +73,10 @@ public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensP
     public static LayerCounts From(string name, int index, LayerUnitUse use, string? stack = null, int? stackIndex = null) => new(name, index, use.DFf, use.TokensPerUnit.ToArray(),
         use.UnitsPerTokenHistogram.ToArray(), use.UnitsPerSequenceHistogram.ToArray(), use.UnitsPerBatchHistogram.ToArray(), stack, stackIndex);
 
+    /// <summary>How people name the layer: "layer 3", or "encoder.3" / "decoder.3" in an encoder-decoder model.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string Label => Stack == null ? $"layer {Index}" : $"{Stack}.{StackIndex}";
+
     /// <summary>Restores the accumulator.</summary>
     public LayerUnitUse ToUse() => LayerUnitUse.FromCounts(TokensPerUnit, UnitsPerTokenHistogram, UnitsPerSequenceHistogram, UnitsPerBatchHistogram);
 }

@@ -294,8 +294,8 @@ public class BadInputTests
         yield return Case("single encoder-decoder graph, no config.json, no start id", "The decoder's start id is unknown",
             Analyze(Fx("../t5/t5.torchscript.onnx"), pairs, "--tokenizer", "ids", "--seq-len", "32"));
         yield return Case("unknown pair source", "--pairs both: use tsv", Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--pairs", "both"));
-        yield return Case("top examples of an encoder-decoder", "--top-examples is not available for encoder-decoder models yet",
-            Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--top-examples", "5"));
+        yield return Case("dense activations of an encoder-decoder", "--dense-activations is not available for encoder-decoder models",
+            Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--dense-activations"));
         yield return Case("encoder-decoder folder pruned into a .onnx file", "is an encoder-decoder folder: it is pruned into a folder",
             ["prune", "--model", t5, "--mask", Ws("mask.json"), "--out", Ws("t5.onnx")]);
     }

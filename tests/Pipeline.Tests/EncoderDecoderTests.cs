@@ -441,6 +441,40 @@ public class EncoderDecoderTests
         Assert.That(refused.Message, Does.StartWith("two.onnx is not an Optimum merged decoder (one If on use_cache_branch"));
     }
 
+    [Test]
+    public void TopWindowsPointIntoEachStacksOwnSide()
+    {
+        string dir = Path.Combine(TestCorpus.TempDir(), "analysis");
+        var (exit, _, error) = Cli.Run("analyze", "--model", T5Fixture.PathOf("optimum"), "--corpus", T5Fixture.PathOf("heldout.ids.tsv"), "--tokenizer", "ids",
+            "--seq-len", "32", "--batch-size", "4", "--top-examples", "5", "--out", dir);
+        Assert.That(exit, Is.EqualTo(0), error);
+        var counts = SparsityCounts.Load(dir);
+        var examples = UnitExamples.Load(dir, 5, counts.Layers.Select(l => l.DFf).ToList());
+        var pairs = File.ReadAllLines(T5Fixture.PathOf("heldout.ids.tsv")).Select(l => l.Split('\t').Select(side => Math.Min(32, side.Split(' ').Length)).ToArray()).ToList();
+        for (int l = 0; l < counts.Layers.Count; l++)
+        {
+            int side = counts.Layers[l].Stack == "encoder" ? 0 : 1;
+            for (int u = 0; u < 256; u++)
+            {
+                var top = examples.Layers[l].Top.Of(u).ToArray();
+                // A unit active on n of the pairs' positions has min(5, pairs it fired in) windows; a dead one none.
+                Assert.That(top.Length == 0, Is.EqualTo(counts.Layers[l].TokensPerUnit[u] == 0), $"{counts.Layers[l].Label} unit {u}");
+                foreach (var e in top)
+                {
+                    Assert.That(e.Value, Is.GreaterThan(0f));
+                    Assert.That(e.WindowStart, Is.EqualTo(0));
+                    Assert.That(e.Position, Is.LessThan(pairs[(int)e.Document][side]), $"{counts.Layers[l].Label} unit {u}: inside pair {e.Document}'s {(side == 0 ? "source" : "target")}");
+                }
+            }
+        }
+        // The decoder's windows are what it read: its start id, then the target.
+        (exit, var output, error) = Cli.Run("unit", "--stats", dir, "--layer", "decoder.1", "--unit", "4");
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.StartWith("decoder.1, unit 4: active on"));
+        // Pair 12's target starts 35 215 …: the decoder read 0 35 215 …, and this unit peaked on its third token.
+        Assert.That(output, Does.Contain("12:2      035[[215]]"), "a decoder window opens with the start id 0, then the target");
+    }
+
     static long[] Histogram(int[] values, int dFf)
     {
         var h = new long[dFf + 1];

@@ -94,14 +94,14 @@ public static class AnalyzeCommands
     public static Command Unit(TextWriter output)
     {
         var stats = new Option<string>("--stats") { Description = "Analysis folder written by analyze --top-examples (or merge).", Required = true };
-        var layer = new Option<int>("--layer") { Description = "Layer index.", Required = true };
+        var layer = new Option<string>("--layer") { Description = "Layer index, or encoder.N / decoder.N in an encoder-decoder model.", Required = true };
         var unit = new Option<int>("--unit") { Description = "Unit (hidden neuron) index in the layer.", Required = true };
         var corpus = new Option<string?>("--corpus") { Description = "The analysed corpus, if it has moved (default: the path the analysis recorded; checked against its SHA-256)." };
         var command = new Command("unit", "Print one unit's frequency, activation histogram and top windows (the peak token marked).") { stats, layer, unit, corpus };
         command.SetAction(parse =>
         {
             var contexts = Sparsity.Pipeline.Report.UnitContexts.Open(parse.GetValue(stats)!, parse.GetValue(corpus));
-            var view = contexts.Views([(parse.GetValue(layer), parse.GetValue(unit))])[0];
+            var view = contexts.Views([(contexts.LayerIndex(parse.GetValue(layer)!), parse.GetValue(unit))])[0];
             Sparsity.Pipeline.Report.UnitText.Print(output, view, contexts.Counts.Header);
             return 0;
         });

@@ -8,7 +8,11 @@ namespace Sparsity.Pipeline.Report;
 public sealed record ExampleContext(TopExample Example, IReadOnlyList<string> Before, string Token, IReadOnlyList<string> After);
 
 /// <summary>What the dashboard and <c>unit</c> show of one unit: its counts, histogram and top contexts.</summary>
-public sealed record UnitView(int Layer, int Unit, long ActiveTokens, double Frequency, long[] Histogram, IReadOnlyList<ExampleContext> Contexts);
+public sealed record UnitView(int Layer, int Unit, long ActiveTokens, double Frequency, long[] Histogram, IReadOnlyList<ExampleContext> Contexts)
+{
+    /// <summary>The layer as people name it: "Layer 3", or "encoder.3" / "decoder.3" in an encoder-decoder model.</summary>
+    public string LayerLabel { get; init; } = $"Layer {Layer}";
+}
 
 /// <summary>
 /// An analysis folder written with <c>--top-examples</c>, opened to show units as text: the counts and examples, and the
@@ -57,6 +61,14 @@ public sealed class UnitContexts
         return new UnitContexts(counts, examples, path, tokenizer);
     }
 
+    /// <summary>The layer a user named: its index, or encoder.N / decoder.N in an encoder-decoder model.</summary>
+    public int LayerIndex(string name)
+    {
+        if (int.TryParse(name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i)) return i;
+        int found = Counts.Layers.ToList().FindIndex(l => l.Stack != null && l.Label == name);
+        return found >= 0 ? found : throw new UserInputException($"--layer {name}: the analysis has layers {string.Join(", ", Counts.Layers.Select((l, k) => l.Stack == null ? $"{k}" : l.Label))}.");
+    }
+
     /// <summary>The views of the given units, reading the corpus once for all of their examples' documents.</summary>
     public IReadOnlyList<UnitView> Views(IReadOnlyList<(int Layer, int Unit)> units)
     {
@@ -67,11 +79,15 @@ public sealed class UnitContexts
         }
         var needed = units.SelectMany(u => Examples.Layers[u.Layer].Top.Of(u.Unit).ToArray().Select(e => e.Document)).ToHashSet();
         var documents = new Dictionary<long, long[]>();
+        var decoderInputs = new Dictionary<long, long[]>(); // pairs: what the decoder read, [start] + target
         long index = 0;
-        // The stream the analysis read, so document indices and offsets mean the same here.
-        foreach (long[] doc in CorpusBatches.Tokens(Corpus, Tokenizer, Counts.Header.SeqLen))
+        // The stream the analysis read, so document indices and offsets mean the same here (pairs: a pair's index).
+        var pairs = Counts.Header.Pairs;
+        var stream = pairs == null ? CorpusBatches.Tokens(Corpus, Tokenizer, Counts.Header.SeqLen).Select(doc => (doc, Decoder: Array.Empty<long>()))
+            : CorpusBatches.PairTokens(Corpus, Tokenizer, Counts.Header.SeqLen, pairs.Source == "reconstruct").Select(p => (p.Source, Decoder: (long[])[pairs.DecoderStartId, .. p.Target]));
+        foreach (var (doc, decoder) in stream)
         {
-            if (needed.Remove(index)) documents[index] = doc;
+            if (needed.Remove(index)) (documents[index], decoderInputs[index]) = (doc, decoder);
             index++;
             if (needed.Count == 0) break;
         }
@@ -83,7 +99,7 @@ public sealed class UnitContexts
             long tokens = layer.ToUse().Tokens;
             var contexts = Examples.Layers[u.Layer].Top.Of(u.Unit).ToArray().Select(e =>
             {
-                long[] doc = documents[e.Document];
+                long[] doc = layer.Stack == "decoder" ? decoderInputs[e.Document] : documents[e.Document];
                 if (e.Position >= doc.Length) throw new UserInputException($"Document {e.Document} of {Corpus} has {doc.Length} tokens; an example points to token {e.Position}: it is not the analysed corpus.");
                 int windowStart = e.Position - e.Position % seqLen, windowEnd = Math.Min(doc.Length, windowStart + seqLen);
                 int from = Math.Max(windowStart, e.Position - Before), to = Math.Min(windowEnd, e.Position + 1 + After);
@@ -92,7 +108,7 @@ public sealed class UnitContexts
                     Enumerable.Range(e.Position + 1, Math.Max(0, to - e.Position - 1)).Select(Piece).ToList());
             }).ToList();
             return new UnitView(u.Layer, u.Unit, layer.TokensPerUnit[u.Unit], tokens == 0 ? 0 : (double)layer.TokensPerUnit[u.Unit] / tokens,
-                Examples.Layers[u.Layer].Histogram.Of(u.Unit).ToArray(), contexts);
+                Examples.Layers[u.Layer].Histogram.Of(u.Unit).ToArray(), contexts) { LayerLabel = layer.Stack == null ? $"Layer {u.Layer}" : layer.Label };
         }).ToList();
     }
 

@@ -36,11 +36,11 @@ public static class UnitDashboard
         html.Append("<p><input id=\"search\" placeholder=\"layer/unit, e.g. 1/37, or text\" oninput=\"filter(this.value)\"> <span id=\"count\" class=\"meta\"></span></p>\n");
         foreach (var layer in shown.GroupBy(s => s.v.Layer))
         {
-            html.Append(inv, $"<section><h2>Layer {layer.Key}</h2>\n");
+            html.Append(inv, $"<section><h2>{E(layer.First().v.LayerLabel)}</h2>\n");
             foreach (var (view, why) in layer)
             {
                 string text = string.Join(" ", view.Contexts.Select(c => c.Token));
-                html.Append(inv, $"<div class=\"unit\" data-id=\"{view.Layer}/{view.Unit}\" data-text=\"{E(text.ToLowerInvariant())}\"><h3>Layer {view.Layer}, unit {view.Unit} <span class=\"why\">· {E(why)}</span></h3>\n");
+                html.Append(inv, $"<div class=\"unit\" data-id=\"{view.Layer}/{view.Unit}\" data-text=\"{E(text.ToLowerInvariant())}\"><h3>{E(view.LayerLabel)}, unit {view.Unit} <span class=\"why\">· {E(why)}</span></h3>\n");
                 html.Append(inv, $"<div class=\"meta\">active on {view.ActiveTokens:N0} tokens (frequency {view.Frequency:0.00000}) ").Append(Histogram(view.Histogram)).Append("</div>\n");
                 if (view.Contexts.Count == 0) html.Append("<div class=\"meta\">Never active on this corpus: no contexts.</div>\n");
                 foreach (var c in view.Contexts)

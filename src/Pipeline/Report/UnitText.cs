@@ -10,7 +10,7 @@ public static class UnitText
     public static void Print(TextWriter output, UnitView view, AnalysisHeader header)
     {
         var inv = CultureInfo.InvariantCulture;
-        output.WriteLine(string.Create(inv, $"Layer {view.Layer}, unit {view.Unit}: active on {view.ActiveTokens:N0} tokens, frequency {view.Frequency:0.000000} ({header.Corpus}, threshold {header.Threshold})."));
+        output.WriteLine(string.Create(inv, $"{view.LayerLabel}, unit {view.Unit}: active on {view.ActiveTokens:N0} tokens, frequency {view.Frequency:0.000000} ({header.Corpus}, threshold {header.Threshold})."));
         long max = Math.Max(1, view.Histogram.Max());
         if (view.Histogram.Any(c => c > 0))
         {

@@ -508,8 +508,6 @@ public static class Analyzer
         var pairs = PairCorpus.SettingsFor(r.Model, model, r.Corpus, r.Pairs, r.DecoderStartId, r.PadId);
         if (pairs != null && r.DenseActivations)
             throw new UserInputException("--dense-activations is not available for encoder-decoder models: leave it out (the in-graph counts are the same numbers).");
-        if (pairs != null && r.TopExamples > 0)
-            throw new UserInputException("--top-examples is not available for encoder-decoder models yet: leave it out (the statistics of both stacks are complete without it).");
         return pairs;
     }
 
