@@ -64,6 +64,27 @@ public sealed class LayerUnitUse
     }
 
     /// <summary>
+    /// Adds one batch of in-graph counts over [batch, seqLen] positions, padding included, as an ONNX statistics graph
+    /// returns them: active units per position, distinct active units per window, tokens per unit (real tokens only).
+    /// Padded positions and windows without a real token count in no statistic. <paramref name="scratch"/> is reused.
+    /// </summary>
+    public void AddCounted(ReadOnlySpan<bool> realToken, int batch, int seqLen, ReadOnlySpan<long> unitsPerPosition, ReadOnlySpan<long> unitsPerWindow,
+        ReadOnlySpan<long> tokensPerUnit, CountedScratch scratch)
+    {
+        scratch.UnitsPerToken.Clear();
+        scratch.UnitsPerSequence.Clear();
+        for (int s = 0; s < batch; s++)
+        {
+            bool anyReal = false;
+            for (int p = s * seqLen; p < (s + 1) * seqLen; p++)
+                if (realToken[p]) { scratch.UnitsPerToken.Add((int)unitsPerPosition[p]); anyReal = true; }
+            if (anyReal) scratch.UnitsPerSequence.Add((int)unitsPerWindow[s]);
+        }
+        AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerToken),
+                 System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerSequence), tokensPerUnit);
+    }
+
+    /// <summary>
     /// Adds one batch of dense activations laid out [batch, seqLen, d_ff] (a flattened
     /// [batch·seqLen, d_ff] tensor has the same memory). <paramref name="realToken"/> is
     /// [batch, seqLen], true for real tokens; empty means every position is real. Padded positions
@@ -204,4 +225,11 @@ public sealed class LayerUnitUse
     {
         for (int i = 0; i < target.Length; i++) target[i] += source[i];
     }
+}
+
+/// <summary>Reused lists for <see cref="LayerUnitUse.AddCounted"/> (no allocation per batch); one per counting thread.</summary>
+public sealed class CountedScratch
+{
+    internal readonly List<int> UnitsPerToken = [];
+    internal readonly List<int> UnitsPerSequence = [];
 }

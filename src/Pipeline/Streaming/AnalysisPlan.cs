@@ -44,8 +44,11 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
     /// <summary>An encoder-decoder model: its rows are pairs (<see cref="EncoderDecoder"/>), twice the window length wide.</summary>
     public bool Pairs => Layers.Any(l => l.Stack != ModelStack.None);
 
-    /// <summary>The graph returns in-graph counts (three outputs per layer, six with top examples), not dense activations.</summary>
-    public bool ReadsCounts => Layers.All(l => l.Outputs.Count >= 3);
+    /// <summary>The graph's in-graph outputs and how a batch of them becomes counts; null when it returns dense activations.</summary>
+    public InGraphLayout? Layout { get; init; }
+
+    /// <summary>The graph returns in-graph counts (<see cref="Layout"/>), not dense activations.</summary>
+    public bool ReadsCounts => Layout != null;
 
     /// <summary>
     /// Plans the analysis of <paramref name="model"/>; <paramref name="dense"/> reads activations instead of in-graph counts;
@@ -66,8 +69,9 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
         {
             if (!GraphInputs.Required(model).Any(i => i.Name == GraphInputs.TokenInput))
                 throw new UserInputException($"The model has no input named input_ids (its inputs: {string.Join(", ", model.Graph.Input.Select(i => i.Name))}).");
-            var layers = Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(StatsReduction.UnitTokensOutput(i)))
-                .Select(i => StatsLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList();
+            var exported = new InGraphLayout(Enumerable.Range(0, int.MaxValue).TakeWhile(i => outputs.ContainsKey(StatsReduction.UnitTokensOutput(i)))
+                .Select(i => new InGraphLayer(i, (int)outputs[StatsReduction.UnitTokensOutput(i)].Type.TensorType.Shape.Dim[0].DimValue)).ToList());
+            var layers = exported.Layers.Select(l => StatsLayer(exported, l)).ToList();
             if (precision != Precision.Fp32)
                 throw new UserInputException($"--precision {precision.Name()} converts graphs before it adds its own counts; this is a stats export, whose counts would be summed in half precision: analyze the dense export (model.onnx) instead.");
             if (topExamples > 0)
@@ -77,7 +81,7 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             bool extra = model.Graph.Output.Any(o => !needed.Contains(o.Name));
             return new AnalysisPlan([], layers, extra ? OnnxGraph.WithOnlyOutputs(model, needed) : model, extra,
                 model.Graph.Input.Any(i => i.Name == GraphInputs.MaskInput), GraphInputs.VocabularySize(model), maxSeq,
-                baked == null ? 0f : float.Parse(baked, System.Globalization.CultureInfo.InvariantCulture));
+                baked == null ? 0f : float.Parse(baked, System.Globalization.CultureInfo.InvariantCulture)) { Layout = exported };
         }
 
         var (bound, inputs) = GraphInputs.Bind(model);
@@ -99,49 +103,19 @@ public sealed record AnalysisPlan(IReadOnlyList<MlpSite> Sites, IReadOnlyList<La
             bound = Float16.Convert(bound, precision.Type()); // the counts added below compare in that type, sum in float32
             sites = MlpSites.Find(bound, activations);
         }
-        return new AnalysisPlan(sites, sites.Select(s => StatsLayer(s.Layer, s.DFf, topExamples, histogramOnHost) is var layer && s.Stack != ModelStack.None
+        var layout = new InGraphLayout(sites.Select(s => new InGraphLayer(s.Layer, s.DFf, s.Stack)).ToList(), topExamples, histogramOnHost);
+        return new AnalysisPlan(sites, layout.Layers.Zip(sites, (l, s) => StatsLayer(layout, l) is var layer && s.Stack != ModelStack.None
                 ? layer with { Name = s.DisplayName, Stack = s.Stack, StackIndex = s.StackIndex } : layer).ToList(),
             Surgery.InstrumentStats(bound, sites, threshold, topExamples, histogramOnHost, halfCounts, windowsPerBatch), true,
-            true, vocab, maxSeq) { TopWindowsSorted = windowsPerBatch is not int b || topExamples < b, HistogramOnHost = histogramOnHost, Prepared = bound };
+            true, vocab, maxSeq) { TopWindowsSorted = windowsPerBatch is not int b || topExamples < b, HistogramOnHost = histogramOnHost, Prepared = bound, Layout = layout };
     }
 
     static LayerPlan DenseLayer(MlpSite site) =>
         new(site.Output, site.DFf, [new LayerOutput(site.Output, site.Layout == "tokens_dff" ? (b, t, d) => [b * t, d] : (b, t, d) => [b, t, d])]);
 
-    static LayerPlan StatsLayer(int layer, int dFf, int topExamples = 0, bool histogramOnHost = false) => new($"mlp_hidden.{layer}", dFf,
-    [
-        new LayerOutput(StatsReduction.ActiveUnitsOutput(layer), (b, t, _) => [b, t]),
-        new LayerOutput(StatsReduction.UnitsPerSequenceOutput(layer), (b, _, _) => [b]),
-        new LayerOutput(StatsReduction.UnitTokensOutput(layer), (_, _, d) => [d]),
-        .. topExamples == 0 ? Array.Empty<LayerOutput>() : new[]
-        {
-            new LayerOutput(StatsReduction.TopWindowsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]), // every window when K ≥ B
-            new LayerOutput(StatsReduction.TopValuesOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
-            new LayerOutput(StatsReduction.TopPositionsOutput(layer), (b, _, d) => [d, Math.Min(topExamples, b)]),
-            histogramOnHost ? new LayerOutput(StatsReduction.FirstWindowOutput(layer), (_, t, d) => [t, d])
-                : new LayerOutput(StatsReduction.HistogramOutput(layer), (_, _, d) => [StatsReduction.HistogramBins, d]),
-        },
-    ]);
-
-    /// <summary>
-    /// Adds one batch of in-graph counts (<see cref="StatsReduction"/>: active units per token [B, T], distinct units per
-    /// window [B], tokens per unit [d_ff]) to a layer's accumulator; padded positions and empty windows count in no statistic.
-    /// </summary>
-    public static void AddStatsBatch(LayerUnitUse use, bool[] real, int b, int t, ReadOnlySpan<long> perToken, ReadOnlySpan<long> perSequence,
-        ReadOnlySpan<long> perUnit, StatsScratch scratch)
-    {
-        scratch.UnitsPerToken.Clear();
-        scratch.UnitsPerSequence.Clear();
-        for (int s = 0; s < b; s++)
-        {
-            bool anyReal = false;
-            for (int p = s * t; p < (s + 1) * t; p++)
-                if (real[p]) { scratch.UnitsPerToken.Add((int)perToken[p]); anyReal = true; }
-            if (anyReal) scratch.UnitsPerSequence.Add((int)perSequence[s]);
-        }
-        use.AddBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerToken),
-                     System.Runtime.InteropServices.CollectionsMarshal.AsSpan(scratch.UnitsPerSequence), perUnit);
-    }
+    // A layer's outputs as the runner fetches them: the layout's, in its order and shapes.
+    static LayerPlan StatsLayer(InGraphLayout layout, InGraphLayer layer) => new($"mlp_hidden.{layer.Layer}", layer.DFf,
+        layout.OutputsOf(layer, 1, 1).Select((o, i) => new LayerOutput(o.Name, (b, t, _) => [.. layout.OutputsOf(layer, b, t)[i].Shape.Select(d => (int)d)])).ToList());
 }
 
 /// <summary>Where the windows of one batch come from: per window, its document index and its first token's offset there.</summary>
@@ -149,19 +123,4 @@ public sealed record BatchOrigin(long[] WindowDocument, long[] WindowStart, int 
 {
     /// <summary>Window b's (document, first token's offset).</summary>
     public (long Document, int Start) Window(int b) => (WindowDocument[b], (int)WindowStart[b]);
-
-    /// <summary>
-    /// Adds one batch's in-graph top windows (<see cref="StatsReduction.TopWindowsOutput"/>, their peaks and positions,
-    /// [d_ff, k] each) to a layer's accumulator; peaks at or below the threshold do not count.
-    /// </summary>
-    public void AddTopWindows(LayerExamples layer, ReadOnlySpan<float> peaks, ReadOnlySpan<long> windows, ReadOnlySpan<long> positions, float threshold,
-        bool sorted = true) =>
-        layer.Top.AddWindows(peaks, windows, positions, peaks.Length / layer.Top.DFf, Window, threshold, sorted);
-}
-
-/// <summary>Reused lists for <see cref="AnalysisPlan.AddStatsBatch"/> (no allocation per batch).</summary>
-public sealed class StatsScratch
-{
-    internal readonly List<int> UnitsPerToken = [];
-    internal readonly List<int> UnitsPerSequence = [];
 }

@@ -324,37 +324,11 @@ public static class Analyzer
         var lengthsGetter = scored.GetGetter<VBuffer<long>>(scored.Schema[InGraphCounts.LengthsColumn]);
         VBuffer<long> buffer = default, lengthsBuffer = default;
         VBuffer<float> valuesBuffer = default;
-        var scratch = new StatsScratch();
-        var allReal = Enumerable.Repeat(true, T).ToArray(); // the histogram's sample is masked in the graph
-        // Walks the outputs in the plan's order, three per layer and four more with top examples: int64 ones from counts, float32 ones from values.
+        var scratch = new CountedScratch();
+        var layout = plan.Layout!;
         void Count(LayerUnitUse[] uses, UnitExamples? examples, bool[] realSource, bool[]? realTarget, BatchOrigin origin, ReadOnlySpan<long> counts,
-            ReadOnlySpan<float> values, ReadOnlySpan<long> lengths)
-        {
-            for (int l = 0; l < uses.Length; l++)
-            {
-                int dFf = plan.Layers[l].DFf;
-                var real = plan.Layers[l].Stack == ModelStack.Decoder ? realTarget! : realSource;
-                AnalysisPlan.AddStatsBatch(uses[l], real, B, T, counts[..(B * T)], counts.Slice(B * T, B), counts.Slice(B * T + B, dFf), scratch);
-                counts = counts[(B * T + B + dFf)..];
-                lengths = lengths[3..];
-                if (examples == null) continue;
-                int top = (int)lengths[0], histogram = (int)lengths[3]; // windows, peaks, positions: [d_ff, k] each; then the histogram or its sample
-                origin.AddTopWindows(examples.Layers[l], values[..top], counts[..top], counts.Slice(top, top), threshold, plan.TopWindowsSorted);
-                values = values[top..];
-                if (plan.HistogramOnHost)
-                {
-                    examples.Layers[l].Histogram.AddDense(values[..histogram], allReal, T, threshold); // inactive entries are 0, never above the threshold (≥ 0)
-                    values = values[histogram..];
-                    counts = counts[(2 * top)..];
-                }
-                else
-                {
-                    examples.Layers[l].Histogram.AddBinMajor(counts.Slice(2 * top, histogram));
-                    counts = counts[(2 * top + histogram)..];
-                }
-                lengths = lengths[4..];
-            }
-        }
+            ReadOnlySpan<float> values, ReadOnlySpan<long> lengths) =>
+            layout.Add(counts, values, lengths, B, T, realSource, realTarget, uses, examples, origin.Window, threshold, plan.TopWindowsSorted, scratch);
         void Fetch()
         {
             getter(ref buffer);
