@@ -37,7 +37,7 @@ public class AnalyzeTests
     }
 
     static AnalysisRequest Request(string model, string corpus, string outDir, string tokenizer = "bytes", int shard = 0, int shards = 1, int seqLen = T, int batch = B) =>
-        new(model, corpus, tokenizer, seqLen, batch, null, shard, shards, 0f, "cpu", 2, outDir, ["Relu"]);
+        new() { Model = model, Corpus = corpus, Tokenizer = tokenizer, SeqLen = seqLen, BatchSize = batch, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
 
     [Test]
     public void StatisticsEqualAnIndependentTorchSharpComputation()
@@ -154,10 +154,6 @@ public class AnalyzeTests
             (Request(dense, corpus, outDir, seqLen: 17), "--seq-len 17 exceeds what the model can take (16 positions)"),
             (Request(notOnnx, corpus, outDir), "is not an ONNX model"),
             (Request(dense, Path.Combine(dir, "missing.txt"), outDir), "does not exist"),
-            // The GPU build on a machine without CUDA names the first library it cannot load; the CPU build says it has no CUDA provider.
-            (Request(dense, corpus, outDir) with { Device = "cuda:0" }, Pipeline.Runtime.Devices.CudaProblem() is null ? "" : "--device cuda:0: " +
-                (Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider") ? "libcuda.so.1 (the NVIDIA driver) cannot be loaded" : "no CUDA provider")),
-            (Request(dense, corpus, outDir) with { Device = "tpu" }, "use cpu, cuda, cuda:N (N = GPU index) or auto"),
             (Request(statsModel, corpus, outDir) with { Threshold = 0.5f }, "counts activations above 0"),
             (Request(dense, corpus, outDir, shard: 3, shards: 3), "0 ≤ i < n"),
         };
@@ -168,6 +164,12 @@ public class AnalyzeTests
             Assert.That(e.Message, Does.Not.Contain("\n"));
             Assert.That(Directory.GetDirectories(Path.GetDirectoryName(outDir)!).Where(d => d.StartsWith(outDir)), Is.Empty, message);
         }
+        // Devices are resolved before a request exists: the GPU build on a machine without CUDA names the first library it
+        // cannot load; the CPU build says it has no CUDA provider.
+        Assert.That(Assert.Throws<UserInputException>(() => Pipeline.Runtime.Devices.ResolveAll("tpu"))!.Message, Does.Contain("use cpu, cuda, cuda:N (N = GPU index) or auto"));
+        if (Pipeline.Runtime.Devices.CudaProblem() is not null)
+            Assert.That(Assert.Throws<UserInputException>(() => Pipeline.Runtime.Devices.ResolveAll("cuda:0"))!.Message, Does.Contain("--device cuda:0: " +
+                (Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider") ? "libcuda.so.1 (the NVIDIA driver) cannot be loaded" : "no CUDA provider")));
     }
 
     [Test]
@@ -257,7 +259,7 @@ public class ReadAheadTests
         SparsityCounts Counts(int batch)
         {
             string outDir = Path.Combine(dir, $"b{batch}");
-            Analyzer.Run(new AnalysisRequest(HookFixture.PathOf("opt.torchscript.onnx"), HookFixture.Corpus, "bytes", 32, batch, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"]));
+            Analyzer.Run(new AnalysisRequest { Model = HookFixture.PathOf("opt.torchscript.onnx"), Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = batch, Threads = 2, OutDir = outDir });
             return SparsityCounts.Load(outDir);
         }
         var huge = Counts(100_000);

@@ -11,7 +11,7 @@ namespace Sparsity.Tests;
 public class LibraryTests
 {
     static AnalysisRequest Request(string model, string outDir, int shard = 0, int shards = 1) =>
-        new(model, HookFixture.Corpus, "bytes", 32, 4, null, shard, shards, 0f, "cpu", 2, outDir, ["Relu"]);
+        new() { Model = model, Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
 
     [Test]
     public void AnalyzeInShardsMergePruneAndTopKFromCode()
@@ -50,8 +50,11 @@ public class CountingThreadTests
     public void CountingOnAThreadOfItsOwnGivesTheSameCounts()
     {
         string dir = TestCorpus.TempDir();
-        AnalysisRequest Request(string outDir, bool thread) => new(HookFixture.PathOf("llama.dynamo.onnx"), HookFixture.Corpus, "bytes", 32, 4, null, 0, 1, 0f, "cpu", 2,
-            Path.Combine(dir, outDir), ["Relu"], CountingThread: thread);
+        AnalysisRequest Request(string outDir, bool thread) => new()
+        {
+            Model = HookFixture.PathOf("llama.dynamo.onnx"), Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, Threads = 2,
+            OutDir = Path.Combine(dir, outDir), CountingThread = thread,
+        };
         Analyzer.Run(Request("inline", false));
         Analyzer.Run(Request("thread", true));
         string Json(string d) => System.Text.Json.JsonSerializer.Serialize(SparsityCounts.Load(Path.Combine(dir, d)).Layers, ProjectJson.Options);

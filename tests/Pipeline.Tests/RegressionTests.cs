@@ -19,7 +19,7 @@ public class RegressionTests
     static SparsityStats Analyze()
     {
         string outDir = Path.Combine(TestCorpus.TempDir(), "golden");
-        return Analyzer.Run(new AnalysisRequest(Fixture.PathOf("opt_gemm.onnx"), Fixture.PathOf("opt_gemm.ids.txt"), "ids", 10, 3, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"]));
+        return Analyzer.Run(new AnalysisRequest { Model = Fixture.PathOf("opt_gemm.onnx"), Corpus = Fixture.PathOf("opt_gemm.ids.txt"), Tokenizer = "ids", SeqLen = 10, BatchSize = 3, Threads = 2, OutDir = outDir });
     }
 
     [Test]
@@ -100,7 +100,7 @@ public class RegressionTests
 
     static string RunAnalysis(string model, string outDir)
     {
-        Analyzer.Run(new AnalysisRequest(model, HookFixture.Corpus, "bytes", 32, 4, null, 0, 1, 0f, "cpu", 2, outDir, ["Relu"]));
+        Analyzer.Run(new AnalysisRequest { Model = model, Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, Threads = 2, OutDir = outDir });
         return outDir;
     }
 

@@ -82,7 +82,8 @@ public static class BenchRun
         string copies = Path.Combine(work, $"corpus_x{k}.txt");
         File.WriteAllLines(copies, Enumerable.Repeat(TextDocuments.Read(text), k).SelectMany(d => d));
         var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
-        AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) => new(m, c, tok, T, B, null, 0, 1, 0f, device.ToString(), n, Path.Combine(work, o), ["Relu"], denseActivations);
+        AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) =>
+            new() { Model = m, Corpus = c, Tokenizer = tok, SeqLen = T, BatchSize = B, Devices = [device], Threads = n, OutDir = Path.Combine(work, o), DenseActivations = denseActivations };
         var results = new Dictionary<string, LayerUnitUse[]>();
         // Rows marked true need the checkpoint (its stats export, its TorchSharp model): a graph alone leaves them out (said in the notes).
         var contenders = new (string Name, string What, Action Run, bool NeedsCheckpoint)[]

@@ -1,3 +1,4 @@
+using Sparsity.Export;
 using System.CommandLine;
 using Sparsity.Analysis;
 using Sparsity.Pipeline.Streaming;
@@ -44,11 +45,16 @@ public static class AnalyzeCommands
             var chosen = ShardChoice.Parse(parse.GetValue(shard)!, parse.GetValue(shardCount), Environment.GetEnvironmentVariable);
             if (chosen.Source != "--shard") output.WriteLine($"Shard {chosen.Index}/{chosen.Count} from {chosen.Source}.");
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
-            var request = new AnalysisRequest(parse.GetValue(model)!, text[0], text[1], parse.GetValue(seqLen),
-                parse.GetValue(batch), parse.GetValue(maxTokens), chosen.Index, chosen.Count, parse.GetValue(threshold), string.Join(",", Devices.ResolveAll(parse.GetValue(device)!, output)), parse.GetValue(threads),
-                parse.GetValue(outDir)!, parse.GetValue(activation)!, parse.GetValue(denseActivations), parse.GetValue(timing), parse.GetValue(precision)!, TopExamples: parse.GetValue(topExamples),
-                Fuse: !parse.GetValue(noFuse), CudaGraph: parse.GetValue(cudaGraph), Profile: parse.GetValue(profile), Pairs: parse.GetValue(pairs),
-                DecoderStartId: parse.GetValue(decoderStart), PadId: parse.GetValue(padId));
+            var request = new AnalysisRequest
+            {
+                Model = parse.GetValue(model)!, Corpus = text[0], Tokenizer = text[1], SeqLen = parse.GetValue(seqLen), BatchSize = parse.GetValue(batch),
+                MaxTokens = parse.GetValue(maxTokens), ShardIndex = chosen.Index, ShardCount = chosen.Count, Threshold = parse.GetValue(threshold),
+                Devices = Devices.ResolveAll(parse.GetValue(device)!, output), Threads = parse.GetValue(threads), OutDir = parse.GetValue(outDir)!,
+                Activations = parse.GetValue(activation)!, DenseActivations = parse.GetValue(denseActivations), Timing = parse.GetValue(timing),
+                Precision = Precisions.Parse(parse.GetValue(precision)!), TopExamples = parse.GetValue(topExamples), Fuse = !parse.GetValue(noFuse),
+                CudaGraph = parse.GetValue(cudaGraph), Profile = parse.GetValue(profile), Pairs = PairCorpus.ParseSource(parse.GetValue(pairs)),
+                DecoderStartId = parse.GetValue(decoderStart), PadId = parse.GetValue(padId),
+            };
             var stats = Analyzer.Run(request, new ConsoleProgress(output, interactive), cancel, notes: output);
             PrintSummary(output, stats, parse.GetValue(outDir)!);
             return Task.FromResult(0);

@@ -39,7 +39,7 @@ public static class VariantCommands
             var text = BrownDefaults.Apply(note, (Corpus.Name, p.GetValue(Corpus), BrownDefaults.Kind.HeldOutText), (Tokenizer.Name, p.GetValue(Tokenizer), BrownDefaults.Kind.Tokenizer));
             return new(model, text[0], text[1], seqLen,
                 p.GetValue(BatchSize), p.GetValue(MaxTokens), p.GetValue(Noise), 0, p.GetValue(Threads), 3, Math.Max(1, p.GetValue(Runs)),
-                Device: Devices.Resolve(p.GetValue(Device)!, note), Pairs: p.GetValue(Pairs), DecoderStartId: p.GetValue(DecoderStart), PadId: p.GetValue(PadId));
+                Device: Devices.Resolve(p.GetValue(Device)!, note), Pairs: PairCorpus.ParseSource(p.GetValue(Pairs)), DecoderStartId: p.GetValue(DecoderStart), PadId: p.GetValue(PadId));
         }
     }
 

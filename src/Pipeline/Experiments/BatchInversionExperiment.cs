@@ -86,7 +86,7 @@ public static class BatchInversionExperiment
         string file = Path.Combine(dir, SparsityStats.FileName);
         if (File.Exists(file)) return SparsityStats.Load(file);
         s.Output.WriteLine($"Inversion: {Path.GetFileName(run.Dir)} analysed at {batch} × {seqLen}.");
-        return Analyzer.Run(new AnalysisRequest(run.OnnxModel, s.HeldOutCorpus, s.Tokenizer, seqLen, batch, null, 0, 1, 0f, "cpu", 0, dir, ["Relu"]), null, s.Cancel);
+        return Analyzer.Run(new AnalysisRequest { Model = run.OnnxModel, Corpus = s.HeldOutCorpus, Tokenizer = s.Tokenizer, SeqLen = seqLen, BatchSize = batch, OutDir = dir }, null, s.Cancel);
     }
 
     static Plot Plot(int[] windows, List<(int T, int B)> settings, List<List<SparsityStats>> stats, int last)

@@ -18,7 +18,7 @@ namespace Sparsity.Pipeline.Variants;
 /// </remarks>
 public sealed record EvaluationRequest(string Model, string Corpus, string Tokenizer, int SeqLen, int BatchSize, long? MaxTokens = null,
     double NoiseFraction = 0.1, int Seed = 0, int Threads = 2, int WarmupRuns = 3, int TimedRuns = 20, IReadOnlyList<string>? Activations = null, Device? Device = null,
-    string? Pairs = null, long? DecoderStartId = null, long? PadId = null);
+    PairSource? Pairs = null, long? DecoderStartId = null, long? PadId = null);
 
 /// <summary>Quality and cost of one model on held-out text (evaluation.json).</summary>
 public sealed record Evaluation(string Model, string Corpus, int SeqLen, int BatchSize, long Predictions,
