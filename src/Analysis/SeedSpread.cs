@@ -29,5 +29,6 @@ public sealed record SeedSpread(IReadOnlyList<double> Values)
     /// <summary>The seeds' values, "a / b / c".</summary>
     public string ValuesText(string format) => string.Join(" / ", Values.Select(v => v.ToString(format, CultureInfo.InvariantCulture)));
 
+    /// <inheritdoc/>
     public override string ToString() => ToString("0.000");
 }

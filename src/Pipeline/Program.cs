@@ -8,6 +8,7 @@ namespace Sparsity.Pipeline;
 /// <summary>Entry point of relu-sparsity. Commands are thin wrappers over library calls.</summary>
 public static class Program
 {
+    /// <summary>Runs the command line; returns its exit code (2 for bad input).</summary>
     public static int Main(string[] args)
     {
         NativeAllocator.KeepFreedMemory();

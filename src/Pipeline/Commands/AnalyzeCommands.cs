@@ -10,6 +10,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>analyze</c> and <c>merge</c>.</summary>
 public static class AnalyzeCommands
 {
+    /// <summary>The <c>analyze</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Analyze(TextWriter output, bool interactive)
     {
         var model = new Option<string>("--model") { Description = "ONNX model: this project's export (dense or stats variant) or any graph with ReLU MLPs; an encoder-decoder graph (taking decoder_input_ids) or Optimum's folder (encoder_model.onnx, decoder_model.onnx).", Required = true };
@@ -62,6 +63,7 @@ public static class AnalyzeCommands
         return command;
     }
 
+    /// <summary>The <c>merge</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Merge(TextWriter output)
     {
         var inputs = new Option<string[]>("--inputs") { Description = "Analysis folders (shards) to combine.", Required = true, AllowMultipleArgumentsPerToken = true };
@@ -80,6 +82,7 @@ public static class AnalyzeCommands
         return command;
     }
 
+    /// <summary>The <c>report</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Report(TextWriter output)
     {
         var input = new Option<string>("--in") { Description = "Analysis folder (stats.json) written by analyze or merge.", Required = true };
@@ -97,6 +100,7 @@ public static class AnalyzeCommands
         return command;
     }
 
+    /// <summary>The <c>unit</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Unit(TextWriter output)
     {
         var stats = new Option<string>("--stats") { Description = "Analysis folder written by analyze --top-examples (or merge).", Required = true };
@@ -114,6 +118,7 @@ public static class AnalyzeCommands
         return command;
     }
 
+    /// <summary>The <c>check</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Check(TextWriter output)
     {
         var stats = new Option<string>("--stats") { Description = "stats.json to check.", Required = true };

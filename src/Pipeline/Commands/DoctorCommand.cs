@@ -6,6 +6,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>doctor</c>: what is installed and working.</summary>
 public static class DoctorCommand
 {
+    /// <summary>The <c>doctor</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
         var command = new Command("doctor", "Say what is installed and working: .NET, ONNX Runtime and its execution providers, TorchSharp (and the Debian 12 loader fix), CUDA, presets, the built-in Brown corpus.");

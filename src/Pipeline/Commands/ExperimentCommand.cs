@@ -12,6 +12,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>experiment NAME|all</c>: reproduces one of the seeds' findings (or all nine, <see cref="Sparsity.Pipeline.Experiments.Experiment.All"/>) and writes results.md.</summary>
 public static class ExperimentCommand
 {
+    /// <summary>The <c>experiment</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output, bool interactive)
     {
         var name = new Argument<string>("name") { Description = "Experiment: " + string.Join(", ", Experiment.All.Select(e => e.Name)) + ", or all." };

@@ -18,6 +18,7 @@ public static class ExportCommands
         DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true,
     };
 
+    /// <summary>The <c>export</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Export(TextWriter output)
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: written by `train`, or a Hugging Face folder (config.json + safetensors) of an OPT, Llama or Mistral ReLU model, or of T5 v1.0 (written as Optimum's encoder/decoder folder: give --out DIR).", Required = true };
@@ -61,6 +62,7 @@ public static class ExportCommands
         return command;
     }
 
+    /// <summary>The <c>instrument</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Instrument(TextWriter output)
     {
         var model = ModelOption();
@@ -79,6 +81,7 @@ public static class ExportCommands
         return command;
     }
 
+    /// <summary>The <c>fuse-attention</c> command, writing to <paramref name="output"/>.</summary>
     public static Command FuseAttention(TextWriter output)
     {
         var model = ModelOption();

@@ -8,6 +8,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>generate</c>: continue a prompt with a causal ONNX model, streaming the text as it is produced.</summary>
 public static class GenerateCommand
 {
+    /// <summary>The <c>generate</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
         var model = ExportCommands.ModelOption();

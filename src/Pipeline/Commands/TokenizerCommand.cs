@@ -7,6 +7,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>tokenizer learn</c> and <c>tokenizer encode</c>.</summary>
 public static class TokenizerCommand
 {
+    /// <summary>The <c>tokenizer</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
         var corpus = new Option<string>("--corpus") { Description = "Training text: .txt, .jsonl, .tsv, a folder of them, or .gz of any.", Required = true };

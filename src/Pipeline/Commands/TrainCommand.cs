@@ -8,6 +8,7 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>train</c>: trains a ReLU transformer from a preset, with command-line overrides.</summary>
 public static class TrainCommand
 {
+    /// <summary>The <c>train</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output, bool interactive)
     {
         var preset = new Option<string>("--preset") { Description = "Preset name (quick, paper) or path to a preset JSON file.", DefaultValueFactory = _ => "quick" };

@@ -45,6 +45,7 @@ public static class VariantCommands
 
     internal static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
 
+    /// <summary>The <c>evaluate</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Evaluate(TextWriter output)
     {
         var model = new Option<string>("--model") { Description = "ONNX language model with a logits output; an encoder-decoder graph or Optimum folder is scored teacher-forced on pairs.", Required = true };
@@ -63,6 +64,7 @@ public static class VariantCommands
         return command;
     }
 
+    /// <summary>The <c>prune</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Prune(TextWriter output)
     {
         var model = ExportCommands.ModelOption();
@@ -103,6 +105,7 @@ public static class VariantCommands
         return command;
     }
 
+    /// <summary>The <c>topk</c> command, writing to <paramref name="output"/>.</summary>
     public static Command TopK(TextWriter output)
     {
         var model = ExportCommands.ModelOption();
@@ -152,6 +155,7 @@ public static class VariantCommands
     static List<int> Ints(string list, string option) => list.Split(',').Select(s => int.TryParse(s.Trim(), out int v) ? v
         : throw new UserInputException($"{option} '{s}' is not an integer.")).ToList();
 
+    /// <summary>The <c>sparse-decode</c> command, writing to <paramref name="output"/>.</summary>
     public static Command SparseDecode(TextWriter output)
     {
         var model = ExportCommands.ModelOption();

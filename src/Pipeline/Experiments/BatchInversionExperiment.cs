@@ -27,6 +27,7 @@ public static class BatchInversionExperiment
 
     static int[] Windows(ExperimentSetup s) => WindowFractions.Select(x => Math.Max(1, (int)(s.Model.SeqLen * x))).Distinct().ToArray();
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var runs = ExperimentRuns.EnsureSeeds(s, Experiment.Base(s));

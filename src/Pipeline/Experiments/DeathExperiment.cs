@@ -24,6 +24,7 @@ public static class DeathExperiment
             .Select(at => new RunSpec($"mask_{at}", s.Model, s.Training with { MaskUnusedAt = at, MaskWindow = window }))];
     }
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var specs = Specs(s);

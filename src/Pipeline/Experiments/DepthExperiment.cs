@@ -16,6 +16,7 @@ public static class DepthExperiment
     public static IReadOnlyList<RunSpec> Specs(ExperimentSetup s) => Depths.Select(m => Math.Max(1, (int)Math.Round(s.Model.Layers * m)))
         .Select(n => n == s.Model.Layers ? Experiment.Base(s) : new RunSpec($"layers_{n}", s.Model with { Layers = n }, s.Training)).ToList();
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var runs = Specs(s).Select(spec => ExperimentRuns.EnsureSeeds(s, spec)).ToList(); // [depth][seed]

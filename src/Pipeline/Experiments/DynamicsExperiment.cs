@@ -11,6 +11,7 @@ namespace Sparsity.Pipeline.Experiments;
 /// <summary>Experiment 1: per-layer nonzero fraction over training, from about 0.5 at step 0 (Li et al. Fig. 1), over seeds.</summary>
 public static class DynamicsExperiment
 {
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var runs = ExperimentRuns.EnsureSeeds(s, Experiment.Base(s));

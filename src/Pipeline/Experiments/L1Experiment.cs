@@ -17,6 +17,7 @@ public static class L1Experiment
     public static IReadOnlyList<RunSpec> Specs(ExperimentSetup s) =>
         [Experiment.Base(s), .. Lambdas.Select(l => new RunSpec($"l1_{l.ToString(CultureInfo.InvariantCulture)}", s.Model, s.Training with { L1 = l }))];
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var runs = Specs(s).Select((spec, i) => (Lambda: i == 0 ? 0 : Lambdas[i - 1], Seeds: ExperimentRuns.EnsureSeeds(s, spec))).ToList();

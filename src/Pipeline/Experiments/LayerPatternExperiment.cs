@@ -12,6 +12,7 @@ namespace Sparsity.Pipeline.Experiments;
 /// </summary>
 public static class LayerPatternExperiment
 {
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var runs = ExperimentRuns.EnsureSeeds(s, Experiment.Base(s));

@@ -37,6 +37,7 @@ public static class RandomDataExperiment
         return new RunData(train, heldOut, "ids");
     }
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var names = new[] { "real text (control)", "real text, random targets", "random tokens" };

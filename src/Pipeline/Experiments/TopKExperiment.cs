@@ -23,6 +23,7 @@ public static class TopKExperiment
 
     static int[] KValues(ExperimentSetup s) => Ks.Select(x => Math.Max(1, (int)Math.Round(s.Model.DFf * x))).ToArray();
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var specs = Specs(s);

@@ -19,6 +19,7 @@ public static class WidthExperiment
     public static IReadOnlyList<RunSpec> Specs(ExperimentSetup s) => Widths.Select(m => (int)Math.Round(s.Model.DFf * m))
         .Select(n => n == s.Model.DFf ? Experiment.Base(s) : new RunSpec($"dff_{n}", s.Model with { DFf = n }, s.Training)).ToList();
 
+    /// <summary>Runs the experiment on <paramref name="s"/>'s corpus and preset and returns its section of the report, adding its plots to <paramref name="f"/>.</summary>
     public static string Run(ExperimentSetup s, Figures f)
     {
         var runs = Specs(s).Select(spec => ExperimentRuns.EnsureSeeds(s, spec)).ToList(); // [width][seed]

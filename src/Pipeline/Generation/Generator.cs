@@ -115,6 +115,7 @@ public sealed class Generator : IDisposable
         return order[count - 1];
     }
 
+    /// <inheritdoc/>
     public void Dispose() => _runner.Dispose();
 
     // One sequence being decoded: the cache of the last step (owned here), or nothing without a cache.

@@ -58,6 +58,7 @@ public sealed class CudaBuffer : IDisposable
         if (error != 0) throw new UserInputException($"CUDA: {what} failed: {Marshal.PtrToStringAnsi(ErrorString(error))} (error {error}).");
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         if (Pointer == IntPtr.Zero) return;

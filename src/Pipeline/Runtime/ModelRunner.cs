@@ -237,6 +237,7 @@ public sealed class ModelRunner : IDisposable
         else _binding.BindOutput(name, value);
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var v in _values) v.Dispose();

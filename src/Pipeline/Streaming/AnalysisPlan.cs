@@ -8,6 +8,7 @@ namespace Sparsity.Pipeline.Streaming;
 /// <summary>An output column of a layer and its shape for a batch of B windows of T tokens (null: known only after the run).</summary>
 public sealed record LayerOutput(string Name, Func<int, int, int, int[]?> ShapeOf)
 {
+    /// <summary>The output's shape for a batch of <paramref name="batch"/> windows of <paramref name="seqLen"/> tokens and <paramref name="dFf"/> units (null: known only after the run).</summary>
     public int[]? Shape(int batch, int seqLen, int dFf) => ShapeOf(batch, seqLen, dFf);
 }
 

@@ -8,6 +8,7 @@ namespace Sparsity.Pipeline.Streaming;
 /// <summary>One batch of the corpus stream (one ML.NET row): B windows of T tokens, so ONNX Runtime runs a whole batch per call.</summary>
 public sealed class BatchRow
 {
+    /// <summary>Token ids, [B, T] row-major (pairs: [B, 2T], the source then the decoder's inputs).</summary>
     [ColumnName("input_ids")] public long[] InputIds = [];
     /// <summary>1 for real tokens, 0 for padding (the tail of a document's last window, or filler windows of the last batch).</summary>
     [ColumnName("attention_mask")] public long[] AttentionMask = [];

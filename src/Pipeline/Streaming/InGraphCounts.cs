@@ -9,8 +9,11 @@ namespace Sparsity.Pipeline.Streaming;
 /// <summary>A batch's in-graph outputs as two ML.NET columns: the int64 ones and the float32 ones, each in output order.</summary>
 public sealed class CountsRow
 {
+    /// <summary>The int64 outputs, in output order.</summary>
     [ColumnName(InGraphCounts.Column), VectorType] public long[] Counts = [];
+    /// <summary>The float32 outputs, in output order.</summary>
     [ColumnName(InGraphCounts.ValuesColumn), VectorType] public float[] Values = [];
+    /// <summary>Each output's element count.</summary>
     [ColumnName(InGraphCounts.LengthsColumn), VectorType] public long[] Lengths = [];
 }
 

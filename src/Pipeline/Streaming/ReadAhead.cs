@@ -29,6 +29,7 @@ public sealed class Dealer<T> : IDisposable
     readonly Task _producer;
     Exception? _failure;
 
+    /// <summary>Reads <paramref name="source"/> on a thread of its own, at most <paramref name="capacity"/> items ahead of the takers.</summary>
     public Dealer(IEnumerable<T> source, int capacity)
     {
         _queue = new BlockingCollection<T>(boundedCapacity: capacity);
@@ -55,6 +56,7 @@ public sealed class Dealer<T> : IDisposable
     /// <summary>Stops reading and ends every consumer's enumeration.</summary>
     public void Stop() => _stop.Cancel();
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         _stop.Cancel();

@@ -34,6 +34,7 @@ public sealed record Evaluation(string Model, string Corpus, int SeqLen, int Bat
 /// </summary>
 public static class Evaluator
 {
+    /// <summary>Evaluates <paramref name="r"/>'s model on its corpus; see the class summary.</summary>
     public static Evaluation Run(EvaluationRequest r)
     {
         if (r.NoiseFraction is < 0 or > 1) throw new UserInputException($"--noise must be in [0, 1]; got {r.NoiseFraction}.");

@@ -111,9 +111,23 @@ public static class TokenDocuments
     // Rows of the Parquet layouts read here (and written by the bench and the tests); properties are named as the
     // columns, since the serializer maps by property name.
     /// <summary>A text document: column <c>text</c>.</summary>
-    public sealed class TextRow { public string? text { get; set; } }
+    public sealed class TextRow
+    {
+        /// <summary>The document's text.</summary>
+        public string? text { get; set; }
+    }
+
     /// <summary>A pre-tokenized document: column <c>input_ids</c>, int32.</summary>
-    public sealed class Int32Ids { public List<int>? input_ids { get; set; } }
+    public sealed class Int32Ids
+    {
+        /// <summary>The document's token ids.</summary>
+        public List<int>? input_ids { get; set; }
+    }
+
     /// <summary>A pre-tokenized document: column <c>input_ids</c>, int64.</summary>
-    public sealed class Int64Ids { public List<long>? input_ids { get; set; } }
+    public sealed class Int64Ids
+    {
+        /// <summary>The document's token ids.</summary>
+        public List<long>? input_ids { get; set; }
+    }
 }

@@ -59,6 +59,7 @@ public sealed class TokenFile : IDisposable
         for (int i = 0; i < buffer.Length; i++) destination[i] = buffer[i];
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         _view.Dispose();

@@ -11,6 +11,7 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> ln_2;
     private readonly Mlp mlp;
 
+    /// <summary>A pre-norm block of <paramref name="config"/>'s shape: attention, then the MLP, each around a residual.</summary>
     public Block(ModelConfig config) : base(nameof(Block))
     {
         ln_1 = Norm(config);
@@ -27,6 +28,7 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     /// <summary>The block's MLP.</summary>
     public Mlp Mlp => mlp;
 
+    /// <summary>[batch, seq, d_model] → the same shape.</summary>
     public override Tensor forward(Tensor x) => Forward(x, out _, keepHidden: false);
 
     /// <summary>Runs the block and returns the MLP hidden activations (B, T, d_ff) too.</summary>

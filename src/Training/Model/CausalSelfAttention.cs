@@ -15,6 +15,7 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     private readonly Linear c_proj;
     private readonly ModelConfig config;
 
+    /// <summary>Causal multi-head self-attention of <paramref name="config"/>'s shape.</summary>
     public CausalSelfAttention(ModelConfig config) : base(nameof(CausalSelfAttention))
     {
         int hs = config.HeadSize, kv = config.KeyValueHeads;
@@ -24,6 +25,7 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>[batch, seq, d_model] → the same shape; each position attends to itself and earlier ones.</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();

@@ -16,6 +16,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     private readonly Linear down;
     private readonly int topK;
 
+    /// <summary>An MLP of the given widths (see the class summary for the flags).</summary>
     public Mlp(int dModel, int dFf, int topK, bool gated = false, bool bias = true) : base(nameof(Mlp))
     {
         up = nn.Linear(dModel, dFf, hasBias: bias);
@@ -54,6 +55,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         return down.forward(gate is null ? hidden : hidden * up.forward(x)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>[…, d_model] → the same shape, through the ReLU hidden layer.</summary>
     public override Tensor forward(Tensor x) => Output(x, Hidden(x));
 
     /// <summary>Sets which units may fire: true = kept.</summary>

@@ -18,6 +18,7 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> ln_f;
     private readonly Linear? lm_head;
 
+    /// <summary>The model <paramref name="config"/> describes, freshly initialised.</summary>
     public ReluTransformer(ModelConfig config) : base(nameof(ReluTransformer))
     {
         config.Validate();
@@ -37,6 +38,7 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
     /// <summary>The MLP of each layer, in order.</summary>
     public IReadOnlyList<Mlp> Mlps => h.Select(b => b.Mlp).ToList();
 
+    /// <summary>Token ids [batch, seq] → logits [batch, seq, vocabulary].</summary>
     public override Tensor forward(Tensor ids) => Forward(ids, keepHidden: false).Logits;
 
     /// <summary>

@@ -10,6 +10,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     private readonly Parameter weight;
     private readonly double epsilon;
 
+    /// <summary>RMS normalisation over the last <paramref name="size"/> values, with <paramref name="epsilon"/> added to the mean square.</summary>
     public RmsNorm(int size, double epsilon) : base(nameof(RmsNorm))
     {
         weight = nn.Parameter(ones(size));
@@ -17,6 +18,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>x · (mean(x²) + ε)^−½ · weight, over the last axis.</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
