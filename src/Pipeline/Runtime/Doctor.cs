@@ -16,7 +16,7 @@ public static class Doctor
 {
     /// <summary>
     /// Every check, in order; <paramref name="brownBuilt"/> says whether the built-in corpus and tokenizer are present
-    /// (<see cref="Commands.BrownDefaults"/>).
+    /// (<see cref="BrownDefaults"/>).
     /// </summary>
     public static IReadOnlyList<Finding> Check(bool brownBuilt)
     {
@@ -43,8 +43,8 @@ public static class Doctor
         var names = Directory.Exists(presets) ? Directory.GetFiles(presets, "*.json").Select(Path.GetFileNameWithoutExtension).Order().ToList() : [];
         findings.Add(new("presets", names.Count > 0, names.Count > 0 ? string.Join(", ", names) : $"none in {presets}: pass --preset a path to a preset JSON file"));
         findings.Add(new("Brown corpus", brownBuilt, brownBuilt
-            ? $"built in {Path.GetFullPath(Commands.BrownDefaults.Folder)}: --corpus, --heldout and --tokenizer may be omitted"
-            : $"not built in {Path.GetFullPath(Commands.BrownDefaults.Folder)}: give --corpus and --tokenizer, or run `dotnet cake --target=Tokenizer` in a clone"));
+            ? $"built in {Path.GetFullPath(BrownDefaults.Folder)}: --corpus, --heldout and --tokenizer may be omitted"
+            : $"not built in {Path.GetFullPath(BrownDefaults.Folder)}: give --corpus and --tokenizer, or run `dotnet cake --target=Tokenizer` in a clone"));
         return findings;
     }
 

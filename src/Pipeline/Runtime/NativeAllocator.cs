@@ -8,7 +8,7 @@ namespace Sparsity.Pipeline.Runtime;
 /// the quick preset: 40 % of wall time in the kernel, 3.9k → 8.4k tokens/s once freed memory is
 /// kept). Process-wide, so only the executable calls it, once, at start.
 /// </summary>
-static partial class NativeAllocator
+public static partial class NativeAllocator
 {
     const int MTrimThreshold = -1, MTopPad = -2, MMmapMax = -4;
 

@@ -1,4 +1,4 @@
-namespace Sparsity.Pipeline.Commands;
+namespace Sparsity.Pipeline;
 
 /// <summary>
 /// What --corpus, --heldout and --tokenizer default to: the Brown corpus and the tokenizer learned on it, when they
