@@ -8,10 +8,13 @@ public static class PeakMemory
     /// <summary>Runs <c>relu-sparsity ARGS</c> as a child process; returns its peak RSS in bytes and its wall time.</summary>
     public static (long PeakBytes, TimeSpan Elapsed) OfCommand(IEnumerable<string> args)
     {
-        string self = typeof(PeakMemory).Assembly.Location;
-        string host = Environment.ProcessPath!;
-        var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet") start.ArgumentList.Add(self);
+        // The relu-sparsity beside this library: run as its own executable, or through dotnet (tests, `dotnet relu-sparsity.dll`).
+        string host = Environment.ProcessPath!, tool = Path.Combine(AppContext.BaseDirectory, "relu-sparsity.dll");
+        bool own = Path.GetFileNameWithoutExtension(host) == "relu-sparsity";
+        if (!own && !File.Exists(tool))
+            throw new InvalidOperationException($"relu-sparsity.dll is not in {AppContext.BaseDirectory}: the memory runs start the command line as a child process.");
+        var start = new ProcessStartInfo(own || Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (!own) start.ArgumentList.Add(tool);
         foreach (string a in args) start.ArgumentList.Add(a);
         var clock = Stopwatch.StartNew();
         using var child = Process.Start(start)!;
