@@ -10,19 +10,11 @@ namespace Sparsity.Pipeline.Commands;
 /// <summary><c>export</c> and <c>instrument</c>: ONNX graphs with reachable MLP activations.</summary>
 public static class ExportCommands
 {
-    static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
-    internal static Option<string> ModelOption() => new("--model") { Description = "Input ONNX model (this project's export or any torch.onnx/Optimum export).", Required = true };
-    internal static Option<string[]> ActivationOption() => new("--activation")
-    {
-        Description = "Activation op types that mark MLP hidden layers (default Relu; e.g. --activation Relu Gelu).",
-        DefaultValueFactory = _ => ["Relu"], AllowMultipleArgumentsPerToken = true,
-    };
-
     /// <summary>The <c>export</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Export(TextWriter output)
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint folder: written by `train`, or a Hugging Face folder (config.json + safetensors) of an OPT, Llama or Mistral ReLU model, or of T5 v1.0 (written as Optimum's encoder/decoder folder: give --out DIR).", Required = true };
-        var outPath = OutOption("ONNX file to write; its sidecar <name>.mlp.json is written beside it (and <name>.data for large models).");
+        var outPath = SharedOptions.OutOption("ONNX file to write; its sidecar <name>.mlp.json is written beside it (and <name>.data for large models).");
         var variant = new Option<ExportVariant>("--variant") { Description = "dense: logits + mlp_hidden.{i}; stats: per-token/sequence/unit counts reduced in the runtime.", DefaultValueFactory = _ => ExportVariant.Dense };
         var threshold = new Option<float>("--threshold") { Description = "Stats variant: a unit is active when its activation exceeds this.", DefaultValueFactory = _ => 0f };
         var fused = new Option<bool>("--fused-attention") { Description = "Write each layer's attention as one ONNX Runtime MultiHeadAttention node (com.microsoft, causal): the same logits, faster, ONNX Runtime only." };
@@ -65,9 +57,9 @@ public static class ExportCommands
     /// <summary>The <c>instrument</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Instrument(TextWriter output)
     {
-        var model = ModelOption();
-        var outPath = OutOption("Instrumented ONNX file; the sidecar <name>.mlp.json is written beside it.");
-        var activation = ActivationOption();
+        var model = SharedOptions.ModelOption();
+        var outPath = SharedOptions.OutOption("Instrumented ONNX file; the sidecar <name>.mlp.json is written beside it.");
+        var activation = SharedOptions.ActivationOption();
         var command = new Command("instrument", "Expose the MLP activations of any ONNX graph as outputs, in layer order, and describe them in a sidecar JSON.") { model, outPath, activation };
         command.SetAction(parse =>
         {
@@ -84,8 +76,8 @@ public static class ExportCommands
     /// <summary>The <c>fuse-attention</c> command, writing to <paramref name="output"/>.</summary>
     public static Command FuseAttention(TextWriter output)
     {
-        var model = ModelOption();
-        var outPath = OutOption("ONNX file to write (with its sidecar when the graph has ReLU MLPs).");
+        var model = SharedOptions.ModelOption();
+        var outPath = SharedOptions.OutOption("ONNX file to write (with its sidecar when the graph has ReLU MLPs).");
         var command = new Command("fuse-attention", "Rewrite the causal self-attention of a graph (torch.onnx exports of OPT, GPT-2, Llama and kin) into ONNX Runtime's fused MultiHeadAttention; checked to give the same logits.")
         { model, outPath };
         command.SetAction(parse =>

@@ -11,7 +11,7 @@ public static class GenerateCommand
     /// <summary>The <c>generate</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Create(TextWriter output)
     {
-        var model = ExportCommands.ModelOption();
+        var model = SharedOptions.ModelOption();
         var tokenizer = new Option<string>("--tokenizer") { Description = "Tokenizer spec of the model (default: the built-in Brown tokenizer)." };
         var prompt = new Option<string>("--prompt") { Description = "Text to continue.", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to add (stops earlier at <|endoftext|> or the model's context).", DefaultValueFactory = _ => 64 };

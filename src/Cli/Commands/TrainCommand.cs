@@ -38,7 +38,7 @@ public static class TrainCommand
         {
             Libtorch.Require("train");
             var recipe = Preset.Load(parse.GetValue(preset)!);
-            var (trainText, heldOutText, spec) = Defaults(output, parse.GetValue(corpus), parse.GetValue(heldOut), parse.GetValue(tokenizer));
+            var (trainText, heldOutText, spec) = SharedOptions.TrainingText(output, parse.GetValue(corpus), parse.GetValue(heldOut), parse.GetValue(tokenizer));
             var tok = TextTokenizer.FromSpec(spec);
             var model = recipe.Model with
             {
@@ -79,13 +79,5 @@ public static class TrainCommand
             return Task.FromResult(0);
         });
         return command;
-    }
-
-    /// <summary>Training text, held-out text and tokenizer: as given, or the built-in Brown ones (said in one line).</summary>
-    internal static (string Train, string HeldOut, string Tokenizer) Defaults(TextWriter output, string? corpus, string? heldOut, string? tokenizer)
-    {
-        var v = BrownDefaults.Apply(output, ("--corpus", corpus, BrownDefaults.Kind.TrainingText), ("--heldout", heldOut, BrownDefaults.Kind.HeldOutText),
-            ("--tokenizer", tokenizer, BrownDefaults.Kind.Tokenizer));
-        return (v[0], v[1], v[2]);
     }
 }

@@ -43,13 +43,12 @@ public static class VariantCommands
         }
     }
 
-    internal static string CommandLine(ParseResult p) => "relu-sparsity " + string.Join(' ', p.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
 
     /// <summary>The <c>evaluate</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Evaluate(TextWriter output)
     {
         var model = new Option<string>("--model") { Description = "ONNX language model with a logits output; an encoder-decoder graph or Optimum folder is scored teacher-forced on pairs.", Required = true };
-        var activation = ExportCommands.ActivationOption();
+        var activation = SharedOptions.ActivationOption();
         var eval = EvalOptions.Create(required: true, "--corpus");
         var outDir = new Option<string?>("--out") { Description = "Folder for evaluation.json and evaluation.md." };
         var command = new Command("evaluate", "Held-out loss, perplexity, accuracy, ECE, noise robustness, size, MLP FLOPs and latency of an ONNX model.") { model, activation, outDir };
@@ -67,8 +66,8 @@ public static class VariantCommands
     /// <summary>The <c>prune</c> command, writing to <paramref name="output"/>.</summary>
     public static Command Prune(TextWriter output)
     {
-        var model = ExportCommands.ModelOption();
-        var activation = ExportCommands.ActivationOption();
+        var model = SharedOptions.ModelOption();
+        var activation = SharedOptions.ActivationOption();
         var mask = new Option<string?>("--mask") { Description = "mask.json: per layer, the kept unit indices." };
         var stats = new Option<string?>("--stats") { Description = "stats.json of `analyze`, to derive the mask with one rule below." };
         var deadOnly = new Option<bool>("--dead-only") { Description = "Remove units never active in the statistics." };
@@ -88,7 +87,7 @@ public static class VariantCommands
             var request = VariantFolder.IsModelFile(path) || EncoderDecoder.IsFolder(p.GetValue(model)!) ? null
                 : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
             var result = Pruning.Run(new PruneRequest(p.GetValue(model)!, unitMask, path, p.GetValue(activation)!, p.GetValue(stats), p.GetValue(deadOnly),
-                request, p.GetValue(allowStatsCorpus), CommandLine(p)));
+                request, p.GetValue(allowStatsCorpus), SharedOptions.CommandLine(p)));
             var report = result.Report;
             output.WriteLine($"Units per layer: {string.Join(" ", report.UnitsBefore)} → {string.Join(" ", report.UnitsAfter)} ({unitMask.Rule})");
             output.WriteLine($"Parameters: {report.ParametersBefore:N0} → {report.ParametersAfter:N0} ({100.0 * report.ParametersAfter / report.ParametersBefore:0.0} %); bytes: {report.BytesBefore:N0} → {report.BytesAfter:N0}");
@@ -108,8 +107,8 @@ public static class VariantCommands
     /// <summary>The <c>topk</c> command, writing to <paramref name="output"/>.</summary>
     public static Command TopK(TextWriter output)
     {
-        var model = ExportCommands.ModelOption();
-        var activation = ExportCommands.ActivationOption();
+        var model = SharedOptions.ModelOption();
+        var activation = SharedOptions.ActivationOption();
         var k = new Option<string?>("--k") { Description = "k values separated by commas: one variant per k (1 ≤ k ≤ d_ff)." };
         var kPerLayer = new Option<string?>("--k-per-layer") { Description = "One k per layer, separated by commas: a single variant." };
         var outPath = new Option<string>("--out") { Description = "A .onnx file (one variant), or a folder: one evaluated variant folder per k and a comparison table.", Required = true };
@@ -126,7 +125,7 @@ public static class VariantCommands
             // An encoder-decoder folder is rewritten into folders of its layout, not evaluated variant folders.
             var request = VariantFolder.IsModelFile(path) || EncoderDecoder.IsFolder(p.GetValue(model)!) ? null
                 : eval.Request(p, p.GetValue(model)!, output) with { Activations = p.GetValue(activation) };
-            var result = TopKVariants.Run(new TopKRequest(p.GetValue(model)!, variants, path, p.GetValue(activation)!, request, CommandLine(p)));
+            var result = TopKVariants.Run(new TopKRequest(p.GetValue(model)!, variants, path, p.GetValue(activation)!, request, SharedOptions.CommandLine(p)));
             if (result.MaxLogitChange is float change)
                 output.WriteLine($"Note: k equals d_ff in every layer, so this model computes exactly what the input model does (checked: max |Δ logits| = {change:E2}).");
             foreach (var (name, e) in result.Rows.Skip(1))
@@ -158,16 +157,16 @@ public static class VariantCommands
     /// <summary>The <c>sparse-decode</c> command, writing to <paramref name="output"/>.</summary>
     public static Command SparseDecode(TextWriter output)
     {
-        var model = ExportCommands.ModelOption();
+        var model = SharedOptions.ModelOption();
         var stats = new Option<string>("--stats") { Description = "stats.json of this model (from `analyze`): the measured activity per layer.", Required = true };
         var outPath = new Option<string>("--out") { Description = "model.onnx file (graph and sidecar) or a folder (also MODEL_CARD.md).", Required = true };
         var breakEven = new Option<double>("--break-even") { Description = "Rewrite layers whose share of active units per token is below this.", DefaultValueFactory = _ => SparseDecoding.DefaultBreakEven };
-        var activation = ExportCommands.ActivationOption();
+        var activation = SharedOptions.ActivationOption();
         var command = new Command("sparse-decode", "Rewrite MLPs whose units are mostly zero into an exact sparse form (down-projection over active units; gated: up-projection too) that is faster for batch-1 decoding.")
             { model, stats, outPath, breakEven, activation };
         command.SetAction(p =>
         {
-            var r = SparseDecoding.Run(new SparseDecodeRequest(p.GetValue(model)!, p.GetValue(stats)!, p.GetValue(outPath)!, p.GetValue(breakEven), p.GetValue(activation)!, CommandLine(p)));
+            var r = SparseDecoding.Run(new SparseDecodeRequest(p.GetValue(model)!, p.GetValue(stats)!, p.GetValue(outPath)!, p.GetValue(breakEven), p.GetValue(activation)!, SharedOptions.CommandLine(p)));
             foreach (var c in r.Choices)
                 output.WriteLine($"layer {c.Layer}: {(c.Sparse ? c.SparseUp ? "sparse down- and up-projection" : "sparse down-projection" : "dense")} ({c.Reason})");
             output.WriteLine($"Exact: max |Δ logits| = {r.MaxLogitChange:E2} against the input model at batch × sequence {string.Join(", ", r.CheckedShapes)}.");
