@@ -1,6 +1,6 @@
 using System.Text.Json;
 using Sparsity.Analysis;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 using static TorchSharp.torch;
 

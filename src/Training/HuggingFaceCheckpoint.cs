@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 using static TorchSharp.torch;
 
@@ -26,8 +27,8 @@ public sealed class HuggingFaceCheckpoint
         string note, JsonObject json)
     {
         Folder = folder;
-        int eos = TokenId(json, "eos_token_id") ?? 0;
-        TokenIds = (eos, TokenId(json, "bos_token_id") ?? eos, TokenId(json, "pad_token_id") ?? eos);
+        int eos = HuggingFaceConfig.TokenId(json, "eos_token_id") ?? 0;
+        TokenIds = (eos, HuggingFaceConfig.TokenId(json, "bos_token_id") ?? eos, HuggingFaceConfig.TokenId(json, "pad_token_id") ?? eos);
         ModelType = modelType;
         Config = config;
         _entries = entries;
@@ -48,21 +49,6 @@ public sealed class HuggingFaceCheckpoint
     public string Note { get; }
     /// <summary>config.json's end-of-text, beginning-of-text and padding ids (the first of a list; missing ones fall back to end-of-text, then 0).</summary>
     public (int EndOfText, int BeginningOfText, int Padding) TokenIds { get; }
-
-    /// <summary>The end-of-text id config.json in <paramref name="folder"/> names (the first of a list); null when there is none or no readable config.</summary>
-    public static int? EndOfTextId(string folder)
-    {
-        try { return JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "config.json"))) is JsonObject j ? TokenId(j, "eos_token_id") : null; }
-        catch (Exception e) when (e is JsonException or IOException) { return null; }
-    }
-
-    // A token id of config.json: a number, or the first of a list.
-    static int? TokenId(JsonObject j, string key) => j[key] switch
-    {
-        JsonArray { Count: > 0 } a when a[0] is JsonValue v && v.TryGetValue(out int first) => first,
-        JsonValue v when v.TryGetValue(out int id) => id,
-        _ => null,
-    };
 
     /// <summary>Bytes of the weights once widened to float32.</summary>
     public long Float32Bytes => _sources.Values.Sum(s => s.Shape.Aggregate(4L, (a, d) => a * d));

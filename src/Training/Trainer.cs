@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Sparsity.Analysis;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 using TorchSharp;
 using TorchSharp.Modules;

@@ -4,7 +4,7 @@ using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -64,7 +64,7 @@ public class CommandLineTests
     [TestCase("tiktoken:o200k_base", 199999)]
     public void TiktokenSeparatesDocumentsWithItsEndOfTextToken(string spec, int id)
     {
-        var tokenizer = Sparsity.Training.Data.TextTokenizer.FromSpec(spec);
+        var tokenizer = Sparsity.Corpora.TextTokenizer.FromSpec(spec);
         Assert.That(tokenizer.EndOfTextId, Is.EqualTo(id));
         Assert.That(tokenizer.VocabSize, Is.GreaterThan(id));
     }

@@ -3,7 +3,7 @@ using System.IO.Compression;
 using System.Text;
 using NUnit.Framework;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Tests;
 

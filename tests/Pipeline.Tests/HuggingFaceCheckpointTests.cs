@@ -6,7 +6,7 @@ using Sparsity.Export;
 using Sparsity.Pipeline.Exporting;
 using Sparsity.Pipeline.Runtime;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 
 namespace Sparsity.Tests;

@@ -79,7 +79,7 @@ public class RegressionTests
         foreach (string input in inputs) model.Graph.Output.Add(new ValueInfoProto { Name = input });
         string path = Path.Combine(TestCorpus.TempDir(), "preactivations.onnx");
         OnnxGraph.Save(model, path);
-        var bytes = Training.Data.TextTokenizer.FromSpec("bytes");
+        var bytes = Corpora.TextTokenizer.FromSpec("bytes");
         var documents = File.ReadLines(HookFixture.Corpus).Select(d => bytes.Encode(d).Select(i => (long)i).ToArray());
         float smallest = float.MaxValue;
         foreach (var batch in CorpusBatches.Pack(documents, 32, 4, null, 0, 1, 256))

@@ -119,7 +119,7 @@ public class ManyShardsTests
 public class CorpusFormatTests
 {
     static readonly string Model = HookFixture.PathOf("opt.dynamo.onnx");
-    static List<string> Documents() => Sparsity.Training.Data.TextDocuments.Read(HookFixture.Corpus).ToList();
+    static List<string> Documents() => Sparsity.Corpora.TextDocuments.Read(HookFixture.Corpus).ToList();
 
 
     static void WriteParquet<T>(IEnumerable<T> rows, string path) where T : class, new() =>
@@ -141,10 +141,10 @@ public class CorpusFormatTests
         using (var compressor = new ZstdSharp.CompressionStream(file))
         using (var writer = new StreamWriter(compressor))
             foreach (string d in Documents()) writer.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { text = d, meta = 1 }));
-        WriteParquet(Documents().Select(d => new Sparsity.Training.Data.TokenDocuments.TextRow { text = d }), parquet);
+        WriteParquet(Documents().Select(d => new Sparsity.Corpora.TokenDocuments.TextRow { text = d }), parquet);
 
-        Assert.That(Sparsity.Training.Data.TextDocuments.Read(zst), Is.EqualTo(Documents()));
-        Assert.That(Sparsity.Training.Data.TextDocuments.Read(parquet), Is.EqualTo(Documents()), "24 rows in row groups of 5");
+        Assert.That(Sparsity.Corpora.TextDocuments.Read(zst), Is.EqualTo(Documents()));
+        Assert.That(Sparsity.Corpora.TextDocuments.Read(parquet), Is.EqualTo(Documents()), "24 rows in row groups of 5");
         string text = Counts(HookFixture.Corpus, "bytes");
         Assert.That(Counts(zst, "bytes"), Is.EqualTo(text));
         Assert.That(Counts(parquet, "bytes"), Is.EqualTo(text));
@@ -154,10 +154,10 @@ public class CorpusFormatTests
     public void PreTokenizedParquetAndTokenFilesGiveTheCountsOfTheSameTokens()
     {
         string dir = TestCorpus.TempDir();
-        var bytes = Sparsity.Training.Data.TextTokenizer.FromSpec("bytes");
+        var bytes = Sparsity.Corpora.TextTokenizer.FromSpec("bytes");
         var ids = Documents().Select(d => bytes.Encode(d).ToList()).ToList();
-        WriteParquet(ids.Select(d => new Sparsity.Training.Data.TokenDocuments.Int32Ids { input_ids = d }), Path.Combine(dir, "ids32.parquet"));
-        WriteParquet(ids.Select(d => new Sparsity.Training.Data.TokenDocuments.Int64Ids { input_ids = d.Select(i => (long)i).ToList() }), Path.Combine(dir, "ids64.parquet"));
+        WriteParquet(ids.Select(d => new Sparsity.Corpora.TokenDocuments.Int32Ids { input_ids = d }), Path.Combine(dir, "ids32.parquet"));
+        WriteParquet(ids.Select(d => new Sparsity.Corpora.TokenDocuments.Int64Ids { input_ids = d.Select(i => (long)i).ToList() }), Path.Combine(dir, "ids64.parquet"));
         string text = Counts(HookFixture.Corpus, "bytes");
         Assert.That(Counts(Path.Combine(dir, "ids32.parquet"), "ids"), Is.EqualTo(text), "one row per document: the documents and windows of the text");
         Assert.That(Counts(Path.Combine(dir, "ids64.parquet"), "ids"), Is.EqualTo(text));
@@ -170,7 +170,7 @@ public class CorpusFormatTests
         string line = Counts(Path.Combine(dir, "tokens.txt"), "ids");
         Assert.That(Counts(Path.Combine(dir, "tokens.bin"), "ids"), Is.EqualTo(line));
         Assert.That(Counts(Path.Combine(dir, "tokens.u32.bin"), "ids"), Is.EqualTo(line));
-        Assert.That(Sparsity.Training.Data.TokenDocuments.Read(Path.Combine(dir, "tokens.bin"), 64).Select(c => c.Length).Take(3), Is.EqualTo(new[] { 64, 64, 64 }), "chunks of whole windows");
+        Assert.That(Sparsity.Corpora.TokenDocuments.Read(Path.Combine(dir, "tokens.bin"), 64).Select(c => c.Length).Take(3), Is.EqualTo(new[] { 64, 64, 64 }), "chunks of whole windows");
     }
 
     [Test]
@@ -179,7 +179,7 @@ public class CorpusFormatTests
         string dir = TestCorpus.TempDir();
         File.WriteAllBytes(Path.Combine(dir, "odd.u32.bin"), [1, 0, 0, 0, 2, 0]);
         File.WriteAllBytes(Path.Combine(dir, "ok.bin"), [1, 0, 2, 0]);
-        WriteParquet([new Sparsity.Training.Data.TokenDocuments.Int64Ids { input_ids = [1, 2] }], Path.Combine(dir, "ids.parquet"));
+        WriteParquet([new Sparsity.Corpora.TokenDocuments.Int64Ids { input_ids = [1, 2] }], Path.Combine(dir, "ids.parquet"));
         File.WriteAllText(Path.Combine(dir, "broken.parquet"), "not parquet");
         foreach (var (corpus, tokenizer, message) in new[]
         {

@@ -2,7 +2,7 @@ using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 using static TorchSharp.torch;
 

@@ -112,7 +112,7 @@ public class VariantTests
         string prunedPath = Path.Combine(TestCorpus.TempDir(), "pruned.onnx");
         OnnxGraph.Save(pruned, prunedPath);
 
-        var bytes = Training.Data.TextTokenizer.FromSpec("bytes");
+        var bytes = Corpora.TextTokenizer.FromSpec("bytes");
         foreach (string doc in File.ReadLines(corpus))
         {
             long[] ids = bytes.Encode(doc).Take(16).Select(i => (long)i).ToArray();

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Commands;
 

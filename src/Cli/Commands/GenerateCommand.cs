@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Sparsity.Export;
 using Sparsity.Pipeline.Generation;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Commands;
 

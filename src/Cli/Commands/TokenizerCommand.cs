@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Commands;
 

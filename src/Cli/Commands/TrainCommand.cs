@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Sparsity.Pipeline.Report;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Commands;
 

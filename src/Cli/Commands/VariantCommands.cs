@@ -4,7 +4,7 @@ using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Pipeline.Variants;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training;
 using Sparsity.Pipeline.Runtime;
 

@@ -5,7 +5,7 @@ using Sparsity.Pipeline.Exporting;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Pipeline.Variants;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Benchmarking;
 

@@ -1,5 +1,5 @@
 using Parquet.Serialization;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Benchmarking;
 

@@ -5,7 +5,7 @@ using System.Text.Json;
 using Sparsity.Export;
 using Sparsity.Pipeline.Generation;
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Benchmarking;

@@ -1,5 +1,5 @@
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Benchmarking;
 

@@ -8,7 +8,7 @@ using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Pipeline.Variants;
 using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 
 namespace Sparsity.Pipeline.Experiments;

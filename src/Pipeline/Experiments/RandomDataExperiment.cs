@@ -3,7 +3,7 @@ using System.Text;
 using ScottPlot;
 using Sparsity.Analysis;
 using Sparsity.Pipeline.Report;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Experiments;

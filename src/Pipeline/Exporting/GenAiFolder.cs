@@ -1,6 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Training.Model;
 
 namespace Sparsity.Pipeline.Exporting;

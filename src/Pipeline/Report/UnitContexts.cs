@@ -1,6 +1,6 @@
 using Sparsity.Analysis;
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Report;
 

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Runtime;
 

@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
-using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Runtime;
 

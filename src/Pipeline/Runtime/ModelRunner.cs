@@ -2,7 +2,6 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Onnx;
 using Sparsity.Export;
-using Sparsity.Training;
 
 namespace Sparsity.Pipeline.Runtime;
 

@@ -14,7 +14,7 @@ public sealed record AnalysisRequest
     public required string Model { get; init; }
     /// <summary>The corpus: text files or folders, token ids, or for an encoder-decoder a .tsv of pairs.</summary>
     public required string Corpus { get; init; }
-    /// <summary>The tokenizer spec (<see cref="Sparsity.Training.Data.TextTokenizer.FromSpec"/>).</summary>
+    /// <summary>The tokenizer spec (<see cref="Sparsity.Corpora.TextTokenizer.FromSpec"/>).</summary>
     public required string Tokenizer { get; init; }
     /// <summary>Window length T (an encoder-decoder: each side's).</summary>
     public required int SeqLen { get; init; }

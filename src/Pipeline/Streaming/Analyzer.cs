@@ -7,8 +7,7 @@ using Microsoft.ML.Transforms.Onnx;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;

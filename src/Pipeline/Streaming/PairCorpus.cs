@@ -1,7 +1,7 @@
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Streaming;
 

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Onnx;
 using Sparsity.Analysis;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Streaming;
 

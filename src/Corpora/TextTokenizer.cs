@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.ML.Tokenizers;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// One tokenizer named by a spec string, the same syntax everywhere a tokenizer is named:
@@ -129,7 +129,7 @@ public sealed class TextTokenizer
     // The same tokenizer under the spec the user gave (stored in statistics and checkpoints); a Hugging Face folder's
     // config.json names its end-of-text id (generation stops there).
     static TextTokenizer Rename(TextTokenizer t, string spec, string? folder = null) =>
-        new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = (folder == null ? null : HuggingFaceCheckpoint.EndOfTextId(folder)) ?? t.EndOfTextId };
+        new(spec, t._library, t._bytes, t.VocabSize, t.Files) { EndOfTextId = (folder == null ? null : HuggingFaceConfig.EndOfTextId(folder)) ?? t.EndOfTextId };
 
     static int MaxId(IEnumerable<int> ids, IEnumerable<int>? special) => Math.Max(ids.Max(), special?.DefaultIfEmpty(0).Max() ?? 0);
 

@@ -1,6 +1,6 @@
 using System.IO.MemoryMappedFiles;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// A corpus tokenized once into little-endian uint16 ids and read back through a memory map

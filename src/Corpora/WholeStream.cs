@@ -1,4 +1,4 @@
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// A decompressing stream that is read whole or refused: a compressed corpus that ends early, fails its checksum or is

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Sparsity.Training.Data;
+namespace Sparsity.Corpora;
 
 /// <summary>
 /// Streams the documents of a corpus, never holding more than one (or one Parquet row group): a .txt file (one
