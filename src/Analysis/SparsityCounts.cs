@@ -75,7 +75,10 @@ public sealed record LayerCounts(string Name, int Index, int DFf, long[] TokensP
 
     /// <summary>How people name the layer: "layer 3", or "encoder.3" / "decoder.3" in an encoder-decoder model.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
-    public string Label => Stack == null ? $"layer {Index}" : $"{Stack}.{StackIndex}";
+    public string Label => LabelOf(Stack, StackIndex, Index);
+
+    /// <summary>A layer's name from its stack and index in it (encoder-decoder models), else "layer" and its index.</summary>
+    public static string LabelOf(string? stack, int? stackIndex, int index) => stack == null ? $"layer {index}" : $"{stack}.{stackIndex}";
 
     /// <summary>Restores the accumulator.</summary>
     public LayerUnitUse ToUse() => LayerUnitUse.FromCounts(TokensPerUnit, UnitsPerTokenHistogram, UnitsPerSequenceHistogram, UnitsPerBatchHistogram);
@@ -213,7 +216,7 @@ public sealed record LayerStats(string Name, int Index, int DFf, double NonzeroF
 {
     /// <summary>How people name the layer: "layer 3", or "encoder.3" / "decoder.3" in an encoder-decoder model.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
-    public string Label => Stack == null ? $"layer {Index}" : $"{Stack}.{StackIndex}";
+    public string Label => LayerCounts.LabelOf(Stack, StackIndex, Index);
 }
 
 /// <summary>

@@ -28,7 +28,8 @@ public sealed record MlpSite(int Layer, string Node, string Output, int DFf, str
     ModelStack Stack = ModelStack.None, int StackIndex = 0)
 {
     /// <summary>The layer's name where a user gives one: its index, or <c>encoder.3</c> / <c>decoder.3</c> in an encoder-decoder model.</summary>
-    public string DisplayName => Stack == ModelStack.None ? Layer.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"{Stack.Name()}.{StackIndex}";
+    public string DisplayName => Stack == ModelStack.None ? Layer.ToString(System.Globalization.CultureInfo.InvariantCulture)
+        : Sparsity.Analysis.LayerCounts.LabelOf(Stack.Name(), StackIndex, Layer);
 }
 
 /// <summary>

@@ -59,13 +59,7 @@ public sealed class HuggingFaceCheckpoint
         (Note == "" ? "" : "; " + Note);
 
     /// <summary>True when <paramref name="folder"/> holds a config.json with a model_type (a Hugging Face folder, not one of ours).</summary>
-    public static bool IsOne(string folder)
-    {
-        string config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) return false;
-        try { return JsonNode.Parse(File.ReadAllText(config)) is JsonObject o && o.ContainsKey("model_type"); }
-        catch (JsonException) { return false; }
-    }
+    public static bool IsOne(string folder) => HuggingFaceConfig.ModelType(folder) != null;
 
     /// <summary>Reads config.json and every safetensors header of <paramref name="folder"/>; no weights are read.</summary>
     /// <exception cref="UserInputException">Unsupported model type, activation or variant; missing shard or tensor; a corrupt header; a shape that disagrees with the config.</exception>

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Onnx;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using DataType = Onnx.TensorProto.Types.DataType;
 
@@ -58,13 +59,7 @@ public sealed class T5Checkpoint
     public IReadOnlyList<string> StoredDtypes => _entries.Values.Select(e => e.Dtype).Distinct().Order().ToList();
 
     /// <summary>Whether <paramref name="folder"/> holds a config.json with model_type t5.</summary>
-    public static bool IsOne(string folder)
-    {
-        string config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) return false;
-        try { return JsonNode.Parse(File.ReadAllText(config)) is JsonObject o && o["model_type"]?.GetValueKind() == JsonValueKind.String && o["model_type"]!.GetValue<string>() == "t5"; }
-        catch (JsonException) { return false; }
-    }
+    public static bool IsOne(string folder) => HuggingFaceConfig.ModelType(folder) == "t5";
 
     /// <summary>Reads config.json and the safetensors headers; refuses gated (T5 v1.1, Flan-T5) and non-ReLU models by name.</summary>
     public static T5Checkpoint Open(string folder)

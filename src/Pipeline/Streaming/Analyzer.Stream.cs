@@ -1,13 +1,10 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.Transforms.Onnx;
 using Onnx;
 using Sparsity.Analysis;
 using Sparsity.Export;
-using Sparsity.Corpora;
 using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Streaming;
@@ -68,11 +65,9 @@ public static partial class Analyzer
                 if (realTarget == null)
                     for (int i = 0; i < realToken.Length; i++) tokens += (realToken[i] = mask[i] == 1) ? 1 : 0;
                 else
-                    for (int i = 0; i < realToken.Length; i++)
-                    {
-                        int at = i / T * W + i % T;
-                        tokens += ((realToken[i] = mask[at] == 1) ? 1 : 0) + ((realTarget[i] = mask[at + T] == 1) ? 1 : 0);
-                    }
+                    for (int b = 0; b < B; b++) // row b: T source positions, then T target positions
+                        for (int t = 0, i = b * T, at = b * W; t < T; t++, i++, at++)
+                            tokens += ((realToken[i] = mask[at] == 1) ? 1 : 0) + ((realTarget[i] = mask[at + T] == 1) ? 1 : 0);
                 if (examples != null)
                 {
                     windowDocumentGetter(ref windowDocument);

@@ -29,9 +29,6 @@ public sealed record EncoderDecoderFolder(string Dir, ModelProto Encoder, ModelP
     /// <summary>The pair as one graph, as <c>analyze</c> runs it.</summary>
     public ModelProto Joined() => EncoderDecoder.Join(Encoder, Decoder, Dir);
 
-    /// <summary>This folder with other graphs (null: unchanged).</summary>
-    public EncoderDecoderFolder With(ModelProto? encoder, ModelProto? decoder) => this with { Encoder = encoder ?? Encoder, Decoder = decoder ?? Decoder };
-
     /// <summary>The part of <paramref name="mask"/> for one stack (the encoder's layers first), numbered within it; null when it keeps every unit there.</summary>
     public UnitMask? MaskOf(UnitMask mask, ModelStack stack)
     {

@@ -69,12 +69,12 @@ public static class Pruning
         if (folder.MaskOf(r.Mask, ModelStack.Encoder) is { } encoderMask)
         {
             var (model, sites, _) = Surgery.Prune(folder.Encoder, folder.EncoderSites, encoderMask);
-            pruned = pruned.With(model, null) with { EncoderSites = sites };
+            pruned = pruned with { Encoder = model, EncoderSites = sites };
         }
         if (folder.MaskOf(r.Mask, ModelStack.Decoder) is { } decoderMask)
         {
             var (model, sites, _) = Surgery.Prune(folder.Decoder, folder.DecoderSites, decoderMask);
-            pruned = pruned.With(null, model) with { DecoderSites = sites };
+            pruned = pruned with { Decoder = model, DecoderSites = sites };
         }
         var reference = folder.Joined();
         var joined = pruned.Joined();

@@ -40,8 +40,11 @@ public static class TopKVariants
         var built = r.Variants.Select(v =>
         {
             IReadOnlyList<int> Ks(int first, int count) => v.Ks.Count == 1 ? v.Ks : v.Ks.Skip(first).Take(count).ToList();
-            var variant = folder.With(Surgery.InsertTopK(folder.Encoder, folder.EncoderSites, Ks(0, folder.EncoderSites.Count)),
-                Surgery.InsertTopK(folder.Decoder, folder.DecoderSites, Ks(folder.EncoderSites.Count, folder.DecoderSites.Count)));
+            var variant = folder with
+            {
+                Encoder = Surgery.InsertTopK(folder.Encoder, folder.EncoderSites, Ks(0, folder.EncoderSites.Count)),
+                Decoder = Surgery.InsertTopK(folder.Decoder, folder.DecoderSites, Ks(folder.EncoderSites.Count, folder.DecoderSites.Count)),
+            };
             bool identity = folder.LayerSizes.Select((d, i) => v.K(i) == d).All(same => same);
             float diff = GraphCheck.Verify(variant.Joined(), $"Top-k encoder-decoder ({v.Name})", ProbeBatch.For(reference), reference: identity ? reference : null);
             if (identity) change = diff;
