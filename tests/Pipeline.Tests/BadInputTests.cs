@@ -296,6 +296,8 @@ public class BadInputTests
         yield return Case("unknown pair source", "--pairs both: use tsv", Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--pairs", "both"));
         yield return Case("dense activations of an encoder-decoder", "--dense-activations is not available for encoder-decoder models",
             Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--dense-activations"));
+        yield return Case("decoder start id outside the vocabulary", "The decoder's start id 99999 is outside the model's vocabulary (0..511): give --decoder-start-id",
+            Analyze(t5, pairs, "--tokenizer", "ids", "--seq-len", "32", "--decoder-start-id", "99999"));
         yield return Case("encoder-decoder folder pruned into a .onnx file", "is an encoder-decoder folder: it is pruned into a folder",
             ["prune", "--model", t5, "--mask", Ws("mask.json"), "--out", Ws("t5.onnx")]);
     }

@@ -153,8 +153,9 @@ public static class CorpusBatches
         {
             if (id < 0 || id >= vocabSize) throw new UserInputException($"Token id {id} is outside the model's vocabulary (0..{vocabSize - 1}): the tokenizer does not match the model.");
         }
-        Check(decoderStart);
-        Check(pad);
+        foreach (var (id, option) in new[] { (decoderStart, "--decoder-start-id"), (pad, "--pad-id") })
+            if (id < 0 || id >= vocabSize)
+                throw new UserInputException($"The decoder's {(option == "--pad-id" ? "pad" : "start")} id {id} is outside the model's vocabulary (0..{vocabSize - 1}): give {option} (T5: 0), or fix config.json beside the model.");
         foreach (var (source, target) in pairs)
         {
             read++;
