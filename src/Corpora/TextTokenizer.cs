@@ -54,12 +54,16 @@ public sealed class TextTokenizer
         return string.Join(' ', ids);
     }
 
-    /// <summary>Parses a spec; file paths are resolved against <paramref name="baseDirectory"/> when relative.</summary>
+    /// <summary>Parses a spec (<see cref="TokenizerSpec.Parse"/>) and loads it.</summary>
     /// <exception cref="UserInputException">Unknown spec, or a file it names is missing or unreadable.</exception>
-    public static TextTokenizer FromSpec(string spec, string? baseDirectory = null)
+    public static TextTokenizer FromSpec(string spec, string? baseDirectory = null) =>
+        FromSpec(TokenizerSpec.Parse(spec), baseDirectory);
+
+    /// <summary>Loads a tokenizer; file paths are resolved against <paramref name="baseDirectory"/> when relative.</summary>
+    /// <exception cref="UserInputException">A file the spec names is missing or unreadable.</exception>
+    public static TextTokenizer FromSpec(TokenizerSpec parsed, string? baseDirectory = null)
     {
-        string kind = spec.Split(':', 2)[0];
-        string argument = spec.Contains(':') ? spec.Split(':', 2)[1] : "";
+        string spec = parsed.ToString(), argument = parsed.Argument;
         string Resolve(string file)
         {
             string path = baseDirectory == null || Path.IsPathRooted(file) ? file : Path.Combine(baseDirectory, file);
@@ -67,20 +71,20 @@ public sealed class TextTokenizer
         }
         try
         {
-            switch (kind)
+            switch (parsed.Kind)
             {
-                case "bytes" when argument == "":
+                case TokenizerKind.Bytes:
                     return new TextTokenizer(spec, null, bytes: true, 256, []);
-                case "ids" when argument == "":
+                case TokenizerKind.Ids:
                     return new TextTokenizer(spec, null, bytes: false, null, []);
-                case "tiktoken" when argument is "cl100k_base" or "o200k_base":
+                case TokenizerKind.Tiktoken:
                     // The library exposes no full vocabulary count for tiktoken; these are the encodings' sizes with special tokens.
                     int tiktokenSize = argument == "cl100k_base" ? 100_277 : 200_019;
                     var tiktoken = TiktokenTokenizer.CreateForEncoding(argument);
                     // Documents are separated by the encoding's own <|endoftext|> (100257 in cl100k_base, 199999 in o200k_base).
                     return new TextTokenizer(spec, tiktoken, false, tiktokenSize, [])
                     { EndOfTextId = tiktoken.SpecialTokens?.TryGetValue(BytePairEncodingLearner.EndOfText, out int eotId) == true ? eotId : null };
-                case "bpe" when argument.Split(',').Length == 2:
+                case TokenizerKind.Bpe:
                     string vocab = Resolve(argument.Split(',')[0]), merges = Resolve(argument.Split(',')[1]);
                     var endOfText = new Dictionary<string, int>();
                     var bpeOptions = new BpeOptions(vocab, merges) { ByteLevel = true };
@@ -90,14 +94,14 @@ public sealed class TextTokenizer
                     var bpe = BpeTokenizer.Create(bpeOptions);
                     return new TextTokenizer(spec, bpe, false, bpe.Vocabulary.Values.Max() + 1, [vocab, merges])
                     { EndOfTextId = endOfText.Count > 0 ? endOfText.Values.Single() : null };
-                case "sentencepiece" when argument != "":
+                case TokenizerKind.SentencePiece:
                     string model = Resolve(argument);
                     using (var s = new MemoryStream(SentencePieceModel.Loadable(File.ReadAllBytes(model))))
                     {
                         var sp = SentencePieceTokenizer.Create(s, addBeginningOfSentence: false, addEndOfSentence: false);
                         return new TextTokenizer(spec, sp, false, MaxId(sp.Vocabulary.Values, sp.SpecialTokens?.Values) + 1, [model]);
                     }
-                case "hf" when argument != "":
+                case TokenizerKind.HuggingFace:
                     string folder = baseDirectory == null || Path.IsPathRooted(argument) ? argument : Path.Combine(baseDirectory, argument);
                     if (!Directory.Exists(folder)) throw new UserInputException($"Tokenizer folder {folder} (from --tokenizer {spec}) does not exist.");
                     string Absolute(string file) => Path.GetFullPath(Path.Combine(folder, file));
@@ -113,7 +117,7 @@ public sealed class TextTokenizer
                         return Rename(FromSpec($"bpe:{Absolute("vocab.json")},{Absolute("merges.txt")}"), spec, folder);
                     throw new UserInputException($"{folder} has no tokenizer.model or spiece.model (SentencePiece) and no vocab.json with merges.txt (byte-level BPE); " +
                                                  "relu-sparsity cannot read a tokenizer.json alone: pass its ids with --tokenizer ids, or the vocabulary files with --tokenizer bpe:<vocab.json>,<merges.txt>.");
-                case "wordpiece" when argument != "":
+                case TokenizerKind.WordPiece:
                     string vocabTxt = Resolve(argument);
                     var wp = WordPieceTokenizer.Create(vocabTxt);
                     return new TextTokenizer(spec, wp, false, File.ReadLines(vocabTxt).Count(), [vocabTxt]);
@@ -123,7 +127,7 @@ public sealed class TextTokenizer
         {
             throw new UserInputException($"Could not load tokenizer {spec}: {e.Message}");
         }
-        throw new UserInputException($"Unknown tokenizer spec '{spec}': use tiktoken:cl100k_base, tiktoken:o200k_base, bpe:<vocab.json>,<merges.txt>, sentencepiece:<file.model>, wordpiece:<vocab.txt>, hf:<checkpoint folder>, bytes or ids.");
+        throw new ArgumentOutOfRangeException(nameof(parsed), parsed.Kind, "unknown tokenizer kind");
     }
 
     // The same tokenizer under the spec the user gave (stored in statistics and checkpoints); a Hugging Face folder's

@@ -37,7 +37,7 @@ public class AnalyzeTests
     }
 
     static AnalysisRequest Request(string model, string corpus, string outDir, string tokenizer = "bytes", int shard = 0, int shards = 1, int seqLen = T, int batch = B) =>
-        new() { Model = model, Corpus = corpus, Tokenizer = tokenizer, SeqLen = seqLen, BatchSize = batch, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
+        new() { Model = model, Corpus = corpus, Tokenizer = TokenizerSpec.Parse(tokenizer), SeqLen = seqLen, BatchSize = batch, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
 
     [Test]
     public void StatisticsEqualAnIndependentTorchSharpComputation()
@@ -259,7 +259,7 @@ public class ReadAheadTests
         SparsityCounts Counts(int batch)
         {
             string outDir = Path.Combine(dir, $"b{batch}");
-            Analyzer.Run(new AnalysisRequest { Model = HookFixture.PathOf("opt.torchscript.onnx"), Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = batch, Threads = 2, OutDir = outDir });
+            Analyzer.Run(new AnalysisRequest { Model = HookFixture.PathOf("opt.torchscript.onnx"), Corpus = HookFixture.Corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 32, BatchSize = batch, Threads = 2, OutDir = outDir });
             return SparsityCounts.Load(outDir);
         }
         var huge = Counts(100_000);

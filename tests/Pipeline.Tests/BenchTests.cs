@@ -45,7 +45,7 @@ public class BenchTests
         File.WriteAllLines(corpus, TestCorpus.Documents(9, seed: 3).Select((d, i) => d[..(7 + i * 11 % d.Length)]));
         var data = TokenBatches.From(corpus, tokenizer, 16, 3, 256);
 
-        var analyzed = Analyzer.Run(new AnalysisRequest { Model = Path.Combine(dir, "model.onnx"), Corpus = corpus, Tokenizer = "bytes", SeqLen = 16, BatchSize = 3, Threads = 1, OutDir = Path.Combine(dir, "analysis") });
+        var analyzed = Analyzer.Run(new AnalysisRequest { Model = Path.Combine(dir, "model.onnx"), Corpus = corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 16, BatchSize = 3, Threads = 1, OutDir = Path.Combine(dir, "analysis") });
         var counts = SparsityCounts.Load(Path.Combine(dir, "analysis"));
         var direct = Contenders.DirectStatistics(Path.Combine(dir, "model.onnx"), data, 1);
         var torchSharp = Contenders.TorchSharpStatistics(dir, data, 1);

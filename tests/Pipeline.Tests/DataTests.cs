@@ -49,6 +49,27 @@ public class TokenizerTests
         Assert.That(t.Files, Is.EqualTo(new[] { vocab }));
     }
 
+    [TestCase("bytes", TokenizerKind.Bytes, "")]
+    [TestCase("ids", TokenizerKind.Ids, "")]
+    [TestCase("tiktoken:o200k_base", TokenizerKind.Tiktoken, "o200k_base")]
+    [TestCase("bpe:a/vocab.json,b:c/merges.txt", TokenizerKind.Bpe, "a/vocab.json,b:c/merges.txt")]
+    [TestCase("sentencepiece:x.model", TokenizerKind.SentencePiece, "x.model")]
+    [TestCase("wordpiece:vocab.txt", TokenizerKind.WordPiece, "vocab.txt")]
+    [TestCase("hf:/models/t5", TokenizerKind.HuggingFace, "/models/t5")]
+    public void SpecsParseIntoKindAndArgumentAndWriteBackAsGiven(string spec, TokenizerKind kind, string argument)
+    {
+        var parsed = TokenizerSpec.Parse(spec);
+        Assert.That((parsed.Kind, parsed.Argument), Is.EqualTo((kind, argument)));
+        Assert.That(parsed.ToString(), Is.EqualTo(spec));
+    }
+
+    [TestCase("bytes:x")]
+    [TestCase("ids:")]
+    [TestCase("hf:")]
+    [TestCase("HF:/models/t5")]
+    public void SpecsWithAnArgumentTheKindDoesNotTakeAreRefused(string spec) =>
+        Assert.That(() => TokenizerSpec.Parse(spec), Throws.TypeOf<UserInputException>().With.Message.Contains($"Unknown tokenizer spec '{spec}'"));
+
     [TestCase("gpt2", "Unknown tokenizer spec 'gpt2'")]
     [TestCase("tiktoken:p50k_base", "Unknown tokenizer spec")]
     [TestCase("bpe:only-one-file.json", "Unknown tokenizer spec")]

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Pipeline.Variants;
@@ -11,7 +12,7 @@ namespace Sparsity.Tests;
 public class LibraryTests
 {
     static AnalysisRequest Request(string model, string outDir, int shard = 0, int shards = 1) =>
-        new() { Model = model, Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
+        new() { Model = model, Corpus = HookFixture.Corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 32, BatchSize = 4, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
 
     [Test]
     public void AnalyzeInShardsMergePruneAndTopKFromCode()
@@ -52,7 +53,7 @@ public class CountingThreadTests
         string dir = TestCorpus.TempDir();
         AnalysisRequest Request(string outDir, bool thread) => new()
         {
-            Model = HookFixture.PathOf("llama.dynamo.onnx"), Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, Threads = 2,
+            Model = HookFixture.PathOf("llama.dynamo.onnx"), Corpus = HookFixture.Corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 32, BatchSize = 4, Threads = 2,
             OutDir = Path.Combine(dir, outDir), CountingThread = thread,
         };
         Analyzer.Run(Request("inline", false));

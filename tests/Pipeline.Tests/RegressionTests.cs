@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using Onnx;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 
@@ -19,7 +20,7 @@ public class RegressionTests
     static SparsityStats Analyze()
     {
         string outDir = Path.Combine(TestCorpus.TempDir(), "golden");
-        return Analyzer.Run(new AnalysisRequest { Model = Fixture.PathOf("opt_gemm.onnx"), Corpus = Fixture.PathOf("opt_gemm.ids.txt"), Tokenizer = "ids", SeqLen = 10, BatchSize = 3, Threads = 2, OutDir = outDir });
+        return Analyzer.Run(new AnalysisRequest { Model = Fixture.PathOf("opt_gemm.onnx"), Corpus = Fixture.PathOf("opt_gemm.ids.txt"), Tokenizer = TokenizerSpec.Parse("ids"), SeqLen = 10, BatchSize = 3, Threads = 2, OutDir = outDir });
     }
 
     [Test]
@@ -100,7 +101,7 @@ public class RegressionTests
 
     static string RunAnalysis(string model, string outDir)
     {
-        Analyzer.Run(new AnalysisRequest { Model = model, Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, Threads = 2, OutDir = outDir });
+        Analyzer.Run(new AnalysisRequest { Model = model, Corpus = HookFixture.Corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 32, BatchSize = 4, Threads = 2, OutDir = outDir });
         return outDir;
     }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Pipeline.Streaming;
 
 namespace Sparsity.Tests;
@@ -52,7 +53,7 @@ public class SlurmTests
         Assert.That(File.ReadAllText(Directory.GetFiles(Path.Combine(dir, "slurm", "logs"), "analyze-*_2.out").Single()),
             Does.Contain("Shard 2/4 from Slurm (SLURM_ARRAY_TASK_ID=2, SLURM_ARRAY_TASK_MIN=0, SLURM_ARRAY_TASK_COUNT=4)."));
 
-        Analyzer.Run(new AnalysisRequest { Model = HookFixture.PathOf("opt.dynamo.onnx"), Corpus = HookFixture.Corpus, Tokenizer = "bytes", SeqLen = 32, BatchSize = 4, Threads = 1, OutDir = Path.Combine(dir, "local") });
+        Analyzer.Run(new AnalysisRequest { Model = HookFixture.PathOf("opt.dynamo.onnx"), Corpus = HookFixture.Corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 32, BatchSize = 4, Threads = 1, OutDir = Path.Combine(dir, "local") });
         var merged = SparsityCounts.Load(Path.Combine(dir, "slurm", "merged"));
         var local = SparsityCounts.Load(Path.Combine(dir, "local"));
         Assert.That(merged.Header.Shards, Is.EqualTo(new[] { "0/4", "1/4", "2/4", "3/4" }));

@@ -122,7 +122,7 @@ public class UnitExamplesTests
             string Run(bool thread)
             {
                 string outDir = Path.Combine(TestCorpus.TempDir(), "analysis");
-                Analyzer.Run(new AnalysisRequest { Model = model, Corpus = corpus, Tokenizer = "bytes", SeqLen = 12, BatchSize = batch, Threads = 2, OutDir = outDir, CountingThread = thread, TopExamples = K });
+                Analyzer.Run(new AnalysisRequest { Model = model, Corpus = corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 12, BatchSize = batch, Threads = 2, OutDir = outDir, CountingThread = thread, TopExamples = K });
                 return outDir;
             }
             string inline = Run(false), threaded = Run(true);

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Pipeline.Variants;
@@ -103,7 +104,7 @@ public class VariantTests
     {
         var (model, corpus) = ModelWithDeadUnits();
         string statsDir = Path.Combine(TestCorpus.TempDir(), "stats");
-        var stats = Analyzer.Run(new AnalysisRequest { Model = model, Corpus = corpus, Tokenizer = "bytes", SeqLen = 16, BatchSize = 4, Threads = 2, OutDir = statsDir });
+        var stats = Analyzer.Run(new AnalysisRequest { Model = model, Corpus = corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 16, BatchSize = 4, Threads = 2, OutDir = statsDir });
         var mask = MaskRules.DeadOnly(stats);
         Assert.That(mask.Layers[0].Kept.Length, Is.LessThanOrEqualTo(48));
         var proto = OnnxGraph.Load(model);
@@ -141,7 +142,7 @@ public class VariantTests
     {
         var (model, corpus) = ModelWithDeadUnits();
         string statsDir = Path.Combine(TestCorpus.TempDir(), "stats");
-        Analyzer.Run(new AnalysisRequest { Model = model, Corpus = corpus, Tokenizer = "bytes", SeqLen = 16, BatchSize = 4, Threads = 2, OutDir = statsDir });
+        Analyzer.Run(new AnalysisRequest { Model = model, Corpus = corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 16, BatchSize = 4, Threads = 2, OutDir = statsDir });
         string outDir = Path.Combine(TestCorpus.TempDir(), "pruned");
         var (exit, _, error) = Cli.Run("prune", "--model", model, "--stats", Path.Combine(statsDir, "stats.json"), "--dead-only", "--out", outDir,
             "--eval-corpus", corpus, "--tokenizer", "bytes", "--seq-len", "16", "--runs", "2");

@@ -1,6 +1,7 @@
 using Sparsity.Export;
 using System.CommandLine;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
 using Sparsity.Pipeline.Runtime;
@@ -48,7 +49,7 @@ public static class AnalyzeCommands
             var text = BrownDefaults.Apply(output, ("--corpus", parse.GetValue(corpus), BrownDefaults.Kind.HeldOutText), ("--tokenizer", parse.GetValue(tokenizer), BrownDefaults.Kind.Tokenizer));
             var request = new AnalysisRequest
             {
-                Model = parse.GetValue(model)!, Corpus = text[0], Tokenizer = text[1], SeqLen = parse.GetValue(seqLen), BatchSize = parse.GetValue(batch),
+                Model = parse.GetValue(model)!, Corpus = text[0], Tokenizer = TokenizerSpec.Parse(text[1]), SeqLen = parse.GetValue(seqLen), BatchSize = parse.GetValue(batch),
                 MaxTokens = parse.GetValue(maxTokens), ShardIndex = chosen.Index, ShardCount = chosen.Count, Threshold = parse.GetValue(threshold),
                 Devices = Devices.ResolveAll(parse.GetValue(device)!, output), Threads = parse.GetValue(threads), OutDir = parse.GetValue(outDir)!,
                 Activations = parse.GetValue(activation)!, DenseActivations = parse.GetValue(denseActivations), Timing = parse.GetValue(timing),

@@ -83,7 +83,7 @@ public static class BenchRun
         File.WriteAllLines(copies, Enumerable.Repeat(TextDocuments.Read(text), k).SelectMany(d => d));
         var large = TokenBatches.From(copies, tokenizerObject, T, B, vocab);
         AnalysisRequest Analyze(string m, string o, string c, bool denseActivations = false) =>
-            new() { Model = m, Corpus = c, Tokenizer = tok, SeqLen = T, BatchSize = B, Devices = [device], Threads = n, OutDir = Path.Combine(work, o), DenseActivations = denseActivations };
+            new() { Model = m, Corpus = c, Tokenizer = TokenizerSpec.Parse(tok), SeqLen = T, BatchSize = B, Devices = [device], Threads = n, OutDir = Path.Combine(work, o), DenseActivations = denseActivations };
         var results = new Dictionary<string, LayerUnitUse[]>();
         // Rows marked true need the checkpoint (its stats export, its TorchSharp model): a graph alone leaves them out (said in the notes).
         var contenders = new (string Name, string What, Action Run, bool NeedsCheckpoint)[]

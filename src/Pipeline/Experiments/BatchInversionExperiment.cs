@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using ScottPlot;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Pipeline.Streaming;
 using static Sparsity.Pipeline.Report.Markdown;
 
@@ -87,7 +88,7 @@ public static class BatchInversionExperiment
         string file = Path.Combine(dir, SparsityStats.FileName);
         if (File.Exists(file)) return SparsityStats.Load(file);
         s.Output.WriteLine($"Inversion: {Path.GetFileName(run.Dir)} analysed at {batch} × {seqLen}.");
-        return Analyzer.Run(new AnalysisRequest { Model = run.OnnxModel, Corpus = s.HeldOutCorpus, Tokenizer = s.Tokenizer, SeqLen = seqLen, BatchSize = batch, OutDir = dir }, null, s.Cancel);
+        return Analyzer.Run(new AnalysisRequest { Model = run.OnnxModel, Corpus = s.HeldOutCorpus, Tokenizer = TokenizerSpec.Parse(s.Tokenizer), SeqLen = seqLen, BatchSize = batch, OutDir = dir }, null, s.Cancel);
     }
 
     static Plot Plot(int[] windows, List<(int T, int B)> settings, List<List<SparsityStats>> stats, int last)

@@ -121,7 +121,7 @@ public static class ExperimentRuns
         var (model, _, _) = Checkpoint.Load(dir);
         using (model) CheckedExport.Write(model, ExportVariant.Dense, 0f, Path.Combine(dir, "model.onnx"));
         var heldOut = Analyzer.Run(new AnalysisRequest { Model = Path.Combine(dir, "model.onnx"), Corpus = data.HeldOutCorpus,
-            Tokenizer = data.Tokenizer, SeqLen = spec.Model.SeqLen, BatchSize = spec.Training.BatchSize, OutDir = Path.Combine(dir, "analysis") }, null, s.Cancel);
+            Tokenizer = TokenizerSpec.Parse(data.Tokenizer), SeqLen = spec.Model.SeqLen, BatchSize = spec.Training.BatchSize, OutDir = Path.Combine(dir, "analysis") }, null, s.Cancel);
         var evaluation = Evaluator.Run(new EvaluationRequest(Path.Combine(dir, "model.onnx"), data.HeldOutCorpus, data.Tokenizer, s.Model.SeqLen, s.Training.BatchSize,
             Threads: Environment.ProcessorCount));
         AtomicFile.WriteAllText(Path.Combine(dir, "evaluation.json"), JsonSerializer.Serialize(evaluation, ProjectJson.Options));

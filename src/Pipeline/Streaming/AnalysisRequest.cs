@@ -1,4 +1,5 @@
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
 
@@ -14,8 +15,8 @@ public sealed record AnalysisRequest
     public required string Model { get; init; }
     /// <summary>The corpus: text files or folders, token ids, or for an encoder-decoder a .tsv of pairs.</summary>
     public required string Corpus { get; init; }
-    /// <summary>The tokenizer spec (<see cref="Sparsity.Corpora.TextTokenizer.FromSpec"/>).</summary>
-    public required string Tokenizer { get; init; }
+    /// <summary>The tokenizer, parsed (<see cref="TokenizerSpec.Parse"/>).</summary>
+    public required TokenizerSpec Tokenizer { get; init; }
     /// <summary>Window length T (an encoder-decoder: each side's).</summary>
     public required int SeqLen { get; init; }
     /// <summary>Windows (pairs) per batch B: one ONNX Runtime call; per-batch use depends on it.</summary>

@@ -98,7 +98,7 @@ public static partial class Analyzer
             if (tokens == 0) throw new UserInputException($"The corpus {r.Corpus} produced no tokens for shard {r.ShardIndex}/{r.ShardCount}.");
             if (rewrite) foreach (string f in new[] { modelFile, modelFile + ".data" }.Where(File.Exists)) File.Delete(f);
 
-            var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer, r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
+            var header = new AnalysisHeader(Path.GetFileName(r.Model), r.Corpus, r.Tokenizer.ToString(), r.SeqLen, r.BatchSize, r.Threshold, r.MaxTokens,
                 [$"{r.ShardIndex}/{r.ShardCount}"], Tool.Producer, Provenance.ModelSha256(r.Model), Provenance.Corpus(r.Corpus), Provenance.TokenizerSha256(tokenizer), precision.Name(), r.TopExamples,
                 examples != null ? UnitExamples.Format : null, pairs);
             var counts = new SparsityCounts(header, plan.Layers.Select((l, i) => LayerCounts.From(l.Name, i, uses[i], l.Stack.Name(),
