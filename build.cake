@@ -57,6 +57,8 @@ Task("Test")
     .Description("The README's test command (what CI runs): Debian's chromium when missing, the suite, then the packed libraries against samples/RegressionChecks.")
     .Does(() =>
 {
+    // Layout is CSharpier's (120 columns, .csharpierrc.json); comments are wrapped by hand to the same width.
+    if (StartProcess("dotnet", "csharpier check .") != 0) throw new CakeException("Some C# files are not formatted: run `dotnet csharpier format .`.");
     if (StartProcess("bash", "build/chromium.sh") != 0) throw new CakeException("Chromium is needed by the dashboard test (see the line above).");
     DotNetTest("Pipeline.sln", new DotNetTestSettings { Configuration = configuration });
     // The packages users reference from their own tests, packed and consumed as such a user's project would.

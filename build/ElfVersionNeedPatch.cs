@@ -13,8 +13,10 @@ namespace SparsityBuild
     {
         /// <summary>The version requirement was strong and is now weak.</summary>
         Patched,
+
         /// <summary>The requirement was already weak: nothing written.</summary>
         AlreadyWeak,
+
         /// <summary>The library does not require that version: nothing written.</summary>
         NotRequired,
     }
@@ -41,7 +43,8 @@ namespace SparsityBuild
             for (int s = 0; s < shnum; s++)
             {
                 long sh = shoff + (long)s * shentsize;
-                if (BitConverter.ToUInt32(elf, (int)sh + 4) != ShtGnuVerneed) continue;
+                if (BitConverter.ToUInt32(elf, (int)sh + 4) != ShtGnuVerneed)
+                    continue;
                 long offset = (long)BitConverter.ToUInt64(elf, (int)sh + 0x18);
                 int strtabIndex = (int)BitConverter.ToUInt32(elf, (int)sh + 0x28);
                 int entries = (int)BitConverter.ToUInt32(elf, (int)sh + 0x2C);
@@ -60,7 +63,8 @@ namespace SparsityBuild
                             ushort flags = BitConverter.ToUInt16(elf, (int)aux + 4);
                             if ((flags & VerFlgWeak) != 0)
                             {
-                                if (outcome == ElfPatchOutcome.NotRequired) outcome = ElfPatchOutcome.AlreadyWeak;
+                                if (outcome == ElfPatchOutcome.NotRequired)
+                                    outcome = ElfPatchOutcome.AlreadyWeak;
                             }
                             else
                             {
@@ -84,7 +88,8 @@ namespace SparsityBuild
             return outcome;
         }
 
-        /// <summary>True when a file contains the NUL-terminated ASCII string (a version name in libstdc++'s tables).</summary>
+        /// <summary>True when a file contains the NUL-terminated ASCII string (a version name in libstdc++'s
+        /// tables).</summary>
         public static bool ContainsVersionString(string path, string versionName)
         {
             byte[] needle = Encoding.ASCII.GetBytes(versionName + "\0");
@@ -93,8 +98,10 @@ namespace SparsityBuild
             for (int i = 0; i + needle.Length <= data.Length; i++)
             {
                 int j = 0;
-                while (j < needle.Length && data[i + j] == needle[j]) j++;
-                if (j == needle.Length) return true;
+                while (j < needle.Length && data[i + j] == needle[j])
+                    j++;
+                if (j == needle.Length)
+                    return true;
             }
             return false;
         }
@@ -102,7 +109,8 @@ namespace SparsityBuild
         static string ReadCString(byte[] data, long start)
         {
             int end = (int)start;
-            while (end < data.Length && data[end] != 0) end++;
+            while (end < data.Length && data[end] != 0)
+                end++;
             return Encoding.ASCII.GetString(data, (int)start, end - (int)start);
         }
     }
@@ -112,24 +120,33 @@ namespace SparsityBuild
     public sealed class WeakenMissingLibstdcxxVersion : Microsoft.Build.Utilities.Task
     {
         /// <summary>The shared library to patch (the copy in the output folder).</summary>
-        [Microsoft.Build.Framework.Required] public string Library { get; set; } = "";
+        [Microsoft.Build.Framework.Required]
+        public string Library { get; set; } = "";
+
         /// <summary>The symbol version, for example GLIBCXX_3.4.32.</summary>
-        [Microsoft.Build.Framework.Required] public string Version { get; set; } = "";
+        [Microsoft.Build.Framework.Required]
+        public string Version { get; set; } = "";
 
         public override bool Execute()
         {
-            if (!File.Exists(Library)) return true;
+            if (!File.Exists(Library))
+                return true;
             string[] candidates =
             {
-                "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6",
-                "/usr/lib64/libstdc++.so.6", "/usr/lib/libstdc++.so.6",
+                "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+                "/lib/x86_64-linux-gnu/libstdc++.so.6",
+                "/usr/lib64/libstdc++.so.6",
+                "/usr/lib/libstdc++.so.6",
             };
             string system = Array.Find(candidates, File.Exists); // null when none exists (no nullable context in inline tasks)
-            if (system == null || ElfVersionNeedPatch.ContainsVersionString(system, Version)) return true;
+            if (system == null || ElfVersionNeedPatch.ContainsVersionString(system, Version))
+                return true;
             var outcome = ElfVersionNeedPatch.MakeWeak(Library, Version);
             if (outcome == ElfPatchOutcome.Patched)
-                Log.LogMessage(Microsoft.Build.Framework.MessageImportance.High,
-                    $"{system} lacks {Version}: marked it weak in {Library} so TorchSharp loads.");
+                Log.LogMessage(
+                    Microsoft.Build.Framework.MessageImportance.High,
+                    $"{system} lacks {Version}: marked it weak in {Library} so TorchSharp loads."
+                );
             return true;
         }
     }

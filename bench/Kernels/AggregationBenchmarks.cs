@@ -12,12 +12,17 @@ namespace Sparsity.Kernels.Bench;
 [MemoryDiagnoser, MedianColumn, MinColumn, MaxColumn]
 public class AggregationBenchmarks
 {
-    [Params(512, 2048)] public int DFf;
-    [Params(0.25)] public double Active;
-    const int B = 16, T = 128;
+    [Params(512, 2048)]
+    public int DFf;
+
+    [Params(0.25)]
+    public double Active;
+    const int B = 16,
+        T = 128;
     float[] _activations = [];
     bool[] _real = [];
-    int[] _unitsPerToken = [], _unitsPerSequence = [];
+    int[] _unitsPerToken = [],
+        _unitsPerSequence = [];
     long[] _tokensPerUnit = [];
 
     [GlobalSetup]
@@ -25,7 +30,8 @@ public class AggregationBenchmarks
     {
         var random = new Random(1);
         _activations = new float[B * T * DFf];
-        for (int i = 0; i < _activations.Length; i++) _activations[i] = random.NextDouble() < Active ? (float)random.NextDouble() : 0f;
+        for (int i = 0; i < _activations.Length; i++)
+            _activations[i] = random.NextDouble() < Active ? (float)random.NextDouble() : 0f;
         _real = Enumerable.Range(0, B * T).Select(i => i < B * T - 40).ToArray(); // the last window partly padded
         var use = new LayerUnitUse(DFf);
         use.AddDense(_activations, B, T, _real);
@@ -56,14 +62,22 @@ public class AggregationBenchmarks
             bool any = false;
             for (int t = 0; t < T; t++)
             {
-                if (!_real[b * T + t]) continue;
+                if (!_real[b * T + t])
+                    continue;
                 any = true;
-                int count = 0, row = (b * T + t) * DFf;
+                int count = 0,
+                    row = (b * T + t) * DFf;
                 for (int u = 0; u < DFf; u++)
-                    if (_activations[row + u] > 0f) { count++; tokensPerUnit[u]++; inSequence[u] = true; }
+                    if (_activations[row + u] > 0f)
+                    {
+                        count++;
+                        tokensPerUnit[u]++;
+                        inSequence[u] = true;
+                    }
                 perToken.Add(count);
             }
-            if (any) perSequence.Add(inSequence.Count(x => x));
+            if (any)
+                perSequence.Add(inSequence.Count(x => x));
         }
         use.AddBatch(perToken.ToArray(), perSequence.ToArray(), tokensPerUnit);
         return use.Tokens;

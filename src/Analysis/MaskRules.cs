@@ -13,16 +13,21 @@ public static class MaskRules
     /// <summary>Keeps units whose activation frequency is at least <paramref name="frequency"/>.</summary>
     public static UnitMask MinFrequency(SparsityStats stats, double frequency)
     {
-        if (frequency is < 0 or > 1) throw new UserInputException($"--min-frequency must be in [0, 1]; got {frequency}.");
-        return Build(stats, $"units with activation frequency ≥ {frequency} kept", l => Enumerable.Range(0, l.DFf).Where(u => l.UnitActivationFrequency[u] >= frequency));
+        if (frequency is < 0 or > 1)
+            throw new UserInputException($"--min-frequency must be in [0, 1]; got {frequency}.");
+        return Build(stats, $"units with activation frequency ≥ {frequency} kept", l =>
+            Enumerable.Range(0, l.DFf).Where(u => l.UnitActivationFrequency[u] >= frequency)
+        );
     }
 
     /// <summary>Keeps the ⌈p·d_ff⌉ most active units of each layer (ties: lower index first).</summary>
     public static UnitMask KeepFraction(SparsityStats stats, double fraction)
     {
-        if (fraction is <= 0 or > 1) throw new UserInputException($"--keep-fraction must be in (0, 1]; got {fraction}.");
+        if (fraction is <= 0 or > 1)
+            throw new UserInputException($"--keep-fraction must be in (0, 1]; got {fraction}.");
         return Build(stats, $"the {fraction:P1} most active units of each layer kept", l =>
-            MostActive(l).Take((int)Math.Ceiling(fraction * l.DFf)));
+            MostActive(l).Take((int)Math.Ceiling(fraction * l.DFf))
+        );
     }
 
     /// <summary>
@@ -32,25 +37,36 @@ public static class MaskRules
     /// </summary>
     public static UnitMask FlopReduction(SparsityStats stats, double reduction)
     {
-        if (reduction is < 0 or >= 1) throw new UserInputException($"--flop-reduction must be in [0, 1); got {reduction}.");
+        if (reduction is < 0 or >= 1)
+            throw new UserInputException($"--flop-reduction must be in [0, 1); got {reduction}.");
         long total = stats.Layers.Sum(l => (long)l.DFf);
         long toRemove = (long)Math.Round(reduction * total);
         var kept = stats.Layers.Select(l => l.DFf).ToArray();
         var removed = stats.Layers.Select(_ => new HashSet<int>()).ToArray();
-        var order = stats.Layers.SelectMany(l => Enumerable.Range(0, l.DFf).Select(u => (Layer: l.Index, Unit: u, Frequency: l.UnitActivationFrequency[u])))
-            .OrderBy(x => x.Frequency).ThenBy(x => x.Layer).ThenBy(x => x.Unit);
+        var order = stats
+            .Layers.SelectMany(l =>
+                Enumerable
+                    .Range(0, l.DFf)
+                    .Select(u => (Layer: l.Index, Unit: u, Frequency: l.UnitActivationFrequency[u]))
+            )
+            .OrderBy(x => x.Frequency)
+            .ThenBy(x => x.Layer)
+            .ThenBy(x => x.Unit);
         foreach (var (layer, unit, _) in order)
         {
-            if (toRemove == 0) break;
+            if (toRemove == 0)
+                break;
             int position = stats.Layers.ToList().FindIndex(l => l.Index == layer);
-            if (kept[position] == 1) continue;
+            if (kept[position] == 1)
+                continue;
             kept[position]--;
             removed[position].Add(unit);
             toRemove--;
         }
         var byLayer = stats.Layers.Select((l, i) => (l.Index, removed[i])).ToDictionary(p => p.Index, p => p.Item2);
-        return Build(stats, $"least active units removed for a {reduction:P1} MLP FLOP reduction",
-            l => Enumerable.Range(0, l.DFf).Where(u => !byLayer[l.Index].Contains(u)));
+        return Build(stats, $"least active units removed for a {reduction:P1} MLP FLOP reduction", l =>
+            Enumerable.Range(0, l.DFf).Where(u => !byLayer[l.Index].Contains(u))
+        );
     }
 
     static IEnumerable<int> MostActive(LayerStats l) =>
@@ -61,7 +77,13 @@ public static class MaskRules
         var layers = stats.Layers.Select(l => new LayerKeep(l.Index, l.DFf, keep(l).Order().ToArray())).ToList();
         var empty = layers.FirstOrDefault(l => l.Kept.Length == 0);
         if (empty != null)
-            throw new UserInputException($"The rule \"{rule}\" would remove every unit of layer {empty.Layer} (no unit qualifies on this corpus); choose a looser threshold.");
-        return new UnitMask(rule, $"{stats.Model} on {stats.Corpus} ({stats.Tokens:N0} tokens, threshold {stats.Threshold})", layers);
+            throw new UserInputException(
+                $"The rule \"{rule}\" would remove every unit of layer {empty.Layer} (no unit qualifies on this corpus); choose a looser threshold."
+            );
+        return new UnitMask(
+            rule,
+            $"{stats.Model} on {stats.Corpus} ({stats.Tokens:N0} tokens, threshold {stats.Threshold})",
+            layers
+        );
     }
 }

@@ -17,18 +17,29 @@ public sealed class NextTokenQuality
 
     /// <summary>Predictions counted.</summary>
     public long Predictions { get; private set; }
+
     /// <summary>Predictions whose argmax was the target.</summary>
     public long Correct { get; private set; }
 
     /// <summary>Adds one prediction: the logits over the vocabulary and the true next token.</summary>
     public void Add(ReadOnlySpan<float> logits, int target)
     {
-        if ((uint)target >= (uint)logits.Length) throw new ArgumentOutOfRangeException(nameof(target), $"Target {target} outside a vocabulary of {logits.Length}.");
+        if ((uint)target >= (uint)logits.Length)
+            throw new ArgumentOutOfRangeException(
+                nameof(target),
+                $"Target {target} outside a vocabulary of {logits.Length}."
+            );
         int argmax = 0;
         float max = logits[0];
-        for (int i = 1; i < logits.Length; i++) if (logits[i] > max) { max = logits[i]; argmax = i; }
+        for (int i = 1; i < logits.Length; i++)
+            if (logits[i] > max)
+            {
+                max = logits[i];
+                argmax = i;
+            }
         double sum = 0;
-        foreach (float l in logits) sum += Math.Exp(l - max);
+        foreach (float l in logits)
+            sum += Math.Exp(l - max);
         double logSum = Math.Log(sum) + max;
         _nll += logSum - logits[target];
         double confidence = Math.Exp(max - logSum);
@@ -36,7 +47,11 @@ public sealed class NextTokenQuality
         _binCount[bin]++;
         _binConfidence[bin] += confidence;
         Predictions++;
-        if (argmax == target) { _binCorrect[bin]++; Correct++; }
+        if (argmax == target)
+        {
+            _binCorrect[bin]++;
+            Correct++;
+        }
     }
 
     /// <summary>Adds another accumulator's sums.</summary>
@@ -55,8 +70,10 @@ public sealed class NextTokenQuality
 
     /// <summary>Mean cross-entropy in nats per predicted token (NaN before any prediction).</summary>
     public double Loss => Predictions == 0 ? double.NaN : _nll / Predictions;
+
     /// <summary>exp(loss).</summary>
     public double Perplexity => Math.Exp(Loss);
+
     /// <summary>Fraction of predictions whose argmax was the target.</summary>
     public double Accuracy => Predictions == 0 ? double.NaN : (double)Correct / Predictions;
 
@@ -65,11 +82,15 @@ public sealed class NextTokenQuality
     {
         get
         {
-            if (Predictions == 0) return double.NaN;
+            if (Predictions == 0)
+                return double.NaN;
             double ece = 0;
             for (int b = 0; b < Bins; b++)
                 if (_binCount[b] > 0)
-                    ece += (double)_binCount[b] / Predictions * Math.Abs((double)_binCorrect[b] / _binCount[b] - _binConfidence[b] / _binCount[b]);
+                    ece +=
+                        (double)_binCount[b]
+                        / Predictions
+                        * Math.Abs((double)_binCorrect[b] / _binCount[b] - _binConfidence[b] / _binCount[b]);
             return ece;
         }
     }

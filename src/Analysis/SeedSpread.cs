@@ -22,12 +22,14 @@ public sealed record SeedSpread(IReadOnlyList<double> Values)
     public static SeedSpread Over<T>(IEnumerable<T> seeds, Func<T, double> of) => new(seeds.Select(of).ToArray());
 
     /// <summary>"mean ± sd" in <paramref name="format"/>, or the value alone for one seed.</summary>
-    public string ToString(string format) => Values.Count > 1
-        ? $"{Mean.ToString(format, CultureInfo.InvariantCulture)} ± {StandardDeviation.ToString(format, CultureInfo.InvariantCulture)}"
-        : Mean.ToString(format, CultureInfo.InvariantCulture);
+    public string ToString(string format) =>
+        Values.Count > 1
+            ? $"{Mean.ToString(format, CultureInfo.InvariantCulture)} ± {StandardDeviation.ToString(format, CultureInfo.InvariantCulture)}"
+            : Mean.ToString(format, CultureInfo.InvariantCulture);
 
     /// <summary>The seeds' values, "a / b / c".</summary>
-    public string ValuesText(string format) => string.Join(" / ", Values.Select(v => v.ToString(format, CultureInfo.InvariantCulture)));
+    public string ValuesText(string format) =>
+        string.Join(" / ", Values.Select(v => v.ToString(format, CultureInfo.InvariantCulture)));
 
     /// <inheritdoc/>
     public override string ToString() => ToString("0.000");

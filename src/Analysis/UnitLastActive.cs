@@ -19,22 +19,27 @@ public sealed class UnitLastActive
 
     /// <summary>Units tracked.</summary>
     public int DFf => _lastActiveStep.Length;
+
     /// <summary>Last step each unit was active (−1: never).</summary>
     public ReadOnlySpan<long> LastActiveStep => _lastActiveStep;
 
     /// <summary>Records a step: <paramref name="tokensPerUnit"/> holds each unit's active-token count on it.</summary>
     public void Observe(long step, ReadOnlySpan<long> tokensPerUnit)
     {
-        if (tokensPerUnit.Length != DFf) throw new ArgumentException($"Expected {DFf} per-unit counts, got {tokensPerUnit.Length}.");
+        if (tokensPerUnit.Length != DFf)
+            throw new ArgumentException($"Expected {DFf} per-unit counts, got {tokensPerUnit.Length}.");
         for (int i = 0; i < DFf; i++)
-            if (tokensPerUnit[i] > 0 && step > _lastActiveStep[i]) _lastActiveStep[i] = step;
+            if (tokensPerUnit[i] > 0 && step > _lastActiveStep[i])
+                _lastActiveStep[i] = step;
     }
 
     /// <summary>Keeps the later step per unit.</summary>
     public void Merge(UnitLastActive other)
     {
-        if (other.DFf != DFf) throw new ArgumentException($"Cannot merge {other.DFf} units into {DFf}.");
-        for (int i = 0; i < DFf; i++) _lastActiveStep[i] = Math.Max(_lastActiveStep[i], other._lastActiveStep[i]);
+        if (other.DFf != DFf)
+            throw new ArgumentException($"Cannot merge {other.DFf} units into {DFf}.");
+        for (int i = 0; i < DFf; i++)
+            _lastActiveStep[i] = Math.Max(_lastActiveStep[i], other._lastActiveStep[i]);
     }
 
     /// <summary>
@@ -50,11 +55,13 @@ public sealed class UnitLastActive
         return death;
     }
 
-    /// <summary>Units not active on any step after <paramref name="step"/> − 1, i.e. unused since <paramref name="step"/>.</summary>
+    /// <summary>Units not active on any step after <paramref name="step"/> − 1, i.e. unused since
+    /// <paramref name="step"/>.</summary>
     public bool[] UnusedSince(long step)
     {
         var unused = new bool[DFf];
-        for (int i = 0; i < DFf; i++) unused[i] = _lastActiveStep[i] < step;
+        for (int i = 0; i < DFf; i++)
+            unused[i] = _lastActiveStep[i] < step;
         return unused;
     }
 

@@ -12,30 +12,60 @@ namespace Sparsity.Analysis;
 /// <param name="P95">95th percentile (nearest rank).</param>
 /// <param name="Min">Smallest count seen.</param>
 /// <param name="Max">Largest count seen.</param>
-public readonly record struct UseSummary(long Count, double Mean, double StandardDeviation,
-    double P5, double P50, double P95, double Min, double Max)
+public readonly record struct UseSummary(
+    long Count,
+    double Mean,
+    double StandardDeviation,
+    double P5,
+    double P50,
+    double P95,
+    double Min,
+    double Max
+)
 {
     /// <summary>Summarises a histogram of unit counts.</summary>
     public static UseSummary FromHistogram(ReadOnlySpan<long> histogram)
     {
         long n = 0;
-        double sum = 0, sumSquares = 0;
-        int min = -1, max = -1;
+        double sum = 0,
+            sumSquares = 0;
+        int min = -1,
+            max = -1;
         for (int units = 0; units < histogram.Length; units++)
         {
             long h = histogram[units];
-            if (h == 0) continue;
-            if (min < 0) min = units;
+            if (h == 0)
+                continue;
+            if (min < 0)
+                min = units;
             max = units;
             n += h;
             sum += (double)h * units;
             sumSquares += (double)h * units * units;
         }
-        if (n == 0) return new UseSummary(0, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
+        if (n == 0)
+            return new UseSummary(
+                0,
+                double.NaN,
+                double.NaN,
+                double.NaN,
+                double.NaN,
+                double.NaN,
+                double.NaN,
+                double.NaN
+            );
         double mean = sum / n;
         double variance = Math.Max(0, sumSquares / n - mean * mean);
-        return new UseSummary(n, mean, Math.Sqrt(variance),
-            Percentile(histogram, n, 0.05), Percentile(histogram, n, 0.50), Percentile(histogram, n, 0.95), min, max);
+        return new UseSummary(
+            n,
+            mean,
+            Math.Sqrt(variance),
+            Percentile(histogram, n, 0.05),
+            Percentile(histogram, n, 0.50),
+            Percentile(histogram, n, 0.95),
+            min,
+            max
+        );
     }
 
     // Nearest-rank percentile: the smallest value with at least ceil(p·n) observations at or below it.
@@ -46,7 +76,8 @@ public readonly record struct UseSummary(long Count, double Mean, double Standar
         for (int units = 0; units < histogram.Length; units++)
         {
             seen += histogram[units];
-            if (seen >= rank) return units;
+            if (seen >= rank)
+                return units;
         }
         return histogram.Length - 1;
     }

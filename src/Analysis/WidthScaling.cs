@@ -5,17 +5,31 @@ namespace Sparsity.Analysis;
 /// <summary>A fitted law <c>count = C · width^Exponent</c> and how well it explains the points.</summary>
 /// <param name="C">Scale.</param>
 /// <param name="Exponent">Power of the width (fixed at 0.5 for the square-root law).</param>
-/// <param name="RSquared">Coefficient of determination 1 − SS_res/SS_tot on the counts themselves (not their logarithms).</param>
+/// <param name="RSquared">Coefficient of determination 1 − SS_res/SS_tot on the counts themselves (not their
+/// logarithms).</param>
 /// <param name="RootMeanSquareError">√(SS_res / n), in units.</param>
 /// <param name="MaxRelativeError">Largest |fit − count| / count over the points.</param>
-public sealed record ScalingFit(double C, double Exponent, double RSquared, double RootMeanSquareError, double MaxRelativeError)
+public sealed record ScalingFit(
+    double C,
+    double Exponent,
+    double RSquared,
+    double RootMeanSquareError,
+    double MaxRelativeError
+)
 {
     /// <summary>The law's count at a width.</summary>
     public double At(double width) => C * Math.Pow(width, Exponent);
 }
 
-/// <summary>The exponent α of count = c·n^α fitted to the mean over seeds, its bootstrap interval, and each seed's own α.</summary>
-public sealed record ExponentInterval(double Exponent, double Low, double High, double Level, IReadOnlyList<double> PerSeed)
+/// <summary>The exponent α of count = c·n^α fitted to the mean over seeds, its bootstrap interval, and each seed's own
+/// α.</summary>
+public sealed record ExponentInterval(
+    double Exponent,
+    double Low,
+    double High,
+    double Level,
+    IReadOnlyList<double> PerSeed
+)
 {
     /// <summary>Whether <paramref name="alpha"/> lies inside the interval.</summary>
     public bool Contains(double alpha) => alpha >= Low && alpha <= High;
@@ -51,10 +65,16 @@ public static class WidthScaling
     /// of those α. With few seeds the interval is coarse (3 seeds give at most 10 distinct resamples), and says so by
     /// its width.
     /// </summary>
-    public static ExponentInterval BootstrapExponent(IReadOnlyList<double> widths, IReadOnlyList<IReadOnlyList<double>> countsBySeed, int resamples = 10_000,
-        double level = 0.95, int seed = 0)
+    public static ExponentInterval BootstrapExponent(
+        IReadOnlyList<double> widths,
+        IReadOnlyList<IReadOnlyList<double>> countsBySeed,
+        int resamples = 10_000,
+        double level = 0.95,
+        int seed = 0
+    )
     {
-        if (countsBySeed.Count == 0) throw new ArgumentException("No seeds to fit.");
+        if (countsBySeed.Count == 0)
+            throw new ArgumentException("No seeds to fit.");
         var perSeed = countsBySeed.Select(c => PowerLaw(widths, c).Exponent).ToArray();
         var rng = new Random(seed);
         var alphas = new double[resamples];
@@ -65,14 +85,23 @@ public static class WidthScaling
             for (int i = 0; i < countsBySeed.Count; i++)
             {
                 var drawn = countsBySeed[rng.Next(countsBySeed.Count)];
-                for (int w = 0; w < mean.Length; w++) mean[w] += drawn[w] / countsBySeed.Count;
+                for (int w = 0; w < mean.Length; w++)
+                    mean[w] += drawn[w] / countsBySeed.Count;
             }
             alphas[r] = PowerLaw(widths, mean).Exponent;
         }
-        double all = PowerLaw(widths, Enumerable.Range(0, widths.Count).Select(w => countsBySeed.Average(c => c[w])).ToArray()).Exponent;
+        double all = PowerLaw(
+            widths,
+            Enumerable.Range(0, widths.Count).Select(w => countsBySeed.Average(c => c[w])).ToArray()
+        ).Exponent;
         double tail = (1 - level) / 2;
-        return new ExponentInterval(all, MathNet.Numerics.Statistics.Statistics.Quantile(alphas, tail), MathNet.Numerics.Statistics.Statistics.Quantile(alphas, 1 - tail),
-            level, perSeed);
+        return new ExponentInterval(
+            all,
+            MathNet.Numerics.Statistics.Statistics.Quantile(alphas, tail),
+            MathNet.Numerics.Statistics.Statistics.Quantile(alphas, 1 - tail),
+            level,
+            perSeed
+        );
     }
 
     static ScalingFit Quality(IReadOnlyList<double> widths, IReadOnlyList<double> counts, double c, double exponent)
@@ -82,13 +111,22 @@ public static class WidthScaling
         double ssRes = counts.Zip(fitted, (y, f) => (y - f) * (y - f)).Sum();
         double ssTot = counts.Sum(y => (y - mean) * (y - mean));
         double maxRel = counts.Zip(fitted, (y, f) => Math.Abs(f - y) / y).Max();
-        return new ScalingFit(c, exponent, ssTot > 0 ? 1 - ssRes / ssTot : double.NaN, Math.Sqrt(ssRes / counts.Count), maxRel);
+        return new ScalingFit(
+            c,
+            exponent,
+            ssTot > 0 ? 1 - ssRes / ssTot : double.NaN,
+            Math.Sqrt(ssRes / counts.Count),
+            maxRel
+        );
     }
 
     static void Check(IReadOnlyList<double> widths, IReadOnlyList<double> counts, int minimum)
     {
-        if (widths.Count != counts.Count) throw new ArgumentException($"{widths.Count} widths but {counts.Count} counts.");
-        if (widths.Count < minimum) throw new ArgumentException($"A fit needs at least {minimum} widths; got {widths.Count}.");
-        if (widths.Any(n => !(n > 0)) || counts.Any(y => !(y > 0))) throw new ArgumentException("Widths and counts must be positive to fit a power law.");
+        if (widths.Count != counts.Count)
+            throw new ArgumentException($"{widths.Count} widths but {counts.Count} counts.");
+        if (widths.Count < minimum)
+            throw new ArgumentException($"A fit needs at least {minimum} widths; got {widths.Count}.");
+        if (widths.Any(n => !(n > 0)) || counts.Any(y => !(y > 0)))
+            throw new ArgumentException("Widths and counts must be positive to fit a power law.");
     }
 }

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Sparsity.Pipeline.Commands;
-using Sparsity.Training;
 using Sparsity.Pipeline.Runtime;
+using Sparsity.Training;
 
 namespace Sparsity.Pipeline;
 
@@ -15,10 +15,13 @@ public static class Program
         return Run(args, Console.Out, Console.Error, interactive: !Console.IsOutputRedirected);
     }
 
-    /// <summary>Parses and runs a command line; user errors become one line on <paramref name="error"/> and exit code 2.</summary>
+    /// <summary>Parses and runs a command line; user errors become one line on <paramref name="error"/> and exit code
+    /// 2.</summary>
     public static int Run(string[] args, TextWriter output, TextWriter error, bool interactive = false)
     {
-        var root = new RootCommand("relu-sparsity: train ReLU transformers and measure how their MLP hidden units are used.")
+        var root = new RootCommand(
+            "relu-sparsity: train ReLU transformers and measure how their MLP hidden units are used."
+        )
         {
             CorpusCommand.Create(output),
             TokenizerCommand.Create(output),
@@ -41,11 +44,16 @@ public static class Program
             DecodeBenchCommand.Create(output),
             DoctorCommand.Create(output),
         };
-        var verbose = new Option<bool>("--verbose") { Description = "On an unexpected failure (a bug), print its stack trace too.", Recursive = true };
+        var verbose = new Option<bool>("--verbose")
+        {
+            Description = "On an unexpected failure (a bug), print its stack trace too.",
+            Recursive = true,
+        };
         root.Options.Add(verbose);
         OptionRules.Apply(root);
         var parsed = root.Parse(args);
-        string name = parsed.CommandResult.Command == root ? Tool.Name : $"{Tool.Name} {parsed.CommandResult.Command.Name}";
+        string name =
+            parsed.CommandResult.Command == root ? Tool.Name : $"{Tool.Name} {parsed.CommandResult.Command.Name}";
         if (args.Length == 0)
         {
             parsed = root.Parse(["--help"]);
@@ -55,15 +63,29 @@ public static class Program
         if (parsed.Errors.Count > 0)
         {
             // One line, exit 2 as for every bad input (check's 1 means "outside tolerance" only).
-            string message = string.Join(" ", parsed.Errors[0].Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                .Replace("as expected type 'System.Int32'", "as an integer").Replace("as expected type 'System.Int64'", "as an integer")
-                .Replace("as expected type 'System.Single'", "as a number").Replace("as expected type 'System.Double'", "as a number");
+            string message = string.Join(
+                    " ",
+                    parsed
+                        .Errors[0]
+                        .Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                )
+                .Replace("as expected type 'System.Int32'", "as an integer")
+                .Replace("as expected type 'System.Int64'", "as an integer")
+                .Replace("as expected type 'System.Single'", "as a number")
+                .Replace("as expected type 'System.Double'", "as a number");
             error.WriteLine($"error: {message} (see `{name} --help`)");
             return 2;
         }
         try
         {
-            return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+            return parsed.Invoke(
+                new InvocationConfiguration
+                {
+                    Output = output,
+                    Error = error,
+                    EnableDefaultExceptionHandler = false,
+                }
+            );
         }
         catch (UserInputException e)
         {
@@ -76,10 +98,15 @@ public static class Program
             error.WriteLine($"error: {e.Message.Split('\n')[0]} Nothing was written; check the path and free space.");
             return 2;
         }
-        catch (Exception e) when (e is Microsoft.ML.OnnxRuntime.OnnxRuntimeException || e.GetBaseException() is Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+        catch (Exception e)
+            when (e is Microsoft.ML.OnnxRuntime.OnnxRuntimeException
+                || e.GetBaseException() is Microsoft.ML.OnnxRuntime.OnnxRuntimeException
+            )
         {
             // A graph ONNX Runtime loads but cannot run (a node's shapes disagree at run time): its message, one line.
-            error.WriteLine($"error: ONNX Runtime could not run the model: {e.GetBaseException().Message.Split('\n')[0].Trim()} Nothing was written; check that the graph runs in ONNX Runtime as it is.");
+            error.WriteLine(
+                $"error: ONNX Runtime could not run the model: {e.GetBaseException().Message.Split('\n')[0].Trim()} Nothing was written; check that the graph runs in ONNX Runtime as it is."
+            );
             return 2;
         }
         catch (OperationCanceledException)
@@ -89,11 +116,16 @@ public static class Program
         }
         catch (Exception e)
         {
-            // Anything else is our bug, not the user's input: one line (the trace with --verbose), exit 70 (EX_SOFTWARE).
+            // Anything else is our bug, not the user's input: one line (the trace with --verbose), exit 70
+            // (EX_SOFTWARE).
             var cause = e.GetBaseException();
-            error.WriteLine($"error: `{name}` failed unexpectedly ({cause.GetType().Name}: {cause.Message.Split('\n')[0].Trim()}). Nothing was written. " +
-                            $"This is a bug in {Tool.Producer}: please report it with the command line" + (parsed.GetValue(verbose) ? "." : " and the output of the same command with --verbose."));
-            if (parsed.GetValue(verbose)) error.WriteLine(e.ToString());
+            error.WriteLine(
+                $"error: `{name}` failed unexpectedly ({cause.GetType().Name}: {cause.Message.Split('\n')[0].Trim()}). Nothing was written. "
+                    + $"This is a bug in {Tool.Producer}: please report it with the command line"
+                    + (parsed.GetValue(verbose) ? "." : " and the output of the same command with --verbose.")
+            );
+            if (parsed.GetValue(verbose))
+                error.WriteLine(e.ToString());
             return 70;
         }
     }

@@ -6,7 +6,8 @@ namespace Sparsity.Core;
 /// </summary>
 public static class AtomicFile
 {
-    /// <summary>Runs <paramref name="write"/> on a temporary path beside <paramref name="path"/>, then moves it into place.</summary>
+    /// <summary>Runs <paramref name="write"/> on a temporary path beside <paramref name="path"/>, then moves it into
+    /// place.</summary>
     public static void Write(string path, Action<string> write)
     {
         string full = Path.GetFullPath(path);
@@ -21,7 +22,8 @@ public static class AtomicFile
         }
         finally
         {
-            if (File.Exists(temp)) File.Delete(temp);
+            if (File.Exists(temp))
+                File.Delete(temp);
         }
     }
 
@@ -29,5 +31,6 @@ public static class AtomicFile
     public static void WriteAllText(string path, string text) => Write(path, t => File.WriteAllText(t, text));
 
     /// <summary>Writes lines atomically.</summary>
-    public static void WriteAllLines(string path, IEnumerable<string> lines) => Write(path, t => File.WriteAllLines(t, lines));
+    public static void WriteAllLines(string path, IEnumerable<string> lines) =>
+        Write(path, t => File.WriteAllLines(t, lines));
 }

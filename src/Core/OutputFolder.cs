@@ -15,29 +15,48 @@ public static class OutputFolder
     /// <summary>File name of the manifest inside an output folder.</summary>
     public const string ManifestName = ".relu-sparsity-output.json";
 
-    /// <summary>What an output folder holds: the command that wrote it and its files (relative paths, '/'-separated).</summary>
+    /// <summary>What an output folder holds: the command that wrote it and its files (relative paths,
+    /// '/'-separated).</summary>
     public sealed record Manifest(string Command, string Producer, IReadOnlyList<string> Files);
 
-    static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
+    static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
 
-    /// <summary>Refuses (one clear line) a folder <paramref name="command"/> may not write; call before long work.</summary>
+    /// <summary>Refuses (one clear line) a folder <paramref name="command"/> may not write; call before long
+    /// work.</summary>
     public static void RequireWritable(string path, string command)
     {
-        if (File.Exists(path)) throw new UserInputException($"--out {path} is a file; give a folder for {command}'s output.");
-        if (!Directory.Exists(path) || !Directory.EnumerateFileSystemEntries(path).Any()) return;
+        if (File.Exists(path))
+            throw new UserInputException($"--out {path} is a file; give a folder for {command}'s output.");
+        if (!Directory.Exists(path) || !Directory.EnumerateFileSystemEntries(path).Any())
+            return;
         var manifest = Read(path)
-            ?? throw new UserInputException($"--out {path} already holds files relu-sparsity did not write ({Describe(Directory.EnumerateFileSystemEntries(path).ToList(), path)}); choose a new or empty folder" +
-                                            (File.Exists(Path.Combine(path, "config.json")) ? " (a checkpoint written before relu-sparsity 0.2.0 has no manifest: move or delete it to retrain there)." : "."));
+            ?? throw new UserInputException(
+                $"--out {path} already holds files relu-sparsity did not write ({Describe(Directory.EnumerateFileSystemEntries(path).ToList(), path)}); choose a new or empty folder"
+                    + (
+                        File.Exists(Path.Combine(path, "config.json"))
+                            ? " (a checkpoint written before relu-sparsity 0.2.0 has no manifest: move or delete it to retrain there)."
+                            : "."
+                    )
+            );
         if (manifest.Command != command)
-            throw new UserInputException($"--out {path} holds the output of `{manifest.Command}`, not of `{command}`; choose another folder.");
+            throw new UserInputException(
+                $"--out {path} holds the output of `{manifest.Command}`, not of `{command}`; choose another folder."
+            );
         var foreign = Foreign(path, manifest).ToList();
         if (foreign.Count > 0)
-            throw new UserInputException($"--out {path} holds an earlier {command} output and files it did not write ({Describe(foreign, path)}); move them or choose another folder.");
+            throw new UserInputException(
+                $"--out {path} holds an earlier {command} output and files it did not write ({Describe(foreign, path)}); move them or choose another folder."
+            );
     }
 
     /// <summary>
-    /// Writes <paramref name="path"/> through <paramref name="write"/>, which fills a temporary sibling folder; then swaps
-    /// it in and removes the files of the output it replaces (never anything else). Nothing is left half-written.
+    /// Writes <paramref name="path"/> through <paramref name="write"/>, which fills a temporary sibling folder; then
+    /// swaps it in and removes the files of the output it replaces (never anything else). Nothing is left half-written.
     /// </summary>
     public static void Write(string path, string command, Action<string> write)
     {
@@ -47,17 +66,24 @@ public static class OutputFolder
         string partial = Temporaries.For(full, "partial");
         try
         {
-            if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true); // this process's own leftover
+            if (Directory.Exists(partial))
+                Directory.Delete(partial, recursive: true); // this process's own leftover
             Directory.CreateDirectory(partial);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new UserInputException($"--out {path}: cannot create a folder there ({e.Message.TrimEnd('.')}); check the path, its permissions and free space.");
+            throw new UserInputException(
+                $"--out {path}: cannot create a folder there ({e.Message.TrimEnd('.')}); check the path, its permissions and free space."
+            );
         }
         try
         {
             write(partial);
-            var files = Directory.EnumerateFiles(partial, "*", SearchOption.AllDirectories).Select(f => Relative(partial, f)).Order(StringComparer.Ordinal).ToList();
+            var files = Directory
+                .EnumerateFiles(partial, "*", SearchOption.AllDirectories)
+                .Select(f => Relative(partial, f))
+                .Order(StringComparer.Ordinal)
+                .ToList();
             WriteManifest(partial, new Manifest(command, Tool.Producer, files));
             if (!Directory.Exists(full))
             {
@@ -71,22 +97,28 @@ public static class OutputFolder
         }
         catch
         {
-            if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
+            if (Directory.Exists(partial))
+                Directory.Delete(partial, recursive: true);
             throw;
         }
     }
 
-    /// <summary>Records a file relu-sparsity just wrote in the manifest of the output folder holding it, if there is one.</summary>
+    /// <summary>Records a file relu-sparsity just wrote in the manifest of the output folder holding it, if there is
+    /// one.</summary>
     public static void Adopt(string file)
     {
         string full = Path.GetFullPath(file);
-        if (Path.GetFileName(full) == ManifestName) return;
+        if (Path.GetFileName(full) == ManifestName)
+            return;
         for (string? dir = Path.GetDirectoryName(full); dir != null; dir = Path.GetDirectoryName(dir))
         {
-            if (Path.GetFileName(dir).Contains(".partial-")) return; // inside an output being written: its manifest comes last
-            if (Read(dir) is not { } manifest) continue;
+            if (Path.GetFileName(dir).Contains(".partial-"))
+                return; // inside an output being written: its manifest comes last
+            if (Read(dir) is not { } manifest)
+                continue;
             string relative = Relative(dir, full);
-            if (!manifest.Files.Contains(relative)) WriteManifest(dir, manifest with { Files = [.. manifest.Files, relative] });
+            if (!manifest.Files.Contains(relative))
+                WriteManifest(dir, manifest with { Files = [.. manifest.Files, relative] });
             return;
         }
     }
@@ -95,9 +127,16 @@ public static class OutputFolder
     public static Manifest? Read(string dir)
     {
         string path = Path.Combine(dir, ManifestName);
-        if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize<Manifest>(File.ReadAllText(path), Json); }
-        catch (JsonException) { return null; }
+        if (!File.Exists(path))
+            return null;
+        try
+        {
+            return JsonSerializer.Deserialize<Manifest>(File.ReadAllText(path), Json);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     // Entries under dir that neither its manifest lists nor an output folder nested in it owns.
@@ -105,16 +144,22 @@ public static class OutputFolder
     {
         var listed = manifest.Files.ToHashSet();
         foreach (string file in Directory.EnumerateFiles(dir))
-            if (Path.GetFileName(file) is not (ManifestName or OutputFile.LedgerName) && !listed.Contains(Relative(dir, file))) yield return file;
+            if (
+                Path.GetFileName(file) is not (ManifestName or OutputFile.LedgerName)
+                && !listed.Contains(Relative(dir, file))
+            )
+                yield return file;
         foreach (string sub in Directory.EnumerateDirectories(dir))
         {
             if (Read(sub) is { } nested)
             {
-                foreach (string f in Foreign(sub, nested)) yield return f;
+                foreach (string f in Foreign(sub, nested))
+                    yield return f;
                 continue;
             }
             foreach (string file in Directory.EnumerateFiles(sub, "*", SearchOption.AllDirectories))
-                if (!listed.Contains(Relative(dir, file))) yield return file;
+                if (!listed.Contains(Relative(dir, file)))
+                    yield return file;
         }
     }
 
@@ -123,23 +168,33 @@ public static class OutputFolder
     {
         if (Read(dir) is not { } manifest)
         {
-            if (!Directory.EnumerateFileSystemEntries(dir).Any()) Directory.Delete(dir); // the empty folder --out was
+            if (!Directory.EnumerateFileSystemEntries(dir).Any())
+                Directory.Delete(dir); // the empty folder --out was
             return;
         }
-        foreach (string sub in Directory.EnumerateDirectories(dir).Where(s => Read(s) != null).ToList()) RemoveOwned(sub);
+        foreach (string sub in Directory.EnumerateDirectories(dir).Where(s => Read(s) != null).ToList())
+            RemoveOwned(sub);
         foreach (string relative in manifest.Files)
         {
             string file = Path.Combine(dir, relative);
-            if (File.Exists(file)) File.Delete(file);
+            if (File.Exists(file))
+                File.Delete(file);
         }
         File.Delete(Path.Combine(dir, ManifestName));
         File.Delete(Path.Combine(dir, OutputFile.LedgerName));
-        foreach (string sub in Directory.EnumerateDirectories(dir, "*", SearchOption.AllDirectories).OrderByDescending(d => d.Length))
-            if (!Directory.EnumerateFileSystemEntries(sub).Any()) Directory.Delete(sub);
-        if (!Directory.EnumerateFileSystemEntries(dir).Any()) Directory.Delete(dir);
+        foreach (
+            string sub in Directory
+                .EnumerateDirectories(dir, "*", SearchOption.AllDirectories)
+                .OrderByDescending(d => d.Length)
+        )
+            if (!Directory.EnumerateFileSystemEntries(sub).Any())
+                Directory.Delete(sub);
+        if (!Directory.EnumerateFileSystemEntries(dir).Any())
+            Directory.Delete(dir);
     }
 
-    static void WriteManifest(string dir, Manifest manifest) => AtomicFile.WriteAllText(Path.Combine(dir, ManifestName), JsonSerializer.Serialize(manifest, Json));
+    static void WriteManifest(string dir, Manifest manifest) =>
+        AtomicFile.WriteAllText(Path.Combine(dir, ManifestName), JsonSerializer.Serialize(manifest, Json));
 
     static string Relative(string dir, string file) => Path.GetRelativePath(dir, file).Replace('\\', '/');
 

@@ -3,7 +3,8 @@ using System.Text.Json.Serialization;
 
 namespace Sparsity.Core;
 
-/// <summary>The JSON conventions of every file the project writes: snake_case names, indented, NaN as a string.</summary>
+/// <summary>The JSON conventions of every file the project writes: snake_case names, indented, NaN as a
+/// string.</summary>
 public static class ProjectJson
 {
     /// <summary>Options for files meant to be read by people and other tools.</summary>

@@ -16,9 +16,11 @@ public static class Temporaries
     /// <summary>This process's tag: host, process id and start time (clock ticks since boot on Linux).</summary>
     public static string Tag { get; } = $"{Host}~{Environment.ProcessId}~{StartOf(Environment.ProcessId)}";
 
-    static string Host => new(Environment.MachineName.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '_').ToArray());
+    static string Host =>
+        new(Environment.MachineName.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '_').ToArray());
 
-    /// <summary>The temporary sibling of <paramref name="fullPath"/> of kind partial, old or tmp for this process.</summary>
+    /// <summary>The temporary sibling of <paramref name="fullPath"/> of kind partial, old or tmp for this
+    /// process.</summary>
     public static string For(string fullPath, string kind) => $"{fullPath}.{kind}-{Tag}";
 
     /// <summary>
@@ -28,26 +30,33 @@ public static class Temporaries
     public static void RemoveStale(string fullPath)
     {
         string? dir = Path.GetDirectoryName(fullPath);
-        if (dir == null || !Directory.Exists(dir)) return;
+        if (dir == null || !Directory.Exists(dir))
+            return;
         string name = Path.GetFileName(fullPath);
         foreach (string entry in Directory.EnumerateFileSystemEntries(dir, name + ".*-*"))
         {
             string suffix = Path.GetFileName(entry)[(name.Length + 1)..];
             int dash = suffix.IndexOf('-');
-            if (dash < 0 || !Kinds.Contains(suffix[..dash])) continue;
+            if (dash < 0 || !Kinds.Contains(suffix[..dash]))
+                continue;
             string[] tag = suffix[(dash + 1)..].Split('~');
-            if (tag.Length != 3 || tag[0] != Host || !int.TryParse(tag[1], CultureInfo.InvariantCulture, out int pid)) continue;
-            if (StartOf(pid) == tag[2]) continue; // that process still runs
+            if (tag.Length != 3 || tag[0] != Host || !int.TryParse(tag[1], CultureInfo.InvariantCulture, out int pid))
+                continue;
+            if (StartOf(pid) == tag[2])
+                continue; // that process still runs
             try
             {
-                if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
-                else File.Delete(entry);
+                if (Directory.Exists(entry))
+                    Directory.Delete(entry, recursive: true);
+                else
+                    File.Delete(entry);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // not ours to force; it stays
         }
     }
 
-    // The start time of a process, or "" when it does not run: /proc/PID/stat field 22 on Linux, else the runtime's view.
+    // The start time of a process, or "" when it does not run: /proc/PID/stat field 22 on Linux, else the runtime's
+    // view.
     static string StartOf(int pid)
     {
         if (OperatingSystem.IsLinux())
@@ -59,13 +68,19 @@ public static class Temporaries
                 string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
                 return fields[19];
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or IndexOutOfRangeException) { return ""; }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or IndexOutOfRangeException)
+            {
+                return "";
+            }
         }
         try
         {
             using var process = Process.GetProcessById(pid);
             return process.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException) { return ""; }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            return "";
+        }
     }
 }

@@ -1,6 +1,7 @@
 namespace Sparsity.Core;
 
-/// <summary>Who wrote an output: the name and version stamped into checkpoints, ONNX files, manifests and statistics.</summary>
+/// <summary>Who wrote an output: the name and version stamped into checkpoints, ONNX files, manifests and
+/// statistics.</summary>
 public static class Tool
 {
     /// <summary>The command's name.</summary>

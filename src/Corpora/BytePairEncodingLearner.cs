@@ -20,20 +20,24 @@ public static partial class BytePairEncodingLearner
     /// <summary>What was learned.</summary>
     public sealed record Result(int VocabSize, int Merges, long Words, int DistinctWords);
 
-    /// <summary>Learns merges until the vocabulary holds <paramref name="vocabSize"/> ids (or no pair repeats) and writes both files.</summary>
+    /// <summary>Learns merges until the vocabulary holds <paramref name="vocabSize"/> ids (or no pair repeats) and
+    /// writes both files.</summary>
     public static Result Learn(IEnumerable<string> documents, int vocabSize, string outDir)
     {
-        if (vocabSize < 258 || vocabSize > 65535) throw new UserInputException($"--vocab-size must be in 258..65535 (256 bytes + merges + <|endoftext|>); got {vocabSize}.");
+        if (vocabSize < 258 || vocabSize > 65535)
+            throw new UserInputException(
+                $"--vocab-size must be in 258..65535 (256 bytes + merges + <|endoftext|>); got {vocabSize}."
+            );
         string[] byteSymbol = ByteSymbols();
 
         var wordCounts = new Dictionary<string, long>(StringComparer.Ordinal);
         long totalWords = 0;
         foreach (string doc in documents)
-            foreach (Match m in Gpt2PreTokenizer().Matches(doc))
-            {
-                wordCounts[m.Value] = wordCounts.GetValueOrDefault(m.Value) + 1;
-                totalWords++;
-            }
+        foreach (Match m in Gpt2PreTokenizer().Matches(doc))
+        {
+            wordCounts[m.Value] = wordCounts.GetValueOrDefault(m.Value) + 1;
+            totalWords++;
+        }
 
         // Sorted so the learned merges never depend on hash order.
         var words = wordCounts.OrderBy(w => w.Key, StringComparer.Ordinal).ToList();
@@ -44,15 +48,21 @@ public static partial class BytePairEncodingLearner
 
         var pairCount = new Dictionary<long, long>();
         var pairWords = new Dictionary<long, HashSet<int>>();
-        for (int w = 0; w < symbols.Length; w++) CountPairs(symbols[w], w, frequency[w], +1, pairCount, pairWords);
+        for (int w = 0; w < symbols.Length; w++)
+            CountPairs(symbols[w], w, frequency[w], +1, pairCount, pairWords);
 
         while (tokens.Count < vocabSize - 1)
         {
-            long best = -1, bestCount = 1;
+            long best = -1,
+                bestCount = 1;
             foreach (var (pair, count) in pairCount)
-                if (count > bestCount || (count == bestCount && best >= 0 && pair < best)) (best, bestCount) = (pair, count);
-            if (best < 0) break; // no pair occurs twice: more merges would only memorise
-            int a = (int)(best >> 32), b = (int)(best & 0xffffffff), merged = tokens.Count;
+                if (count > bestCount || (count == bestCount && best >= 0 && pair < best))
+                    (best, bestCount) = (pair, count);
+            if (best < 0)
+                break; // no pair occurs twice: more merges would only memorise
+            int a = (int)(best >> 32),
+                b = (int)(best & 0xffffffff),
+                merged = tokens.Count;
             tokens.Add(tokens[a] + tokens[b]);
             merges.Add(tokens[a] + " " + tokens[b]);
             foreach (int w in pairWords[best].ToArray())
@@ -67,22 +77,34 @@ public static partial class BytePairEncodingLearner
         tokens.Add(EndOfText);
 
         var vocab = new Dictionary<string, int>();
-        for (int id = 0; id < tokens.Count; id++) vocab[tokens[id]] = id;
+        for (int id = 0; id < tokens.Count; id++)
+            vocab[tokens[id]] = id;
         AtomicFile.WriteAllText(Path.Combine(outDir, "vocab.json"), JsonSerializer.Serialize(vocab));
         AtomicFile.WriteAllLines(Path.Combine(outDir, "merges.txt"), merges.Prepend("#version: 0.2"));
         return new Result(tokens.Count, merges.Count, totalWords, words.Count);
     }
 
-    static void CountPairs(int[] word, int w, long frequency, int sign, Dictionary<long, long> pairCount, Dictionary<long, HashSet<int>> pairWords)
+    static void CountPairs(
+        int[] word,
+        int w,
+        long frequency,
+        int sign,
+        Dictionary<long, long> pairCount,
+        Dictionary<long, HashSet<int>> pairWords
+    )
     {
         for (int i = 0; i + 1 < word.Length; i++)
         {
             long pair = ((long)word[i] << 32) | (uint)word[i + 1];
             long count = pairCount.GetValueOrDefault(pair) + sign * frequency;
-            if (count <= 0) pairCount.Remove(pair); else pairCount[pair] = count;
+            if (count <= 0)
+                pairCount.Remove(pair);
+            else
+                pairCount[pair] = count;
             if (sign > 0)
             {
-                if (!pairWords.TryGetValue(pair, out var set)) pairWords[pair] = set = new HashSet<int>();
+                if (!pairWords.TryGetValue(pair, out var set))
+                    pairWords[pair] = set = new HashSet<int>();
                 set.Add(w);
             }
         }
@@ -93,13 +115,19 @@ public static partial class BytePairEncodingLearner
         var result = new List<int>(word.Length);
         for (int i = 0; i < word.Length; i++)
         {
-            if (i + 1 < word.Length && word[i] == a && word[i + 1] == b) { result.Add(merged); i++; }
-            else result.Add(word[i]);
+            if (i + 1 < word.Length && word[i] == a && word[i + 1] == b)
+            {
+                result.Add(merged);
+                i++;
+            }
+            else
+                result.Add(word[i]);
         }
         return result.ToArray();
     }
 
-    /// <summary>GPT-2's reversible byte → printable character map, so every token is a JSON string without spaces.</summary>
+    /// <summary>GPT-2's reversible byte → printable character map, so every token is a JSON string without
+    /// spaces.</summary>
     public static string[] ByteSymbols()
     {
         var symbols = new string[256];
@@ -112,7 +140,8 @@ public static partial class BytePairEncodingLearner
         return symbols;
     }
 
-    /// <summary>GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with one leading space. Learning and encoding both split words with it.</summary>
+    /// <summary>GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with one leading space.
+    /// Learning and encoding both split words with it.</summary>
     [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")]
     public static partial Regex Gpt2PreTokenizer();
 }

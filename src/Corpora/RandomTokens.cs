@@ -10,12 +10,16 @@ public static class RandomTokens
 {
     /// <summary>
     /// Writes <paramref name="documents"/> documents of <paramref name="tokensPerDocument"/> ids drawn uniformly from
-    /// [0, <paramref name="vocabSize"/>) to <paramref name="path"/>, one document per line, ids separated by spaces: the
-    /// corpus format the <c>ids</c> tokenizer reads. Returns the path.
+    /// [0, <paramref name="vocabSize"/>) to <paramref name="path"/>, one document per line, ids separated by spaces:
+    /// the corpus format the <c>ids</c> tokenizer reads. Returns the path.
     /// </summary>
     public static string WriteCorpus(string path, int documents, int tokensPerDocument, int vocabSize, int seed)
     {
-        if (documents < 1 || tokensPerDocument < 1 || vocabSize < 1) throw new ArgumentOutOfRangeException(nameof(documents), "Documents, tokens and vocabulary must be positive.");
+        if (documents < 1 || tokensPerDocument < 1 || vocabSize < 1)
+            throw new ArgumentOutOfRangeException(
+                nameof(documents),
+                "Documents, tokens and vocabulary must be positive."
+            );
         var rng = new Random(seed);
         AtomicFile.Write(path, temp =>
         {
@@ -26,7 +30,8 @@ public static class RandomTokens
                 line.Clear();
                 for (int t = 0; t < tokensPerDocument; t++)
                 {
-                    if (t > 0) line.Append(' ');
+                    if (t > 0)
+                        line.Append(' ');
                     line.Append(rng.Next(vocabSize).ToString(CultureInfo.InvariantCulture));
                 }
                 writer.WriteLine(line);
@@ -35,9 +40,11 @@ public static class RandomTokens
         return path;
     }
 
-    /// <summary>Fills <paramref name="targets"/> with ids drawn uniformly from [0, <paramref name="vocabSize"/>).</summary>
+    /// <summary>Fills <paramref name="targets"/> with ids drawn uniformly from [0,
+    /// <paramref name="vocabSize"/>).</summary>
     public static void FillTargets(Span<long> targets, Random rng, int vocabSize)
     {
-        for (int i = 0; i < targets.Length; i++) targets[i] = rng.Next(vocabSize);
+        for (int i = 0; i < targets.Length; i++)
+            targets[i] = rng.Next(vocabSize);
     }
 }

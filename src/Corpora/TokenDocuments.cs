@@ -15,28 +15,37 @@ public static class TokenDocuments
 {
     /// <summary>Parquet column of pre-tokenized documents (the Hugging Face datasets name).</summary>
     public const string IdsColumn = "input_ids";
+
     /// <summary>Parquet column of text documents.</summary>
     public const string TextColumn = "text";
 
     /// <summary>Whether <paramref name="path"/> is a pre-tokenized file.</summary>
     public static bool Handles(string path) =>
-        File.Exists(path) && (path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) ||
-        path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase) && Schema(path).Fields.Any(f => f.Name == IdsColumn));
+        File.Exists(path)
+        && (
+            path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase)
+            || path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase)
+                && Schema(path).Fields.Any(f => f.Name == IdsColumn)
+        );
 
     /// <summary>
-    /// The documents of a pre-tokenized file; a token file comes in chunks of <paramref name="chunkTokens"/> (a multiple
-    /// of the window length, so chunking changes no window).
+    /// The documents of a pre-tokenized file; a token file comes in chunks of <paramref name="chunkTokens"/> (a
+    /// multiple of the window length, so chunking changes no window).
     /// </summary>
     public static IEnumerable<long[]> Read(string path, int chunkTokens)
     {
-        if (!File.Exists(path)) throw new UserInputException($"Corpus {path} does not exist.");
-        return path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase) ? ParquetIds(path) : TokenFile(path, chunkTokens);
+        if (!File.Exists(path))
+            throw new UserInputException($"Corpus {path} does not exist.");
+        return path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase)
+            ? ParquetIds(path)
+            : TokenFile(path, chunkTokens);
     }
 
     /// <summary>How many documents <see cref="Read"/> yields (progress and its estimate of time left).</summary>
     public static long Count(string path, int chunkTokens)
     {
-        if (path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase)) return WithReader(path, r => r.RowGroups.Sum(g => g.RowCount));
+        if (path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase))
+            return WithReader(path, r => r.RowGroups.Sum(g => g.RowCount));
         long tokens = new FileInfo(path).Length / Width(path);
         return (tokens + chunkTokens - 1) / chunkTokens;
     }
@@ -47,7 +56,9 @@ public static class TokenDocuments
     {
         int width = Width(path);
         if (new FileInfo(path).Length % width != 0)
-            throw new UserInputException($"{path} has {new FileInfo(path).Length} bytes, not a whole number of {(width == 2 ? "uint16" : "uint32")} tokens: is it a {(width == 2 ? ".u32.bin" : ".bin")} file?");
+            throw new UserInputException(
+                $"{path} has {new FileInfo(path).Length} bytes, not a whole number of {(width == 2 ? "uint16" : "uint32")} tokens: is it a {(width == 2 ? ".u32.bin" : ".bin")} file?"
+            );
         using var stream = File.OpenRead(path);
         var buffer = new byte[chunkTokens * width];
         int read;
@@ -55,15 +66,22 @@ public static class TokenDocuments
         {
             var ids = new long[read / width];
             for (int i = 0; i < ids.Length; i++)
-                ids[i] = width == 2 ? BinaryPrimitives.ReadUInt16LittleEndian(buffer.AsSpan(2 * i)) : BinaryPrimitives.ReadUInt32LittleEndian(buffer.AsSpan(4 * i));
+                ids[i] =
+                    width == 2
+                        ? BinaryPrimitives.ReadUInt16LittleEndian(buffer.AsSpan(2 * i))
+                        : BinaryPrimitives.ReadUInt32LittleEndian(buffer.AsSpan(4 * i));
             yield return ids;
         }
     }
 
     static ParquetSchema Schema(string path)
     {
-        try { return ParquetReader.ReadSchemaAsync(path).GetAwaiter().GetResult(); }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or Parquet.ParquetException)
+        try
+        {
+            return ParquetReader.ReadSchemaAsync(path).GetAwaiter().GetResult();
+        }
+        catch (Exception e)
+            when (e is IOException or InvalidDataException or NotSupportedException or Parquet.ParquetException)
         {
             throw new UserInputException($"{path} is not a readable Parquet file ({e.Message.Split('\n')[0]}).");
         }
@@ -71,23 +89,31 @@ public static class TokenDocuments
 
     static IEnumerable<long[]> ParquetIds(string path)
     {
-        var field = Schema(path).Fields.First(f => f.Name == IdsColumn) is ListField { Item: DataField item } ? item
+        var field = Schema(path).Fields.First(f => f.Name == IdsColumn) is ListField { Item: DataField item }
+            ? item
             : throw new UserInputException($"{path}: column {IdsColumn} is not a list of token ids.");
-        if (field.ClrType == typeof(int)) return RowGroups<Int32Ids>(path).Select(r => r.input_ids?.Select(i => (long)i).ToArray() ?? []);
-        if (field.ClrType == typeof(long)) return RowGroups<Int64Ids>(path).Select(r => r.input_ids?.ToArray() ?? []);
-        throw new UserInputException($"{path}: column {IdsColumn} holds {field.ClrType.Name}; relu-sparsity reads lists of int32 or int64 token ids.");
+        if (field.ClrType == typeof(int))
+            return RowGroups<Int32Ids>(path).Select(r => r.input_ids?.Select(i => (long)i).ToArray() ?? []);
+        if (field.ClrType == typeof(long))
+            return RowGroups<Int64Ids>(path).Select(r => r.input_ids?.ToArray() ?? []);
+        throw new UserInputException(
+            $"{path}: column {IdsColumn} holds {field.ClrType.Name}; relu-sparsity reads lists of int32 or int64 token ids."
+        );
     }
 
     /// <summary>The <c>text</c> column of a Parquet file, one row group at a time.</summary>
     public static IEnumerable<string> ParquetTexts(string path)
     {
         if (!Schema(path).Fields.Any(f => f.Name == TextColumn && f is DataField))
-            throw new UserInputException($"{path} has no string column \"{TextColumn}\" (nor \"{IdsColumn}\" token ids).");
+            throw new UserInputException(
+                $"{path} has no string column \"{TextColumn}\" (nor \"{IdsColumn}\" token ids)."
+            );
         return RowGroups<TextRow>(path).Select(r => r.text ?? "");
     }
 
     // One row group in memory at a time.
-    static IEnumerable<T> RowGroups<T>(string path) where T : class, new()
+    static IEnumerable<T> RowGroups<T>(string path)
+        where T : class, new()
     {
         int groups = WithReader(path, r => r.RowGroupCount);
         for (int g = 0; g < groups; g++)
@@ -95,7 +121,8 @@ public static class TokenDocuments
             IList<T> rows;
             using (var stream = File.OpenRead(path))
                 rows = ParquetSerializer.DeserializeAsync<T>(stream, null, g).GetAwaiter().GetResult().Data;
-            foreach (var row in rows) yield return row;
+            foreach (var row in rows)
+                yield return row;
         }
     }
 
@@ -104,8 +131,14 @@ public static class TokenDocuments
     {
         using var stream = File.OpenRead(path);
         var reader = ParquetReader.CreateAsync(stream).GetAwaiter().GetResult();
-        try { return read(reader); }
-        finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
+        try
+        {
+            return read(reader);
+        }
+        finally
+        {
+            reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
     }
 
     // Rows of the Parquet layouts read here (and written by the bench and the tests); properties are named as the

@@ -34,8 +34,16 @@ public sealed class TokenFile : IDisposable
             using var writer = new BinaryWriter(new BufferedStream(File.Create(temp), 1 << 16));
             foreach (string doc in documents)
             {
-                foreach (int id in tokenizer.Encode(doc)) { Put(writer, id); count++; }
-                if (separatorId is int sep) { Put(writer, sep); count++; }
+                foreach (int id in tokenizer.Encode(doc))
+                {
+                    Put(writer, id);
+                    count++;
+                }
+                if (separatorId is int sep)
+                {
+                    Put(writer, sep);
+                    count++;
+                }
             }
         });
         return count;
@@ -43,7 +51,10 @@ public sealed class TokenFile : IDisposable
 
     static void Put(BinaryWriter writer, int id)
     {
-        if ((uint)id > ushort.MaxValue) throw new UserInputException($"Token id {id} does not fit the 16-bit token file: use a vocabulary under 65536 ids for training.");
+        if ((uint)id > ushort.MaxValue)
+            throw new UserInputException(
+                $"Token id {id} does not fit the 16-bit token file: use a vocabulary under 65536 ids for training."
+            );
         writer.Write((ushort)id);
     }
 
@@ -53,10 +64,14 @@ public sealed class TokenFile : IDisposable
     /// <summary>Copies tokens [start, start + destination.Length) into <paramref name="destination"/>.</summary>
     public void Read(long start, Span<long> destination)
     {
-        if (start < 0 || start + destination.Length > Length) throw new ArgumentOutOfRangeException(nameof(start));
-        Span<ushort> buffer = destination.Length <= 4096 ? stackalloc ushort[destination.Length] : new ushort[destination.Length];
-        for (int i = 0; i < buffer.Length; i++) buffer[i] = _view.ReadUInt16((start + i) * sizeof(ushort));
-        for (int i = 0; i < buffer.Length; i++) destination[i] = buffer[i];
+        if (start < 0 || start + destination.Length > Length)
+            throw new ArgumentOutOfRangeException(nameof(start));
+        Span<ushort> buffer =
+            destination.Length <= 4096 ? stackalloc ushort[destination.Length] : new ushort[destination.Length];
+        for (int i = 0; i < buffer.Length; i++)
+            buffer[i] = _view.ReadUInt16((start + i) * sizeof(ushort));
+        for (int i = 0; i < buffer.Length; i++)
+            destination[i] = buffer[i];
     }
 
     /// <inheritdoc/>

@@ -13,7 +13,13 @@ public static class OnnxGraph
     public const long Opset = 17;
 
     /// <summary>A node with optional attributes.</summary>
-    public static NodeProto Node(string op, string name, IEnumerable<string> inputs, IEnumerable<string> outputs, params AttributeProto[] attributes)
+    public static NodeProto Node(
+        string op,
+        string name,
+        IEnumerable<string> inputs,
+        IEnumerable<string> outputs,
+        params AttributeProto[] attributes
+    )
     {
         var node = new NodeProto { OpType = op, Name = name };
         node.Input.AddRange(inputs);
@@ -23,12 +29,32 @@ public static class OnnxGraph
     }
 
     /// <summary>An integer attribute.</summary>
-    public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+    public static AttributeProto Int(string name, long value) =>
+        new()
+        {
+            Name = name,
+            Type = AttributeProto.Types.AttributeType.Int,
+            I = value,
+        };
+
     /// <summary>A string attribute.</summary>
     public static AttributeProto String(string name, string value) =>
-        new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(value) };
+        new()
+        {
+            Name = name,
+            Type = AttributeProto.Types.AttributeType.String,
+            S = Google.Protobuf.ByteString.CopyFromUtf8(value),
+        };
+
     /// <summary>A float attribute.</summary>
-    public static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+    public static AttributeProto Float(string name, float value) =>
+        new()
+        {
+            Name = name,
+            Type = AttributeProto.Types.AttributeType.Float,
+            F = value,
+        };
+
     /// <summary>An integer-list attribute.</summary>
     public static AttributeProto Ints(string name, params long[] values)
     {
@@ -36,8 +62,15 @@ public static class OnnxGraph
         a.Ints.AddRange(values);
         return a;
     }
+
     /// <summary>A tensor attribute (Constant, ConstantOfShape).</summary>
-    public static AttributeProto TensorAttribute(string name, TensorProto value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = value };
+    public static AttributeProto TensorAttribute(string name, TensorProto value) =>
+        new()
+        {
+            Name = name,
+            Type = AttributeProto.Types.AttributeType.Tensor,
+            T = value,
+        };
 
     /// <summary>A float32 tensor stored as raw little-endian data.</summary>
     public static TensorProto FloatTensor(string name, long[] dims, ReadOnlySpan<float> values)
@@ -62,11 +95,18 @@ public static class OnnxGraph
     {
         var shape = new TensorShapeProto();
         foreach (object d in dims)
-            shape.Dim.Add(d is string param ? new TensorShapeProto.Types.Dimension { DimParam = param } : new TensorShapeProto.Types.Dimension { DimValue = Convert.ToInt64(d) });
+            shape.Dim.Add(
+                d is string param
+                    ? new TensorShapeProto.Types.Dimension { DimParam = param }
+                    : new TensorShapeProto.Types.Dimension { DimValue = Convert.ToInt64(d) }
+            );
         return new ValueInfoProto
         {
             Name = name,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
+            Type = new TypeProto
+            {
+                TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape },
+            },
         };
     }
 
@@ -89,9 +129,16 @@ public static class OnnxGraph
     public static ModelProto Load(string path)
     {
         if (Directory.Exists(path))
-            throw new UserInputException($"Model {path} is a folder; give the .onnx file in it" +
-                (Directory.EnumerateFiles(path, "*.onnx").Select(Path.GetFileName).FirstOrDefault() is { } onnx ? $" (e.g. {Path.Combine(path, onnx)})." : " (it holds no .onnx file)."));
-        if (!File.Exists(path)) throw new UserInputException($"Model {path} does not exist.");
+            throw new UserInputException(
+                $"Model {path} is a folder; give the .onnx file in it"
+                    + (
+                        Directory.EnumerateFiles(path, "*.onnx").Select(Path.GetFileName).FirstOrDefault() is { } onnx
+                            ? $" (e.g. {Path.Combine(path, onnx)})."
+                            : " (it holds no .onnx file)."
+                    )
+            );
+        if (!File.Exists(path))
+            throw new UserInputException($"Model {path} does not exist.");
         try
         {
             using var stream = File.OpenRead(path);
@@ -103,13 +150,14 @@ public static class OnnxGraph
                 return model;
             }
         }
-        catch (InvalidProtocolBufferException)
-        {
-        }
-        throw new UserInputException($"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph).");
+        catch (InvalidProtocolBufferException) { }
+        throw new UserInputException(
+            $"{path} is not an ONNX model (it does not parse as an ONNX ModelProto with a graph)."
+        );
     }
 
-    /// <summary>A copy of the model whose only output is <paramref name="output"/>: what is deployed, and what latency is timed on.</summary>
+    /// <summary>A copy of the model whose only output is <paramref name="output"/>: what is deployed, and what latency
+    /// is timed on.</summary>
     public static ModelProto WithOnlyOutput(ModelProto model, string output) => WithOnlyOutputs(model, [output]);
 
     /// <summary>
@@ -119,8 +167,14 @@ public static class OnnxGraph
     public static ModelProto WithOnlyOutputs(ModelProto model, IReadOnlyList<string> outputs)
     {
         var copy = model.Clone();
-        var keep = outputs.Select(name => copy.Graph.Output.FirstOrDefault(o => o.Name == name)
-            ?? throw new UserInputException($"The model has no output {name} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))}).")).ToList();
+        var keep = outputs
+            .Select(name =>
+                copy.Graph.Output.FirstOrDefault(o => o.Name == name)
+                ?? throw new UserInputException(
+                    $"The model has no output {name} (its outputs: {string.Join(", ", model.Graph.Output.Select(o => o.Name))})."
+                )
+            )
+            .ToList();
         copy.Graph.Output.Clear();
         copy.Graph.Output.AddRange(keep);
         RemoveDeadNodes(copy.Graph);
@@ -138,13 +192,17 @@ public static class OnnxGraph
         for (int i = graph.Node.Count - 1; i >= 0; i--) // nodes are topologically sorted: walk back from the outputs
         {
             var node = graph.Node[i];
-            if (!node.Output.Any(needed.Contains)) continue;
+            if (!node.Output.Any(needed.Contains))
+                continue;
             live.Add(node);
-            foreach (string input in Reads(node)) needed.Add(input);
+            foreach (string input in Reads(node))
+                needed.Add(input);
         }
-        foreach (var node in graph.Node.Where(n => !live.Contains(n)).ToList()) graph.Node.Remove(node);
+        foreach (var node in graph.Node.Where(n => !live.Contains(n)).ToList())
+            graph.Node.Remove(node);
         var used = graph.Node.SelectMany(Reads).Concat(graph.Output.Select(o => o.Name)).ToHashSet();
-        foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList()) graph.Initializer.Remove(t);
+        foreach (var t in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList())
+            graph.Initializer.Remove(t);
     }
 
     /// <summary>
@@ -155,7 +213,11 @@ public static class OnnxGraph
     /// </summary>
     public static void SortTopologically(GraphProto graph)
     {
-        var ready = graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(t => t.Name)).Append("").ToHashSet();
+        var ready = graph
+            .Input.Select(i => i.Name)
+            .Concat(graph.Initializer.Select(t => t.Name))
+            .Append("")
+            .ToHashSet();
         var order = new List<NodeProto>(graph.Node.Count);
         var waiting = new Dictionary<string, List<NodeProto>>();
         var missing = new Dictionary<NodeProto, int>();
@@ -166,7 +228,8 @@ public static class OnnxGraph
             if (absent.Count > 0)
             {
                 missing[node] = absent.Count;
-                foreach (string i in absent) (waiting.TryGetValue(i, out var list) ? list : waiting[i] = []).Add(node);
+                foreach (string i in absent)
+                    (waiting.TryGetValue(i, out var list) ? list : waiting[i] = []).Add(node);
                 moved = true;
                 continue;
             }
@@ -177,10 +240,15 @@ public static class OnnxGraph
                 foreach (string o in done.Output)
                     if (ready.Add(o) && waiting.Remove(o, out var readers))
                         foreach (var reader in readers)
-                            if (--missing[reader] == 0) { missing.Remove(reader); emitted.Enqueue(reader); }
+                            if (--missing[reader] == 0)
+                            {
+                                missing.Remove(reader);
+                                emitted.Enqueue(reader);
+                            }
             }
         }
-        if (!moved) return;
+        if (!moved)
+            return;
         order.AddRange(graph.Node.Where(missing.ContainsKey));
         graph.Node.Clear();
         graph.Node.AddRange(order);
@@ -188,12 +256,16 @@ public static class OnnxGraph
 
     // What a node reads: its inputs, and for control flow (If, Loop, Scan) every name its subgraphs read, outer values
     // among them (subgraph-local names are unique in the model, so they match nothing outside).
-    static IEnumerable<string> Reads(NodeProto node) => node.Input.Concat(node.Attribute
-        .SelectMany(a => a.G != null ? [a.G] : a.Graphs).SelectMany(graph => graph.Node.SelectMany(Reads).Concat(graph.Output.Select(o => o.Name))));
+    static IEnumerable<string> Reads(NodeProto node) =>
+        node.Input.Concat(
+            node.Attribute.SelectMany(a => a.G != null ? [a.G] : a.Graphs)
+                .SelectMany(graph => graph.Node.SelectMany(Reads).Concat(graph.Output.Select(o => o.Name)))
+        );
 
     /// <summary>
-    /// Writes a model atomically (temporary name, then rename); a model over <see cref="ExternalData.InlineLimit"/> bytes of
-    /// weights (or <paramref name="inlineLimit"/>) keeps its large tensors in <c>&lt;file&gt;.data</c> beside it.
+    /// Writes a model atomically (temporary name, then rename); a model over <see cref="ExternalData.InlineLimit"/>
+    /// bytes of weights (or <paramref name="inlineLimit"/>) keeps its large tensors in <c>&lt;file&gt;.data</c> beside
+    /// it.
     /// </summary>
     public static void Save(ModelProto model, string path, long inlineLimit = ExternalData.InlineLimit)
     {

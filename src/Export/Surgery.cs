@@ -17,13 +17,20 @@ public sealed record MlpSidecar(string Model, string Producer, IReadOnlyList<Mlp
 
     /// <summary>Writes the sidecar atomically beside <paramref name="modelPath"/>.</summary>
     public static void Write(string modelPath, IReadOnlyList<MlpSite> sites) =>
-        AtomicFile.WriteAllText(PathFor(modelPath), JsonSerializer.Serialize(new MlpSidecar(Path.GetFileName(modelPath), Tool.Producer, sites), ProjectJson.Options));
+        AtomicFile.WriteAllText(
+            PathFor(modelPath),
+            JsonSerializer.Serialize(
+                new MlpSidecar(Path.GetFileName(modelPath), Tool.Producer, sites),
+                ProjectJson.Options
+            )
+        );
 }
 
 /// <summary>Graph surgery on MLP sites: expose activations, slice pruned units, insert Top-k.</summary>
 public static class Surgery
 {
-    /// <summary>Adds each site's measured tensor as a float graph output in layer order, shaped [batch, seq, d_ff] or [tokens, d_ff] by its layout.</summary>
+    /// <summary>Adds each site's measured tensor as a float graph output in layer order, shaped [batch, seq, d_ff] or
+    /// [tokens, d_ff] by its layout.</summary>
     public static ModelProto Instrument(ModelProto model, IReadOnlyList<MlpSite> sites)
     {
         var result = model.Clone();
@@ -34,24 +41,40 @@ public static class Surgery
         {
             // A half-precision graph's activations are exposed as float32 through a Cast: the ReLU keeps its own type
             // (declaring its output float32 made ONNX Runtime refuse fp16-converted graphs), the readers move with it.
-            if (initializers.TryGetValue(site.Down.Weight, out var w) && w.DataType is (int)DataType.Float16 or (int)DataType.Bfloat16)
+            if (
+                initializers.TryGetValue(site.Down.Weight, out var w)
+                && w.DataType is (int)DataType.Float16 or (int)DataType.Bfloat16
+            )
                 g.CastToFloatUnderOwnName(site.Output, site.Output + ".typed");
-            result.Graph.Output.Add(site.Layout == "tokens_dff"
-                ? OnnxGraph.Value(site.Output, DataType.Float, "tokens", site.DFf)
-                : OnnxGraph.Value(site.Output, DataType.Float, "batch", "seq", site.DFf));
+            result.Graph.Output.Add(
+                site.Layout == "tokens_dff"
+                    ? OnnxGraph.Value(site.Output, DataType.Float, "tokens", site.DFf)
+                    : OnnxGraph.Value(site.Output, DataType.Float, "batch", "seq", site.DFf)
+            );
         }
         return result;
     }
 
     /// <summary>What pruning removed.</summary>
-    public sealed record PruneReport(long ParametersBefore, long ParametersAfter, long BytesBefore, long BytesAfter, int[] UnitsBefore, int[] UnitsAfter);
+    public sealed record PruneReport(
+        long ParametersBefore,
+        long ParametersAfter,
+        long BytesBefore,
+        long BytesAfter,
+        int[] UnitsBefore,
+        int[] UnitsAfter
+    );
 
     /// <summary>
     /// Removes the units the mask drops: columns of the up-projection weight (rows for Gemm transB=1)
     /// and its bias, rows of the down-projection weight (columns for transB=1), per-unit masks on the
     /// path, and clamps Top-k's k to the units left. Returns the pruned model and sites.
     /// </summary>
-    public static (ModelProto Model, IReadOnlyList<MlpSite> Sites, PruneReport Report) Prune(ModelProto model, IReadOnlyList<MlpSite> sites, UnitMask mask)
+    public static (ModelProto Model, IReadOnlyList<MlpSite> Sites, PruneReport Report) Prune(
+        ModelProto model,
+        IReadOnlyList<MlpSite> sites,
+        UnitMask mask
+    )
     {
         mask.Validate(sites.Select(s => s.DFf).ToList());
         if (mask.Layers.All(l => l.Kept.Length == l.DFf))
@@ -67,30 +90,43 @@ public static class Surgery
         {
             var site = sites[layer.Layer];
             int[] kept = layer.Kept.Order().ToArray();
-            // The initializer `tensor` names (directly or through Identity) as `consumer`'s own, to slice: in place when only
-            // this node reads it, else a copy for this layer (torch.onnx shares identical initializers, e.g. zero biases,
-            // across layers, and each layer keeps other units).
+            // The initializer `tensor` names (directly or through Identity) as `consumer`'s own, to slice: in place
+            // when only this node reads it, else a copy for this layer (torch.onnx shares identical initializers, e.g.
+            // zero biases, across layers, and each layer keeps other units).
             TensorProto Own(string tensor, NodeProto consumer)
             {
                 string name = index.InitializerThroughIdentity(tensor)
-                    ?? throw new UserInputException($"{tensor} of layer {site.Layer} is computed in the graph, not stored; it cannot be pruned.");
-                if (name == tensor && uses.GetValueOrDefault(name) <= 1) return initializers[name];
+                    ?? throw new UserInputException(
+                        $"{tensor} of layer {site.Layer} is computed in the graph, not stored; it cannot be pruned."
+                    );
+                if (name == tensor && uses.GetValueOrDefault(name) <= 1)
+                    return initializers[name];
                 var copy = initializers[name].Clone();
                 copy.Name = g.Fresh($"{name}.layer{site.Layer}");
                 result.Graph.Initializer.Add(copy);
                 initializers[copy.Name] = copy;
-                for (int i = 0; i < consumer.Input.Count; i++) if (consumer.Input[i] == tensor) consumer.Input[i] = copy.Name;
+                for (int i = 0; i < consumer.Input.Count; i++)
+                    if (consumer.Input[i] == tensor)
+                        consumer.Input[i] = copy.Name;
                 return copy;
             }
             NodeProto Node(string name) => result.Graph.Node.First(n => n.Name == name);
-            // Who reads a projection's weight (the projection, or the Transpose before it) and its bias (Gemm, or its Add).
-            NodeProto WeightReader(Projection p) => Node(p.Node).Input[1] == p.Weight ? Node(p.Node) : index.Producer(Node(p.Node).Input[1])!;
-            NodeProto BiasReader(Projection p) => p.Op == "Gemm" ? Node(p.Node) : index.Consumers(Node(p.Node).Output[0]).First(n => n.OpType == "Add" && n.Input.Contains(p.Bias!));
+            // Who reads a projection's weight (the projection, or the Transpose before it) and its bias (Gemm, or its
+            // Add).
+            NodeProto WeightReader(Projection p) =>
+                Node(p.Node).Input[1] == p.Weight ? Node(p.Node) : index.Producer(Node(p.Node).Input[1])!;
+            NodeProto BiasReader(Projection p) =>
+                p.Op == "Gemm"
+                    ? Node(p.Node)
+                    : index
+                        .Consumers(Node(p.Node).Output[0])
+                        .First(n => n.OpType == "Add" && n.Input.Contains(p.Bias!));
 
             foreach (var up in new[] { site.Up, site.Gate }.OfType<Projection>())
             {
                 SliceAxis(Own(up.Weight, WeightReader(up)), up.TransB == 1 ? 0 : 1, kept);
-                if (up.Bias != null) SliceAxis(Own(up.Bias, BiasReader(up)), 0, kept);
+                if (up.Bias != null)
+                    SliceAxis(Own(up.Bias, BiasReader(up)), 0, kept);
             }
             SliceAxis(Own(site.Down.Weight, WeightReader(site.Down)), site.Down.TransB == 1 ? 1 : 0, kept);
             foreach (var node in MlpSites.Region(result, site))
@@ -98,20 +134,34 @@ public static class Surgery
                 foreach (string input in node.Input.Where(i => index.InitializerThroughIdentity(i) != null).ToList())
                 {
                     var t = initializers[index.InitializerThroughIdentity(input)!];
-                    if (node.OpType == "Mul" && t.Dims.Count == 1 && t.Dims[0] == site.DFf) SliceAxis(Own(input, node), 0, kept);
-                    if (node.OpType == "TopK" && input == node.Input[1]) ClampK(t, kept.Length);
+                    if (node.OpType == "Mul" && t.Dims.Count == 1 && t.Dims[0] == site.DFf)
+                        SliceAxis(Own(input, node), 0, kept);
+                    if (node.OpType == "TopK" && input == node.Input[1])
+                        ClampK(t, kept.Length);
                 }
-                if (node.OpType == "Reshape") NarrowReshape(node, index, g, site.DFf, kept.Length);
+                if (node.OpType == "Reshape")
+                    NarrowReshape(node, index, g, site.DFf, kept.Length);
             }
             pruned[layer.Layer] = site with { DFf = kept.Length };
-            foreach (var output in result.Graph.Output.Where(o => o.Name == site.Output && o.Type?.TensorType?.Shape?.Dim.Count > 0))
+            foreach (
+                var output in result.Graph.Output.Where(o =>
+                    o.Name == site.Output && o.Type?.TensorType?.Shape?.Dim.Count > 0
+                )
+            )
                 output.Type.TensorType.Shape.Dim[^1].DimValue = kept.Length;
         }
-        // Exporters annotate intermediate shapes (torch.onnx dynamo writes value_info); the widths changed, so drop them.
+        // Exporters annotate intermediate shapes (torch.onnx dynamo writes value_info); the widths changed, so drop
+        // them.
         result.Graph.ValueInfo.Clear();
         OnnxGraph.RemoveDeadNodes(result.Graph);
-        var report = new PruneReport(Parameters(model), Parameters(result), model.CalculateSize(), result.CalculateSize(),
-            sites.Select(s => s.DFf).ToArray(), pruned.Select(s => s.DFf).ToArray());
+        var report = new PruneReport(
+            Parameters(model),
+            Parameters(result),
+            model.CalculateSize(),
+            result.CalculateSize(),
+            sites.Select(s => s.DFf).ToArray(),
+            pruned.Select(s => s.DFf).ToArray()
+        );
         return (result, pruned, report);
     }
 
@@ -128,7 +178,8 @@ public static class Surgery
         foreach (var site in sites)
         {
             int layerK = k.Count == 1 ? k[0] : k[site.Layer];
-            if (layerK < 1 || layerK > site.DFf) throw new UserInputException($"k = {layerK} is outside 1..{site.DFf} (d_ff of layer {site.Layer}).");
+            if (layerK < 1 || layerK > site.DFf)
+                throw new UserInputException($"k = {layerK} is outside 1..{site.DFf} (d_ff of layer {site.Layer}).");
             var producer = result.Graph.Node.First(n => n.Output.Contains(site.Output));
             string raw = g.Fresh(site.Output + ".before_topk");
             producer.Output[producer.Output.IndexOf(site.Output)] = raw;
@@ -138,21 +189,27 @@ public static class Surgery
             g.Named("Identity", site.Output, [thresholded]);
             // Keep the node list topologically sorted: the new nodes go right after the producer.
             var added = result.Graph.Node.Skip(before).ToList();
-            for (int i = 0; i < added.Count; i++) result.Graph.Node.RemoveAt(result.Graph.Node.Count - 1);
+            for (int i = 0; i < added.Count; i++)
+                result.Graph.Node.RemoveAt(result.Graph.Node.Count - 1);
             int at = result.Graph.Node.IndexOf(producer) + 1;
-            for (int i = 0; i < added.Count; i++) result.Graph.Node.Insert(at + i, added[i]);
+            for (int i = 0; i < added.Count; i++)
+                result.Graph.Node.Insert(at + i, added[i]);
         }
         return result;
     }
 
-    // A reshape inside the MLP whose target ends in d_ff (a constant, or a Concat ending in one) now ends in the units kept.
-    // Exporters share one shape Concat among layers, so the reshape gets its own copy before it is changed.
+    // A reshape inside the MLP whose target ends in d_ff (a constant, or a Concat ending in one) now ends in the units
+    // kept. Exporters share one shape Concat among layers, so the reshape gets its own copy before it is changed.
     static void NarrowReshape(NodeProto reshape, GraphIndex index, GraphWriter g, int dFf, int kept)
     {
         string shape = reshape.Input[1];
         if (index.Int64s(shape) is { Length: > 0 } dims && dims[^1] == dFf)
             reshape.Input[1] = g.Longs(shape + ".pruned", [dims.Length], [.. dims[..^1], kept]);
-        else if (index.Producer(shape) is { OpType: "Concat" } concat && index.Int64s(concat.Input[^1]) is [var last] && last == dFf)
+        else if (
+            index.Producer(shape) is { OpType: "Concat" } concat
+            && index.Int64s(concat.Input[^1]) is [var last]
+            && last == dFf
+        )
         {
             var copy = concat.Clone();
             copy.Name = g.Fresh(concat.Name + ".pruned");
@@ -164,14 +221,22 @@ public static class Surgery
     }
 
     /// <summary>
-    /// Adds every site's unit counts (<see cref="StatsReduction"/>) to a graph bound by <see cref="GraphInputs.Bind"/> and makes them
-    /// its only outputs, so ONNX Runtime computes nothing the counts do not need and only compact tensors leave it.
-    /// An attention_mask input is added when the model has none (it then serves only the counts). <paramref name="topExamples"/>
-    /// K &gt; 0 adds each unit's top windows of the batch and its activation histogram (fixed shapes on every device;
+    /// Adds every site's unit counts (<see cref="StatsReduction"/>) to a graph bound by <see cref="GraphInputs.Bind"/>
+    /// and makes them its only outputs, so ONNX Runtime computes nothing the counts do not need and only compact
+    /// tensors leave it. An attention_mask input is added when the model has none (it then serves only the counts).
+    /// <paramref name="topExamples"/> K &gt; 0 adds each unit's top windows of the batch and its activation histogram
+    /// (fixed shapes on every device;
     /// <paramref name="histogramOnHost"/>: the histogram's sample instead, for the host to bin).
     /// </summary>
-    public static ModelProto InstrumentStats(ModelProto bound, IReadOnlyList<MlpSite> sites, float threshold, int topExamples = 0, bool histogramOnHost = false,
-        bool halfCounts = false, int? windowsPerBatch = null)
+    public static ModelProto InstrumentStats(
+        ModelProto bound,
+        IReadOnlyList<MlpSite> sites,
+        float threshold,
+        int topExamples = 0,
+        bool histogramOnHost = false,
+        bool halfCounts = false,
+        int? windowsPerBatch = null
+    )
     {
         var result = bound.Clone();
         var g = new GraphWriter(result.Graph);
@@ -181,13 +246,33 @@ public static class Surgery
         bool pairs = EncoderDecoder.IsBoundPairs(result);
         string real = StatsReduction.RealTokens(g, pairs ? EncoderDecoder.SourceMask : GraphInputs.MaskInput);
         string batchSeq = g.Op("Shape", "stats/batch_seq", [pairs ? EncoderDecoder.SourceIds : GraphInputs.TokenInput]);
-        var (targetReal, targetBatchSeq) = pairs && sites.Any(s => s.Stack == ModelStack.Decoder)
-            ? (StatsReduction.RealTokens(g, EncoderDecoder.TargetMask), g.Op("Shape", "stats/target_batch_seq", [EncoderDecoder.TargetInputIds])) : (real, batchSeq);
+        var (targetReal, targetBatchSeq) =
+            pairs && sites.Any(s => s.Stack == ModelStack.Decoder)
+                ? (
+                    StatsReduction.RealTokens(g, EncoderDecoder.TargetMask),
+                    g.Op("Shape", "stats/target_batch_seq", [EncoderDecoder.TargetInputIds])
+                )
+                : (real, batchSeq);
         var initializers = result.Graph.Initializer.ToDictionary(t => t.Name);
-        var outputs = sites.SelectMany(s => StatsReduction.Add(g, s.Output, s.Stack == ModelStack.Decoder ? targetReal : real,
-            s.Stack == ModelStack.Decoder ? targetBatchSeq : batchSeq, threshold, s.Layer, s.DFf,
-            (DataType)initializers[s.Down.Weight].DataType, topExamples,
-            result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18, histogramOnHost, halfCounts, windowsPerBatch)).ToList();
+        var outputs = sites
+            .SelectMany(s =>
+                StatsReduction.Add(
+                    g,
+                    s.Output,
+                    s.Stack == ModelStack.Decoder ? targetReal : real,
+                    s.Stack == ModelStack.Decoder ? targetBatchSeq : batchSeq,
+                    threshold,
+                    s.Layer,
+                    s.DFf,
+                    (DataType)initializers[s.Down.Weight].DataType,
+                    topExamples,
+                    result.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 18,
+                    histogramOnHost,
+                    halfCounts,
+                    windowsPerBatch
+                )
+            )
+            .ToList();
         result.Graph.Output.Clear();
         result.Graph.Output.AddRange(outputs);
         OnnxGraph.RemoveDeadNodes(result.Graph);
@@ -196,7 +281,8 @@ public static class Surgery
     }
 
     /// <summary>Parameters held in initializers.</summary>
-    public static long Parameters(ModelProto model) => model.Graph.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, d) => a * d));
+    public static long Parameters(ModelProto model) =>
+        model.Graph.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, d) => a * d));
 
     // Keeps the given rows (axis 0) or columns (last axis) of a float32, fp16 or bf16 initializer, byte for byte.
     static void SliceAxis(TensorProto t, int axis, int[] kept)
@@ -205,25 +291,33 @@ public static class Surgery
         {
             (int)DataType.Float => 4,
             (int)DataType.Float16 or (int)DataType.Bfloat16 => 2,
-            _ => throw new UserInputException($"Initializer {t.Name} is {(DataType)t.DataType}; only float32, float16 and bfloat16 weights can be pruned."),
+            _ => throw new UserInputException(
+                $"Initializer {t.Name} is {(DataType)t.DataType}; only float32, float16 and bfloat16 weights can be pruned."
+            ),
         };
-        byte[] values = t.FloatData.Count > 0 ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.FloatData.ToArray().AsSpan()).ToArray()
+        byte[] values =
+            t.FloatData.Count > 0
+                ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.FloatData.ToArray().AsSpan()).ToArray()
             : t.Int32Data.Count > 0 ? t.Int32Data.SelectMany(v => BitConverter.GetBytes((ushort)v)).ToArray() // 16-bit types outside raw_data
             : t.RawData.ToByteArray();
         long[] dims = t.Dims.ToArray();
-        long count = values.Length / size, cols = dims.Length == 1 ? 1 : dims[^1], rows = axis == 0 ? dims[0] : count / cols;
+        long count = values.Length / size,
+            cols = dims.Length == 1 ? 1 : dims[^1],
+            rows = axis == 0 ? dims[0] : count / cols;
         byte[] sliced;
         if (axis == 0)
         {
             sliced = new byte[kept.Length * cols * size];
-            for (int r = 0; r < kept.Length; r++) Array.Copy(values, kept[r] * cols * size, sliced, r * cols * size, cols * size);
+            for (int r = 0; r < kept.Length; r++)
+                Array.Copy(values, kept[r] * cols * size, sliced, r * cols * size, cols * size);
             dims[0] = kept.Length;
         }
         else
         {
             sliced = new byte[rows * kept.Length * size];
             for (long r = 0; r < rows; r++)
-                for (int c = 0; c < kept.Length; c++) Array.Copy(values, (r * cols + kept[c]) * size, sliced, (r * kept.Length + c) * size, size);
+            for (int c = 0; c < kept.Length; c++)
+                Array.Copy(values, (r * cols + kept[c]) * size, sliced, (r * kept.Length + c) * size, size);
             dims[^1] = kept.Length;
         }
         t.Dims.Clear();
@@ -236,7 +330,8 @@ public static class Surgery
     static void ClampK(TensorProto t, int units)
     {
         long k = t.Int64Data.Count > 0 ? t.Int64Data[0] : BitConverter.ToInt64(t.RawData.Span);
-        if (k <= units) return;
+        if (k <= units)
+            return;
         t.Int64Data.Clear();
         t.ClearRawData(); // proto2: an empty raw_data still counts as present
         t.Int64Data.Add(units);
@@ -245,7 +340,8 @@ public static class Surgery
     /// <summary>Float32 values of an initializer stored as raw_data or float_data.</summary>
     public static float[] ReadFloats(TensorProto t)
     {
-        if (t.FloatData.Count > 0) return t.FloatData.ToArray();
+        if (t.FloatData.Count > 0)
+            return t.FloatData.ToArray();
         return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
     }
 }

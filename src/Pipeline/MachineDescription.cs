@@ -11,6 +11,6 @@ public static class MachineDescription
 
     /// <summary><see cref="Brief"/> plus the ONNX Runtime and TorchSharp versions.</summary>
     public static string WithRuntimes() =>
-        $"{Brief()}, ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version?.ToString(3)}, " +
-        $"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString(3)}";
+        $"{Brief()}, ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version?.ToString(3)}, "
+        + $"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString(3)}";
 }

@@ -5,7 +5,8 @@ using Sparsity.Training.Model;
 
 namespace Sparsity.Pipeline;
 
-/// <summary>A named training recipe (models/presets/NAME.json): model shape, training options, tokenizer size.</summary>
+/// <summary>A named training recipe (models/presets/NAME.json): model shape, training options, tokenizer
+/// size.</summary>
 /// <param name="Description">What the preset is for.</param>
 /// <param name="TokenizerVocabSize">Vocabulary size to learn for the default corpus.</param>
 /// <param name="Model">Architecture; vocab_size comes from the tokenizer.</param>
@@ -15,12 +16,18 @@ public sealed record Preset(string Description, int TokenizerVocabSize, ModelCon
     /// <summary>Loads a preset by name (shipped beside the binary) or by path to a JSON file.</summary>
     public static Preset Load(string nameOrPath)
     {
-        string path = File.Exists(nameOrPath) ? nameOrPath : Path.Combine(AppContext.BaseDirectory, "presets", nameOrPath + ".json");
+        string path = File.Exists(nameOrPath)
+            ? nameOrPath
+            : Path.Combine(AppContext.BaseDirectory, "presets", nameOrPath + ".json");
         if (!File.Exists(path))
         {
             string shipped = Path.Combine(AppContext.BaseDirectory, "presets");
-            IEnumerable<string?> known = Directory.Exists(shipped) ? Directory.GetFiles(shipped, "*.json").Select(Path.GetFileNameWithoutExtension).Order() : [];
-            throw new UserInputException($"Unknown preset '{nameOrPath}': use one of {string.Join(", ", known)} or a path to a preset JSON file.");
+            IEnumerable<string?> known = Directory.Exists(shipped)
+                ? Directory.GetFiles(shipped, "*.json").Select(Path.GetFileNameWithoutExtension).Order()
+                : [];
+            throw new UserInputException(
+                $"Unknown preset '{nameOrPath}': use one of {string.Join(", ", known)} or a path to a preset JSON file."
+            );
         }
         try
         {

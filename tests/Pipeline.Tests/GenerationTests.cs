@@ -34,13 +34,20 @@ public class GenerationTests
         var proto = OnnxGraph.Load(model);
         long vocab = GraphInputs.VocabularySize(proto)!.Value;
         int[] tokens = Tokens(count, vocab, seed: 5);
-        float[] whole = GraphCheck.Logits(proto, new ProbeBatch([.. tokens.Select(t => (long)t)], Enumerable.Repeat(1L, count).ToArray(), 1, count));
+        float[] whole = GraphCheck.Logits(
+            proto,
+            new ProbeBatch([.. tokens.Select(t => (long)t)], Enumerable.Repeat(1L, count).ToArray(), 1, count)
+        );
         using var cached = new Generator(proto);
         Assert.That(cached.UsesCache, Is.True);
         int t = 0;
         foreach (var step in cached.StepLogits(tokens))
         {
-            Assert.That(step, Is.EqualTo(whole.AsSpan(t * (int)vocab, (int)vocab).ToArray()).Within(1e-4f), $"token {t}");
+            Assert.That(
+                step,
+                Is.EqualTo(whole.AsSpan(t * (int)vocab, (int)vocab).ToArray()).Within(1e-4f),
+                $"token {t}"
+            );
             t++;
         }
         Assert.That(t, Is.EqualTo(count));
@@ -49,9 +56,29 @@ public class GenerationTests
     [Test]
     public void OurExportDecodesThroughItsCacheAsTheWholeSequence()
     {
-        string splits = TestCorpus.WriteSplits(), ck = Path.Combine(TestCorpus.TempDir(), "ck");
-        var (exit, _, error) = Cli.Run("train", "--corpus", Path.Combine(splits, "train.txt"), "--heldout", Path.Combine(splits, "heldout.txt"), "--tokenizer", "bytes",
-            "--out", ck, "--steps", "10", "--layers", "2", "--d-ff", "64", "--eval-every", "10", "--threads", "2");
+        string splits = TestCorpus.WriteSplits(),
+            ck = Path.Combine(TestCorpus.TempDir(), "ck");
+        var (exit, _, error) = Cli.Run(
+            "train",
+            "--corpus",
+            Path.Combine(splits, "train.txt"),
+            "--heldout",
+            Path.Combine(splits, "heldout.txt"),
+            "--tokenizer",
+            "bytes",
+            "--out",
+            ck,
+            "--steps",
+            "10",
+            "--layers",
+            "2",
+            "--d-ff",
+            "64",
+            "--eval-every",
+            "10",
+            "--threads",
+            "2"
+        );
         Assert.That(exit, Is.EqualTo(0), error);
         AssertStepsEqualTheWholeSequence(WithPast(ck), 24);
     }
@@ -62,7 +89,8 @@ public class GenerationTests
         AssertStepsEqualTheWholeSequence(WithPast(CheckpointReference.Folder(family)), 30);
 
     [Test]
-    public void ExternalGraphsWithACacheDecodeThroughIt() => AssertStepsEqualTheWholeSequence(HookFixture.PathOf("gpt_cache.dynamo.onnx"), 20);
+    public void ExternalGraphsWithACacheDecodeThroughIt() =>
+        AssertStepsEqualTheWholeSequence(HookFixture.PathOf("gpt_cache.dynamo.onnx"), 20);
 
     [TestCase("llama")]
     [TestCase("mistral")]
@@ -76,7 +104,11 @@ public class GenerationTests
         var a = cached.Generate(prompt, 30).ToList();
         var b = recomputed.Generate(prompt, 30).ToList();
         Assert.That(a, Is.EqualTo(b));
-        Assert.That(a, Has.Count.EqualTo(proto.Graph.Initializer.Any(i => i.Name == "rope.cos" && i.Dims[0] == 32) ? 24 : 30), "stops at the context (Mistral's window of 32)");
+        Assert.That(
+            a,
+            Has.Count.EqualTo(proto.Graph.Initializer.Any(i => i.Name == "rope.cos" && i.Dims[0] == 32) ? 24 : 30),
+            "stops at the context (Mistral's window of 32)"
+        );
     }
 
     [Test]
@@ -85,7 +117,21 @@ public class GenerationTests
         string model = WithPast(CheckpointReference.Folder("opt"));
         string[] Run(params string[] extra)
         {
-            var (exit, output, error) = Cli.Run([.. new[] { "generate", "--model", model, "--tokenizer", "hf:" + CheckpointReference.Folder("opt"), "--prompt", "The jury said", "--max-new-tokens", "12" }, .. extra]);
+            var (exit, output, error) = Cli.Run([
+                .. new[]
+                {
+                    "generate",
+                    "--model",
+                    model,
+                    "--tokenizer",
+                    "hf:" + CheckpointReference.Folder("opt"),
+                    "--prompt",
+                    "The jury said",
+                    "--max-new-tokens",
+                    "12",
+                },
+                .. extra,
+            ]);
             Assert.That(exit, Is.EqualTo(0), error);
             return output.Trim().Split('\n');
         }
@@ -93,9 +139,31 @@ public class GenerationTests
         Assert.That(greedy[0], Does.StartWith("The jury said"));
         Assert.That(greedy[^1], Does.Contain("12 tokens").And.Contain("key/value cache, greedy"));
         Assert.That(Run("--no-cache")[0], Is.EqualTo(greedy[0]));
-        Assert.That(Run("--temperature", "0.9", "--seed", "4")[0], Is.EqualTo(Run("--temperature", "0.9", "--seed", "4")[0]));
-        var (exit2, _, error2) = Cli.Run("generate", "--model", model, "--tokenizer", "hf:" + CheckpointReference.Folder("opt"), "--prompt", "x", "--greedy", "--top-k", "5");
-        Assert.That((exit2, error2), Is.EqualTo((2, "error: --greedy and sampling options (--temperature, --top-p, --top-k) exclude each other: give one.\n")));
+        Assert.That(
+            Run("--temperature", "0.9", "--seed", "4")[0],
+            Is.EqualTo(Run("--temperature", "0.9", "--seed", "4")[0])
+        );
+        var (exit2, _, error2) = Cli.Run(
+            "generate",
+            "--model",
+            model,
+            "--tokenizer",
+            "hf:" + CheckpointReference.Folder("opt"),
+            "--prompt",
+            "x",
+            "--greedy",
+            "--top-k",
+            "5"
+        );
+        Assert.That(
+            (exit2, error2),
+            Is.EqualTo(
+                (
+                    2,
+                    "error: --greedy and sampling options (--temperature, --top-p, --top-k) exclude each other: give one.\n"
+                )
+            )
+        );
     }
 
     [Test]
@@ -103,13 +171,39 @@ public class GenerationTests
     {
         string model = WithPast(CheckpointReference.Folder("opt"));
         string dir = TestCorpus.TempDir();
-        var (exit, output, error) = Cli.Run("topk", "--model", model, "--k", "256", "--out", Path.Combine(dir, "k256.onnx"));
+        var (exit, output, error) = Cli.Run(
+            "topk",
+            "--model",
+            model,
+            "--k",
+            "256",
+            "--out",
+            Path.Combine(dir, "k256.onnx")
+        );
         Assert.That(exit, Is.EqualTo(0), error);
         Assert.That(output, Does.Contain("computes exactly what the input model does (checked"));
         var reference = CheckpointReference.Load("opt");
-        (exit, _, error) = Cli.Run("analyze", "--model", model, "--corpus", CheckpointReference.Ids("opt"), "--tokenizer", "ids", "--seq-len", "32", "--batch-size", "4", "--out", Path.Combine(dir, "an"));
+        (exit, _, error) = Cli.Run(
+            "analyze",
+            "--model",
+            model,
+            "--corpus",
+            CheckpointReference.Ids("opt"),
+            "--tokenizer",
+            "ids",
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "4",
+            "--out",
+            Path.Combine(dir, "an")
+        );
         Assert.That(exit, Is.EqualTo(0), error);
         var stats = Analysis.SparsityStats.Load(Path.Combine(dir, "an", Analysis.SparsityStats.FileName));
-        Assert.That(stats.Layers.Select(l => l.NonzeroFraction), Is.EqualTo(reference.Layers.Select(l => l.NonzeroFraction)).Within(1e-5), "an empty cache: the hooks' statistics");
+        Assert.That(
+            stats.Layers.Select(l => l.NonzeroFraction),
+            Is.EqualTo(reference.Layers.Select(l => l.NonzeroFraction)).Within(1e-5),
+            "an empty cache: the hooks' statistics"
+        );
     }
 }

@@ -12,8 +12,30 @@ public class LayerUnitUseTests
     //   batch: {0,1,2,3} = 4; unit counts 0:3, 1:2, 2:1, 3:2
     static readonly float[] Activations =
     {
-        0.5f, 2f, 0f, -1f,    0f, 0.1f, 0f, 0f,    0f, 0f, -0.2f, 0f,
-        0f, 0f, 0f, 3f,       1f, 0f, 4f, 0.01f,   7f, 0f, 0f, 0f,
+        0.5f,
+        2f,
+        0f,
+        -1f,
+        0f,
+        0.1f,
+        0f,
+        0f,
+        0f,
+        0f,
+        -0.2f,
+        0f,
+        0f,
+        0f,
+        0f,
+        3f,
+        1f,
+        0f,
+        4f,
+        0.01f,
+        7f,
+        0f,
+        0f,
+        0f,
     };
 
     [Test]
@@ -30,7 +52,10 @@ public class LayerUnitUseTests
         Assert.That(use.NonzeroFraction, Is.EqualTo(8.0 / 24).Within(1e-12), "nonzero fraction");
         Assert.That(use.PerSequenceUnitUse.Mean, Is.EqualTo(2.5).Within(1e-12), "per-sequence mean");
         Assert.That(use.PerBatchUnitUse.Mean, Is.EqualTo(4.0), "per-batch units");
-        Assert.That(use.UnitActivationFrequency(), Is.EqualTo(new[] { 3 / 6.0, 2 / 6.0, 1 / 6.0, 2 / 6.0 }).Within(1e-12));
+        Assert.That(
+            use.UnitActivationFrequency(),
+            Is.EqualTo(new[] { 3 / 6.0, 2 / 6.0, 1 / 6.0, 2 / 6.0 }).Within(1e-12)
+        );
         Assert.That(use.UnitsEverActive, Is.EqualTo(4));
         Assert.That(use.DeadUnits, Is.EqualTo(0));
         Assert.That(use.DownProjectionFlopReduction, Is.EqualTo(1 - 8.0 / 24).Within(1e-12));
@@ -78,7 +103,10 @@ public class LayerUnitUseTests
         asOneSequence.AddDense(Activations, 1, 6, default);
 
         Assert.That(asOneSequence.TokensPerUnit.ToArray(), Is.EqualTo(asSequences.TokensPerUnit.ToArray()));
-        Assert.That(asOneSequence.UnitsPerTokenHistogram.ToArray(), Is.EqualTo(asSequences.UnitsPerTokenHistogram.ToArray()));
+        Assert.That(
+            asOneSequence.UnitsPerTokenHistogram.ToArray(),
+            Is.EqualTo(asSequences.UnitsPerTokenHistogram.ToArray())
+        );
         Assert.That(asOneSequence.PerSequenceUnitUse.Mean, Is.EqualTo(4.0));
     }
 
@@ -106,12 +134,17 @@ public class LayerUnitUseTests
     public void MergingPartsEqualsAddingEverything()
     {
         var random = new Random(7);
-        var batches = Enumerable.Range(0, 9).Select(_ => Enumerable.Range(0, 3 * 5 * 16).Select(_ => (float)(random.NextDouble() - 0.7)).ToArray()).ToList();
+        var batches = Enumerable
+            .Range(0, 9)
+            .Select(_ => Enumerable.Range(0, 3 * 5 * 16).Select(_ => (float)(random.NextDouble() - 0.7)).ToArray())
+            .ToList();
         var whole = new LayerUnitUse(16);
-        foreach (var b in batches) whole.AddDense(b, 3, 5, default);
+        foreach (var b in batches)
+            whole.AddDense(b, 3, 5, default);
 
         var parts = new[] { new LayerUnitUse(16), new LayerUnitUse(16), new LayerUnitUse(16) };
-        for (int i = 0; i < batches.Count; i++) parts[i % 3].AddDense(batches[i], 3, 5, default);
+        for (int i = 0; i < batches.Count; i++)
+            parts[i % 3].AddDense(batches[i], 3, 5, default);
         var merged = new LayerUnitUse(16);
         merged.Merge(parts[2]);
         merged.Merge(parts[0]);
@@ -120,7 +153,12 @@ public class LayerUnitUseTests
         AssertCounts.Equal(merged, whole);
         Assert.That(merged.Batches, Is.EqualTo(9));
 
-        var restored = LayerUnitUse.FromCounts(merged.TokensPerUnit, merged.UnitsPerTokenHistogram, merged.UnitsPerSequenceHistogram, merged.UnitsPerBatchHistogram);
+        var restored = LayerUnitUse.FromCounts(
+            merged.TokensPerUnit,
+            merged.UnitsPerTokenHistogram,
+            merged.UnitsPerSequenceHistogram,
+            merged.UnitsPerBatchHistogram
+        );
         Assert.That(restored.NonzeroFraction, Is.EqualTo(whole.NonzeroFraction));
     }
 
@@ -130,8 +168,12 @@ public class LayerUnitUseTests
     {
         // d_ff values that leave a scalar tail after the SIMD body, with padding and ties at the threshold.
         var random = new Random(dFf);
-        const int B = 3, T = 7;
-        float[] activations = Enumerable.Range(0, B * T * dFf).Select(_ => random.Next(4) == 0 ? threshold : (float)(random.NextDouble() - 0.4)).ToArray();
+        const int B = 3,
+            T = 7;
+        float[] activations = Enumerable
+            .Range(0, B * T * dFf)
+            .Select(_ => random.Next(4) == 0 ? threshold : (float)(random.NextDouble() - 0.4))
+            .ToArray();
         bool[] real = Enumerable.Range(0, B * T).Select(i => i % T < 5 || i / T == 0).ToArray();
         var use = new LayerUnitUse(dFf);
         use.AddDense(activations, B, T, real, threshold);
@@ -144,10 +186,16 @@ public class LayerUnitUseTests
             var seen = new HashSet<int>();
             for (int t = 0; t < T; t++)
             {
-                if (!real[b * T + t]) continue;
+                if (!real[b * T + t])
+                    continue;
                 int n = 0;
                 for (int u = 0; u < dFf; u++)
-                    if (activations[(b * T + t) * dFf + u] > threshold) { n++; perUnit[u]++; seen.Add(u); }
+                    if (activations[(b * T + t) * dFf + u] > threshold)
+                    {
+                        n++;
+                        perUnit[u]++;
+                        seen.Add(u);
+                    }
                 perToken.Add(n);
             }
             perSequence.Add(seen.Count);

@@ -15,7 +15,10 @@ public class ModelTests
     static Tensor RandomIds(int batch, int seq, int seed)
     {
         var random = new Random(seed);
-        return tensor(Enumerable.Range(0, batch * seq).Select(_ => (long)random.Next(50)).ToArray(), new long[] { batch, seq });
+        return tensor(
+            Enumerable.Range(0, batch * seq).Select(_ => (long)random.Next(50)).ToArray(),
+            new long[] { batch, seq }
+        );
     }
 
     [Test]
@@ -57,7 +60,11 @@ public class ModelTests
         b[0, 10] = tensor(7L);
         var ha = model.Forward(a).Hidden[1];
         var hb = model.Forward(b).Hidden[1];
-        Assert.That(ha.narrow(1, 0, 10).allclose(hb.narrow(1, 0, 10)), Is.True, "positions before the change must not see it");
+        Assert.That(
+            ha.narrow(1, 0, 10).allclose(hb.narrow(1, 0, 10)),
+            Is.True,
+            "positions before the change must not see it"
+        );
         Assert.That(ha.narrow(1, 10, 6).allclose(hb.narrow(1, 10, 6)), Is.False);
     }
 
@@ -119,9 +126,11 @@ public class ModelTests
         var h = model.Forward(ids).Hidden[0].detach();
         var active = h > 0;
         var reduced = new LayerUnitUse(Tiny.DFf);
-        reduced.AddBatch(active.sum(-1, type: ScalarType.Int32).data<int>().ToArray(),
-                         active.any(1).sum(-1, type: ScalarType.Int32).data<int>().ToArray(),
-                         active.sum(new long[] { 0, 1 }, type: ScalarType.Int64).data<long>().ToArray());
+        reduced.AddBatch(
+            active.sum(-1, type: ScalarType.Int32).data<int>().ToArray(),
+            active.any(1).sum(-1, type: ScalarType.Int32).data<int>().ToArray(),
+            active.sum(new long[] { 0, 1 }, type: ScalarType.Int64).data<long>().ToArray()
+        );
         var dense = new LayerUnitUse(Tiny.DFf);
         dense.AddDense(h.data<float>().ToArray(), 5, 16, default);
 
@@ -144,7 +153,13 @@ public class ModelTests
         Assert.That(loaded.forward(ids).allclose(model.forward(ids), rtol: 0, atol: 0), Is.True);
 
         var names = Safetensors.Load(path).Keys;
-        Assert.That(names, Does.Contain("h.1.mlp.up.weight").And.Contain("h.0.mlp.unit_mask").And.Contain("lm_head.weight").And.Contain("wpe.weight"));
+        Assert.That(
+            names,
+            Does.Contain("h.1.mlp.up.weight")
+                .And.Contain("h.0.mlp.unit_mask")
+                .And.Contain("lm_head.weight")
+                .And.Contain("wpe.weight")
+        );
     }
 
     [Test]
@@ -180,6 +195,7 @@ public class ModelTests
     {
         using var _ = no_grad();
         var source = from.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        foreach (var (name, p) in to.named_parameters()) p.copy_(source[name]);
+        foreach (var (name, p) in to.named_parameters())
+            p.copy_(source[name]);
     }
 }

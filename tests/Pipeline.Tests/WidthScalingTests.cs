@@ -8,7 +8,8 @@ public class WidthScalingTests
     [Test]
     public void ExactSquareRootPointsGiveTheSameLawFromBothFits()
     {
-        double[] n = [1, 4, 16], y = [2, 4, 8]; // y = 2·√n
+        double[] n = [1, 4, 16],
+            y = [2, 4, 8]; // y = 2·√n
         var power = WidthScaling.PowerLaw(n, y);
         var sqrt = WidthScaling.SquareRootLaw(n, y);
         Assert.That(power.C, Is.EqualTo(2).Within(1e-12));
@@ -21,7 +22,8 @@ public class WidthScalingTests
     [Test]
     public void SquareRootLawOnLinearPointsMatchesHandComputation()
     {
-        double[] n = [1, 4], y = [1, 4];
+        double[] n = [1, 4],
+            y = [1, 4];
         var sqrt = WidthScaling.SquareRootLaw(n, y);
         // c = (1·1 + 4·2) / 5 = 1.8; fitted 1.8, 3.6; SS_res = 0.64 + 0.16 = 0.8; SS_tot = 4.5.
         Assert.That(sqrt.C, Is.EqualTo(1.8).Within(1e-12));
@@ -60,17 +62,31 @@ public class WidthScalingTests
         IReadOnlyList<double> Law(double alpha) => n.Select(w => 3 * Math.Pow(w, alpha)).ToArray();
         // Three seeds on one law: every resample is that law.
         var same = WidthScaling.BootstrapExponent(n, [Law(0.5), Law(0.5), Law(0.5)], resamples: 500);
-        Assert.That((same.Low, same.Exponent, same.High), Is.EqualTo((0.5, 0.5, 0.5)).Using<(double, double, double)>((a, b) =>
-            Math.Abs(a.Item1 - b.Item1) < 1e-9 && Math.Abs(a.Item2 - b.Item2) < 1e-9 && Math.Abs(a.Item3 - b.Item3) < 1e-9 ? 0 : 1));
+        Assert.That(
+            (same.Low, same.Exponent, same.High),
+            Is.EqualTo((0.5, 0.5, 0.5))
+                .Using<(double, double, double)>(
+                    (a, b) =>
+                        Math.Abs(a.Item1 - b.Item1) < 1e-9
+                        && Math.Abs(a.Item2 - b.Item2) < 1e-9
+                        && Math.Abs(a.Item3 - b.Item3) < 1e-9
+                            ? 0
+                            : 1
+                )
+        );
         Assert.That(same.Contains(0.5), Is.True);
         Assert.That(same.Contains(0.51), Is.False);
-        // Seeds at 0.4, 0.5, 0.6: each seed's own fit is exact; a resample drawing one seed three times (1/27 each, above
-        // the 2.5 % tails) is that seed's law, so the 95 % interval runs from 0.4 to 0.6.
+        // Seeds at 0.4, 0.5, 0.6: each seed's own fit is exact; a resample drawing one seed three times (1/27 each,
+        // above the 2.5 % tails) is that seed's law, so the 95 % interval runs from 0.4 to 0.6.
         var spread = WidthScaling.BootstrapExponent(n, [Law(0.4), Law(0.5), Law(0.6)], resamples: 10_000);
         Assert.That(spread.PerSeed, Is.EqualTo(new[] { 0.4, 0.5, 0.6 }).Within(1e-9));
         Assert.That(spread.Low, Is.EqualTo(0.4).Within(1e-9));
         Assert.That(spread.High, Is.EqualTo(0.6).Within(1e-9));
-        Assert.That(spread.Exponent, Is.GreaterThan(0.5).And.LessThan(0.6), "the mean of the counts is dominated by the steeper law at large n");
+        Assert.That(
+            spread.Exponent,
+            Is.GreaterThan(0.5).And.LessThan(0.6),
+            "the mean of the counts is dominated by the steeper law at large n"
+        );
         Assert.That(spread.Level, Is.EqualTo(0.95));
     }
 }

@@ -2,11 +2,11 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Sparsity.Analysis;
 using Sparsity.Export;
+using Sparsity.Pipeline.Runtime;
 using Sparsity.Pipeline.Streaming;
 using Sparsity.Training;
 using TorchSharp;
 using static TorchSharp.torch;
-using Sparsity.Pipeline.Runtime;
 
 namespace Sparsity.Pipeline.Benchmarking;
 
@@ -20,34 +20,69 @@ public static class Contenders
     public static void BareForward(string onnxModel, TokenBatches data, int threads, Runtime.Device? device = null)
     {
         var (bound, _) = GraphInputs.Bind(OnnxGraph.Load(onnxModel));
-        string logits = GraphInputs.LogitsOutput(bound)?.Name ?? throw new UserInputException($"{onnxModel} has no logits output to time the bare forward pass on.");
-        long vocab = GraphInputs.VocabularySize(bound) ?? throw new UserInputException($"{onnxModel}: cannot tell the vocabulary size.");
-        using var runner = new ModelRunner(OnnxGraph.WithOnlyOutput(bound, logits), device ?? Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, [(logits, [data.BatchSize, data.SeqLen, vocab])]);
-        foreach (var (ids, mask) in data.Batches) runner.Run(ids, mask);
+        string logits = GraphInputs.LogitsOutput(bound)?.Name
+            ?? throw new UserInputException($"{onnxModel} has no logits output to time the bare forward pass on.");
+        long vocab = GraphInputs.VocabularySize(bound)
+            ?? throw new UserInputException($"{onnxModel}: cannot tell the vocabulary size.");
+        using var runner = new ModelRunner(
+            OnnxGraph.WithOnlyOutput(bound, logits),
+            device ?? Runtime.Device.Cpu,
+            threads,
+            data.BatchSize,
+            data.SeqLen,
+            [(logits, [data.BatchSize, data.SeqLen, vocab])]
+        );
+        foreach (var (ids, mask) in data.Batches)
+            runner.Run(ids, mask);
     }
 
     /// <summary>
     /// A direct ONNX Runtime loop with the same statistics as <c>analyze</c>: the MLP activations written into
     /// reused output buffers (bound once, like IOBinding on CPU), counted with <see cref="LayerUnitUse.AddDense"/>.
     /// </summary>
-    public static LayerUnitUse[] DirectStatistics(string onnxModel, TokenBatches data, int threads, Runtime.Device? device = null)
+    public static LayerUnitUse[] DirectStatistics(
+        string onnxModel,
+        TokenBatches data,
+        int threads,
+        Runtime.Device? device = null
+    )
     {
         var plan = AnalysisPlan.For(OnnxGraph.Load(onnxModel), ["Relu"], 0f, dense: true);
-        if (plan.Layers.Any(l => l.Outputs.Count != 1)) throw new UserInputException($"{onnxModel}: the direct loop reads dense activations; give the dense export.");
-        var outputs = plan.Layers.Select(l => (l.Outputs[0].Name, (long[]?)l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf)!.Select(d => (long)d).ToArray())).ToList();
-        using var runner = new ModelRunner(plan.Graph, device ?? Runtime.Device.Cpu, threads, data.BatchSize, data.SeqLen, outputs);
+        if (plan.Layers.Any(l => l.Outputs.Count != 1))
+            throw new UserInputException(
+                $"{onnxModel}: the direct loop reads dense activations; give the dense export."
+            );
+        var outputs = plan
+            .Layers.Select(l =>
+                (
+                    l.Outputs[0].Name,
+                    (long[]?)l.Outputs[0].Shape(data.BatchSize, data.SeqLen, l.DFf)!.Select(d => (long)d).ToArray()
+                )
+            )
+            .ToList();
+        using var runner = new ModelRunner(
+            plan.Graph,
+            device ?? Runtime.Device.Cpu,
+            threads,
+            data.BatchSize,
+            data.SeqLen,
+            outputs
+        );
         var uses = plan.Layers.Select(l => new LayerUnitUse(l.DFf)).ToArray();
         var realToken = new bool[data.BatchSize * data.SeqLen];
         foreach (var batch in data.Batches)
         {
             runner.Run(batch.Ids, batch.Mask);
-            for (int i = 0; i < realToken.Length; i++) realToken[i] = batch.Mask[i] == 1;
-            for (int l = 0; l < uses.Length; l++) uses[l].AddDense(runner.Floats(l), data.BatchSize, data.SeqLen, realToken);
+            for (int i = 0; i < realToken.Length; i++)
+                realToken[i] = batch.Mask[i] == 1;
+            for (int l = 0; l < uses.Length; l++)
+                uses[l].AddDense(runner.Floats(l), data.BatchSize, data.SeqLen, realToken);
         }
         return uses;
     }
 
-    /// <summary>The TorchSharp model's forward returning its MLP activations (what a forward hook captures), reduced to counts on the device.</summary>
+    /// <summary>The TorchSharp model's forward returning its MLP activations (what a forward hook captures), reduced to
+    /// counts on the device.</summary>
     public static LayerUnitUse[] TorchSharpStatistics(string checkpointDir, TokenBatches data, int threads)
     {
         torch.set_num_threads(threads);

@@ -2,28 +2,46 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Sparsity.Corpora;
 using Sparsity.Export;
 using Sparsity.Pipeline.Generation;
 using Sparsity.Pipeline.Streaming;
-using Sparsity.Corpora;
 using static Sparsity.Pipeline.Report.Markdown;
 
 namespace Sparsity.Pipeline.Benchmarking;
 
 /// <summary>
-/// What <c>decode-bench</c> was asked: batch-1 greedy generation from <paramref name="PromptTokens"/> tokens of the first
-/// document of <paramref name="Corpus"/>, <paramref name="NewTokens"/> new ones, for each labelled model (the first is the
-/// reference), at each thread count, <paramref name="Runs"/> timed runs after one warm-up. A label ending in
+/// What <c>decode-bench</c> was asked: batch-1 greedy generation from <paramref name="PromptTokens"/> tokens of the
+/// first document of <paramref name="Corpus"/>, <paramref name="NewTokens"/> new ones, for each labelled model (the
+/// first is the reference), at each thread count, <paramref name="Runs"/> timed runs after one warm-up. A label ending
+/// in
 /// <c>, no cache</c> runs its model recomputing the sequence each step. The models' runs are interleaved.
 /// </summary>
-public sealed record DecodeBenchRequest(IReadOnlyList<(string Label, string Model)> Models, string Corpus, string Tokenizer, string Out,
-    int PromptTokens = 64, int NewTokens = 128, IReadOnlyList<int>? Threads = null, int Runs = 5, Runtime.Device? Device = null);
+public sealed record DecodeBenchRequest(
+    IReadOnlyList<(string Label, string Model)> Models,
+    string Corpus,
+    string Tokenizer,
+    string Out,
+    int PromptTokens = 64,
+    int NewTokens = 128,
+    IReadOnlyList<int>? Threads = null,
+    int Runs = 5,
+    Runtime.Device? Device = null
+);
 
-/// <summary>One model at one thread count: prefill seconds and per-token decode milliseconds over the runs, and its greedy tokens.</summary>
-public sealed record DecodeTiming(string Label, int Threads, double[] PrefillSeconds, double[] DecodeMsPerToken, int[] Tokens)
+/// <summary>One model at one thread count: prefill seconds and per-token decode milliseconds over the runs, and its
+/// greedy tokens.</summary>
+public sealed record DecodeTiming(
+    string Label,
+    int Threads,
+    double[] PrefillSeconds,
+    double[] DecodeMsPerToken,
+    int[] Tokens
+)
 {
     /// <summary>Median decode milliseconds per token.</summary>
     public double MedianMs => Median(DecodeMsPerToken);
+
     /// <summary>Median prefill seconds.</summary>
     public double MedianPrefill => Median(PrefillSeconds);
 
@@ -34,39 +52,67 @@ public sealed record DecodeTiming(string Label, int Threads, double[] PrefillSec
     }
 }
 
-/// <summary>Per-token decode latency at batch 1, decode timed apart from the prefill: decode.md and decode.json.</summary>
+/// <summary>Per-token decode latency at batch 1, decode timed apart from the prefill: decode.md and
+/// decode.json.</summary>
 public static class DecodeBench
 {
     const string NoCache = ", no cache";
 
-    /// <summary>Runs every model at every thread count; writes <c>decode.md</c> and <c>decode.json</c> into <see cref="DecodeBenchRequest.Out"/>; returns the Markdown.</summary>
+    /// <summary>Runs every model at every thread count; writes <c>decode.md</c> and <c>decode.json</c> into
+    /// <see cref="DecodeBenchRequest.Out"/>; returns the Markdown.</summary>
     public static string Run(DecodeBenchRequest r, Action<string>? progress = null)
     {
         var tokenizer = TextTokenizer.FromSpec(r.Tokenizer);
-        var prompt = CorpusBatches.Tokens(r.Corpus, tokenizer, r.PromptTokens).SelectMany(d => d).Take(r.PromptTokens).Select(t => (int)t).ToList();
-        if (prompt.Count < r.PromptTokens) throw new UserInputException($"{r.Corpus} holds fewer than {r.PromptTokens} tokens for the prompt.");
+        var prompt = CorpusBatches
+            .Tokens(r.Corpus, tokenizer, r.PromptTokens)
+            .SelectMany(d => d)
+            .Take(r.PromptTokens)
+            .Select(t => (int)t)
+            .ToList();
+        if (prompt.Count < r.PromptTokens)
+            throw new UserInputException($"{r.Corpus} holds fewer than {r.PromptTokens} tokens for the prompt.");
         var timings = new List<DecodeTiming>();
         foreach (int threads in r.Threads ?? [1, 2])
         {
-            // All models open at once and their runs interleaved, so drift in the machine's speed spreads over all of them.
-            var generators = r.Models.Select(m => new Generator(OnnxGraph.Load(m.Model), threads, useCache: !m.Label.EndsWith(NoCache, StringComparison.Ordinal), r.Device)).ToList();
+            // All models open at once and their runs interleaved, so drift in the machine's speed spreads over all of
+            // them.
+            var generators = r
+                .Models.Select(m => new Generator(
+                    OnnxGraph.Load(m.Model),
+                    threads,
+                    useCache: !m.Label.EndsWith(NoCache, StringComparison.Ordinal),
+                    r.Device
+                ))
+                .ToList();
             try
             {
-                var tokens = generators.Select((g, i) => { progress?.Invoke($"{r.Models[i].Label}, {threads} thread(s): warm-up…"); return Time(g).Tokens; }).ToList();
+                var tokens = generators
+                    .Select(
+                        (g, i) =>
+                        {
+                            progress?.Invoke($"{r.Models[i].Label}, {threads} thread(s): warm-up…");
+                            return Time(g).Tokens;
+                        }
+                    )
+                    .ToList();
                 var prefill = r.Models.Select(_ => new List<double>()).ToList();
                 var decode = r.Models.Select(_ => new List<double>()).ToList();
                 for (int run = 0; run < r.Runs; run++)
-                    for (int i = 0; i < generators.Count; i++)
-                    {
-                        var (first, perToken, _) = Time(generators[i]);
-                        prefill[i].Add(first);
-                        decode[i].Add(perToken);
-                    }
-                for (int i = 0; i < generators.Count; i++) timings.Add(new DecodeTiming(r.Models[i].Label, threads, [.. prefill[i]], [.. decode[i]], tokens[i]));
+                for (int i = 0; i < generators.Count; i++)
+                {
+                    var (first, perToken, _) = Time(generators[i]);
+                    prefill[i].Add(first);
+                    decode[i].Add(perToken);
+                }
+                for (int i = 0; i < generators.Count; i++)
+                    timings.Add(
+                        new DecodeTiming(r.Models[i].Label, threads, [.. prefill[i]], [.. decode[i]], tokens[i])
+                    );
             }
             finally
             {
-                foreach (var g in generators) g.Dispose();
+                foreach (var g in generators)
+                    g.Dispose();
             }
         }
 
@@ -78,19 +124,40 @@ public static class DecodeBench
             var produced = new List<int>();
             foreach (int t in generator.Generate(prompt, r.NewTokens))
             {
-                if (produced.Count == 0) first = clock.Elapsed.TotalSeconds; // prompt through the model, and the first token picked
+                if (produced.Count == 0)
+                    first = clock.Elapsed.TotalSeconds; // prompt through the model, and the first token picked
                 produced.Add(t);
             }
-            return (first, 1000 * (clock.Elapsed.TotalSeconds - first) / Math.Max(1, produced.Count - 1), [.. produced]);
+            return (
+                first,
+                1000 * (clock.Elapsed.TotalSeconds - first) / Math.Max(1, produced.Count - 1),
+                [.. produced]
+            );
         }
         string md = Markdown(r, timings, prompt.Count);
         AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.md"), md);
-        AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.json"), JsonSerializer.Serialize(new
-        {
-            machine = MachineDescription.WithRuntimes(), prompt_tokens = prompt.Count, new_tokens = r.NewTokens, runs = r.Runs,
-            models = r.Models.Select(m => new { label = m.Label, model = m.Model }),
-            timings = timings.Select(t => new { label = t.Label, threads = t.Threads, prefill_seconds = t.PrefillSeconds, decode_ms_per_token = t.DecodeMsPerToken, tokens = t.Tokens }),
-        }, ProjectJson.Options));
+        AtomicFile.WriteAllText(
+            Path.Combine(r.Out, "decode.json"),
+            JsonSerializer.Serialize(
+                new
+                {
+                    machine = MachineDescription.WithRuntimes(),
+                    prompt_tokens = prompt.Count,
+                    new_tokens = r.NewTokens,
+                    runs = r.Runs,
+                    models = r.Models.Select(m => new { label = m.Label, model = m.Model }),
+                    timings = timings.Select(t => new
+                    {
+                        label = t.Label,
+                        threads = t.Threads,
+                        prefill_seconds = t.PrefillSeconds,
+                        decode_ms_per_token = t.DecodeMsPerToken,
+                        tokens = t.Tokens,
+                    }),
+                },
+                ProjectJson.Options
+            )
+        );
         return md;
     }
 
@@ -98,17 +165,45 @@ public static class DecodeBench
     {
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
-        md.AppendLine(inv, $"Machine: {MachineDescription.WithRuntimes()}; device {r.Device ?? Runtime.Device.Cpu}. Batch 1, prompt of {promptTokens} tokens, {r.NewTokens} new tokens, greedy; " +
-                           $"median of {r.Runs} runs after a warm-up, the models' runs interleaved (min–max in brackets). Decode = the tokens after the first, timed apart from the prefill.").AppendLine();
-        md.AppendLine(Table(["model", "threads", "decode ms/token", "decode tokens/s", "× first model", "prefill s", "greedy tokens = first model's"], timings.Select(t =>
-        {
-            var reference = timings.First(x => x.Threads == t.Threads);
-            return (IReadOnlyList<string>)[t.Label, t.Threads.ToString(inv), $"{F(t.MedianMs, "0.00")} ({F(t.DecodeMsPerToken.Min(), "0.00")}–{F(t.DecodeMsPerToken.Max(), "0.00")})",
-                (1000 / t.MedianMs).ToString("N0", inv), F(reference.MedianMs / t.MedianMs, "0.00"), F(t.MedianPrefill, "0.000"),
-                t.Tokens.SequenceEqual(reference.Tokens) ? "yes" : $"no (first difference at token {Enumerable.Range(0, t.Tokens.Length).FirstOrDefault(i => i >= reference.Tokens.Length || t.Tokens[i] != reference.Tokens[i])})"];
-        }), align: "lr"));
+        md.AppendLine(
+                inv,
+                $"Machine: {MachineDescription.WithRuntimes()}; device {r.Device ?? Runtime.Device.Cpu}. Batch 1, prompt of {promptTokens} tokens, {r.NewTokens} new tokens, greedy; "
+                    + $"median of {r.Runs} runs after a warm-up, the models' runs interleaved (min–max in brackets). Decode = the tokens after the first, timed apart from the prefill."
+            )
+            .AppendLine();
+        md.AppendLine(
+            Table(
+                [
+                    "model",
+                    "threads",
+                    "decode ms/token",
+                    "decode tokens/s",
+                    "× first model",
+                    "prefill s",
+                    "greedy tokens = first model's",
+                ],
+                timings.Select(t =>
+                {
+                    var reference = timings.First(x => x.Threads == t.Threads);
+                    return (IReadOnlyList<string>)
+                        [
+                            t.Label,
+                            t.Threads.ToString(inv),
+                            $"{F(t.MedianMs, "0.00")} ({F(t.DecodeMsPerToken.Min(), "0.00")}–{F(t.DecodeMsPerToken.Max(), "0.00")})",
+                            (1000 / t.MedianMs).ToString("N0", inv),
+                            F(reference.MedianMs / t.MedianMs, "0.00"),
+                            F(t.MedianPrefill, "0.000"),
+                            t.Tokens.SequenceEqual(reference.Tokens)
+                                ? "yes"
+                                : $"no (first difference at token {Enumerable.Range(0, t.Tokens.Length).FirstOrDefault(i => i >= reference.Tokens.Length || t.Tokens[i] != reference.Tokens[i])})",
+                        ];
+                }),
+                align: "lr"
+            )
+        );
         md.AppendLine().AppendLine("Models:").AppendLine();
-        foreach (var (label, model) in r.Models) md.AppendLine($"- {label}: `{model}`");
+        foreach (var (label, model) in r.Models)
+            md.AppendLine($"- {label}: `{model}`");
         return md.ToString();
     }
 }

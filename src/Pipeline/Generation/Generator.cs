@@ -6,13 +6,15 @@ using Sparsity.Pipeline.Runtime;
 namespace Sparsity.Pipeline.Generation;
 
 /// <summary>How the next token is picked when not greedily: softmax at <paramref name="Temperature"/>, kept to the
-/// <paramref name="TopK"/> most likely (0 = all) and to the smallest set whose probability reaches <paramref name="TopP"/>, drawn with <paramref name="Seed"/>.</summary>
+/// <paramref name="TopK"/> most likely (0 = all) and to the smallest set whose probability reaches
+/// <paramref name="TopP"/>, drawn with <paramref name="Seed"/>.</summary>
 public sealed record Sampling(float Temperature = 1f, float TopP = 1f, int TopK = 0, int Seed = 0);
 
 /// <summary>
 /// Batch-1 generation through ONNX Runtime. A graph with a key/value cache (<c>past_key_values.{i}.key/value</c> in,
 /// <c>present.{i}.key/value</c> out, as <c>export --with-past</c> and Optimum write) runs the prompt once and then one
-/// token per step, feeding each step's cache to the next; any other causal graph recomputes the whole sequence each step.
+/// token per step, feeding each step's cache to the next; any other causal graph recomputes the whole sequence each
+/// step.
 /// </summary>
 public sealed class Generator : IDisposable
 {
@@ -20,7 +22,8 @@ public sealed class Generator : IDisposable
     readonly ModelRunner _runner;
     readonly List<(string Input, string Output, long Heads, long HeadSize)> _cache = [];
     readonly string _logits;
-    readonly bool _mask, _positions;
+    readonly bool _mask,
+        _positions;
 
     /// <summary>
     /// Opens <paramref name="model"/> on <paramref name="device"/> (default the CPU); <paramref name="useCache"/> false
@@ -28,7 +31,12 @@ public sealed class Generator : IDisposable
     /// </summary>
     public Generator(ModelProto model, int threads = 2, bool useCache = true, Device? device = null)
     {
-        GraphCheck.RequireCausal(model, GraphInputs.VocabularySize(model) ?? 2, "The model", "generate continues text one token at a time from the last position's logits.");
+        GraphCheck.RequireCausal(
+            model,
+            GraphInputs.VocabularySize(model) ?? 2,
+            "The model",
+            "generate continues text one token at a time from the last position's logits."
+        );
         MaxPositions = GraphInputs.MaxPositions(model);
         bool cached = useCache && model.Graph.Input.Any(i => i.Name.StartsWith(PastPrefix, StringComparison.Ordinal));
         var graph = model;
@@ -38,13 +46,24 @@ public sealed class Generator : IDisposable
             {
                 var dims = input.Type.TensorType.Shape.Dim;
                 string output = "present." + input.Name[PastPrefix.Length..];
-                if (dims.Count != 4 || dims[1].DimValue <= 0 || dims[3].DimValue <= 0 || model.Graph.Output.All(o => o.Name != output))
-                    throw new UserInputException($"Cache input {input.Name} is not [batch, heads, past, head_size] with fixed heads and head size and a matching output {output}: generate without the cache (--no-cache).");
+                if (
+                    dims.Count != 4
+                    || dims[1].DimValue <= 0
+                    || dims[3].DimValue <= 0
+                    || model.Graph.Output.All(o => o.Name != output)
+                )
+                    throw new UserInputException(
+                        $"Cache input {input.Name} is not [batch, heads, past, head_size] with fixed heads and head size and a matching output {output}: generate without the cache (--no-cache)."
+                    );
                 _cache.Add((input.Name, output, dims[1].DimValue, dims[3].DimValue));
             }
         }
-        else graph = GraphInputs.Bind(model).Model; // a cache, if any, is bound empty
-        _logits = GraphInputs.LogitsOutput(graph)?.Name ?? throw new UserInputException("The model has no logits output (an output named logits, or a single float output of rank 3): it cannot generate.");
+        else
+            graph = GraphInputs.Bind(model).Model; // a cache, if any, is bound empty
+        _logits = GraphInputs.LogitsOutput(graph)?.Name
+            ?? throw new UserInputException(
+                "The model has no logits output (an output named logits, or a single float output of rank 3): it cannot generate."
+            );
         var outputs = new List<(string, long[]?)> { (_logits, null) };
         outputs.AddRange(_cache.Select(c => (c.Output, (long[]?)null)));
         _runner = new ModelRunner(graph, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
@@ -55,6 +74,7 @@ public sealed class Generator : IDisposable
 
     /// <summary>True when steps feed the key/value cache (one new token per step after the prompt).</summary>
     public bool UsesCache { get; }
+
     /// <summary>Longest sequence the model takes, when the graph says (this project's exports).</summary>
     public long? MaxPositions { get; }
 
@@ -65,20 +85,33 @@ public sealed class Generator : IDisposable
     public IEnumerable<float[]> StepLogits(IReadOnlyList<int> tokens)
     {
         using var state = new State(this);
-        for (int t = 0; t < tokens.Count; t++) yield return state.Next(tokens, t, 1);
+        for (int t = 0; t < tokens.Count; t++)
+            yield return state.Next(tokens, t, 1);
     }
 
     /// <summary>
-    /// Continues <paramref name="prompt"/> by up to <paramref name="maxNewTokens"/> tokens, yielding each as it is picked;
-    /// greedy (highest logit, lowest id on ties) when <paramref name="sampling"/> is null. Stops after <paramref name="stopAt"/>
-    /// or when the model's context is full.
+    /// Continues <paramref name="prompt"/> by up to <paramref name="maxNewTokens"/> tokens, yielding each as it is
+    /// picked; greedy (highest logit, lowest id on ties) when <paramref name="sampling"/> is null. Stops after
+    /// <paramref name="stopAt"/> or when the model's context is full.
     /// </summary>
-    public IEnumerable<int> Generate(IReadOnlyList<int> prompt, int maxNewTokens, Sampling? sampling = null, int? stopAt = null)
+    public IEnumerable<int> Generate(
+        IReadOnlyList<int> prompt,
+        int maxNewTokens,
+        Sampling? sampling = null,
+        int? stopAt = null
+    )
     {
-        if (prompt.Count == 0) throw new UserInputException("The prompt is empty after tokenization: give some text.");
-        if (sampling != null && (!(sampling.Temperature > 0) || !(sampling.TopP > 0 && sampling.TopP <= 1) || sampling.TopK < 0))
+        if (prompt.Count == 0)
+            throw new UserInputException("The prompt is empty after tokenization: give some text.");
+        if (
+            sampling != null
+            && (!(sampling.Temperature > 0) || !(sampling.TopP > 0 && sampling.TopP <= 1) || sampling.TopK < 0)
+        )
             throw new UserInputException("--temperature must be positive, --top-p in (0, 1] and --top-k at least 0.");
-        if (MaxPositions is long max && prompt.Count >= max) throw new UserInputException($"The prompt has {prompt.Count} tokens; the model takes {max} in all: shorten it.");
+        if (MaxPositions is long max && prompt.Count >= max)
+            throw new UserInputException(
+                $"The prompt has {prompt.Count} tokens; the model takes {max} in all: shorten it."
+            );
         var random = new Random(sampling?.Seed ?? 0);
         var tokens = prompt.ToList();
         using var state = new State(this);
@@ -88,7 +121,8 @@ public sealed class Generator : IDisposable
             int next = sampling == null ? ArgMax(logits) : Sample(logits, sampling, random);
             tokens.Add(next);
             yield return next;
-            if (next == stopAt || (MaxPositions is long m && tokens.Count >= m) || n == maxNewTokens - 1) yield break;
+            if (next == stopAt || (MaxPositions is long m && tokens.Count >= m) || n == maxNewTokens - 1)
+                yield break;
             logits = state.Next(tokens, tokens.Count - 1, 1);
         }
     }
@@ -97,21 +131,28 @@ public sealed class Generator : IDisposable
     public static int ArgMax(ReadOnlySpan<float> values)
     {
         int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        for (int i = 1; i < values.Length; i++)
+            if (values[i] > values[best])
+                best = i;
         return best;
     }
 
     static int Sample(float[] logits, Sampling s, Random random)
     {
         var order = Enumerable.Range(0, logits.Length).OrderByDescending(i => logits[i]).ThenBy(i => i).ToList();
-        if (s.TopK > 0) order = order.Take(s.TopK).ToList();
+        if (s.TopK > 0)
+            order = order.Take(s.TopK).ToList();
         double top = logits[order[0]];
         var weights = order.Select(i => Math.Exp((logits[i] - top) / s.Temperature)).ToList();
-        double sum = weights.Sum(), kept = 0;
+        double sum = weights.Sum(),
+            kept = 0;
         int count = 0;
-        while (count < order.Count && kept < s.TopP * sum) kept += weights[count++]; // the nucleus: smallest prefix reaching top-p
+        while (count < order.Count && kept < s.TopP * sum)
+            kept += weights[count++]; // the nucleus: smallest prefix reaching top-p
         double pick = random.NextDouble() * kept;
-        for (int i = 0; i < count; i++) if ((pick -= weights[i]) < 0) return order[i];
+        for (int i = 0; i < count; i++)
+            if ((pick -= weights[i]) < 0)
+                return order[i];
         return order[count - 1];
     }
 
@@ -122,30 +163,48 @@ public sealed class Generator : IDisposable
     sealed class State(Generator g) : IDisposable
     {
         IDisposableReadOnlyCollection<OrtValue>? _last;
-        readonly List<OrtValue> _empty = g._cache.Select(c => OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, c.Heads, 0, c.HeadSize])).ToList();
+        readonly List<OrtValue> _empty = g
+            ._cache.Select(c => OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, c.Heads, 0, c.HeadSize]))
+            .ToList();
 
-        // Feeds tokens[from..from+count) (with the cache) or tokens[0..from+count) (without); returns the last position's logits.
+        // Feeds tokens[from..from+count) (with the cache) or tokens[0..from+count) (without); returns the last
+        // position's logits.
         public float[] Next(IReadOnlyList<int> tokens, int from, int count)
         {
-            int start = g.UsesCache ? from : 0, end = from + count;
+            int start = g.UsesCache ? from : 0,
+                end = from + count;
             long[] ids = [.. tokens.Skip(start).Take(end - start).Select(t => (long)t)];
             var inputs = new Dictionary<string, OrtValue>();
-            var owned = new List<OrtValue>
-            {
-                OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]),
-            };
+            var owned = new List<OrtValue> { OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]) };
             inputs[GraphInputs.TokenInput] = owned[0];
-            if (g._mask) inputs[GraphInputs.MaskInput] = Own(owned, Enumerable.Repeat(1L, end).ToArray(), [1, end]);
-            if (g._positions) inputs["position_ids"] = Own(owned, Enumerable.Range(start, ids.Length).Select(p => (long)p).ToArray(), [1, ids.Length]);
-            for (int i = 0; i < g._cache.Count; i++) inputs[g._cache[i].Input] = _last == null ? _empty[i] : _last[i + 1];
+            if (g._mask)
+                inputs[GraphInputs.MaskInput] = Own(owned, Enumerable.Repeat(1L, end).ToArray(), [1, end]);
+            if (g._positions)
+                inputs["position_ids"] = Own(
+                    owned,
+                    Enumerable.Range(start, ids.Length).Select(p => (long)p).ToArray(),
+                    [1, ids.Length]
+                );
+            for (int i = 0; i < g._cache.Count; i++)
+                inputs[g._cache[i].Input] = _last == null ? _empty[i] : _last[i + 1];
             IDisposableReadOnlyCollection<OrtValue> results;
-            try { results = g._runner.RunNamed(inputs, [g._logits, .. g._cache.Select(c => c.Output)]); }
+            try
+            {
+                results = g._runner.RunNamed(inputs, [g._logits, .. g._cache.Select(c => c.Output)]);
+            }
             catch (OnnxRuntimeException e)
             {
-                // Graphs from elsewhere do not say how long a context they take; running past it fails inside the runtime.
-                throw new UserInputException($"ONNX Runtime could not run the model on {end} tokens ({e.Message.Split('\n')[0].Trim()}): the sequence is probably longer than the model's context; ask for fewer with --max-new-tokens.");
+                // Graphs from elsewhere do not say how long a context they take; running past it fails inside the
+                // runtime.
+                throw new UserInputException(
+                    $"ONNX Runtime could not run the model on {end} tokens ({e.Message.Split('\n')[0].Trim()}): the sequence is probably longer than the model's context; ask for fewer with --max-new-tokens."
+                );
             }
-            finally { foreach (var v in owned) v.Dispose(); }
+            finally
+            {
+                foreach (var v in owned)
+                    v.Dispose();
+            }
             var all = results[0].GetTensorDataAsSpan<float>();
             int vocab = (int)results[0].GetTensorTypeAndShape().Shape[^1];
             float[] last = all[^vocab..].ToArray();
@@ -164,7 +223,8 @@ public sealed class Generator : IDisposable
         public void Dispose()
         {
             _last?.Dispose();
-            foreach (var v in _empty) v.Dispose();
+            foreach (var v in _empty)
+                v.Dispose();
         }
     }
 }

@@ -12,10 +12,16 @@ public sealed record ProbeBatch(long[] Ids, long[] Mask, int Batch, int SeqLen)
     public static ProbeBatch Random(long vocab, int batch = 2, int seqLen = 16, int seed = 0)
     {
         var random = new Random(seed);
-        return new ProbeBatch(Enumerable.Range(0, batch * seqLen).Select(_ => random.NextInt64(Math.Max(1, vocab))).ToArray(), Enumerable.Repeat(1L, batch * seqLen).ToArray(), batch, seqLen);
+        return new ProbeBatch(
+            Enumerable.Range(0, batch * seqLen).Select(_ => random.NextInt64(Math.Max(1, vocab))).ToArray(),
+            Enumerable.Repeat(1L, batch * seqLen).ToArray(),
+            batch,
+            seqLen
+        );
     }
 
-    /// <summary>Seeded random ids within <paramref name="model"/>'s vocabulary: what a written graph is checked on.</summary>
+    /// <summary>Seeded random ids within <paramref name="model"/>'s vocabulary: what a written graph is checked
+    /// on.</summary>
     public static ProbeBatch For(ModelProto model) => Random(GraphInputs.VocabularySize(model) ?? 2);
 }
 
@@ -25,7 +31,8 @@ public sealed record ProbeBatch(long[] Ids, long[] Mask, int Batch, int SeqLen)
 /// </summary>
 public static class GraphCheck
 {
-    /// <summary>Largest logit difference accepted for an exact rewrite, relative to the largest logit (at least 1).</summary>
+    /// <summary>Largest logit difference accepted for an exact rewrite, relative to the largest logit (at least
+    /// 1).</summary>
     public const float Tolerance = 1e-4f;
 
     /// <summary>
@@ -36,7 +43,8 @@ public static class GraphCheck
 
     /// <summary>
     /// Loads and runs <paramref name="written"/> on <paramref name="batch"/>; with <paramref name="reference"/>, its
-    /// logits on real tokens must equal the reference's within <see cref="Tolerance"/>. Returns that largest difference (0 without a reference).
+    /// logits on real tokens must equal the reference's within <see cref="Tolerance"/>. Returns that largest difference
+    /// (0 without a reference).
     /// </summary>
     public static float Verify(ModelProto written, string what, ProbeBatch batch, ModelProto? reference = null)
     {
@@ -45,14 +53,19 @@ public static class GraphCheck
         {
             actual = Logits(written, batch);
         }
-        catch (Exception e) when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
+        catch (Exception e)
+            when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
         {
-            throw new UserInputException($"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. This graph form is not supported: please report it with the model.");
+            throw new UserInputException(
+                $"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. This graph form is not supported: please report it with the model."
+            );
         }
-        if (reference == null) return 0f;
+        if (reference == null)
+            return 0f;
         float[] expected = Logits(reference, batch);
         int vocab = expected.Length / (batch.Batch * batch.SeqLen);
-        float max = 0, scale = 1;
+        float max = 0,
+            scale = 1;
         for (int p = 0; p < batch.Mask.Length; p++)
             if (batch.Mask[p] == 1)
                 for (int v = 0; v < vocab; v++)
@@ -60,38 +73,53 @@ public static class GraphCheck
                     max = Math.Max(max, Math.Abs(actual[p * vocab + v] - expected[p * vocab + v]));
                     scale = Math.Max(scale, Math.Abs(expected[p * vocab + v]));
                 }
-        bool half = reference.Graph.Initializer.Any(t => t.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16);
+        bool half = reference.Graph.Initializer.Any(t =>
+            t.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16
+        );
         float tolerance = (half ? HalfTolerance : Tolerance) * scale;
         if (!(max <= tolerance))
-            throw new UserInputException($"The {what} should compute exactly what the input model does, but its {OutputName(reference)} differ by {max:E2} (> {tolerance:E1}: " +
-                                         $"{(half ? HalfTolerance : Tolerance):E0} of the largest, {scale:G3}) on a batch of {batch.Batch} × {batch.SeqLen}; nothing was written.");
+            throw new UserInputException(
+                $"The {what} should compute exactly what the input model does, but its {OutputName(reference)} differ by {max:E2} (> {tolerance:E1}: "
+                    + $"{(half ? HalfTolerance : Tolerance):E0} of the largest, {scale:G3}) on a batch of {batch.Batch} × {batch.SeqLen}; nothing was written."
+            );
         return max;
     }
 
     /// <summary>
     /// Refuses a model that is not a causal language model: changing the second half of a window must leave the first
-    /// half's outputs exactly alone (decoders give 0; a trained encoder moves them by 1e-4 and more). Next-token scores and
-    /// generation mean something only then; <paramref name="consequence"/> says what needs it.
+    /// half's outputs exactly alone (decoders give 0; a trained encoder moves them by 1e-4 and more). Next-token scores
+    /// and generation mean something only then; <paramref name="consequence"/> says what needs it.
     /// </summary>
     public static void RequireCausal(ModelProto model, long vocab, string name, string consequence)
     {
         const int T = 16;
         var probe = ProbeBatch.Random(vocab, 1, T, seed: 5);
         long[] changed = (long[])probe.Ids.Clone();
-        for (int i = T / 2; i < T; i++) changed[i] = (changed[i] + 1 + vocab / 3) % vocab;
-        float[] a = Logits(model, probe), b = Logits(model, probe with { Ids = changed });
+        for (int i = T / 2; i < T; i++)
+            changed[i] = (changed[i] + 1 + vocab / 3) % vocab;
+        float[] a = Logits(model, probe),
+            b = Logits(model, probe with { Ids = changed });
         for (int i = 0; i < T / 2 * vocab; i++)
             if (Math.Abs(a[i] - b[i]) > 1e-5f)
-                throw new UserInputException($"{name} is not a causal language model (changing later tokens changes the outputs at earlier positions): {consequence}");
+                throw new UserInputException(
+                    $"{name} is not a causal language model (changing later tokens changes the outputs at earlier positions): {consequence}"
+                );
     }
 
-    /// <summary>Loads and runs <paramref name="written"/> (any outputs, e.g. in-graph statistics) on <paramref name="batch"/>; a failure is an error.</summary>
+    /// <summary>Loads and runs <paramref name="written"/> (any outputs, e.g. in-graph statistics) on
+    /// <paramref name="batch"/>; a failure is an error.</summary>
     public static void Runs(ModelProto written, string what, ProbeBatch batch)
     {
-        try { Run(GraphInputs.Bind(written).Item1, batch); }
-        catch (Exception e) when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
+        try
         {
-            throw new UserInputException($"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. Please report it.");
+            Run(GraphInputs.Bind(written).Item1, batch);
+        }
+        catch (Exception e)
+            when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
+        {
+            throw new UserInputException(
+                $"The {what} does not run in ONNX Runtime ({FirstLine(e)}); nothing was written. Please report it."
+            );
         }
     }
 
@@ -102,32 +130,45 @@ public static class GraphCheck
     public static void RequireBatchMajor(ModelProto bound, IReadOnlyList<MlpSite> sites, long vocab)
     {
         var flattened = sites.Where(s => s.Layout == "tokens_dff").ToList();
-        if (flattened.Count == 0) return;
-        var instrumented = OnnxGraph.WithOnlyOutputs(Surgery.Instrument(bound, flattened), flattened.Select(s => s.Output).ToList());
+        if (flattened.Count == 0)
+            return;
+        var instrumented = OnnxGraph.WithOnlyOutputs(
+            Surgery.Instrument(bound, flattened),
+            flattened.Select(s => s.Output).ToList()
+        );
         var batch = ProbeBatch.Random(vocab, 2, 8, seed: 3);
         long[] swapped = [.. batch.Ids[8..], .. batch.Ids[..8]];
         var a = Run(instrumented, batch);
         var b = Run(instrumented, batch with { Ids = swapped });
         foreach (var site in flattened)
         {
-            float[] x = a[site.Output], y = b[site.Output];
+            float[] x = a[site.Output],
+                y = b[site.Output];
             int half = x.Length / 2;
             float max = 0;
-            for (int i = 0; i < half; i++) max = Math.Max(max, Math.Max(Math.Abs(x[i] - y[half + i]), Math.Abs(x[half + i] - y[i])));
+            for (int i = 0; i < half; i++)
+                max = Math.Max(max, Math.Max(Math.Abs(x[i] - y[half + i]), Math.Abs(x[half + i] - y[i])));
             if (!(max <= 1e-3f))
-                throw new UserInputException($"Layer {site.Layer} ('{site.Node}') flattens its activations to [tokens, d_ff] in an order that is not batch-major " +
-                                             "(swapping two windows does not swap the halves of its rows); relu-sparsity cannot attribute its rows to tokens and refuses the graph.");
+                throw new UserInputException(
+                    $"Layer {site.Layer} ('{site.Node}') flattens its activations to [tokens, d_ff] in an order that is not batch-major "
+                        + "(swapping two windows does not swap the halves of its rows); relu-sparsity cannot attribute its rows to tokens and refuses the graph."
+                );
         }
     }
 
     /// <summary>What the checks compare: "logits", or a stack exported without them, its last hidden state.</summary>
-    public static string OutputName(ModelProto model) => GraphInputs.LogitsOutput(model)?.Name is { } name && name != "logits" ? name : "logits";
+    public static string OutputName(ModelProto model) =>
+        GraphInputs.LogitsOutput(model)?.Name is { } name && name != "logits" ? name : "logits";
 
-    /// <summary>Logits of a bound or unbound graph on <paramref name="batch"/>: [batch, seq, vocab] flattened.</summary>
+    /// <summary>Logits of a bound or unbound graph on <paramref name="batch"/>: [batch, seq, vocab]
+    /// flattened.</summary>
     public static float[] Logits(ModelProto model, ProbeBatch batch)
     {
         var (bound, _) = GraphInputs.Bind(model);
-        string logits = GraphInputs.LogitsOutput(bound)?.Name ?? throw new UserInputException("The model has no logits output (an output named logits, or a single float output of rank 3).");
+        string logits = GraphInputs.LogitsOutput(bound)?.Name
+            ?? throw new UserInputException(
+                "The model has no logits output (an output named logits, or a single float output of rank 3)."
+            );
         return Run(OnnxGraph.WithOnlyOutput(bound, logits), batch)[logits];
     }
 
@@ -135,11 +176,20 @@ public static class GraphCheck
     static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
     {
         var names = bound.Graph.Output.Select(o => o.Name).ToList();
-        using var runner = new ModelRunner(bound, Device.Cpu, threads: 2, batch.Batch, batch.SeqLen, names.Select(n => (n, (long[]?)null)).ToList());
+        using var runner = new ModelRunner(
+            bound,
+            Device.Cpu,
+            threads: 2,
+            batch.Batch,
+            batch.SeqLen,
+            names.Select(n => (n, (long[]?)null)).ToList()
+        );
         runner.Run(batch.Ids, batch.Mask);
         var outputs = new Dictionary<string, float[]>();
         for (int i = 0; i < names.Count; i++)
-            outputs[names[i]] = runner.IsFloat(i) ? runner.Floats(i).ToArray() : runner.Longs(i).ToArray().Select(v => (float)v).ToArray();
+            outputs[names[i]] = runner.IsFloat(i)
+                ? runner.Floats(i).ToArray()
+                : runner.Longs(i).ToArray().Select(v => (float)v).ToArray();
         return outputs;
     }
 

@@ -10,15 +10,19 @@ namespace Sparsity.Pipeline.Runtime;
 /// </summary>
 public static partial class NativeAllocator
 {
-    const int MTrimThreshold = -1, MTopPad = -2, MMmapMax = -4;
+    const int MTrimThreshold = -1,
+        MTopPad = -2,
+        MMmapMax = -4;
 
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int Mallopt(int parameter, int value);
 
-    /// <summary>Keeps freed memory in the heap instead of returning it to the kernel (glibc only; elsewhere a no-op).</summary>
+    /// <summary>Keeps freed memory in the heap instead of returning it to the kernel (glibc only; elsewhere a
+    /// no-op).</summary>
     public static void KeepFreedMemory()
     {
-        if (!OperatingSystem.IsLinux()) return;
+        if (!OperatingSystem.IsLinux())
+            return;
         try
         {
             Mallopt(MMmapMax, 0);

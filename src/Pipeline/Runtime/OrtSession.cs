@@ -9,12 +9,17 @@ namespace Sparsity.Pipeline.Runtime;
 public static class OrtSession
 {
     /// <summary>
-    /// A session on <paramref name="model"/>: from its bytes when they fit a protobuf message, otherwise from a temporary
-    /// copy saved with external data (deleted once loaded), so models over 2 GB run too.
+    /// A session on <paramref name="model"/>: from its bytes when they fit a protobuf message, otherwise from a
+    /// temporary copy saved with external data (deleted once loaded), so models over 2 GB run too.
     /// </summary>
-    public static InferenceSession Open(ModelProto model, SessionOptions options, long inlineLimit = ExternalData.InlineLimit)
+    public static InferenceSession Open(
+        ModelProto model,
+        SessionOptions options,
+        long inlineLimit = ExternalData.InlineLimit
+    )
     {
-        if (model.Graph.Initializer.Sum(t => (long)t.RawData.Length) <= inlineLimit) return new InferenceSession(model.ToByteArray(), options);
+        if (model.Graph.Initializer.Sum(t => (long)t.RawData.Length) <= inlineLimit)
+            return new InferenceSession(model.ToByteArray(), options);
         string dir = Path.Combine(Path.GetTempPath(), "relu-sparsity-" + Guid.NewGuid().ToString("N"));
         try
         {

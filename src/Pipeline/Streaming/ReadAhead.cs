@@ -7,13 +7,14 @@ namespace Sparsity.Pipeline.Streaming;
 public static class ReadAhead
 {
     /// <summary>
-    /// The items of <paramref name="source"/>, produced on a background thread at most <paramref name="capacity"/> ahead;
-    /// a failure there is rethrown here, and stopping early stops the producer.
+    /// The items of <paramref name="source"/>, produced on a background thread at most <paramref name="capacity"/>
+    /// ahead; a failure there is rethrown here, and stopping early stops the producer.
     /// </summary>
     public static IEnumerable<T> Of<T>(IEnumerable<T> source, int capacity)
     {
         using var dealer = new Dealer<T>(source, capacity); // dealt to one consumer
-        foreach (var item in dealer.Take()) yield return item;
+        foreach (var item in dealer.Take())
+            yield return item;
     }
 }
 
@@ -29,16 +30,27 @@ public sealed class Dealer<T> : IDisposable
     readonly Task _producer;
     Exception? _failure;
 
-    /// <summary>Reads <paramref name="source"/> on a thread of its own, at most <paramref name="capacity"/> items ahead of the takers.</summary>
+    /// <summary>Reads <paramref name="source"/> on a thread of its own, at most <paramref name="capacity"/> items ahead
+    /// of the takers.</summary>
     public Dealer(IEnumerable<T> source, int capacity)
     {
         _queue = new BlockingCollection<T>(boundedCapacity: capacity);
         _producer = Task.Run(() =>
         {
-            try { foreach (var item in source) _queue.Add(item, _stop.Token); }
+            try
+            {
+                foreach (var item in source)
+                    _queue.Add(item, _stop.Token);
+            }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
-            catch (Exception e) { _failure = e; }
-            finally { _queue.CompleteAdding(); }
+            catch (Exception e)
+            {
+                _failure = e;
+            }
+            finally
+            {
+                _queue.CompleteAdding();
+            }
         });
     }
 
@@ -48,9 +60,11 @@ public sealed class Dealer<T> : IDisposable
     /// <summary>One consumer's share: the items it takes, until the source ends.</summary>
     public IEnumerable<T> Take()
     {
-        foreach (var item in _queue.GetConsumingEnumerable(_stop.Token)) yield return item;
+        foreach (var item in _queue.GetConsumingEnumerable(_stop.Token))
+            yield return item;
         _producer.Wait();
-        if (_failure != null) ExceptionDispatchInfo.Capture(_failure).Throw();
+        if (_failure != null)
+            ExceptionDispatchInfo.Capture(_failure).Throw();
     }
 
     /// <summary>Stops reading and ends every consumer's enumeration.</summary>

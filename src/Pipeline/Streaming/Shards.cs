@@ -7,9 +7,9 @@ public static class Shards
 {
     /// <summary>
     /// Loads the shard folders, merges them (<c>SparsityCounts.Merge</c> refuses shards of other runs, repeated
-    /// shards, and missing ones unless <paramref name="allowPartial"/>), and writes counts.json, stats.json and the CSVs
-    /// into <paramref name="outDir"/>, with the top examples and histograms of runs with <c>--top-examples</c>. The
-    /// result equals one run over all their batches, byte for byte in the example files.
+    /// shards, and missing ones unless <paramref name="allowPartial"/>), and writes counts.json, stats.json and the
+    /// CSVs into <paramref name="outDir"/>, with the top examples and histograms of runs with <c>--top-examples</c>.
+    /// The result equals one run over all their batches, byte for byte in the example files.
     /// </summary>
     public static SparsityCounts Merge(IReadOnlyList<string> folders, bool allowPartial, string outDir)
     {
@@ -20,10 +20,13 @@ public static class Shards
             {
                 var part = SparsityCounts.Load(folder);
                 yield return (folder, part); // checked against the first before its examples are read
-                if (part.Header.TopExamples == 0) continue;
+                if (part.Header.TopExamples == 0)
+                    continue;
                 var read = UnitExamples.Load(folder, part.Header.TopExamples, part.Layers.Select(l => l.DFf).ToList());
-                if (examples == null) examples = read;
-                else examples.Merge(read);
+                if (examples == null)
+                    examples = read;
+                else
+                    examples.Merge(read);
             }
         }
         var merged = SparsityCounts.Merge(Parts(), allowPartial);
@@ -36,10 +39,12 @@ public static class Shards
     }
 }
 
-/// <summary>Which shard i of n this process analyses, and where that came from (an explicit i/n, Slurm or Kubernetes).</summary>
+/// <summary>Which shard i of n this process analyses, and where that came from (an explicit i/n, Slurm or
+/// Kubernetes).</summary>
 public sealed record ShardChoice(int Index, int Count, string Source)
 {
-    /// <summary>The environment variable a Kubernetes manifest sets to the number of shards (or pass --shard-count).</summary>
+    /// <summary>The environment variable a Kubernetes manifest sets to the number of shards (or pass
+    /// --shard-count).</summary>
     public const string CountVariable = "RELU_SPARSITY_SHARD_COUNT";
 
     /// <summary>
@@ -54,29 +59,60 @@ public sealed record ShardChoice(int Index, int Count, string Source)
             string[] parts = spec.Split('/');
             if (parts.Length != 2 || !int.TryParse(parts[0], out int i) || !int.TryParse(parts[1], out int n))
                 throw new UserInputException($"--shard {spec}: use i/n (for example 0/4) or auto.");
-            if (count != null) throw new UserInputException("--shard-count goes with --shard auto; with --shard i/n the count is n.");
+            if (count != null)
+                throw new UserInputException("--shard-count goes with --shard auto; with --shard i/n the count is n.");
             return new ShardChoice(i, n, "--shard");
         }
         if (environment("SLURM_ARRAY_TASK_ID") is string id)
         {
-            int task = Int(id, "SLURM_ARRAY_TASK_ID"), min = Int(environment("SLURM_ARRAY_TASK_MIN") ?? "0", "SLURM_ARRAY_TASK_MIN");
-            int n = Int(environment("SLURM_ARRAY_TASK_COUNT") ?? throw new UserInputException("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (submit a job array: sbatch --array=0-N)."), "SLURM_ARRAY_TASK_COUNT");
-            if (count != null && count != n) throw new UserInputException($"--shard-count {count} disagrees with SLURM_ARRAY_TASK_COUNT={n}.");
-            return Checked(task - min, n, $"Slurm (SLURM_ARRAY_TASK_ID={task}, SLURM_ARRAY_TASK_MIN={min}, SLURM_ARRAY_TASK_COUNT={n})");
+            int task = Int(id, "SLURM_ARRAY_TASK_ID"),
+                min = Int(environment("SLURM_ARRAY_TASK_MIN") ?? "0", "SLURM_ARRAY_TASK_MIN");
+            int n = Int(
+                environment("SLURM_ARRAY_TASK_COUNT")
+                    ?? throw new UserInputException(
+                        "--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (submit a job array: sbatch --array=0-N)."
+                    ),
+                "SLURM_ARRAY_TASK_COUNT"
+            );
+            if (count != null && count != n)
+                throw new UserInputException($"--shard-count {count} disagrees with SLURM_ARRAY_TASK_COUNT={n}.");
+            return Checked(
+                task - min,
+                n,
+                $"Slurm (SLURM_ARRAY_TASK_ID={task}, SLURM_ARRAY_TASK_MIN={min}, SLURM_ARRAY_TASK_COUNT={n})"
+            );
         }
         if (environment("JOB_COMPLETION_INDEX") is string index)
         {
-            int n = count ?? (environment(CountVariable) is string c ? Int(c, CountVariable)
-                : throw new UserInputException($"--shard auto on Kubernetes: JOB_COMPLETION_INDEX is set, but not the number of shards: pass --shard-count N or set {CountVariable} (the Job's completions)."));
-            return Checked(Int(index, "JOB_COMPLETION_INDEX"), n, $"Kubernetes (JOB_COMPLETION_INDEX={index}, {(count != null ? "--shard-count" : CountVariable)}={n})");
+            int n = count
+                ?? (
+                    environment(CountVariable) is string c
+                        ? Int(c, CountVariable)
+                        : throw new UserInputException(
+                            $"--shard auto on Kubernetes: JOB_COMPLETION_INDEX is set, but not the number of shards: pass --shard-count N or set {CountVariable} (the Job's completions)."
+                        )
+                );
+            return Checked(
+                Int(index, "JOB_COMPLETION_INDEX"),
+                n,
+                $"Kubernetes (JOB_COMPLETION_INDEX={index}, {(count != null ? "--shard-count" : CountVariable)}={n})"
+            );
         }
-        throw new UserInputException("--shard auto: no scheduler's shard variables are set (Slurm job arrays: SLURM_ARRAY_TASK_ID, _MIN, _COUNT; " +
-                                     $"Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX with --shard-count or {CountVariable}); give --shard i/n.");
+        throw new UserInputException(
+            "--shard auto: no scheduler's shard variables are set (Slurm job arrays: SLURM_ARRAY_TASK_ID, _MIN, _COUNT; "
+                + $"Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX with --shard-count or {CountVariable}); give --shard i/n."
+        );
     }
 
-    static ShardChoice Checked(int i, int n, string source) => n >= 1 && i >= 0 && i < n ? new ShardChoice(i, n, source)
-        : throw new UserInputException($"--shard auto: shard {i} of {n} from {source} is out of range (0 ≤ i < n).");
+    static ShardChoice Checked(int i, int n, string source) =>
+        n >= 1 && i >= 0 && i < n
+            ? new ShardChoice(i, n, source)
+            : throw new UserInputException(
+                $"--shard auto: shard {i} of {n} from {source} is out of range (0 ≤ i < n)."
+            );
 
-    static int Int(string value, string name) => int.TryParse(value, out int v) ? v
-        : throw new UserInputException($"--shard auto: {name}={value} is not an integer.");
+    static int Int(string value, string name) =>
+        int.TryParse(value, out int v)
+            ? v
+            : throw new UserInputException($"--shard auto: {name}={value} is not an integer.");
 }

@@ -11,8 +11,10 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> ln_2;
     private readonly Mlp mlp;
 
-    /// <summary>A pre-norm block of <paramref name="config"/>'s shape: attention, then the MLP, each around a residual.</summary>
-    public Block(ModelConfig config) : base(nameof(Block))
+    /// <summary>A pre-norm block of <paramref name="config"/>'s shape: attention, then the MLP, each around a
+    /// residual.</summary>
+    public Block(ModelConfig config)
+        : base(nameof(Block))
     {
         ln_1 = Norm(config);
         attn = new CausalSelfAttention(config);
@@ -23,7 +25,9 @@ public sealed class Block : nn.Module<Tensor, Tensor>
 
     /// <summary>The configured normalization over d_model.</summary>
     public static nn.Module<Tensor, Tensor> Norm(ModelConfig config) =>
-        config.RmsNorm ? new RmsNorm(config.DModel, config.NormEpsilon) : nn.LayerNorm(config.DModel, config.NormEpsilon);
+        config.RmsNorm
+            ? new RmsNorm(config.DModel, config.NormEpsilon)
+            : nn.LayerNorm(config.DModel, config.NormEpsilon);
 
     /// <summary>The block's MLP.</summary>
     public Mlp Mlp => mlp;

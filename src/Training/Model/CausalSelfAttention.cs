@@ -16,9 +16,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     private readonly ModelConfig config;
 
     /// <summary>Causal multi-head self-attention of <paramref name="config"/>'s shape.</summary>
-    public CausalSelfAttention(ModelConfig config) : base(nameof(CausalSelfAttention))
+    public CausalSelfAttention(ModelConfig config)
+        : base(nameof(CausalSelfAttention))
     {
-        int hs = config.HeadSize, kv = config.KeyValueHeads;
+        int hs = config.HeadSize,
+            kv = config.KeyValueHeads;
         c_attn = nn.Linear(config.DModel, (config.Heads + 2 * kv) * hs, hasBias: config.AttentionBias);
         c_proj = nn.Linear(config.Heads * hs, config.DModel, hasBias: config.AttentionBias);
         this.config = config;
@@ -29,18 +31,22 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], t = x.shape[1];
-        int heads = config.Heads, kv = config.KeyValueHeads, hs = config.HeadSize;
+        long b = x.shape[0],
+            t = x.shape[1];
+        int heads = config.Heads,
+            kv = config.KeyValueHeads,
+            hs = config.HeadSize;
         var qkv = c_attn.forward(x).split([heads * hs, kv * hs, kv * hs], dim: 2);
         var q = qkv[0].view(b, t, heads, hs).transpose(1, 2); // (B, H, T, hs)
-        var k = qkv[1].view(b, t, kv, hs).transpose(1, 2);    // (B, KV, T, hs)
+        var k = qkv[1].view(b, t, kv, hs).transpose(1, 2); // (B, KV, T, hs)
         var v = qkv[2].view(b, t, kv, hs).transpose(1, 2);
         if (config.Rotary)
         {
             var (cos, sin) = Rotary.Tables(config, t, x.device);
             (q, k) = (Rotary.Apply(q, cos, sin), Rotary.Apply(k, cos, sin));
         }
-        if (kv != heads) (k, v) = (k.repeat_interleave(heads / kv, dim: 1), v.repeat_interleave(heads / kv, dim: 1));
+        if (kv != heads)
+            (k, v) = (k.repeat_interleave(heads / kv, dim: 1), v.repeat_interleave(heads / kv, dim: 1));
         var att = q.matmul(k.transpose(-2, -1)) * (1.0 / Math.Sqrt(hs)); // (B, H, T, T)
         var future = ones(t, t, dtype: ScalarType.Bool, device: x.device).triu(1);
         att = nn.functional.softmax(att.masked_fill(future, float.NegativeInfinity), dim: -1);

@@ -17,7 +17,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     private readonly int topK;
 
     /// <summary>An MLP of the given widths (see the class summary for the flags).</summary>
-    public Mlp(int dModel, int dFf, int topK, bool gated = false, bool bias = true) : base(nameof(Mlp))
+    public Mlp(int dModel, int dFf, int topK, bool gated = false, bool bias = true)
+        : base(nameof(Mlp))
     {
         up = nn.Linear(dModel, dFf, hasBias: bias);
         gate = gated ? nn.Linear(dModel, dFf, hasBias: bias) : null;
@@ -29,8 +30,10 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 
     /// <summary>The up-projection (d_model → d_ff).</summary>
     public Linear Up => up;
+
     /// <summary>The down-projection (d_ff → d_model).</summary>
     public Linear Down => down;
+
     /// <summary>Per-unit keep flags [d_ff]: 1 = active allowed, 0 = masked.</summary>
     public Tensor UnitMask => get_buffer("unit_mask")!;
 
@@ -48,7 +51,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         return h.MoveToOuterDisposeScope();
     }
 
-    /// <summary>The block's output for the normalized input <paramref name="x"/> whose units are <paramref name="hidden"/>.</summary>
+    /// <summary>The block's output for the normalized input <paramref name="x"/> whose units are
+    /// <paramref name="hidden"/>.</summary>
     public Tensor Output(Tensor x, Tensor hidden)
     {
         using var scope = NewDisposeScope();

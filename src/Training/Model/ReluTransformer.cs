@@ -7,8 +7,9 @@ namespace Sparsity.Training.Model;
 /// <summary>
 /// Decoder-only ReLU transformer: token embeddings (+ learned positions, or rotary ones in attention), pre-norm
 /// blocks, final norm, output projection (tied to wte unless configured otherwise). Weight keys follow GPT-2 naming:
-/// wte.weight, wpe.weight (learned positions only), h.{i}.ln_1.*, h.{i}.attn.c_attn.*, h.{i}.attn.c_proj.*, h.{i}.ln_2.*,
-/// h.{i}.mlp.up.*, h.{i}.mlp.gate.* (gated only), h.{i}.mlp.down.*, h.{i}.mlp.unit_mask, ln_f.*, lm_head.weight (untied only).
+/// wte.weight, wpe.weight (learned positions only), h.{i}.ln_1.*, h.{i}.attn.c_attn.*, h.{i}.attn.c_proj.*,
+/// h.{i}.ln_2.*, h.{i}.mlp.up.*, h.{i}.mlp.gate.* (gated only), h.{i}.mlp.down.*, h.{i}.mlp.unit_mask, ln_f.*,
+/// lm_head.weight (untied only).
 /// </summary>
 public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
 {
@@ -19,7 +20,8 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
     private readonly Linear? lm_head;
 
     /// <summary>The model <paramref name="config"/> describes, freshly initialised.</summary>
-    public ReluTransformer(ModelConfig config) : base(nameof(ReluTransformer))
+    public ReluTransformer(ModelConfig config)
+        : base(nameof(ReluTransformer))
     {
         config.Validate();
         Config = config;
@@ -49,14 +51,17 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long t = ids.shape[1];
-        if (t > Config.SeqLen) throw new ArgumentException($"Sequence of {t} tokens exceeds the model's seq_len {Config.SeqLen}.");
+        if (t > Config.SeqLen)
+            throw new ArgumentException($"Sequence of {t} tokens exceeds the model's seq_len {Config.SeqLen}.");
         var x = wte.forward(ids); // (B, T, C)
-        if (wpe != null) x = x + wpe.forward(arange(t, dtype: ScalarType.Int64, device: ids.device));
+        if (wpe != null)
+            x = x + wpe.forward(arange(t, dtype: ScalarType.Int64, device: ids.device));
         var hidden = new Tensor[keepHidden ? Config.Layers : 0];
         for (int i = 0; i < Config.Layers; i++)
         {
             x = ((Block)h[i]).Forward(x, out var layerHidden, keepHidden);
-            if (keepHidden) hidden[i] = layerHidden!.MoveToOuterDisposeScope();
+            if (keepHidden)
+                hidden[i] = layerHidden!.MoveToOuterDisposeScope();
         }
         x = ln_f.forward(x);
         var logits = lm_head is null ? x.matmul(wte.weight!.t()) : lm_head.forward(x); // (B, T, vocab)
@@ -70,10 +75,14 @@ public sealed class ReluTransformer : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         foreach (var (name, p) in named_parameters())
         {
-            if (name.EndsWith(".bias")) nn.init.zeros_(p);
-            else if (name.Contains("ln_")) nn.init.ones_(p);
-            else if (name.Contains(".mlp.")) nn.init.normal_(p, 0, 1.0 / Math.Sqrt(p.shape[1]));
-            else nn.init.normal_(p, 0, 0.02);
+            if (name.EndsWith(".bias"))
+                nn.init.zeros_(p);
+            else if (name.Contains("ln_"))
+                nn.init.ones_(p);
+            else if (name.Contains(".mlp."))
+                nn.init.normal_(p, 0, 1.0 / Math.Sqrt(p.shape[1]));
+            else
+                nn.init.normal_(p, 0, 0.02);
         }
     }
 }

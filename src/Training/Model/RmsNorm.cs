@@ -10,8 +10,10 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     private readonly Parameter weight;
     private readonly double epsilon;
 
-    /// <summary>RMS normalisation over the last <paramref name="size"/> values, with <paramref name="epsilon"/> added to the mean square.</summary>
-    public RmsNorm(int size, double epsilon) : base(nameof(RmsNorm))
+    /// <summary>RMS normalisation over the last <paramref name="size"/> values, with <paramref name="epsilon"/> added
+    /// to the mean square.</summary>
+    public RmsNorm(int size, double epsilon)
+        : base(nameof(RmsNorm))
     {
         weight = nn.Parameter(ones(size));
         this.epsilon = epsilon;
