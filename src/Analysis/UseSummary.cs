@@ -68,6 +68,16 @@ public readonly record struct UseSummary(
         );
     }
 
+    /// <summary>Nearest-rank quantile <paramref name="p"/> of a histogram of unit counts: the smallest count with at
+    /// least ⌈p·n⌉ observations at or below it (0 for an empty histogram).</summary>
+    public static int Quantile(ReadOnlySpan<long> histogram, double p)
+    {
+        long n = 0;
+        foreach (long h in histogram)
+            n += h;
+        return n == 0 ? 0 : (int)Percentile(histogram, n, p);
+    }
+
     // Nearest-rank percentile: the smallest value with at least ceil(p·n) observations at or below it.
     static double Percentile(ReadOnlySpan<long> histogram, long n, double p)
     {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Onnx;
 
 namespace Sparsity.Export;
@@ -10,7 +11,16 @@ namespace Sparsity.Export;
 /// <param name="SparseUp">True when, in a gated MLP, the up-projection too is computed for the active units
 /// only.</param>
 /// <param name="Reason">Why, in words (for the model card).</param>
-public sealed record SparseChoice(int Layer, double NonzeroFraction, bool Sparse, bool SparseUp, string Reason);
+/// <param name="Capacity">In the fixed-shape form, the units computed per step (<see
+/// cref="SparseDecode.RewriteFixedShape"/>); null otherwise or when dense.</param>
+public sealed record SparseChoice(
+    int Layer,
+    double NonzeroFraction,
+    bool Sparse,
+    bool SparseUp,
+    string Reason,
+    long? Capacity = null
+);
 
 /// <summary>
 /// Exact sparse decoding with standard operators. In a ReLU MLP a unit that is zero for every token of the batch adds
@@ -27,6 +37,71 @@ public static class SparseDecode
         ModelProto model,
         IReadOnlyList<MlpSite> sites,
         IReadOnlyList<bool> sparse
+    ) => Rewrite(model, sites, sparse, capacities: null);
+
+    /// <summary>
+    /// The fixed-shape form for decoding on a GPU: each site with a capacity k (null: left dense) computes over the
+    /// <c>TopK(k)</c> units of its activity instead of <c>NonZero</c>'s, so every shape is known when the graph is
+    /// built (no wait for the device, capturable as a CUDA graph). It is exact while at most k units are active in the
+    /// step; the graph returns <c>sparse_overflow.{layer}</c> (bool [1]), true when more were, and that step must be
+    /// recomputed densely (<see cref="Dense"/>). The capacities are initializers <c>sparse.{layer}.capacity</c>.
+    /// </summary>
+    public static (ModelProto Model, IReadOnlyList<bool> SparseUp) RewriteFixedShape(
+        ModelProto model,
+        IReadOnlyList<MlpSite> sites,
+        IReadOnlyList<long?> capacities
+    ) => Rewrite(model, sites, capacities.Select(c => c != null).ToList(), capacities);
+
+    /// <summary>Prefix of the fixed-shape form's per-layer overflow outputs.</summary>
+    public const string OverflowPrefix = "sparse_overflow.";
+
+    /// <summary>The layers of a fixed-shape graph (<see cref="RewriteFixedShape"/>) and their capacities; empty for
+    /// any other graph.</summary>
+    public static IReadOnlyList<(int Layer, long Capacity, long Units)> Capacities(ModelProto model)
+    {
+        var values = model.Graph.Initializer.ToDictionary(t => t.Name);
+        var units = (model.MetadataProps.FirstOrDefault(m => m.Key == UnitsKey)?.Value ?? "")
+            .Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(e => e.Split(':').Select(v => long.Parse(v, CultureInfo.InvariantCulture)).ToArray())
+            .ToDictionary(e => (int)e[0], e => e[1]);
+        return model
+            .Graph.Output.Where(o => o.Name.StartsWith(OverflowPrefix, StringComparison.Ordinal))
+            .Select(o => int.Parse(o.Name[OverflowPrefix.Length..], CultureInfo.InvariantCulture))
+            .Select(l => (l, Long(values[$"sparse.{l}.capacity"]), units[l]))
+            .ToList();
+    }
+
+    // Each rewritten layer's width, "layer:d_ff,…" in the model's metadata (what the dense form raises capacities to).
+    const string UnitsKey = "sparse_decode.units";
+
+    /// <summary>
+    /// The fixed-shape graph with every capacity raised to its layer's width: the same weights and outputs, every unit
+    /// computed, never overflowing. Decoding recomputes an overflowed step (and runs prompts) with it.
+    /// </summary>
+    public static ModelProto Dense(ModelProto fixedShape) => WithCapacity(fixedShape, (_, units) => units);
+
+    /// <summary>The fixed-shape graph with layer capacities chosen by <paramref name="capacity"/>(layer, units).</summary>
+    public static ModelProto WithCapacity(ModelProto fixedShape, Func<int, long, long> capacity)
+    {
+        var result = fixedShape.Clone();
+        var values = result.Graph.Initializer.ToDictionary(t => t.Name);
+        foreach (var (layer, _, units) in Capacities(fixedShape))
+        {
+            var t = values[$"sparse.{layer}.capacity"];
+            t.ClearRawData(); // proto2: an empty raw_data still counts as present
+            t.Int64Data.Clear();
+            t.Int64Data.Add(Math.Clamp(capacity(layer, units), 1, units));
+        }
+        return result;
+    }
+
+    static long Long(TensorProto t) => t.Int64Data.Count > 0 ? t.Int64Data[0] : BitConverter.ToInt64(t.RawData.Span);
+
+    static (ModelProto Model, IReadOnlyList<bool> SparseUp) Rewrite(
+        ModelProto model,
+        IReadOnlyList<MlpSite> sites,
+        IReadOnlyList<bool> sparse,
+        IReadOnlyList<long?>? capacities
     )
     {
         var result = model.Clone();
@@ -53,22 +128,10 @@ public static class SparseDecode
             // down reads.
             string activity = narrowUp ? product!.Input[product.Input[0] == upOutput ? 1 : 0] : down.Input[0];
             string flat = g.Op("Reshape", p + ".flat", [activity, g.Longs(p + ".flat_shape", [2], -1, site.DFf)]);
-            // Σ|x| over the batch's tokens > 0 ⇔ some token's value is nonzero (ReduceSum takes its axes as an input in
-            // every opset ≥ 13).
-            string mass = g.Op(
-                "ReduceSum",
-                p + ".mass",
-                [g.Op("Abs", p + ".abs", [flat]), g.Longs(p + ".tokens", [1], 0)],
-                OnnxGraph.Int("keepdims", 0)
-            );
-            string active = g.Op(
-                "Reshape",
-                p + ".active",
-                [
-                    g.Op("NonZero", p + ".nonzero", [g.Op("Greater", p + ".fires", [mass, g.Scalar(p + ".zero", 0f)])]),
-                    g.Longs(p + ".vector", [1], -1),
-                ]
-            );
+            string active =
+                capacities == null
+                    ? ActiveUnits(g, p, flat)
+                    : CapacityUnits(g, p, flat, site, capacities[site.Layer]!.Value);
             string reads;
             if (narrowUp)
             {
@@ -109,10 +172,77 @@ public static class SparseDecode
                     a.I = 0;
             up.Add(narrowUp);
         }
+        if (capacities != null)
+            result.MetadataProps.Add(
+                new StringStringEntryProto
+                {
+                    Key = UnitsKey,
+                    Value = string.Join(",", sites.Where(x => capacities[x.Layer] != null).Select(x => $"{x.Layer}:{x.DFf}")),
+                }
+            );
         SortTopologically(result.Graph); // first: dead-node removal walks back from the outputs in node order
         OnnxGraph.RemoveDeadNodes(result.Graph);
         result.Graph.ValueInfo.Clear(); // shapes inside the rewritten MLPs changed
         return (result, up);
+    }
+
+    // Units active anywhere in the batch, as many as there are: Σ|x| over the batch's tokens > 0 ⇔ some token's value
+    // is nonzero (ReduceSum takes its axes as an input in every opset ≥ 13).
+    static string ActiveUnits(GraphWriter g, string p, string flat)
+    {
+        string mass = g.Op(
+            "ReduceSum",
+            p + ".mass",
+            [g.Op("Abs", p + ".abs", [flat]), g.Longs(p + ".tokens", [1], 0)],
+            OnnxGraph.Int("keepdims", 0)
+        );
+        return g.Op(
+            "Reshape",
+            p + ".active",
+            [
+                g.Op("NonZero", p + ".nonzero", [g.Op("Greater", p + ".fires", [mass, g.Scalar(p + ".zero", 0f)])]),
+                g.Longs(p + ".vector", [1], -1),
+            ]
+        );
+    }
+
+    // The k units of largest activity (all the active ones while at most k are), and the overflow output saying when
+    // more were active. Σ|x| of non-negative terms is positive wherever one is, even where a half sum overflows to ∞;
+    // counted and compared in float32 whatever the weights' type.
+    static string CapacityUnits(GraphWriter g, string p, string flat, MlpSite site, long capacity)
+    {
+        string mass = g.Op(
+            "Cast",
+            p + ".mass",
+            [
+                g.Op(
+                    "ReduceSum",
+                    p + ".sum",
+                    [g.Op("Abs", p + ".abs", [flat]), g.Longs(p + ".tokens", [1], 0)],
+                    OnnxGraph.Int("keepdims", 0)
+                ),
+            ],
+            OnnxGraph.Int("to", (long)TensorProto.Types.DataType.Float)
+        );
+        string k = g.Longs($"sparse.{site.Layer}.capacity", [1], Math.Clamp(capacity, 1, site.DFf));
+        string active = g.Ops("TopK", p + ".topk", [mass, k], 2, OnnxGraph.Int("axis", 0))[1];
+        string firing = g.Op(
+            "ReduceSum",
+            p + ".firing",
+            [
+                g.Op(
+                    "Cast",
+                    p + ".fires",
+                    [g.Op("Greater", p + ".positive", [mass, g.Scalar(p + ".zero", 0f)])],
+                    OnnxGraph.Int("to", (long)TensorProto.Types.DataType.Float)
+                ),
+                g.Longs(p + ".units_axis", [1], 0),
+            ]
+        );
+        string kFloat = g.Op("Cast", p + ".k_float", [k], OnnxGraph.Int("to", (long)TensorProto.Types.DataType.Float));
+        string overflow = g.Named("Greater", OverflowPrefix + site.Layer, [firing, kFloat]);
+        g.Graph.Output.Add(OnnxGraph.Value(overflow, TensorProto.Types.DataType.Bool, 1));
+        return active;
     }
 
     // The up-projection's output: its bias Add when it has one, else the MatMul.
@@ -139,12 +269,30 @@ public static class SparseDecode
         var stored = index.Initializers[weight];
         long rows = stored.Dims[0],
             columns = stored.Dims[1];
-        float[] values = Surgery.ReadFloats(stored),
-            transposed = new float[values.Length];
+        var copy = new TensorProto
+        {
+            Name = name,
+            DataType = stored.DataType,
+            RawData = Google.Protobuf.ByteString.CopyFrom(
+                stored.DataType == (int)TensorProto.Types.DataType.Float
+                    ? Transposed(Surgery.ReadFloats(stored), rows, columns)
+                    : Transposed(Surgery.ReadHalves(stored), rows, columns)
+            ),
+        };
+        copy.Dims.AddRange([columns, rows]);
+        g.Graph.Initializer.Add(copy);
+        g.Fresh(name);
+        return name;
+    }
+
+    static byte[] Transposed<T>(T[] values, long rows, long columns)
+        where T : unmanaged
+    {
+        var transposed = new T[values.Length];
         for (long r = 0; r < rows; r++)
         for (long c = 0; c < columns; c++)
             transposed[c * rows + r] = values[r * columns + c];
-        return g.Floats(name, [columns, rows], transposed);
+        return System.Runtime.InteropServices.MemoryMarshal.AsBytes(transposed.AsSpan()).ToArray();
     }
 
     /// <summary>Orders the nodes so each comes after the producers of its inputs (ONNX requires it; rewrites

@@ -337,6 +337,20 @@ public static class Surgery
         t.Int64Data.Add(units);
     }
 
+    /// <summary>The 16-bit elements (float16 or bfloat16 bits) of an initializer stored as raw_data or
+    /// int32_data.</summary>
+    /// <exception cref="UserInputException">The initializer is of another type.</exception>
+    public static ushort[] ReadHalves(TensorProto t)
+    {
+        if (t.DataType is not ((int)DataType.Float16 or (int)DataType.Bfloat16))
+            throw new UserInputException(
+                $"Initializer {t.Name} is {(DataType)t.DataType}; only float32, float16 and bfloat16 weights can be rewritten."
+            );
+        return t.Int32Data.Count > 0
+            ? t.Int32Data.Select(v => (ushort)v).ToArray()
+            : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(t.RawData.Span).ToArray();
+    }
+
     /// <summary>Float32 values of an initializer stored as raw_data or float_data.</summary>
     public static float[] ReadFloats(TensorProto t)
     {

@@ -406,6 +406,19 @@ public static class VariantCommands
             Description = "Rewrite layers whose share of active units per token is below this.",
             DefaultValueFactory = _ => SparseDecoding.DefaultBreakEven,
         };
+        var target = new Option<string>("--device")
+        {
+            Description =
+                "Where the variant will decode: cpu (units found with NonZero, as many as fire) or cuda (fixed shapes: each layer's capacity of units from TopK, a step with more recomputed densely; capturable as a CUDA graph).",
+            DefaultValueFactory = _ => "cpu",
+        };
+        target.AcceptOnlyFromAmong("cpu", "cuda");
+        var capacityQuantile = new Option<double>("--capacity-quantile")
+        {
+            Description =
+                "With --device cuda: each layer's capacity is this quantile of its active units per token (counts.json beside --stats), rounded up to a multiple of 32.",
+            DefaultValueFactory = _ => SparseDecoding.DefaultCapacityQuantile,
+        };
         var activation = SharedOptions.ActivationOption();
         var command = new Command(
             "sparse-decode",
@@ -416,6 +429,8 @@ public static class VariantCommands
             stats,
             outPath,
             breakEven,
+            target,
+            capacityQuantile,
             activation,
         };
         command.SetAction(p =>
@@ -427,7 +442,9 @@ public static class VariantCommands
                     p.GetValue(outPath)!,
                     p.GetValue(breakEven),
                     p.GetValue(activation)!,
-                    SharedOptions.CommandLine(p)
+                    SharedOptions.CommandLine(p),
+                    FixedShape: p.GetValue(target) == "cuda",
+                    CapacityQuantile: p.GetValue(capacityQuantile)
                 )
             );
             foreach (var c in r.Choices)

@@ -21,6 +21,11 @@ public sealed class Generator : IDisposable
     const string PastPrefix = "past_key_values.";
     readonly ModelRunner _runner;
     readonly List<(string Input, string Output, long Heads, long HeadSize)> _cache = [];
+
+    // A fixed-shape sparse graph (SparseDecode.RewriteFixedShape) decodes one token per step through _runner and
+    // runs prompts, and recomputes the steps where some layer overflowed its capacity, through its dense form.
+    readonly ModelRunner? _dense;
+    readonly IReadOnlyList<(int Layer, long Capacity, long Units)> _capacities = [];
     readonly string _logits;
     readonly bool _mask,
         _positions;
@@ -32,7 +37,8 @@ public sealed class Generator : IDisposable
     public Generator(ModelProto model, int threads = 2, bool useCache = true, Device? device = null)
     {
         GraphCheck.RequireCausal(
-            model,
+            SparseDecode.Capacities(model).Count > 0 ? SparseDecode.Dense(model) : model, // many tokens run dense
+
             GraphInputs.VocabularySize(model) ?? 2,
             "The model",
             "generate continues text one token at a time from the last position's logits."
@@ -60,13 +66,32 @@ public sealed class Generator : IDisposable
         }
         else
             graph = GraphInputs.Bind(model).Model; // a cache, if any, is bound empty
+        if (SparseDecode.Capacities(graph).Count > 0)
+        {
+            if (cached)
+                _capacities = SparseDecode.Capacities(graph);
+            else
+                graph = SparseDecode.Dense(graph); // each step sees the whole sequence: the capacity is for one token
+        }
         _logits = GraphInputs.LogitsOutput(graph)?.Name
             ?? throw new UserInputException(
                 "The model has no logits output (an output named logits, or a single float output of rank 3): it cannot generate."
             );
         var outputs = new List<(string, long[]?)> { (_logits, null) };
         outputs.AddRange(_cache.Select(c => (c.Output, (long[]?)null)));
+        if (_capacities.Count > 0)
+            _dense = new ModelRunner(
+                SparseDecode.Dense(graph),
+                device ?? Device.Cpu,
+                threads,
+                1,
+                1,
+                outputs,
+                bindOutputs: false
+            );
+        outputs.AddRange(_capacities.Select(c => (SparseDecode.OverflowPrefix + c.Layer, (long[]?)null)));
         _runner = new ModelRunner(graph, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
+        Overflows = new long[_capacities.Count];
         _mask = _runner.InputNames.Contains(GraphInputs.MaskInput);
         _positions = _runner.InputNames.Contains("position_ids");
         UsesCache = cached;
@@ -74,6 +99,19 @@ public sealed class Generator : IDisposable
 
     /// <summary>True when steps feed the key/value cache (one new token per step after the prompt).</summary>
     public bool UsesCache { get; }
+
+    /// <summary>A fixed-shape sparse graph's layers and capacities (<see cref="SparseDecode.Capacities"/>); empty for
+    /// any other graph, or without the cache.</summary>
+    public IReadOnlyList<(int Layer, long Capacity, long Units)> Capacities => _capacities;
+
+    /// <summary>Single-token steps run by a fixed-shape sparse graph so far.</summary>
+    public long SparseSteps { get; private set; }
+
+    /// <summary>Of <see cref="SparseSteps"/>, those recomputed densely because some layer overflowed.</summary>
+    public long RecomputedSteps { get; private set; }
+
+    /// <summary>Per layer of <see cref="Capacities"/>, the steps on which it overflowed.</summary>
+    public long[] Overflows { get; }
 
     /// <summary>Longest sequence the model takes, when the graph says (this project's exports).</summary>
     public long? MaxPositions { get; }
@@ -157,7 +195,11 @@ public sealed class Generator : IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => _runner.Dispose();
+    public void Dispose()
+    {
+        _runner.Dispose();
+        _dense?.Dispose();
+    }
 
     // One sequence being decoded: the cache of the last step (owned here), or nothing without a cache.
     sealed class State(Generator g) : IDisposable
@@ -188,9 +230,15 @@ public sealed class Generator : IDisposable
             for (int i = 0; i < g._cache.Count; i++)
                 inputs[g._cache[i].Input] = _last == null ? _empty[i] : _last[i + 1];
             IDisposableReadOnlyCollection<OrtValue> results;
+            string[] wanted = [g._logits, .. g._cache.Select(c => c.Output)];
             try
             {
-                results = g._runner.RunNamed(inputs, [g._logits, .. g._cache.Select(c => c.Output)]);
+                if (g._dense == null)
+                    results = g._runner.RunNamed(inputs, wanted);
+                else if (ids.Length > 1)
+                    results = g._dense.RunNamed(inputs, wanted); // prompts stay dense
+                else
+                    results = SparseStep(inputs, wanted);
             }
             catch (OnnxRuntimeException e)
             {
@@ -211,6 +259,29 @@ public sealed class Generator : IDisposable
             _last?.Dispose();
             _last = results;
             return last;
+        }
+
+        // One token through the fixed-shape graph; where a layer had more active units than its capacity, the step
+        // again through the dense form (same inputs, so its cache entries replace the sparse step's).
+        IDisposableReadOnlyCollection<OrtValue> SparseStep(Dictionary<string, OrtValue> inputs, string[] wanted)
+        {
+            var results = g._runner.RunNamed(
+                inputs,
+                [.. wanted, .. g._capacities.Select(c => SparseDecode.OverflowPrefix + c.Layer)]
+            );
+            g.SparseSteps++;
+            bool overflowed = false;
+            for (int i = 0; i < g._capacities.Count; i++)
+                if (results[wanted.Length + i].GetTensorDataAsSpan<bool>()[0])
+                {
+                    g.Overflows[i]++;
+                    overflowed = true;
+                }
+            if (!overflowed)
+                return results;
+            results.Dispose();
+            g.RecomputedSteps++;
+            return g._dense!.RunNamed(inputs, wanted);
         }
 
         static OrtValue Own(List<OrtValue> owned, long[] data, long[] shape)

@@ -64,15 +64,37 @@ public static class GraphCheck
             return 0f;
         float[] expected = Logits(reference, batch);
         int vocab = expected.Length / (batch.Batch * batch.SeqLen);
+        var real = Enumerable.Range(0, batch.Mask.Length).Where(p => batch.Mask[p] == 1);
+        return RequireSameLogits(
+            real.Select(p => actual.AsSpan(p * vocab, vocab).ToArray()).ToList(),
+            real.Select(p => expected.AsSpan(p * vocab, vocab).ToArray()).ToList(),
+            reference,
+            what,
+            $"on a batch of {batch.Batch} × {batch.SeqLen}"
+        );
+    }
+
+    /// <summary>
+    /// Requires each row of <paramref name="actual"/> to equal <paramref name="expected"/>'s within
+    /// <see cref="Tolerance"/> of the largest (<see cref="HalfTolerance"/> when <paramref name="reference"/> holds half
+    /// weights); returns the largest difference. <paramref name="where"/> says on what, for the error.
+    /// </summary>
+    public static float RequireSameLogits(
+        IReadOnlyList<float[]> actual,
+        IReadOnlyList<float[]> expected,
+        ModelProto reference,
+        string what,
+        string where
+    )
+    {
         float max = 0,
             scale = 1;
-        for (int p = 0; p < batch.Mask.Length; p++)
-            if (batch.Mask[p] == 1)
-                for (int v = 0; v < vocab; v++)
-                {
-                    max = Math.Max(max, Math.Abs(actual[p * vocab + v] - expected[p * vocab + v]));
-                    scale = Math.Max(scale, Math.Abs(expected[p * vocab + v]));
-                }
+        for (int r = 0; r < expected.Count; r++)
+            for (int v = 0; v < expected[r].Length; v++)
+            {
+                max = Math.Max(max, Math.Abs(actual[r][v] - expected[r][v]));
+                scale = Math.Max(scale, Math.Abs(expected[r][v]));
+            }
         bool half = reference.Graph.Initializer.Any(t =>
             t.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16
         );
@@ -80,7 +102,7 @@ public static class GraphCheck
         if (!(max <= tolerance))
             throw new UserInputException(
                 $"The {what} should compute exactly what the input model does, but its {OutputName(reference)} differ by {max:E2} (> {tolerance:E1}: "
-                    + $"{(half ? HalfTolerance : Tolerance):E0} of the largest, {scale:G3}) on a batch of {batch.Batch} × {batch.SeqLen}; nothing was written."
+                    + $"{(half ? HalfTolerance : Tolerance):E0} of the largest, {scale:G3}) {where}; nothing was written."
             );
         return max;
     }

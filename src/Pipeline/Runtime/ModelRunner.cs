@@ -184,6 +184,9 @@ public sealed class ModelRunner : IDisposable
                     if (outputShape != null)
                         Bind(name, OrtValue.CreateTensorValueFromMemory(longs, outputShape), input: false);
                     break;
+                case TensorElementType.Bool when outputShape == null:
+                    _outputs[i] = Array.Empty<bool>(); // flags (sparse decoding's overflow), read through RunNamed
+                    break;
                 case var other:
                     Dispose();
                     throw new UserInputException(
