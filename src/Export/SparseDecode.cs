@@ -80,7 +80,8 @@ public static class SparseDecode
     /// </summary>
     public static ModelProto Dense(ModelProto fixedShape) => WithCapacity(fixedShape, (_, units) => units);
 
-    /// <summary>The fixed-shape graph with layer capacities chosen by <paramref name="capacity"/>(layer, units).</summary>
+    /// <summary>The fixed-shape graph with layer capacities chosen by <paramref name="capacity"/>(layer,
+    /// units).</summary>
     public static ModelProto WithCapacity(ModelProto fixedShape, Func<int, long, long> capacity)
     {
         var result = fixedShape.Clone();
@@ -177,7 +178,10 @@ public static class SparseDecode
                 new StringStringEntryProto
                 {
                     Key = UnitsKey,
-                    Value = string.Join(",", sites.Where(x => capacities[x.Layer] != null).Select(x => $"{x.Layer}:{x.DFf}")),
+                    Value = string.Join(
+                        ",",
+                        sites.Where(x => capacities[x.Layer] != null).Select(x => $"{x.Layer}:{x.DFf}")
+                    ),
                 }
             );
         SortTopologically(result.Graph); // first: dead-node removal walks back from the outputs in node order

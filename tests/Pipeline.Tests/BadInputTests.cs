@@ -504,6 +504,21 @@ public class BadInputTests
             ["bench", "--checkpoint", Ws("nonexistent"), "--model", Opt, "--out", Out]
         );
         yield return Case(
+            "sparse-decode --device cuda on a graph without a cache",
+            "has no key/value cache: the fixed-shape form (--device cuda) computes one new token per step",
+            [
+                "sparse-decode",
+                "--model",
+                Opt,
+                "--stats",
+                Ws("shard0/stats.json"),
+                "--device",
+                "cuda",
+                "--out",
+                Ws("s.onnx"),
+            ]
+        );
+        yield return Case(
             "sparse-decode where no layer is sparse enough",
             "No layer is below the break-even of 1.00 % active units",
             [

@@ -167,4 +167,170 @@ public class SparseDecodeTests
         Assert.That(b.UsesCache, Is.True);
         Assert.That(b.Generate(prompt, 40).ToList(), Is.EqualTo(a.Generate(prompt, 40).ToList()));
     }
+
+    // sparse-decode --device cuda on a model with a cache, as written by the command; returns its path.
+    static string FixedShape(string model, string stats, string breakEven = "1")
+    {
+        string path = Path.Combine(TestCorpus.TempDir(), "fixed.onnx");
+        var (exit, output, error) = Cli.Run(
+            "sparse-decode",
+            "--model",
+            model,
+            "--stats",
+            stats,
+            "--break-even",
+            breakEven,
+            "--device",
+            "cuda",
+            "--out",
+            path
+        );
+        Assert.That(exit, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("with the capacities and with capacity 1"));
+        return path;
+    }
+
+    static List<float[]> StepLogits(Onnx.ModelProto model, IReadOnlyList<int> tokens, out Generator used)
+    {
+        used = new Generator(model);
+        return used.StepLogits(tokens).ToList();
+    }
+
+    [Test]
+    public void TheFixedShapeFormFlagsExactlyTheStepsWhereMoreUnitsFireThanItsCapacity()
+    {
+        // The first window of the held-out text decoded one byte at a time from an empty cache: position t sees what
+        // the hooks saw at position t, so layer L overflows capacity c exactly where PyTorch counted more than c.
+        string model = HookFixture.PathOf("gpt_cache.dynamo.onnx");
+        var hooks = HookFixture.Load("gpt_cache");
+        int[] window = [.. System.Text.Encoding.UTF8.GetBytes(File.ReadLines(HookFixture.Corpus).First()).Take(32)];
+        string stats = AnalyzeBytes(model);
+        var fixedShape = OnnxGraph.Load(FixedShape(model, stats));
+        Assert.That(fixedShape.Graph.Node.Count(n => n.OpType == "NonZero"), Is.EqualTo(0));
+        Assert.That(fixedShape.Graph.Node.Count(n => n.OpType == "TopK"), Is.EqualTo(2));
+        // Capacity: the 0.999 quantile (nearest rank) of the hooks' units per token, rounded up to 32: max 140 → 160.
+        var written = SparseDecode.Capacities(fixedShape);
+        for (int l = 0; l < 2; l++)
+        {
+            var sorted = hooks.Layers[l].UnitsPerToken.Order().ToArray();
+            int quantile = sorted[(int)Math.Ceiling(0.999 * sorted.Length) - 1];
+            Assert.That(written[l], Is.EqualTo((l, (long)(quantile + 31) / 32 * 32, 256L)), $"layer {l}");
+        }
+
+        var expected = StepLogits(OnnxGraph.Load(model), window, out var dense);
+        dense.Dispose();
+        // Layer 0 is flagged exactly where the hooks counted more than the capacity. Layer 1 has units within rounding
+        // of zero: decoding with a cache (logits within 2.4e-6 of the whole window's) counts up to two more or fewer
+        // at some positions than the hooks' whole window, so there the flags only have to fall as the capacity rises.
+        long previous = long.MaxValue;
+        foreach (int c in new[] { 1, 40, 60, 75, 90, 109, 120, 256 })
+        {
+            var steps = StepLogits(SparseDecode.WithCapacity(fixedShape, (_, _) => c), window, out var g);
+            using (g)
+            {
+                Assert.That(
+                    g.Overflows[0],
+                    Is.EqualTo(hooks.Layers[0].UnitsPerToken.Take(32).Count(n => n > c)),
+                    $"capacity {c}"
+                );
+                Assert.That(g.Overflows[1], Is.LessThanOrEqualTo(previous), $"capacity {c}");
+                previous = g.Overflows[1];
+                Assert.That(g.RecomputedSteps, Is.InRange(g.Overflows.Max(), Math.Min(32, g.Overflows.Sum())));
+                Assert.That(g.SparseSteps, Is.EqualTo(32));
+                if (c == 1)
+                    Assert.That((g.Overflows, g.RecomputedSteps), Is.EqualTo((new long[] { 32, 32 }, 32L)));
+                if (c == 256)
+                    Assert.That((g.Overflows, g.RecomputedSteps), Is.EqualTo((new long[] { 0, 0 }, 0L)));
+                for (int t = 0; t < 32; t++)
+                    Assert.That(steps[t], Is.EqualTo(expected[t]).Within(1e-4f), $"capacity {c}, step {t}");
+            }
+        }
+    }
+
+    [Test]
+    public void AGatedLlamaDecodesTheSameTokensInTheFixedShapeFormWhateverItsCapacities()
+    {
+        string folder = CheckpointReference.Folder("llama");
+        string dense = Path.Combine(TestCorpus.TempDir(), "past.onnx");
+        CheckedExport.Run(new Pipeline.Exporting.ExportRequest(folder, dense, WithPast: true));
+        string an = Path.Combine(TestCorpus.TempDir(), "an");
+        var (exit, _, error) = Cli.Run(
+            "analyze",
+            "--model",
+            dense,
+            "--corpus",
+            CheckpointReference.Ids("llama"),
+            "--tokenizer",
+            "ids",
+            "--seq-len",
+            "32",
+            "--out",
+            an
+        );
+        Assert.That(exit, Is.EqualTo(0), error);
+        var fixedShape = OnnxGraph.Load(FixedShape(dense, Path.Combine(an, SparsityStats.FileName)));
+        Assert.That(fixedShape.Graph.Node.Count(n => n.Name.Contains("up_matmul")), Is.GreaterThan(0), "gated");
+        int[] prompt =
+        [
+            .. File.ReadAllLines(CheckpointReference.Ids("llama"))[2].Split(' ').Take(10).Select(int.Parse),
+        ];
+        using var reference = new Generator(OnnxGraph.Load(dense));
+        var tokens = reference.Generate(prompt, 30).ToList();
+        foreach (int c in new[] { 1, 8, int.MaxValue })
+        {
+            using var g = new Generator(SparseDecode.WithCapacity(fixedShape, (_, units) => Math.Min(c, units)));
+            Assert.That(g.Generate(prompt, 30).ToList(), Is.EqualTo(tokens), $"capacity {c}");
+            Assert.That(g.SparseSteps, Is.EqualTo(29), "the prompt runs dense; each new token but the last is a step");
+            if (c == 1)
+                Assert.That(g.RecomputedSteps, Is.EqualTo(29));
+            if (c == int.MaxValue)
+                Assert.That(g.RecomputedSteps, Is.EqualTo(0));
+        }
+    }
+
+    [Test]
+    public void DecodeBenchCountsEachLayersOverflowsOfTheFixedShapeForm()
+    {
+        string model = HookFixture.PathOf("gpt_cache.dynamo.onnx");
+        string fixedPath = FixedShape(model, AnalyzeBytes(model));
+        string tight = Path.Combine(TestCorpus.TempDir(), "tight.onnx");
+        OnnxGraph.Save(SparseDecode.WithCapacity(OnnxGraph.Load(fixedPath), (_, _) => 1), tight);
+        string dir = Path.Combine(TestCorpus.TempDir(), "bench");
+        var (exit, _, error) = Cli.Run(
+            "decode-bench",
+            "--model",
+            $"dense={model}",
+            "--model",
+            $"fixed={fixedPath}",
+            "--model",
+            $"capacity 1={tight}",
+            "--corpus",
+            HookFixture.Corpus,
+            "--tokenizer",
+            "bytes",
+            "--prompt-tokens",
+            "16",
+            "--new-tokens",
+            "24",
+            "--threads",
+            "1",
+            "--runs",
+            "2",
+            "--out",
+            dir
+        );
+        Assert.That(exit, Is.EqualTo(0), error);
+        string md = File.ReadAllText(Path.Combine(dir, "decode.md"));
+        Assert.That(md.Split('\n').Count(l => l.StartsWith("| ") && l.EndsWith("| yes |")), Is.EqualTo(3), md);
+        // Three generations (a warm-up and two runs) of 24 tokens: 23 single-token steps each.
+        Assert.That(md, Does.Contain("capacity 1, 1 thread(s): 69 of 69 single-token steps recomputed densely"));
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "decode.json")));
+        var timings = json.RootElement.GetProperty("timings").EnumerateArray().ToList();
+        Assert.That(timings[0].TryGetProperty("sparse_steps", out _), Is.False, "a dense graph has no steps to count");
+        Assert.That(timings[1].GetProperty("sparse_steps").GetInt64(), Is.EqualTo(69));
+        Assert.That(
+            timings[2].GetProperty("overflows").EnumerateArray().Select(o => o.GetProperty("steps").GetInt64()),
+            Is.EqualTo(new[] { 69L, 69L })
+        );
+    }
 }

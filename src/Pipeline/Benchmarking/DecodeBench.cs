@@ -30,13 +30,17 @@ public sealed record DecodeBenchRequest(
 );
 
 /// <summary>One model at one thread count: prefill seconds and per-token decode milliseconds over the runs, and its
-/// greedy tokens.</summary>
+/// greedy tokens; for a fixed-shape sparse graph, its single-token steps over every generation (warm-up included), how
+/// many were recomputed densely, and per layer (capacity) how many overflowed.</summary>
 public sealed record DecodeTiming(
     string Label,
     int Threads,
     double[] PrefillSeconds,
     double[] DecodeMsPerToken,
-    int[] Tokens
+    int[] Tokens,
+    long SparseSteps = 0,
+    long RecomputedSteps = 0,
+    IReadOnlyList<(int Layer, long Capacity, long Overflows)>? Overflows = null
 )
 {
     /// <summary>Median decode milliseconds per token.</summary>
@@ -105,9 +109,23 @@ public static class DecodeBench
                     decode[i].Add(perToken);
                 }
                 for (int i = 0; i < generators.Count; i++)
+                {
+                    var g = generators[i];
                     timings.Add(
-                        new DecodeTiming(r.Models[i].Label, threads, [.. prefill[i]], [.. decode[i]], tokens[i])
+                        new DecodeTiming(
+                            r.Models[i].Label,
+                            threads,
+                            [.. prefill[i]],
+                            [.. decode[i]],
+                            tokens[i],
+                            g.SparseSteps,
+                            g.RecomputedSteps,
+                            g.Capacities.Count == 0
+                                ? null
+                                : [.. g.Capacities.Select((c, l) => (c.Layer, c.Capacity, g.Overflows[l]))]
+                        )
                     );
+                }
             }
             finally
             {
@@ -153,6 +171,14 @@ public static class DecodeBench
                         prefill_seconds = t.PrefillSeconds,
                         decode_ms_per_token = t.DecodeMsPerToken,
                         tokens = t.Tokens,
+                        sparse_steps = t.Overflows == null ? (long?)null : t.SparseSteps,
+                        recomputed_steps = t.Overflows == null ? (long?)null : t.RecomputedSteps,
+                        overflows = t.Overflows?.Select(o => new
+                        {
+                            layer = o.Layer,
+                            capacity = o.Capacity,
+                            steps = o.Overflows,
+                        }),
                     }),
                 },
                 ProjectJson.Options
@@ -201,6 +227,19 @@ public static class DecodeBench
                 align: "lr"
             )
         );
+        foreach (var t in timings.Where(t => t.Overflows != null && t.SparseSteps > 0))
+            md.AppendLine()
+                .AppendLine(
+                    $"{t.Label}, {t.Threads} thread(s): {t.RecomputedSteps.ToString("N0", inv)} of {t.SparseSteps.ToString("N0", inv)} single-token steps recomputed densely ({Pct((double)t.RecomputedSteps / t.SparseSteps)}) "
+                        + "because some layer had more active units than its capacity; per layer (capacity): "
+                        + string.Join(
+                            ", ",
+                            t.Overflows!.Select(o =>
+                                $"{o.Layer} ({o.Capacity}) {Pct((double)o.Overflows / t.SparseSteps)}"
+                            )
+                        )
+                        + "."
+                );
         md.AppendLine().AppendLine("Models:").AppendLine();
         foreach (var (label, model) in r.Models)
             md.AppendLine($"- {label}: `{model}`");

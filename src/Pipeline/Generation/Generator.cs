@@ -38,7 +38,6 @@ public sealed class Generator : IDisposable
     {
         GraphCheck.RequireCausal(
             SparseDecode.Capacities(model).Count > 0 ? SparseDecode.Dense(model) : model, // many tokens run dense
-
             GraphInputs.VocabularySize(model) ?? 2,
             "The model",
             "generate continues text one token at a time from the last position's logits."

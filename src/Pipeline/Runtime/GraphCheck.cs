@@ -90,11 +90,11 @@ public static class GraphCheck
         float max = 0,
             scale = 1;
         for (int r = 0; r < expected.Count; r++)
-            for (int v = 0; v < expected[r].Length; v++)
-            {
-                max = Math.Max(max, Math.Abs(actual[r][v] - expected[r][v]));
-                scale = Math.Max(scale, Math.Abs(expected[r][v]));
-            }
+        for (int v = 0; v < expected[r].Length; v++)
+        {
+            max = Math.Max(max, Math.Abs(actual[r][v] - expected[r][v]));
+            scale = Math.Max(scale, Math.Abs(expected[r][v]));
+        }
         bool half = reference.Graph.Initializer.Any(t =>
             t.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16
         );

@@ -76,7 +76,9 @@ public static class SparseDecoding
             );
         if (r.FixedShape && !(r.CapacityQuantile > 0 && r.CapacityQuantile <= 1))
             throw new UserInputException($"--capacity-quantile {r.CapacityQuantile}: give a quantile in (0, 1].");
-        if (r.FixedShape && !proto.Graph.Input.Any(i => i.Name.StartsWith("past_key_values.", StringComparison.Ordinal)))
+        if (
+            r.FixedShape && !proto.Graph.Input.Any(i => i.Name.StartsWith("past_key_values.", StringComparison.Ordinal))
+        )
             throw new UserInputException(
                 $"{r.Model} has no key/value cache: the fixed-shape form (--device cuda) computes one new token per step, which needs one. "
                     + "Export the model with its cache (`export --with-past`, or Optimum's with-past export)."
@@ -96,13 +98,14 @@ public static class SparseDecoding
                 $"No layer is below the break-even of {Markdown.Pct(r.BreakEven)} active units (measured: {Markdown.Layers(choices.Select(c => c.Cost), "0.000")}): "
                     + "sparse decoding would only add work; nothing was written."
             );
-        var (rewritten, sparseUp) = capacities == null
-            ? SparseDecode.Rewrite(proto, sites, choices.Select(c => c.Sparse).ToList())
-            : SparseDecode.RewriteFixedShape(
-                proto,
-                sites,
-                choices.Select(c => c.Sparse ? (long?)capacities[c.Site.Layer] : null).ToList()
-            );
+        var (rewritten, sparseUp) =
+            capacities == null
+                ? SparseDecode.Rewrite(proto, sites, choices.Select(c => c.Sparse).ToList())
+                : SparseDecode.RewriteFixedShape(
+                    proto,
+                    sites,
+                    choices.Select(c => c.Sparse ? (long?)capacities[c.Site.Layer] : null).ToList()
+                );
         long vocab = GraphInputs.VocabularySize(proto) ?? 2;
         float max = 0;
         // The fixed form runs prompts and overflowed steps densely: that form must equal the model at every shape.
@@ -194,20 +197,16 @@ public static class SparseDecoding
         }
         var expected = Steps(proto);
         float max = 0;
-        foreach (var (form, what) in new[]
-        {
-            (rewritten, "sparse-decode graph decoding one token per step"),
-            (SparseDecode.WithCapacity(rewritten, (_, _) => 1), "sparse-decode graph recomputing overflowed steps"),
-        })
+        foreach (
+            var (form, what) in new[]
+            {
+                (rewritten, "sparse-decode graph decoding one token per step"),
+                (SparseDecode.WithCapacity(rewritten, (_, _) => 1), "sparse-decode graph recomputing overflowed steps"),
+            }
+        )
             max = Math.Max(
                 max,
-                GraphCheck.RequireSameLogits(
-                    Steps(form),
-                    expected,
-                    proto,
-                    what,
-                    $"over {DecodeCheckTokens} tokens"
-                )
+                GraphCheck.RequireSameLogits(Steps(form), expected, proto, what, $"over {DecodeCheckTokens} tokens")
             );
         return max;
     }
