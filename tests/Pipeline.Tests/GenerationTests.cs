@@ -206,4 +206,70 @@ public class GenerationTests
             "an empty cache: the hooks' statistics"
         );
     }
+
+    // The cache fixture with its cache inputs, cache outputs and logits in float16, as a model exported in half
+    // precision has them (the computation inside stays float32, which ONNX Runtime's CPU provider runs).
+    static Onnx.ModelProto HalfInputsAndOutputs(Onnx.ModelProto model)
+    {
+        var g = model.Clone();
+        const long half = (long)Onnx.TensorProto.Types.DataType.Float16,
+            single = (long)Onnx.TensorProto.Types.DataType.Float;
+        foreach (var input in g.Graph.Input.Where(i => i.Name.StartsWith("past_key_values.")))
+        {
+            GraphIndex.RenameReads(g.Graph, input.Name, input.Name + ".single");
+            g.Graph.Node.Insert(
+                0,
+                OnnxGraph.Node(
+                    "Cast",
+                    input.Name + "/cast",
+                    [input.Name],
+                    [input.Name + ".single"],
+                    OnnxGraph.Int("to", single)
+                )
+            );
+            input.Type.TensorType.ElemType = (int)half;
+        }
+        foreach (var output in g.Graph.Output.Where(o => o.Name == "logits" || o.Name.StartsWith("present.")))
+        {
+            foreach (var node in g.Graph.Node)
+            {
+                for (int i = 0; i < node.Output.Count; i++)
+                    if (node.Output[i] == output.Name)
+                        node.Output[i] = output.Name + ".single";
+                for (int i = 0; i < node.Input.Count; i++)
+                    if (node.Input[i] == output.Name)
+                        node.Input[i] = output.Name + ".single";
+            }
+            g.Graph.Node.Add(
+                OnnxGraph.Node(
+                    "Cast",
+                    output.Name + "/cast",
+                    [output.Name + ".single"],
+                    [output.Name],
+                    OnnxGraph.Int("to", half)
+                )
+            );
+            output.Type.TensorType.ElemType = (int)half;
+        }
+        g.Graph.ValueInfo.Clear();
+        return g;
+    }
+
+    [Test]
+    public void AModelWhoseCacheAndLogitsAreHalfDecodesThroughItsCache()
+    {
+        var model = OnnxGraph.Load(HookFixture.PathOf("gpt_cache.dynamo.onnx"));
+        int[] prompt = [.. System.Text.Encoding.UTF8.GetBytes(File.ReadLines(HookFixture.Corpus).First()).Take(12)];
+        using var single = new Generator(model);
+        using var halved = new Generator(HalfInputsAndOutputs(model));
+        Assert.That(halved.UsesCache, Is.True);
+        Assert.That(halved.Generate(prompt, 24).Count(), Is.EqualTo(24));
+        // fp16 keeps 11 bits: a rounded cache and rounded logits move them by well under 1 % of the largest (greedy
+        // tokens can differ where two logits are that close).
+        var a = single.StepLogits(prompt).ToList();
+        var b = halved.StepLogits(prompt).ToList();
+        for (int t = 0; t < prompt.Length; t++)
+            Assert.That(b[t], Is.EqualTo(a[t]).Within(0.01f * a[t].Max(Math.Abs)), $"step {t}");
+        Assert.That(b[^1], Is.Not.EqualTo(a[^1]), "the logits went through float16");
+    }
 }

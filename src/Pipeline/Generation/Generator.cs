@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Onnx;
 using Sparsity.Export;
 using Sparsity.Pipeline.Runtime;
@@ -204,8 +205,23 @@ public sealed class Generator : IDisposable
     sealed class State(Generator g) : IDisposable
     {
         IDisposableReadOnlyCollection<OrtValue>? _last;
+
+        // The first step's empty cache, in each input's own type (a model exported in fp16 or bf16 keeps its cache so).
         readonly List<OrtValue> _empty = g
-            ._cache.Select(c => OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, c.Heads, 0, c.HeadSize]))
+            ._cache.Select(c =>
+                g._runner.InputType(c.Input) switch
+                {
+                    TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(
+                        Array.Empty<Microsoft.ML.OnnxRuntime.Float16>(),
+                        [1, c.Heads, 0, c.HeadSize]
+                    ),
+                    TensorElementType.BFloat16 => OrtValue.CreateTensorValueFromMemory(
+                        Array.Empty<BFloat16>(),
+                        [1, c.Heads, 0, c.HeadSize]
+                    ),
+                    _ => OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, c.Heads, 0, c.HeadSize]),
+                }
+            )
             .ToList();
 
         // Feeds tokens[from..from+count) (with the cache) or tokens[0..from+count) (without); returns the last
@@ -252,9 +268,7 @@ public sealed class Generator : IDisposable
                 foreach (var v in owned)
                     v.Dispose();
             }
-            var all = results[0].GetTensorDataAsSpan<float>();
-            int vocab = (int)results[0].GetTensorTypeAndShape().Shape[^1];
-            float[] last = all[^vocab..].ToArray();
+            float[] last = LastRow(results[0]);
             _last?.Dispose();
             _last = results;
             return last;
@@ -281,6 +295,28 @@ public sealed class Generator : IDisposable
             results.Dispose();
             g.RecomputedSteps++;
             return g._dense!.RunNamed(inputs, wanted);
+        }
+
+        // The last position's logits as float32, whatever type the graph returns them in.
+        static float[] LastRow(OrtValue logits)
+        {
+            var info = logits.GetTensorTypeAndShape();
+            int vocab = (int)info.Shape[^1];
+            return info.ElementDataType switch
+            {
+                TensorElementType.Float16 =>
+                [
+                    .. logits
+                        .GetTensorDataAsSpan<Microsoft.ML.OnnxRuntime.Float16>()[^vocab..]
+                        .ToArray()
+                        .Select(h => (float)h),
+                ],
+                TensorElementType.BFloat16 =>
+                [
+                    .. logits.GetTensorDataAsSpan<BFloat16>()[^vocab..].ToArray().Select(h => (float)h),
+                ],
+                _ => logits.GetTensorDataAsSpan<float>()[^vocab..].ToArray(),
+            };
         }
 
         static OrtValue Own(List<OrtValue> owned, long[] data, long[] shape)

@@ -191,7 +191,15 @@ public static class GraphCheck
             ?? throw new UserInputException(
                 "The model has no logits output (an output named logits, or a single float output of rank 3)."
             );
-        return Run(OnnxGraph.WithOnlyOutput(bound, logits), batch)[logits];
+        var only = OnnxGraph.WithOnlyOutput(bound, logits);
+        var output = only.Graph.Output[0];
+        if (output.Type.TensorType.ElemType != (int)TensorProto.Types.DataType.Float)
+        {
+            // Logits of a model exported in half precision, compared as float32.
+            new GraphWriter(only.Graph).CastToFloatUnderOwnName(logits, logits + ".half");
+            output.Type.TensorType.ElemType = (int)TensorProto.Types.DataType.Float;
+        }
+        return Run(only, batch)[logits];
     }
 
     // Runs a bound graph once through the runner and returns every output as floats (counts are converted).

@@ -184,8 +184,11 @@ public sealed class ModelRunner : IDisposable
                     if (outputShape != null)
                         Bind(name, OrtValue.CreateTensorValueFromMemory(longs, outputShape), input: false);
                     break;
-                case TensorElementType.Bool when outputShape == null:
-                    _outputs[i] = Array.Empty<bool>(); // flags (sparse decoding's overflow), read through RunNamed
+                case TensorElementType.Bool
+                or TensorElementType.Float16
+                or TensorElementType.BFloat16 when outputShape == null:
+                    // Read through RunNamed only: flags (sparse decoding's overflow), a half model's logits and cache.
+                    _outputs[i] = Array.Empty<bool>();
                     break;
                 case var other:
                     Dispose();
@@ -260,6 +263,9 @@ public sealed class ModelRunner : IDisposable
         IReadOnlyDictionary<string, OrtValue> inputs,
         IReadOnlyList<string> outputs
     ) => _session.Run(_run, [.. inputs.Keys], [.. inputs.Values], [.. outputs]);
+
+    /// <summary>The element type of input <paramref name="name"/>.</summary>
+    public TensorElementType InputType(string name) => _session.InputMetadata[name].ElementDataType;
 
     /// <summary>Names of the session's inputs.</summary>
     public IReadOnlyList<string> InputNames => _session.InputNames;
