@@ -194,12 +194,7 @@ public static class SparseDecode
     // is nonzero (ReduceSum takes its axes as an input in every opset ≥ 13).
     static string ActiveUnits(GraphWriter g, string p, string flat)
     {
-        string mass = g.Op(
-            "ReduceSum",
-            p + ".mass",
-            [g.Op("Abs", p + ".abs", [flat]), g.Longs(p + ".tokens", [1], 0)],
-            OnnxGraph.Int("keepdims", 0)
-        );
+        string mass = Mass(g, p, flat);
         return g.Op(
             "Reshape",
             p + ".active",
@@ -210,6 +205,15 @@ public static class SparseDecode
         );
     }
 
+    // Σ|x| over the batch's tokens, per unit: positive exactly where some token's value is nonzero.
+    static string Mass(GraphWriter g, string p, string flat) =>
+        g.Op(
+            "ReduceSum",
+            p + ".mass",
+            [g.Op("Abs", p + ".abs", [flat]), g.Longs(p + ".tokens", [1], 0)],
+            OnnxGraph.Int("keepdims", 0)
+        );
+
     // The k units of largest activity (all the active ones while at most k are), and the overflow output saying when
     // more were active. Σ|x| of non-negative terms is positive wherever one is, even where a half sum overflows to ∞;
     // counted and compared in float32 whatever the weights' type.
@@ -217,15 +221,8 @@ public static class SparseDecode
     {
         string mass = g.Op(
             "Cast",
-            p + ".mass",
-            [
-                g.Op(
-                    "ReduceSum",
-                    p + ".sum",
-                    [g.Op("Abs", p + ".abs", [flat]), g.Longs(p + ".tokens", [1], 0)],
-                    OnnxGraph.Int("keepdims", 0)
-                ),
-            ],
+            p + ".mass_float",
+            [Mass(g, p, flat)],
             OnnxGraph.Int("to", (long)TensorProto.Types.DataType.Float)
         );
         string k = g.Longs($"sparse.{site.Layer}.capacity", [1], Math.Clamp(capacity, 1, site.DFf));

@@ -123,8 +123,8 @@ public class SparseDecodeTests
         Assert.That(error, Does.Contain("No layer is below the break-even of 5.00 % active units"));
     }
 
-    [Test]
-    public void AHuggingFaceLlamaWithACacheGeneratesTheSameTokensSparse()
+    // A Hugging Face Llama (gated MLP) exported with its cache, and the folder of its analysis.
+    static (string Model, string Analysis) LlamaWithPastAnalyzed()
     {
         string folder = CheckpointReference.Folder("llama");
         string dense = Path.Combine(TestCorpus.TempDir(), "past.onnx");
@@ -144,8 +144,15 @@ public class SparseDecodeTests
             an
         );
         Assert.That(exit, Is.EqualTo(0), error);
+        return (dense, an);
+    }
+
+    [Test]
+    public void AHuggingFaceLlamaWithACacheGeneratesTheSameTokensSparse()
+    {
+        var (dense, an) = LlamaWithPastAnalyzed();
         string sparse = Path.Combine(TestCorpus.TempDir(), "sparse.onnx");
-        (exit, _, error) = Cli.Run(
+        var (exit, _, error) = Cli.Run(
             "sparse-decode",
             "--model",
             dense,
@@ -250,24 +257,7 @@ public class SparseDecodeTests
     [Test]
     public void AGatedLlamaDecodesTheSameTokensInTheFixedShapeFormWhateverItsCapacities()
     {
-        string folder = CheckpointReference.Folder("llama");
-        string dense = Path.Combine(TestCorpus.TempDir(), "past.onnx");
-        CheckedExport.Run(new Pipeline.Exporting.ExportRequest(folder, dense, WithPast: true));
-        string an = Path.Combine(TestCorpus.TempDir(), "an");
-        var (exit, _, error) = Cli.Run(
-            "analyze",
-            "--model",
-            dense,
-            "--corpus",
-            CheckpointReference.Ids("llama"),
-            "--tokenizer",
-            "ids",
-            "--seq-len",
-            "32",
-            "--out",
-            an
-        );
-        Assert.That(exit, Is.EqualTo(0), error);
+        var (dense, an) = LlamaWithPastAnalyzed();
         var fixedShape = OnnxGraph.Load(FixedShape(dense, Path.Combine(an, SparsityStats.FileName)));
         Assert.That(fixedShape.Graph.Node.Count(n => n.Name.Contains("up_matmul")), Is.GreaterThan(0), "gated");
         int[] prompt =

@@ -37,8 +37,12 @@ public sealed class Generator : IDisposable
     /// </summary>
     public Generator(ModelProto model, int threads = 2, bool useCache = true, Device? device = null)
     {
+        var capacities = SparseDecode.Capacities(model);
+        // A fixed-shape sparse graph runs prompts, overflowed steps and (without the cache) every step in its dense
+        // form.
+        var dense = capacities.Count > 0 ? SparseDecode.Dense(model) : model;
         GraphCheck.RequireCausal(
-            SparseDecode.Capacities(model).Count > 0 ? SparseDecode.Dense(model) : model, // many tokens run dense
+            dense,
             GraphInputs.VocabularySize(model) ?? 2,
             "The model",
             "generate continues text one token at a time from the last position's logits."
@@ -65,14 +69,9 @@ public sealed class Generator : IDisposable
             }
         }
         else
-            graph = GraphInputs.Bind(model).Model; // a cache, if any, is bound empty
-        if (SparseDecode.Capacities(graph).Count > 0)
-        {
-            if (cached)
-                _capacities = SparseDecode.Capacities(graph);
-            else
-                graph = SparseDecode.Dense(graph); // each step sees the whole sequence: the capacity is for one token
-        }
+            graph = GraphInputs.Bind(dense).Model; // a cache, if any, is bound empty
+        if (cached)
+            _capacities = capacities;
         _logits = GraphInputs.LogitsOutput(graph)?.Name
             ?? throw new UserInputException(
                 "The model has no logits output (an output named logits, or a single float output of rank 3): it cannot generate."
@@ -80,15 +79,7 @@ public sealed class Generator : IDisposable
         var outputs = new List<(string, long[]?)> { (_logits, null) };
         outputs.AddRange(_cache.Select(c => (c.Output, (long[]?)null)));
         if (_capacities.Count > 0)
-            _dense = new ModelRunner(
-                SparseDecode.Dense(graph),
-                device ?? Device.Cpu,
-                threads,
-                1,
-                1,
-                outputs,
-                bindOutputs: false
-            );
+            _dense = new ModelRunner(dense, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
         outputs.AddRange(_capacities.Select(c => (SparseDecode.OverflowPrefix + c.Layer, (long[]?)null)));
         _runner = new ModelRunner(graph, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
         Overflows = new long[_capacities.Count];
