@@ -95,7 +95,7 @@ public static class SparseDecoding
             .ToList();
         if (!choices.Any(c => c.Sparse))
             throw new UserInputException(
-                $"No layer is below the break-even of {Markdown.Pct(r.BreakEven)} active units (measured: {Markdown.Layers(choices.Select(c => c.Cost), "0.000")}): "
+                $"No layer is below the break-even of {Markdown.Pct(r.BreakEven)} active units ({(capacities == null ? "measured" : "capacities as a share of d_ff")}: {Markdown.Layers(choices.Select(c => c.Cost), "0.000")}): "
                     + "sparse decoding would only add work; nothing was written."
             );
         var (rewritten, sparseUp) =
