@@ -188,13 +188,18 @@ public static class DecodeBenchCommand
         };
         var device = new Option<string>("--device")
         {
-            Description = "cpu, cuda, cuda:N or auto (the cache returns to host memory each step).",
+            Description = "cpu, cuda, cuda:N or auto (the key/value cache stays on the device between steps).",
             DefaultValueFactory = _ => "cpu",
         };
         var outDir = new Option<string>("--out")
         {
             Description = "Folder for decode.md and decode.json.",
             Required = true,
+        };
+        var profile = new Option<bool>("--profile")
+        {
+            Description =
+                "Also profile each model's single-token steps with ONNX Runtime's profiler (time per operator type, into decode.md and profile-N.csv); on a GPU, under CUDA_LAUNCH_BLOCKING=1 the kernels' own times.",
         };
         var command = new Command(
             "decode-bench",
@@ -210,6 +215,7 @@ public static class DecodeBenchCommand
             runs,
             device,
             outDir,
+            profile,
         };
         command.SetAction(parse =>
         {
@@ -251,7 +257,8 @@ public static class DecodeBenchCommand
                         parse.GetValue(newTokens),
                         threadCounts,
                         Math.Max(1, parse.GetValue(runs)),
-                        Runtime.Devices.Resolve(parse.GetValue(device)!, output)
+                        Runtime.Devices.Resolve(parse.GetValue(device)!, output),
+                        parse.GetValue(profile)
                     ),
                     line => output.WriteLine(line)
                 )

@@ -435,6 +435,8 @@ public static class VariantCommands
         };
         command.SetAction(p =>
         {
+            // The fixed form is checked where it will run when a GPU is here (a 1B model's checks take minutes on a CPU).
+            var check = p.GetValue(target) == "cuda" ? Devices.Resolve("auto") : Device.Cpu;
             var r = SparseDecoding.Run(
                 new SparseDecodeRequest(
                     p.GetValue(model)!,
@@ -444,7 +446,8 @@ public static class VariantCommands
                     p.GetValue(activation)!,
                     SharedOptions.CommandLine(p),
                     FixedShape: p.GetValue(target) == "cuda",
-                    CapacityQuantile: p.GetValue(capacityQuantile)
+                    CapacityQuantile: p.GetValue(capacityQuantile),
+                    CheckDevice: check
                 )
             );
             foreach (var c in r.Choices)
@@ -452,7 +455,7 @@ public static class VariantCommands
                     $"layer {c.Layer}: {(c.Sparse ? c.SparseUp ? "sparse down- and up-projection" : "sparse down-projection" : "dense")} ({c.Reason})"
                 );
             output.WriteLine(
-                $"Exact: max |Δ logits| = {r.MaxLogitChange:E2} against the input model at batch × sequence {string.Join(", ", r.CheckedShapes)}."
+                $"Exact: max |Δ logits| = {r.MaxLogitChange:E2} against the input model at batch × sequence {string.Join(", ", r.CheckedShapes)} ({check})."
             );
             output.WriteLine($"Wrote {p.GetValue(outPath)}");
             return 0;

@@ -16,6 +16,7 @@ namespace Sparsity.Pipeline.Benchmarking;
 /// first is the reference), at each thread count, <paramref name="Runs"/> timed runs after one warm-up. A label ending
 /// in
 /// <c>, no cache</c> runs its model recomputing the sequence each step. The models' runs are interleaved.
+/// <paramref name="Profile"/>: each model's single-token steps also run once under ONNX Runtime's profiler.
 /// </summary>
 public sealed record DecodeBenchRequest(
     IReadOnlyList<(string Label, string Model)> Models,
@@ -26,7 +27,8 @@ public sealed record DecodeBenchRequest(
     int NewTokens = 128,
     IReadOnlyList<int>? Threads = null,
     int Runs = 5,
-    Runtime.Device? Device = null
+    Runtime.Device? Device = null,
+    bool Profile = false
 );
 
 /// <summary>One model at one thread count: prefill seconds and per-token decode milliseconds over the runs, and its
@@ -61,6 +63,7 @@ public sealed record DecodeTiming(
 public static class DecodeBench
 {
     const string NoCache = ", no cache";
+    const int ProfiledSteps = 32;
 
     /// <summary>Runs every model at every thread count; writes <c>decode.md</c> and <c>decode.json</c> into
     /// <see cref="DecodeBenchRequest.Out"/>; returns the Markdown.</summary>
@@ -152,7 +155,8 @@ public static class DecodeBench
                 [.. produced]
             );
         }
-        string md = Markdown(r, timings, prompt.Count);
+        var profiles = r.Profile ? Profiles(r, prompt) : [];
+        string md = Markdown(r, timings, prompt.Count, profiles);
         AtomicFile.WriteAllText(Path.Combine(r.Out, "decode.md"), md);
         AtomicFile.WriteAllText(
             Path.Combine(r.Out, "decode.json"),
@@ -187,7 +191,43 @@ public static class DecodeBench
         return md;
     }
 
-    static string Markdown(DecodeBenchRequest r, List<DecodeTiming> timings, int promptTokens)
+    // Each model decodes ProfiledSteps tokens under ONNX Runtime's profiler (the prompt's run skipped); the table per
+    // operator type goes to profile-N.csv.
+    static List<(string Label, Runtime.OperatorProfile Profile)> Profiles(DecodeBenchRequest r, List<int> prompt)
+    {
+        var result = new List<(string, Runtime.OperatorProfile)>();
+        for (int i = 0; i < r.Models.Count; i++)
+        {
+            var (label, model) = r.Models[i];
+            string prefix = Path.Combine(r.Out, $"ort-profile-{i}");
+            string file;
+            using (
+                var g = new Generator(
+                    OnnxGraph.Load(model),
+                    (r.Threads ?? [1])[0],
+                    useCache: !label.EndsWith(NoCache, StringComparison.Ordinal),
+                    r.Device,
+                    profilePrefix: prefix
+                )
+            )
+            {
+                g.Generate(prompt, ProfiledSteps + 1).Count();
+                file = g.EndProfiling();
+            }
+            var profile = Runtime.OperatorProfile.Read(file, warmUp: 1, onGpu: r.Device?.CudaId != null);
+            File.Delete(file);
+            AtomicFile.WriteAllText(Path.Combine(r.Out, $"profile-{i}.csv"), profile.ToCsv());
+            result.Add((label, profile));
+        }
+        return result;
+    }
+
+    static string Markdown(
+        DecodeBenchRequest r,
+        List<DecodeTiming> timings,
+        int promptTokens,
+        List<(string Label, Runtime.OperatorProfile Profile)> profiles
+    )
     {
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
@@ -240,6 +280,18 @@ public static class DecodeBench
                         )
                         + "."
                 );
+        foreach (var (label, profile) in profiles)
+        {
+            md.AppendLine()
+                .AppendLine(
+                    $"Profile of {label}'s single-token steps ({profile.Operators.Sum(o => o.Nodes).ToString("N0", inv)} nodes a step; profile-{profiles.FindIndex(p => p.Label == label)}.csv):"
+                )
+                .AppendLine()
+                .AppendLine("```");
+            foreach (var line in profile.Describe())
+                md.AppendLine(line);
+            md.AppendLine("```");
+        }
         md.AppendLine().AppendLine("Models:").AppendLine();
         foreach (var (label, model) in r.Models)
             md.AppendLine($"- {label}: `{model}`");

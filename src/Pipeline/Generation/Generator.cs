@@ -33,9 +33,18 @@ public sealed class Generator : IDisposable
 
     /// <summary>
     /// Opens <paramref name="model"/> on <paramref name="device"/> (default the CPU); <paramref name="useCache"/> false
-    /// recomputes even when the graph has a cache. Inputs and the cache live in host memory between steps.
+    /// recomputes even when the graph has a cache. The cache stays in the device's memory from one step to the next (the
+    /// GPU's with CUDA); only the logits come back to the host. <paramref name="profilePrefix"/>: ONNX Runtime's profiler
+    /// on for the steps' session (the fixed-shape sparse graph's, not its dense form's), read by
+    /// <see cref="EndProfiling"/>.
     /// </summary>
-    public Generator(ModelProto model, int threads = 2, bool useCache = true, Device? device = null)
+    public Generator(
+        ModelProto model,
+        int threads = 2,
+        bool useCache = true,
+        Device? device = null,
+        string? profilePrefix = null
+    )
     {
         var capacities = SparseDecode.Capacities(model);
         // A fixed-shape sparse graph runs prompts, overflowed steps and (without the cache) every step in its dense
@@ -45,7 +54,8 @@ public sealed class Generator : IDisposable
             dense,
             GraphInputs.VocabularySize(model) ?? 2,
             "The model",
-            "generate continues text one token at a time from the last position's logits."
+            "generate continues text one token at a time from the last position's logits.",
+            device ?? Device.Cpu
         );
         MaxPositions = GraphInputs.MaxPositions(model);
         bool cached = useCache && model.Graph.Input.Any(i => i.Name.StartsWith(PastPrefix, StringComparison.Ordinal));
@@ -81,7 +91,16 @@ public sealed class Generator : IDisposable
         if (_capacities.Count > 0)
             _dense = new ModelRunner(dense, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
         outputs.AddRange(_capacities.Select(c => (SparseDecode.OverflowPrefix + c.Layer, (long[]?)null)));
-        _runner = new ModelRunner(graph, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
+        _runner = new ModelRunner(
+            graph,
+            device ?? Device.Cpu,
+            threads,
+            1,
+            1,
+            outputs,
+            bindOutputs: false,
+            profilePrefix == null ? null : new RunnerTuning(ProfilePrefix: profilePrefix)
+        );
         Overflows = new long[_capacities.Count];
         _mask = _runner.InputNames.Contains(GraphInputs.MaskInput);
         _positions = _runner.InputNames.Contains("position_ids");
@@ -156,6 +175,9 @@ public sealed class Generator : IDisposable
         }
     }
 
+    /// <summary>Ends the profiling asked for with <c>profilePrefix</c> and returns ONNX Runtime's JSON file.</summary>
+    public string EndProfiling() => _runner.EndProfiling();
+
     /// <summary>Index of the largest value (the lowest on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> values)
     {
@@ -192,10 +214,11 @@ public sealed class Generator : IDisposable
         _dense?.Dispose();
     }
 
-    // One sequence being decoded: the cache of the last step (owned here), or nothing without a cache.
+    // One sequence being decoded: the outputs of the last step (owned here), its cache from _cacheAt on.
     sealed class State(Generator g) : IDisposable
     {
         IDisposableReadOnlyCollection<OrtValue>? _last;
+        int _cacheAt;
 
         // The first step's empty cache, in each input's own type (a model exported in fp16 or bf16 keeps its cache so).
         readonly List<OrtValue> _empty = g
@@ -234,17 +257,18 @@ public sealed class Generator : IDisposable
                     [1, ids.Length]
                 );
             for (int i = 0; i < g._cache.Count; i++)
-                inputs[g._cache[i].Input] = _last == null ? _empty[i] : _last[i + 1];
+                inputs[g._cache[i].Input] = _last == null ? _empty[i] : _last[_cacheAt + i];
             IDisposableReadOnlyCollection<OrtValue> results;
-            string[] wanted = [g._logits, .. g._cache.Select(c => c.Output)];
+            int cacheAt = 1;
+            string[] cache = [.. g._cache.Select(c => c.Output)];
             try
             {
                 if (g._dense == null)
-                    results = g._runner.RunNamed(inputs, wanted);
+                    results = g._runner.RunKeeping(inputs, [g._logits], cache);
                 else if (ids.Length > 1)
-                    results = g._dense.RunNamed(inputs, wanted); // prompts stay dense
+                    results = g._dense.RunKeeping(inputs, [g._logits], cache); // prompts stay dense
                 else
-                    results = SparseStep(inputs, wanted);
+                    (results, cacheAt) = SparseStep(inputs, cache);
             }
             catch (OnnxRuntimeException e)
             {
@@ -261,31 +285,30 @@ public sealed class Generator : IDisposable
             }
             float[] last = LastRow(results[0]);
             _last?.Dispose();
-            _last = results;
+            (_last, _cacheAt) = (results, cacheAt);
             return last;
         }
 
         // One token through the fixed-shape graph; where a layer had more active units than its capacity, the step
-        // again through the dense form (same inputs, so its cache entries replace the sparse step's).
-        IDisposableReadOnlyCollection<OrtValue> SparseStep(Dictionary<string, OrtValue> inputs, string[] wanted)
+        // again through the dense form (same inputs, so its cache entries replace the sparse step's). Returns the
+        // outputs and where their cache starts (after the logits and the overflow flags).
+        (IDisposableReadOnlyCollection<OrtValue>, int) SparseStep(Dictionary<string, OrtValue> inputs, string[] cache)
         {
-            var results = g._runner.RunNamed(
-                inputs,
-                [.. wanted, .. g._capacities.Select(c => SparseDecode.OverflowPrefix + c.Layer)]
-            );
+            string[] flags = [.. g._capacities.Select(c => SparseDecode.OverflowPrefix + c.Layer)];
+            var results = g._runner.RunKeeping(inputs, [g._logits, .. flags], cache);
             g.SparseSteps++;
             bool overflowed = false;
-            for (int i = 0; i < g._capacities.Count; i++)
-                if (results[wanted.Length + i].GetTensorDataAsSpan<bool>()[0])
+            for (int i = 0; i < flags.Length; i++)
+                if (results[1 + i].GetTensorDataAsSpan<bool>()[0])
                 {
                     g.Overflows[i]++;
                     overflowed = true;
                 }
             if (!overflowed)
-                return results;
+                return (results, 1 + flags.Length);
             results.Dispose();
             g.RecomputedSteps++;
-            return g._dense!.RunNamed(inputs, wanted);
+            return (g._dense!.RunKeeping(inputs, [g._logits], cache), 1);
         }
 
         // The last position's logits as float32, whatever type the graph returns them in.

@@ -44,14 +44,30 @@ public static class GraphCheck
     /// <summary>
     /// Loads and runs <paramref name="written"/> on <paramref name="batch"/>; with <paramref name="reference"/>, its
     /// logits on real tokens must equal the reference's within <see cref="Tolerance"/>. Returns that largest difference
-    /// (0 without a reference).
+    /// (0 without a reference). Both run on <paramref name="device"/> (default the CPU).
     /// </summary>
-    public static float Verify(ModelProto written, string what, ProbeBatch batch, ModelProto? reference = null)
+    public static float Verify(
+        ModelProto written,
+        string what,
+        ProbeBatch batch,
+        ModelProto? reference = null,
+        Device? device = null
+    ) => Verify(written, what, [batch], reference, device);
+
+    /// <summary>The same on several batches of any shapes, each model opened once (a large model loads in
+    /// seconds).</summary>
+    public static float Verify(
+        ModelProto written,
+        string what,
+        IReadOnlyList<ProbeBatch> batches,
+        ModelProto? reference = null,
+        Device? device = null
+    )
     {
-        float[] actual;
+        List<float[]> actual;
         try
         {
-            actual = Logits(written, batch);
+            actual = Logits(written, batches, device);
         }
         catch (Exception e)
             when (e is OnnxRuntimeException || e is UserInputException { InnerException: OnnxRuntimeException })
@@ -62,16 +78,25 @@ public static class GraphCheck
         }
         if (reference == null)
             return 0f;
-        float[] expected = Logits(reference, batch);
-        int vocab = expected.Length / (batch.Batch * batch.SeqLen);
-        var real = Enumerable.Range(0, batch.Mask.Length).Where(p => batch.Mask[p] == 1);
-        return RequireSameLogits(
-            real.Select(p => actual.AsSpan(p * vocab, vocab).ToArray()).ToList(),
-            real.Select(p => expected.AsSpan(p * vocab, vocab).ToArray()).ToList(),
-            reference,
-            what,
-            $"on a batch of {batch.Batch} × {batch.SeqLen}"
-        );
+        var expected = Logits(reference, batches, device);
+        float max = 0;
+        for (int b = 0; b < batches.Count; b++)
+        {
+            var batch = batches[b];
+            int vocab = expected[b].Length / (batch.Batch * batch.SeqLen);
+            var real = Enumerable.Range(0, batch.Mask.Length).Where(p => batch.Mask[p] == 1);
+            max = Math.Max(
+                max,
+                RequireSameLogits(
+                    real.Select(p => actual[b].AsSpan(p * vocab, vocab).ToArray()).ToList(),
+                    real.Select(p => expected[b].AsSpan(p * vocab, vocab).ToArray()).ToList(),
+                    reference,
+                    what,
+                    $"on a batch of {batch.Batch} × {batch.SeqLen}"
+                )
+            );
+        }
+        return max;
     }
 
     /// <summary>
@@ -110,17 +135,34 @@ public static class GraphCheck
     /// <summary>
     /// Refuses a model that is not a causal language model: changing the second half of a window must leave the first
     /// half's outputs exactly alone (decoders give 0; a trained encoder moves them by 1e-4 and more). Next-token scores
-    /// and generation mean something only then; <paramref name="consequence"/> says what needs it.
+    /// and generation mean something only then; <paramref name="consequence"/> says what needs it. Runs on
+    /// <paramref name="device"/> (default the CPU).
     /// </summary>
-    public static void RequireCausal(ModelProto model, long vocab, string name, string consequence)
+    public static void RequireCausal(
+        ModelProto model,
+        long vocab,
+        string name,
+        string consequence,
+        Device? device = null
+    )
     {
         const int T = 16;
         var probe = ProbeBatch.Random(vocab, 1, T, seed: 5);
         long[] changed = (long[])probe.Ids.Clone();
         for (int i = T / 2; i < T; i++)
             changed[i] = (changed[i] + 1 + vocab / 3) % vocab;
-        float[] a = Logits(model, probe),
-            b = Logits(model, probe with { Ids = changed });
+        float[] both = Logits(
+            model,
+            probe with
+            {
+                Ids = [.. probe.Ids, .. changed],
+                Mask = [.. probe.Mask, .. probe.Mask],
+                Batch = 2,
+            },
+            device
+        );
+        var a = both.AsSpan(0, T * (int)vocab);
+        var b = both.AsSpan(T * (int)vocab);
         for (int i = 0; i < T / 2 * vocab; i++)
             if (Math.Abs(a[i] - b[i]) > 1e-5f)
                 throw new UserInputException(
@@ -184,7 +226,12 @@ public static class GraphCheck
 
     /// <summary>Logits of a bound or unbound graph on <paramref name="batch"/>: [batch, seq, vocab]
     /// flattened.</summary>
-    public static float[] Logits(ModelProto model, ProbeBatch batch)
+    public static float[] Logits(ModelProto model, ProbeBatch batch, Device? device = null) =>
+        Logits(model, [batch], device)[0];
+
+    /// <summary>Logits of a bound or unbound graph on each of <paramref name="batches"/> (any shapes), through one
+    /// session.</summary>
+    public static List<float[]> Logits(ModelProto model, IReadOnlyList<ProbeBatch> batches, Device? device = null)
     {
         var (bound, _) = GraphInputs.Bind(model);
         string logits = GraphInputs.LogitsOutput(bound)?.Name
@@ -199,16 +246,40 @@ public static class GraphCheck
             new GraphWriter(only.Graph).CastToFloatUnderOwnName(logits, logits + ".half");
             output.Type.TensorType.ElemType = (int)TensorProto.Types.DataType.Float;
         }
-        return Run(only, batch)[logits];
+        if (batches.Count == 1)
+            return [Run(only, batches[0], device)[logits]];
+        using var runner = new ModelRunner(
+            only,
+            device ?? Device.Cpu,
+            threads: 2,
+            batches[0].Batch,
+            batches[0].SeqLen,
+            [(logits, null)],
+            bindOutputs: false
+        );
+        bool mask = runner.InputNames.Contains(GraphInputs.MaskInput);
+        var result = new List<float[]>();
+        foreach (var batch in batches)
+        {
+            long[] shape = [batch.Batch, batch.SeqLen];
+            using var ids = OrtValue.CreateTensorValueFromMemory(batch.Ids, shape);
+            using var padding = OrtValue.CreateTensorValueFromMemory(batch.Mask, shape);
+            var inputs = new Dictionary<string, OrtValue> { [GraphInputs.TokenInput] = ids };
+            if (mask)
+                inputs[GraphInputs.MaskInput] = padding;
+            using var outputs = runner.RunNamed(inputs, [logits]);
+            result.Add(outputs[0].GetTensorDataAsSpan<float>().ToArray());
+        }
+        return result;
     }
 
     // Runs a bound graph once through the runner and returns every output as floats (counts are converted).
-    static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
+    static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch, Device? device = null)
     {
         var names = bound.Graph.Output.Select(o => o.Name).ToList();
         using var runner = new ModelRunner(
             bound,
-            Device.Cpu,
+            device ?? Device.Cpu,
             threads: 2,
             batch.Batch,
             batch.SeqLen,

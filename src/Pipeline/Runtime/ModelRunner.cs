@@ -42,6 +42,8 @@ public sealed class ModelRunner : IDisposable
     readonly (string[] Inputs, OrtValue[] Values, string[] Outputs)? _onDevice;
     readonly List<CudaBuffer> _deviceBuffers = []; // CUDA graphs: ids, mask (if read), then each output
     readonly bool _outputsStay;
+    readonly Device _device;
+    OrtIoBinding? _stepBinding; // RunKeeping's, rebound each step
 
     /// <summary>
     /// Opens <paramref name="bound"/> on <paramref name="device"/> for batches of <paramref name="batch"/> ×
@@ -63,6 +65,7 @@ public sealed class ModelRunner : IDisposable
     )
     {
         tuning ??= new RunnerTuning();
+        _device = device;
         bool cudaGraph = tuning.CudaGraph && device.CudaId != null;
         if (cudaGraph && outputs.Any(o => o.Shape == null))
             throw new ArgumentException("A CUDA graph needs every output's shape before the run.", nameof(outputs));
@@ -264,6 +267,34 @@ public sealed class ModelRunner : IDisposable
         IReadOnlyList<string> outputs
     ) => _session.Run(_run, [.. inputs.Keys], [.. inputs.Values], [.. outputs]);
 
+    /// <summary>
+    /// Runs the session on named inputs (in host or device memory) and returns <paramref name="toHost"/>, copied to
+    /// host memory, then <paramref name="onDevice"/>, left where they were computed (the GPU's memory with CUDA); the
+    /// caller disposes them. A decoding step: its key/value cache stays on the device and is the next step's input,
+    /// while only the logits cross to the host.
+    /// </summary>
+    public IDisposableReadOnlyCollection<OrtValue> RunKeeping(
+        IReadOnlyDictionary<string, OrtValue> inputs,
+        IReadOnlyList<string> toHost,
+        IReadOnlyList<string> onDevice
+    )
+    {
+        _stepBinding ??= _session.CreateIoBinding();
+        _stepBinding.ClearBoundInputs();
+        _stepBinding.ClearBoundOutputs();
+        foreach (var (name, value) in inputs)
+            _stepBinding.BindInput(name, value);
+        foreach (var name in toHost)
+            _stepBinding.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
+        using var device = _device.CudaId is int id
+            ? new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, id, OrtMemType.Default)
+            : null;
+        foreach (var name in onDevice)
+            _stepBinding.BindOutputToDevice(name, device ?? OrtMemoryInfo.DefaultInstance);
+        _session.RunWithBinding(_run, _stepBinding);
+        return _stepBinding.GetOutputValues(); // in the order bound
+    }
+
     /// <summary>The element type of input <paramref name="name"/>.</summary>
     public TensorElementType InputType(string name) => _session.InputMetadata[name].ElementDataType;
 
@@ -333,6 +364,7 @@ public sealed class ModelRunner : IDisposable
         foreach (var b in _deviceBuffers)
             b.Dispose();
         _binding?.Dispose();
+        _stepBinding?.Dispose();
         _session?.Dispose();
         _options.Dispose();
         _run.Dispose();

@@ -24,7 +24,8 @@ public sealed record SparseDecodeRequest(
     IReadOnlyList<string> Activations,
     string CommandLine = "",
     bool FixedShape = false,
-    double CapacityQuantile = SparseDecoding.DefaultCapacityQuantile
+    double CapacityQuantile = SparseDecoding.DefaultCapacityQuantile,
+    Runtime.Device? CheckDevice = null
 );
 
 /// <summary>The per-layer choices and the largest logit difference from the input model over the checked
@@ -107,21 +108,17 @@ public static class SparseDecoding
                     choices.Select(c => c.Sparse ? (long?)capacities[c.Site.Layer] : null).ToList()
                 );
         long vocab = GraphInputs.VocabularySize(proto) ?? 2;
-        float max = 0;
         // The fixed form runs prompts and overflowed steps densely: that form must equal the model at every shape.
         var checkedForm = capacities == null ? rewritten : SparseDecode.Dense(rewritten);
-        foreach (var (batch, seq) in Shapes)
-            max = Math.Max(
-                max,
-                GraphCheck.Verify(
-                    checkedForm,
-                    "sparse-decode graph",
-                    ProbeBatch.Random(vocab, batch, seq, seed: batch * 31 + seq),
-                    reference: proto
-                )
-            );
+        float max = GraphCheck.Verify(
+            checkedForm,
+            "sparse-decode graph",
+            [.. Shapes.Select(s => ProbeBatch.Random(vocab, s.Batch, s.Seq, seed: s.Batch * 31 + s.Seq))],
+            reference: proto,
+            r.CheckDevice
+        );
         if (capacities != null)
-            max = Math.Max(max, CheckDecoding(proto, rewritten, vocab));
+            max = Math.Max(max, CheckDecoding(proto, rewritten, vocab, r.CheckDevice));
         var result = new SparseDecodeResult(
             choices
                 .Select(c => new SparseChoice(
@@ -187,12 +184,12 @@ public static class SparseDecoding
 
     // Decodes probe tokens one at a time through the fixed form, as written and with every capacity 1 (each step
     // overflows and is recomputed densely): both must give the input model's logits at every step.
-    static float CheckDecoding(ModelProto proto, ModelProto rewritten, long vocab)
+    static float CheckDecoding(ModelProto proto, ModelProto rewritten, long vocab, Runtime.Device? device)
     {
         var probe = ProbeBatch.Random(vocab, 1, DecodeCheckTokens, seed: 7).Ids.Select(i => (int)i).ToList();
         List<float[]> Steps(ModelProto m)
         {
-            using var generator = new Generation.Generator(m, threads: 2);
+            using var generator = new Generation.Generator(m, threads: 2, device: device);
             return generator.StepLogits(probe).ToList();
         }
         var expected = Steps(proto);
