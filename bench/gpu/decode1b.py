@@ -106,7 +106,7 @@ def train(family, d):
     m, acts = build(family)
     m = m.cuda().train()
     opt = torch.optim.AdamW(m.parameters(), lr=cfg["lr"], betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    step, lam = 0, 1e-2
+    step, lam = 0, 5e-2
     if os.path.exists(f"{out}/ckpt.pt"):
         ck = torch.load(f"{out}/ckpt.pt", map_location="cuda")
         m.load_state_dict(ck["model"])
@@ -207,11 +207,33 @@ def export(family, d, m=None, path=None):
     outs = ["logits"] + [f"present.{i}.{k}" for i in range(c.num_hidden_layers) for k in ("key", "value")]
     DYN = torch.export.Dim.DYNAMIC
     shapes = tuple({0: DYN, 1: DYN} for _ in range(3)) + tuple({0: DYN, 2: DYN} for _ in past)
-    started = time.time()
-    with torch.no_grad():
-        torch.onnx.export(WithPast(m), args, path, dynamo=True, input_names=names, output_names=outs,
-                          dynamic_shapes=shapes, external_data=True)
-    log(f"{family}: exported {path} in {time.time() - started:.0f} s")
+    # torch.onnx's dynamo exporter as users run it; if it fails on this transformers release, its eager attention, then
+    # the TorchScript exporter, each failure logged (the benchmark needs a graph; the log says which one it got).
+    attempts = [("dynamo", None), ("dynamo, eager attention", "eager"), ("torchscript", None)]
+    for how, attention in attempts:
+        started = time.time()
+        try:
+            if attention:
+                m.set_attn_implementation(attention)
+            with torch.no_grad():
+                if how.startswith("dynamo"):
+                    torch.onnx.export(WithPast(m), args, path, dynamo=True, input_names=names, output_names=outs,
+                                      dynamic_shapes=shapes, external_data=True)
+                else:
+                    dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
+                           "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
+                    dyn.update({n: {0: "batch", 2: "past"} for n in names[3:]})
+                    dyn.update({n: {0: "batch", 2: "total"} for n in outs[1:]})
+                    torch.onnx.export(WithPast(m), args, path, dynamo=False, input_names=names, output_names=outs,
+                                      dynamic_axes=dyn, opset_version=17, do_constant_folding=True)
+            log(f"{family}: exported {path} ({how}) in {time.time() - started:.0f} s")
+            with open(path + ".exporter", "w") as f:
+                f.write(how + "\n")
+            break
+        except Exception as e:
+            log(f"{family}: export ({how}) failed after {time.time() - started:.0f} s: {type(e).__name__}: {str(e).splitlines()[0][:400]}")
+    else:
+        raise RuntimeError(f"{family}: no exporter produced a graph")
     return path
 
 
@@ -239,11 +261,11 @@ def generate(family, d, runs=3):
         torch.cuda.synchronize()
         return time.perf_counter() - t, out[0, PROMPT:].tolist()
 
-    for name, kw in [("dynamic cache", {}), ("static cache", dict(cache_implementation="static"))]:
+    for name, kw, n in [("dynamic cache", {}, runs), ("static cache", dict(cache_implementation="static"), 2)]:
         try:
             timed(NEW, **kw)  # warm-up
             firsts, fulls, tokens = [], [], None
-            for _ in range(runs):
+            for _ in range(n):
                 firsts.append(timed(1, **kw)[0])
                 s, tokens = timed(NEW, **kw)
                 fulls.append(s)
@@ -254,6 +276,21 @@ def generate(family, d, runs=3):
         except Exception as e:  # recorded, not fatal: the other baseline still stands
             result["runs"][name] = dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
             log(f"{family} PyTorch generate, {name} failed: {result['runs'][name]['error']}")
+    # Why eager decoding is slow: CUDA kernels per new token and their summed time, from PyTorch's profiler over a
+    # generation of 1 and of 9 new tokens (the difference is 8 decode steps).
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        counts = {}
+        for n in (1, 9):
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                timed(n)
+            ev = [e for e in prof.events() if e.device_type.name == "CUDA"]
+            counts[n] = (len(ev), sum(e.device_time for e in ev) / 1000)
+        result["profile_per_token"] = dict(kernels=(counts[9][0] - counts[1][0]) / 8,
+                                           kernel_ms=(counts[9][1] - counts[1][1]) / 8)
+        log(f"{family} PyTorch profile per decode token: {result['profile_per_token']}")
+    except Exception as e:
+        result["profile_per_token"] = dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
     with open(f"{d}/{family}-pytorch.json", "w") as f:
         json.dump(result, f, indent=1)
 
@@ -311,6 +348,8 @@ def main():
             train(family, d)
             if not os.path.exists(f"{d}/{family}.onnx"):
                 export(family, d)
+        log("exports done")
+        for family in ["llama1b", "opt125m"]:
             generate(family, d)
         log("all done")
     else:

@@ -255,6 +255,41 @@ public class SparseDecodeTests
     }
 
     [Test]
+    public void AHalfPrecisionModelIsAnalysedAndDecodesInTheFixedShapeFormAsDensely()
+    {
+        // The GPU benchmark's models are torch.onnx exports in fp16: weights gathered as fp16 rows, activity compared in
+        // fp16. Decoded one byte at a time, every step's logits equal the fp16 model's own within fp16 rounding.
+        string half = Path.Combine(TestCorpus.TempDir(), "half.onnx");
+        var converted = Float16.Convert(OnnxGraph.Load(HookFixture.PathOf("gpt_cache.dynamo.onnx")));
+        const int fp16 = (int)Onnx.TensorProto.Types.DataType.Float16;
+        foreach (var value in converted.Graph.Input.Concat(converted.Graph.Output))
+            if (value.Name.StartsWith("past_key_values.") || value.Name.StartsWith("present."))
+                value.Type.TensorType.ElemType = fp16; // the cache as exported, and not cast back to float32
+        foreach (var cast in converted.Graph.Node.Where(n => n.OpType == "Cast" && n.Output[0].StartsWith("present.")))
+            cast.Attribute.Single(a => a.Name == "to").I = fp16;
+        OnnxGraph.Save(converted, half);
+        string stats = AnalyzeBytes(half);
+        var fixedShape = OnnxGraph.Load(FixedShape(half, stats));
+        Assert.That(
+            fixedShape.Graph.Initializer.Where(t => t.Dims.Count == 2).Select(t => t.DataType).Distinct(),
+            Is.EqualTo(new[] { (int)Onnx.TensorProto.Types.DataType.Float16 }),
+            "every weight matrix stays fp16"
+        );
+        int[] window = [.. System.Text.Encoding.UTF8.GetBytes(File.ReadLines(HookFixture.Corpus).First()).Take(32)];
+        var expected = StepLogits(OnnxGraph.Load(half), window, out var dense);
+        dense.Dispose();
+        var steps = StepLogits(fixedShape, window, out var g);
+        using (g)
+        {
+            Assert.That(g.SparseSteps, Is.EqualTo(32));
+            Assert.That(g.RecomputedSteps, Is.LessThan(32));
+            float scale = expected.Max(r => r.Max(Math.Abs));
+            for (int t = 0; t < 32; t++)
+                Assert.That(steps[t], Is.EqualTo(expected[t]).Within(GraphCheck.HalfTolerance * scale), $"step {t}");
+        }
+    }
+
+    [Test]
     public void AGatedLlamaDecodesTheSameTokensInTheFixedShapeFormWhateverItsCapacities()
     {
         var (dense, an) = LlamaWithPastAnalyzed();
