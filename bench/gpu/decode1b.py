@@ -206,7 +206,8 @@ def export(family, d, m=None, path=None):
     names = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{i}.{k}" for i in range(c.num_hidden_layers) for k in ("key", "value")]
     outs = ["logits"] + [f"present.{i}.{k}" for i in range(c.num_hidden_layers) for k in ("key", "value")]
     DYN = torch.export.Dim.DYNAMIC
-    shapes = tuple({0: DYN, 1: DYN} for _ in range(3)) + tuple({0: DYN, 2: DYN} for _ in past)
+    # forward(input_ids, attention_mask, position_ids, *past): the cache's shapes are one nested tuple
+    shapes = ({0: DYN, 1: DYN}, {0: DYN, 1: DYN}, {0: DYN, 1: DYN}, tuple({0: DYN, 2: DYN} for _ in past))
     # torch.onnx's dynamo exporter as users run it; if it fails on this transformers release, its eager attention, then
     # the TorchScript exporter, each failure logged (the benchmark needs a graph; the log says which one it got).
     attempts = [("dynamo", None), ("dynamo, eager attention", "eager"), ("torchscript", None)]

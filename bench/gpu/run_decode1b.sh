@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 $R doctor 2>&1 | tail -n 4
 until grep -q "exports done" $W/log 2>/dev/null; do grep -q Traceback $W/log && { tail -n 30 $W/log; exit 1; }; sleep 5; done
 until grep -q "all done" $W/log; do grep -q Traceback $W/log && break; sleep 5; done  # PyTorch's timings run alone
-for f in llama1b opt125m; do
+for f in ${FAMILIES:-llama1b opt125m}; do
   L=$OUT/$f.log; m=$W/$f.onnx
   echo "== $f ($(cat $m.exporter 2>/dev/null))" | tee -a $L
   # Activity on 256 windows of 512 training tokens: the capacities' statistics.

@@ -1,3 +1,4 @@
+using System.Globalization;
 using NUnit.Framework;
 using Sparsity.Analysis;
 using Sparsity.Export;
@@ -257,8 +258,8 @@ public class SparseDecodeTests
     [Test]
     public void AHalfPrecisionModelIsAnalysedAndDecodesInTheFixedShapeFormAsDensely()
     {
-        // The GPU benchmark's models are torch.onnx exports in fp16: weights gathered as fp16 rows, activity compared in
-        // fp16. Decoded one byte at a time, every step's logits equal the fp16 model's own within fp16 rounding.
+        // The GPU benchmark's models are torch.onnx exports in fp16: weights gathered as fp16 rows, activity compared
+        // in fp16. Decoded one byte at a time, every step's logits equal the fp16 model's own within fp16 rounding.
         string half = Path.Combine(TestCorpus.TempDir(), "half.onnx");
         var converted = Float16.Convert(OnnxGraph.Load(HookFixture.PathOf("gpt_cache.dynamo.onnx")));
         const int fp16 = (int)Onnx.TensorProto.Types.DataType.Float16;
@@ -311,6 +312,46 @@ public class SparseDecodeTests
             if (c == int.MaxValue)
                 Assert.That(g.RecomputedSteps, Is.EqualTo(0));
         }
+    }
+
+    [Test]
+    public void DecodeBenchProfilesEachModelsSingleTokenSteps()
+    {
+        string model = HookFixture.PathOf("gpt_cache.dynamo.onnx");
+        string dir = Path.Combine(TestCorpus.TempDir(), "profiled");
+        var (exit, output, error) = Cli.Run(
+            "decode-bench",
+            "--model",
+            $"dense={model}",
+            "--corpus",
+            HookFixture.Corpus,
+            "--tokenizer",
+            "bytes",
+            "--prompt-tokens",
+            "8",
+            "--new-tokens",
+            "4",
+            "--threads",
+            "1",
+            "--runs",
+            "1",
+            "--profile",
+            "--out",
+            dir
+        );
+        Assert.That(exit, Is.EqualTo(0), error);
+        // 33 runs profiled: the prompt's, skipped, then 32 single-token steps; the fixture's two MLPs each end in a
+        // MatMul of the hidden layer, which ONNX Runtime keeps.
+        Assert.That(output, Does.Contain("Profile of 32 runs after the warm-up"));
+        var rows = File.ReadAllLines(Path.Combine(dir, "profile-0.csv"));
+        Assert.That(rows[0], Is.EqualTo("op_type,ms_per_run,share,nodes,providers"));
+        var relu = rows.Single(r => r.StartsWith("Relu,")).Split(',');
+        Assert.That((relu[3], relu[4]), Is.EqualTo(("2", "CPU")), "one ReLU per layer, on the CPU provider");
+        Assert.That(
+            rows.Skip(1).Sum(r => double.Parse(r.Split(',')[2], CultureInfo.InvariantCulture)),
+            Is.EqualTo(1).Within(1e-3)
+        );
+        Assert.That(Directory.GetFiles(dir, "ort-profile*"), Is.Empty, "ONNX Runtime's own JSON is removed");
     }
 
     [Test]

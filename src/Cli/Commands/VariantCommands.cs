@@ -435,7 +435,7 @@ public static class VariantCommands
         };
         command.SetAction(p =>
         {
-            // The fixed form is checked where it will run when a GPU is here (a 1B model's checks take minutes on a CPU).
+            // The fixed form is checked where it runs when a GPU is here (a 1B model's checks take minutes on a CPU).
             var check = p.GetValue(target) == "cuda" ? Devices.Resolve("auto") : Device.Cpu;
             var r = SparseDecoding.Run(
                 new SparseDecodeRequest(

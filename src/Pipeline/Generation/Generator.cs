@@ -33,9 +33,9 @@ public sealed class Generator : IDisposable
 
     /// <summary>
     /// Opens <paramref name="model"/> on <paramref name="device"/> (default the CPU); <paramref name="useCache"/> false
-    /// recomputes even when the graph has a cache. The cache stays in the device's memory from one step to the next (the
-    /// GPU's with CUDA); only the logits come back to the host. <paramref name="profilePrefix"/>: ONNX Runtime's profiler
-    /// on for the steps' session (the fixed-shape sparse graph's, not its dense form's), read by
+    /// recomputes even when the graph has a cache. The cache stays in the device's memory from one step to the next
+    /// (the GPU's with CUDA); only the logits come back to the host. <paramref name="profilePrefix"/>: ONNX Runtime's
+    /// profiler on for the steps' session (the fixed-shape sparse graph's, not its dense form's), read by
     /// <see cref="EndProfiling"/>.
     /// </summary>
     public Generator(

@@ -248,7 +248,7 @@ public static class SparseDecoding
             );
         }
         md.AppendLine(
-            $"Checked in ONNX Runtime against the input model at batch × sequence {string.Join(", ", result.CheckedShapes)}: largest logit difference {result.MaxLogitChange:E2} (≤ 1e-4).\n"
+            $"Checked in ONNX Runtime against the input model at batch × sequence {string.Join(", ", result.CheckedShapes)}: largest logit difference {result.MaxLogitChange:E2} (accepted: within {GraphCheck.Tolerance:E0} of the largest logit, {GraphCheck.HalfTolerance:E0} for a model computing in fp16 or bf16).\n"
         );
         md.AppendLine(
             Markdown.Table(
