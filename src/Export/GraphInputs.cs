@@ -154,10 +154,19 @@ public static class GraphInputs
         return (token == null ? null : EmbeddingRows(index, token.Name)) ?? Width(LogitsOutput(model));
     }
 
-    /// <summary>Longest sequence this project's exports take: rows of the learned position table or of the rotary
-    /// tables; null for other graphs.</summary>
+    /// <summary>
+    /// Longest sequence the model takes: rows of this project's learned position table or rotary tables, or of the
+    /// table a graph from elsewhere gathers its <c>position_ids</c> input from (a cache graph exported by torch.onnx);
+    /// null when the graph does not say (rotary positions computed, or positions made from the mask). Past it, the
+    /// CPU provider fails on the gather and the CUDA provider reads out of bounds.
+    /// </summary>
     public static long? MaxPositions(ModelProto model) =>
-        model.Graph.Initializer.FirstOrDefault(t => t.Name is "wpe.weight" or "rope.cos")?.Dims[0];
+        model.Graph.Initializer.FirstOrDefault(t => t.Name is "wpe.weight" or "rope.cos")?.Dims[0]
+        ?? (
+            model.Graph.Input.Any(i => i.Name == "position_ids")
+                ? EmbeddingRows(new GraphIndex(model.Graph), "position_ids")
+                : null
+        );
 
     /// <summary>The output holding next-token logits: "logits", else the only float output of rank 3; null when there
     /// is none.</summary>

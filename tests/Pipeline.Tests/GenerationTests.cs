@@ -256,6 +256,19 @@ public class GenerationTests
     }
 
     [Test]
+    public void AGraphFromElsewhereStopsAtTheEndOfItsPositionTable()
+    {
+        // The cache fixture gathers position_ids from a table of 64 rows: on the GPU, decoding past it read out of
+        // bounds without an error (seen on an H200), so generation stops there, as for this project's exports.
+        var model = OnnxGraph.Load(HookFixture.PathOf("gpt_cache.dynamo.onnx"));
+        using var g = new Generator(model);
+        Assert.That(g.MaxPositions, Is.EqualTo(64));
+        int[] prompt = [.. System.Text.Encoding.UTF8.GetBytes("The jury said it did find that many of ")];
+        Assert.That(g.Generate(prompt, 100).Count(), Is.EqualTo(64 - prompt.Length));
+        Assert.That(GraphInputs.MaxPositions(OnnxGraph.Load(HookFixture.PathOf("llama.dynamo.onnx"))), Is.Null);
+    }
+
+    [Test]
     public void AModelWhoseCacheAndLogitsAreHalfDecodesThroughItsCache()
     {
         var model = OnnxGraph.Load(HookFixture.PathOf("gpt_cache.dynamo.onnx"));
