@@ -46,6 +46,7 @@ public sealed class Generator : IDisposable
         string? profilePrefix = null
     )
     {
+        var where = device ?? Device.Cpu;
         var capacities = SparseDecode.Capacities(model);
         // A fixed-shape sparse graph runs prompts, overflowed steps and (without the cache) every step in its dense
         // form.
@@ -55,7 +56,7 @@ public sealed class Generator : IDisposable
             GraphInputs.VocabularySize(model) ?? 2,
             "The model",
             "generate continues text one token at a time from the last position's logits.",
-            device ?? Device.Cpu
+            where
         );
         MaxPositions = GraphInputs.MaxPositions(model);
         bool cached = useCache && model.Graph.Input.Any(i => i.Name.StartsWith(PastPrefix, StringComparison.Ordinal));
@@ -89,11 +90,11 @@ public sealed class Generator : IDisposable
         var outputs = new List<(string, long[]?)> { (_logits, null) };
         outputs.AddRange(_cache.Select(c => (c.Output, (long[]?)null)));
         if (_capacities.Count > 0)
-            _dense = new ModelRunner(dense, device ?? Device.Cpu, threads, 1, 1, outputs, bindOutputs: false);
+            _dense = new ModelRunner(dense, where, threads, 1, 1, outputs, bindOutputs: false);
         outputs.AddRange(_capacities.Select(c => (SparseDecode.OverflowPrefix + c.Layer, (long[]?)null)));
         _runner = new ModelRunner(
             graph,
-            device ?? Device.Cpu,
+            where,
             threads,
             1,
             1,

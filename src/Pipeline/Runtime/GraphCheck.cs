@@ -246,8 +246,6 @@ public static class GraphCheck
             new GraphWriter(only.Graph).CastToFloatUnderOwnName(logits, logits + ".half");
             output.Type.TensorType.ElemType = (int)TensorProto.Types.DataType.Float;
         }
-        if (batches.Count == 1)
-            return [Run(only, batches[0], device)[logits]];
         using var runner = new ModelRunner(
             only,
             device ?? Device.Cpu,
@@ -274,12 +272,12 @@ public static class GraphCheck
     }
 
     // Runs a bound graph once through the runner and returns every output as floats (counts are converted).
-    static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch, Device? device = null)
+    static Dictionary<string, float[]> Run(ModelProto bound, ProbeBatch batch)
     {
         var names = bound.Graph.Output.Select(o => o.Name).ToList();
         using var runner = new ModelRunner(
             bound,
-            device ?? Device.Cpu,
+            Device.Cpu,
             threads: 2,
             batch.Batch,
             batch.SeqLen,

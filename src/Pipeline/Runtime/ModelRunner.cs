@@ -42,7 +42,7 @@ public sealed class ModelRunner : IDisposable
     readonly (string[] Inputs, OrtValue[] Values, string[] Outputs)? _onDevice;
     readonly List<CudaBuffer> _deviceBuffers = []; // CUDA graphs: ids, mask (if read), then each output
     readonly bool _outputsStay;
-    readonly Device _device;
+    readonly OrtMemoryInfo? _cudaMemory; // the GPU's memory, where outputs left on the device live
     OrtIoBinding? _stepBinding; // RunKeeping's, rebound each step
 
     /// <summary>
@@ -65,7 +65,6 @@ public sealed class ModelRunner : IDisposable
     )
     {
         tuning ??= new RunnerTuning();
-        _device = device;
         bool cudaGraph = tuning.CudaGraph && device.CudaId != null;
         if (cudaGraph && outputs.Any(o => o.Shape == null))
             throw new ArgumentException("A CUDA graph needs every output's shape before the run.", nameof(outputs));
@@ -112,6 +111,8 @@ public sealed class ModelRunner : IDisposable
             );
         }
         _binding = _session.CreateIoBinding();
+        if (device.CudaId is int cuda)
+            _cudaMemory = new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, cuda, OrtMemType.Default);
         long[] shape = [batch, seqLen];
         _outputsStay = tuning.OutputsOnDevice;
         if (cudaGraph)
@@ -147,11 +148,8 @@ public sealed class ModelRunner : IDisposable
         if (_outputsStay)
         {
             // Outputs where they were computed (the device's memory on a GPU), never copied back.
-            using var where = device.CudaId is int id
-                ? new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, id, OrtMemType.Default)
-                : null;
             foreach (var (name, _) in outputs)
-                _binding.BindOutputToDevice(name, where ?? OrtMemoryInfo.DefaultInstance);
+                _binding.BindOutputToDevice(name, DeviceMemory);
             (_outputs, _sizedByRun, _lengths) = (
                 new Array[outputs.Count],
                 new bool[outputs.Count],
@@ -286,14 +284,14 @@ public sealed class ModelRunner : IDisposable
             _stepBinding.BindInput(name, value);
         foreach (var name in toHost)
             _stepBinding.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
-        using var device = _device.CudaId is int id
-            ? new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, id, OrtMemType.Default)
-            : null;
         foreach (var name in onDevice)
-            _stepBinding.BindOutputToDevice(name, device ?? OrtMemoryInfo.DefaultInstance);
+            _stepBinding.BindOutputToDevice(name, DeviceMemory);
         _session.RunWithBinding(_run, _stepBinding);
         return _stepBinding.GetOutputValues(); // in the order bound
     }
+
+    // Where outputs left on the device live: the GPU's memory with CUDA, else host memory.
+    OrtMemoryInfo DeviceMemory => _cudaMemory ?? OrtMemoryInfo.DefaultInstance;
 
     /// <summary>The element type of input <paramref name="name"/>.</summary>
     public TensorElementType InputType(string name) => _session.InputMetadata[name].ElementDataType;
@@ -324,7 +322,7 @@ public sealed class ModelRunner : IDisposable
     // keeps).
     void BindOnDevice(int device, IReadOnlyList<(string Name, long[]? Shape)> outputs)
     {
-        using var memory = new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, device, OrtMemType.Default);
+        var memory = DeviceMemory;
         void BindBuffer(string name, TensorElementType type, long[] shape, bool input)
         {
             long bytes = shape.Aggregate(1L, (a, d) => a * d) * 8 / (type == TensorElementType.Float ? 2 : 1);
@@ -365,6 +363,7 @@ public sealed class ModelRunner : IDisposable
             b.Dispose();
         _binding?.Dispose();
         _stepBinding?.Dispose();
+        _cudaMemory?.Dispose();
         _session?.Dispose();
         _options.Dispose();
         _run.Dispose();
